@@ -1,0 +1,333 @@
+"""The recipe's configuration: one frozen tree of dataclasses, presets, and type-checked overrides.
+
+A preset (``asr_kd/presets/<name>.toml``, shipped as package data) lists only the values that
+differ from the defaults below. Command-line overrides look like ``--set train.lr=0.05`` or
+``--set distill.temperatures=1,2,5``; an unknown key or a value of the wrong type is an error
+that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+PRESETS = ("smoke", "tiny", "librispeech-100h", "paper")
+DEFAULT_PRESET = "tiny"
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the config tree."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    # A LibriSpeech-layout root (--data-root). "" = the embedded synthetic corpus, generated once
+    # under <synthetic_dir>/synthetic-<size>-seed<seed> with subsets train-synth/dev-synth/test-synth.
+    root: str = ""
+    synthetic_size: str = "tiny"  # smoke | tiny | small
+    synthetic_seed: int = 0
+    synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
+    # LibriSpeech subset directories that make each split.
+    train_subsets: tuple[str, ...] = ("train-clean-100",)
+    dev_subsets: tuple[str, ...] = ("dev-clean",)
+    test_subsets: tuple[str, ...] = ("test-clean",)
+    max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
+    sample_rate: int = 16000
+    oov_policy: str = "error"  # error | skip (skipped utterances are counted)
+    extra_lexicon: str = ""  # optional LibriSpeech-style lexicon file (WORD PH1 PH2 ...)
+    lm_text: str = ""  # LM training text, one sentence a line; "" = corpus default if any
+
+    def __post_init__(self) -> None:
+        _check_choice("data.oov_policy", self.oov_policy, ("error", "skip"))
+        _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    num_mel_bins: int = 40
+    frame_length_ms: float = 25.0
+    frame_shift_ms: float = 10.0
+    num_ceps: int = 13  # MFCC for the GMM aligner
+    cmvn: str = "speaker"  # speaker | global | none (applied to the DNN's fbank features)
+    storage_dtype: str = "float16"  # dtype of features inside the shards
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice("features.cmvn", self.cmvn, ("speaker", "global", "none"))
+        _check_choice("features.storage_dtype", self.storage_dtype, ("float16", "float32"))
+
+
+@dataclass(frozen=True)
+class LangConfig:
+    position_dependent_phones: bool = False
+    sil_prob: float = 0.5  # optional-silence probability between words in L.fst
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    source: str = "builtin"  # builtin | kaldi
+    kaldi_ali_dir: str = ""  # with source=kaldi: a Kaldi exp dir (final.mdl + ali.*.gz) or pdf text/ark
+    context: str = "monophone"  # monophone | triphone
+    mono_iters: int = 25
+    mono_gaussians: int = 1000
+    tri_leaves: int = 500
+    tri_gaussians: int = 4000
+    tri_iters: int = 10
+    beam: float = 10.0
+    retry_beam: float = 40.0
+    boost_silence: float = 1.0
+    max_fail_fraction: float = 0.01
+    num_jobs: int = 2
+
+    def __post_init__(self) -> None:
+        _check_choice("align.source", self.source, ("builtin", "kaldi"))
+        _check_choice("align.context", self.context, ("monophone", "triphone"))
+
+
+@dataclass(frozen=True)
+class ShardConfig:
+    max_utts_per_shard: int = 500
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A feed-forward acoustic DNN: (left + 1 + right) x num_mel_bins inputs, ReLU hidden layers."""
+
+    hidden_layers: int = 4
+    hidden_dim: int = 512
+    dropout: float = 0.0
+    left_context: int = 20
+    right_context: int = 5
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    optimizer: str = "adam"  # adam | sgd
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 200
+    lr_schedule: str = "cosine"  # cosine | newbob | constant
+    batch_size: int = 256
+    max_epochs: int = 4
+    early_stopping_patience: int = 0  # 0 = off; in epochs of no dev improvement
+    shuffle_buffer_utts: int = 200
+    num_workers: int = 0
+    seed: int = 0
+    # Lightning Trainer pass-through
+    accelerator: str = "auto"
+    devices: str = "1"  # an int as text, or "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto | ddp | ...
+    precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
+    log_every_n_steps: int = 50
+
+    def __post_init__(self) -> None:
+        _check_choice("train.optimizer", self.optimizer, ("adam", "sgd"))
+        _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "newbob", "constant"))
+
+
+@dataclass(frozen=True)
+class TeachersConfig:
+    num_teachers: int = 10
+    stacked: bool = True  # train all K in one batched model on one device
+    seed_base: int = 1000  # teacher k gets seed seed_base + k
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    temperatures: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
+    hard_weight: float = 0.5
+    ensemble_mean: str = "arithmetic"  # arithmetic | geometric
+    student_hidden_layers: int = 0  # 0 = same as the teachers
+    student_hidden_dim: int = 0  # 0 = same as the teachers
+    subset_fraction: float = 0.03  # Table 5: fraction of training utterances
+    subset_seed: int = 7
+    subset_max_epochs: int = 0  # 0 = same as train.max_epochs
+    cache_targets: bool = False  # precompute tempered ensemble posteriors (small corpora only)
+    matching_logits: bool = False  # also train the high-T limit (L2 on logits)
+
+    def __post_init__(self) -> None:
+        _check_choice("distill.ensemble_mean", self.ensemble_mean, ("arithmetic", "geometric"))
+        if not 0.0 <= self.hard_weight <= 1.0:
+            raise ConfigError(f"distill.hard_weight must be in [0, 1], got {self.hard_weight}")
+        if not 0.0 < self.subset_fraction <= 1.0:
+            raise ConfigError(f"distill.subset_fraction must be in (0, 1], got {self.subset_fraction}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    lm_order: int = 3
+    arpa: str = ""  # a user-supplied ARPA LM; "" = estimate one from the LM text
+    beam: float = 13.0
+    max_active: int = 7000
+    lattice_beam: float = 6.0
+    acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
+    self_loop_scale: float = 0.1
+    num_jobs: int = 2
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    preset: str = DEFAULT_PRESET
+    data: DataConfig = field(default_factory=DataConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    lang: LangConfig = field(default_factory=LangConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    shards: ShardConfig = field(default_factory=ShardConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    teachers: TeachersConfig = field(default_factory=TeachersConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+def _check_choice(key: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Convert ``value`` (from TOML or a command-line string) to type ``tp`` or raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (elem, _ellipsis) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip() != ""]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key} expects a list, got {value!r}")
+        return tuple(_coerce(key, v, elem) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        raise ConfigError(f"{key}: optional types are not used in this config")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0", "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ConfigError(f"{key} expects true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects an integer, got {value!r}")
+        try:
+            if isinstance(value, str):
+                return int(value.strip())
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return int(value)
+        except ValueError:
+            raise ConfigError(f"{key} expects an integer, got {value!r}") from None
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{key} expects a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key} expects a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise ConfigError(f"{key} expects a string, got {value!r}")
+        return str(value)
+    raise ConfigError(f"{key}: unsupported type {tp}")
+
+
+def _section_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def apply_overrides(cfg: RecipeConfig, overrides: dict[str, Any]) -> RecipeConfig:
+    """Return a new config with dotted keys (``"train.lr"``) replaced; values are type-checked."""
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    top_types = _section_types(RecipeConfig)
+    for key, value in overrides.items():
+        parts = key.split(".")
+        if len(parts) == 1:
+            if parts[0] != "preset":
+                raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(_section_names())})")
+            top["preset"] = _coerce(key, value, str)
+            continue
+        if len(parts) != 2 or parts[0] not in _section_names():
+            raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(_section_names())})")
+        section, name = parts
+        section_cls = top_types[section]
+        types_ = _section_types(section_cls)
+        if name not in types_:
+            raise ConfigError(
+                f"unknown config key {key!r}; {section} has: {', '.join(sorted(types_))}"
+            )
+        sections.setdefault(section, {})[name] = _coerce(key, value, types_[name])
+    new_sections = {}
+    for section, values in sections.items():
+        try:
+            new_sections[section] = dataclasses.replace(getattr(cfg, section), **values)
+        except ConfigError:
+            raise
+    return dataclasses.replace(cfg, **top, **new_sections)
+
+
+def _section_names() -> list[str]:
+    return [f.name for f in dataclasses.fields(RecipeConfig) if f.name != "preset"]
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            flat.update(_flatten(v, key + "."))
+        else:
+            flat[key] = v
+    return flat
+
+
+def preset_overrides(name: str) -> dict[str, Any]:
+    """The flat ``{"section.key": value}`` overrides a shipped preset makes."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    text = resources.files("asr_kd.presets").joinpath(f"{name}.toml").read_text()
+    return _flatten(tomllib.loads(text))
+
+
+def load_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> RecipeConfig:
+    """Defaults, then the preset's values, then the command line's ``--set`` overrides."""
+    cfg = apply_overrides(RecipeConfig(preset=preset), preset_overrides(preset))
+    return apply_overrides(cfg, overrides or {})
+
+
+def parse_set_args(items: list[str]) -> dict[str, str]:
+    """``["train.lr=0.1", ...]`` -> ``{"train.lr": "0.1"}``."""
+    out: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def to_dict(obj: Any) -> Any:
+    """A JSON-ready copy of a config (sub)tree."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return [to_dict(v) for v in obj]
+    return obj
+
+
+def from_dict(tree: dict[str, Any]) -> RecipeConfig:
+    """Inverse of :func:`to_dict` (used to read the config stored in a run dir or checkpoint)."""
+    flat = {k: v for k, v in _flatten({k: v for k, v in tree.items() if k != "preset"}).items()}
+    return apply_overrides(RecipeConfig(preset=tree.get("preset", DEFAULT_PRESET)), flat)
+
+
+def config_hash(obj: Any) -> str:
+    """A stable short hash of a config (sub)tree or any JSON-ready value."""
+    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

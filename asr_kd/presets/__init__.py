@@ -1,0 +1,1 @@
+"""Shipped presets (TOML files; each lists only what differs from asr_kd.config's defaults)."""

@@ -1,0 +1,1 @@
+"""Recipes: ordered lists of named stages (like Kaldi's ``egs/*/run.sh``)."""

@@ -1,0 +1,184 @@
+"""The LibriSpeech recipe: audio -> labels -> ten teachers -> ensemble -> distilled students -> WER.
+
+Run ``python -m asr_kd.recipes.librispeech --help``. Reads top to bottom like Kaldi's ``run.sh``:
+one function per stage, each a function of (config, run paths) that returns its summary; the
+ordered ``STAGES`` list at the bottom is the recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from asr_kd.config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    ConfigError,
+    RecipeConfig,
+    load_config,
+    parse_set_args,
+    to_dict,
+)
+from asr_kd.fileio import read_json, write_json
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.stages import Stage, StageError, StageRunner, global_rank
+
+log = logging.getLogger("asr_kd.recipe")
+
+
+# ---------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------
+def corpus_root(cfg: RecipeConfig) -> Path:
+    """The corpus this run reads: --data-root, or the embedded synthetic corpus."""
+    if cfg.data.root:
+        return Path(cfg.data.root)
+    d = cfg.data
+    return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
+
+
+def split_subsets(cfg: RecipeConfig) -> dict[str, tuple[str, ...]]:
+    if not cfg.data.root:
+        from data_prep.synthetic import SUBSETS
+
+        return {split: (SUBSETS[split],) for split in SPLITS}
+    d = cfg.data
+    return {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
+
+
+def stage_prepare(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Corpus (LibriSpeech layout) -> manifest-<split>.jsonl; bad input named and counted."""
+    from data_prep.librispeech import prepare_manifests
+
+    root = corpus_root(cfg)
+    if not cfg.data.root:
+        from data_prep.synthetic import ensure_corpus
+
+        ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
+    return prepare_manifests(root, split_subsets(cfg), paths, cfg.data)
+
+
+STAGES: list[Stage] = [
+    Stage("prepare", stage_prepare, reads=("data",), after=(), doc="corpus -> manifests"),
+    Stage("lang", None, reads=("data.oov_policy", "data.extra_lexicon", "lang"), after=("prepare",),
+          doc="lexicon, phones.txt, words.txt, topology, L.fst"),
+    Stage("features", None, reads=("features",), after=("prepare",), doc="fbank + MFCC, CMVN stats"),
+    Stage("align", None, reads=("align", "features.num_ceps"), after=("lang", "features"),
+          doc="GMM-HMM forced alignment (or Kaldi import) -> per-frame HMM-state ids"),
+    Stage("shards", None, reads=("shards", "features.cmvn", "features.storage_dtype"),
+          after=("features", "align"), doc="webdataset shards of normalised feats + labels"),
+    Stage("teachers", None, reads=("model", "train", "teachers"), after=("shards",), distributed=True,
+          doc="K teacher DNNs (Lightning)"),
+    Stage("ensemble", None, reads=("distill.ensemble_mean",), after=("teachers",),
+          doc="average of the K teachers' soft targets"),
+    Stage("distill", None, reads=("model", "train", "distill"), after=("ensemble",), distributed=True,
+          doc="students at each T; Table-5 3%-data runs"),
+    Stage("graph", None, reads=("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "lang"),
+          after=("lang", "align"), doc="n-gram LM and HCLG"),
+    Stage("decode", None, reads=("decode",), after=("graph", "distill"), doc="hybrid decoding, WER"),
+    Stage("report", None, reads=(), after=("decode",), doc="report.json, report.md, plots"),
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+# ---------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    stage_names = ", ".join(f"{i}:{s.name}" for i, s in enumerate(STAGES))
+    p = argparse.ArgumentParser(
+        prog="python -m asr_kd.recipes.librispeech",
+        description=(
+            "Distil an ensemble of hybrid DNN-HMM acoustic models into one model "
+            "(Hinton, Vinyals & Dean 2015, section 4), from audio to the paper's tables. "
+            f"Stages: {stage_names}."
+        ),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--data-root", default=None,
+                   help="LibriSpeech-layout corpus root (with e.g. train-clean-100/, dev-clean/, test-clean/). "
+                        "Without it the embedded synthetic corpus is generated once and used.")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS,
+                   help="preset: smoke (CI, minutes), tiny (the laptop demo), librispeech-100h, paper")
+    p.add_argument("--exp-dir", default=None, help="run directory (default: exp/<preset>)")
+    p.add_argument("--stage", default=None, help="first stage to run (name or number)")
+    p.add_argument("--stop-stage", default=None, help="last stage to run (name or number)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. --set train.lr=0.05 --set distill.temperatures=1,2")
+    p.add_argument("--force", action="append", default=[], metavar="STAGE",
+                   help="re-run STAGE even though it is done or its config changed (repeatable)")
+    p.add_argument("--list", action="store_true", help="list stages with their status and exit")
+    p.add_argument("--show", default=None, metavar="STAGE", help="print STAGE's summary as JSON and exit")
+    p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def resolve_config(args: argparse.Namespace) -> RecipeConfig:
+    overrides: dict[str, Any] = parse_set_args(args.overrides)
+    if args.data_root is not None:
+        overrides["data.root"] = str(Path(args.data_root).resolve())
+    return load_config(args.preset, overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        cfg = resolve_config(args)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    paths = RunPaths(Path(args.exp_dir) if args.exp_dir else Path("exp") / args.preset)
+    runner = StageRunner(STAGES, cfg, paths)
+
+    if args.print_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    if args.list:
+        print(f"{'#':>2}  {'stage':<9} {'status':<11} wall")
+        for i, name, status, wall in runner.listing():
+            print(f"{i:>2}  {name:<9} {status:<11} {wall}")
+        return 0
+    if args.show:
+        try:
+            name = STAGES[runner.resolve(args.show, 0)].name
+        except StageError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        marker = runner.read_marker(name)
+        if marker is None:
+            print(f"error: stage '{name}' has not run in {paths.root}", file=sys.stderr)
+            return 1
+        print(json.dumps(marker["summary"], indent=2))
+        return 0
+
+    if global_rank() == 0:
+        _write_run_config(cfg, paths)
+    try:
+        runner.run(args.stage, args.stop_stage, args.force)
+    except (StageError, ConfigError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _write_run_config(cfg: RecipeConfig, paths: RunPaths) -> None:
+    """The resolved config goes to the run dir before any stage runs (history kept on change)."""
+    tree = to_dict(cfg)
+    if paths.config.exists():
+        old = read_json(paths.config)
+        if old == tree:
+            return
+    write_json(paths.config, tree)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

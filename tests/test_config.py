@@ -1,0 +1,75 @@
+"""The config tree: presets load, overrides are type-checked, unknown keys are named."""
+
+import dataclasses
+
+import pytest
+
+from asr_kd.config import (
+    PRESETS,
+    ConfigError,
+    RecipeConfig,
+    config_hash,
+    from_dict,
+    load_config,
+    parse_set_args,
+    to_dict,
+)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_shipped_preset_loads(name):
+    cfg = load_config(name)
+    assert cfg.preset == name
+    assert cfg.model.left_context == 20 and cfg.model.right_context == 5
+    assert cfg.distill.hard_weight == 0.5
+
+
+def test_paper_preset_is_the_papers_setting():
+    cfg = load_config("paper")
+    assert (cfg.model.hidden_layers, cfg.model.hidden_dim) == (8, 2560)
+    assert cfg.teachers.num_teachers == 10
+    assert cfg.distill.temperatures == (1.0, 2.0, 5.0, 10.0)
+    assert cfg.train.precision == "bf16-mixed"
+
+
+def test_overrides_are_coerced_to_the_field_type():
+    cfg = load_config("smoke", parse_set_args(["train.lr=0.05", "distill.temperatures=1,2", "teachers.stacked=false"]))
+    assert cfg.train.lr == 0.05
+    assert cfg.distill.temperatures == (1.0, 2.0)
+    assert cfg.teachers.stacked is False
+
+
+@pytest.mark.parametrize(
+    "item, message",
+    [
+        ("train.lrr=1", "train.lrr"),
+        ("nosuch.x=1", "nosuch.x"),
+        ("train.max_epochs=two", "train.max_epochs"),
+        ("teachers.stacked=maybe", "teachers.stacked"),
+        ("features.cmvn=utterance", "features.cmvn"),
+        ("distill.hard_weight=1.5", "distill.hard_weight"),
+    ],
+)
+def test_bad_overrides_name_the_key(item, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        load_config("smoke", parse_set_args([item]))
+
+
+def test_set_needs_key_equals_value():
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set_args(["train.lr"])
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        load_config("huge")
+
+
+def test_config_is_frozen_and_round_trips_through_json():
+    cfg = load_config("tiny", {"train.lr": "0.01"})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.lr = 1.0  # type: ignore[misc]
+    again = from_dict(to_dict(cfg))
+    assert again == cfg
+    assert config_hash(again) == config_hash(cfg)
+    assert config_hash(cfg) != config_hash(RecipeConfig())

@@ -1,0 +1,82 @@
+"""Stage runner: markers, skip on re-run, stale detection, --force, upstream re-runs."""
+
+import pytest
+
+from asr_kd.config import load_config
+from asr_kd.fileio import read_json
+from asr_kd.paths import RunPaths
+from asr_kd.stages import Stage, StageError, StageRunner
+
+
+def make_stages(calls):
+    def first(cfg, paths):
+        calls.append("first")
+        (paths.stage_dir("first")).mkdir(parents=True, exist_ok=True)
+        return {"n": 1}
+
+    def second(cfg, paths):
+        calls.append("second")
+        return {"lr": cfg.train.lr}
+
+    return [
+        Stage("first", first, reads=("data",), after=()),
+        Stage("second", second, reads=("train.lr",), after=("first",)),
+        Stage("third", None, reads=(), after=("second",)),
+    ]
+
+
+def test_runs_then_skips_and_writes_markers(tmp_path):
+    calls = []
+    cfg = load_config("smoke")
+    paths = RunPaths(tmp_path)
+    runner = StageRunner(make_stages(calls), cfg, paths)
+    runner.run(stop="second")
+    assert calls == ["first", "second"]
+    marker = read_json(paths.marker("second"))
+    assert marker["summary"] == {"lr": cfg.train.lr}
+    assert "config_hash" in marker and "wall_time_s" in marker and "upstream" in marker
+    runner.run(stop="second")
+    assert calls == ["first", "second"], "a second run must skip finished stages"
+    assert [r[2] for r in runner.listing()] == ["done", "done", "unavailable"]
+
+
+def test_changed_config_stops_with_force_hint_then_force_reruns(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="second")
+    changed = StageRunner(make_stages(calls), load_config("smoke", {"train.lr": "0.5"}), paths)
+    assert changed.status(changed.by_name["second"]) == "stale"
+    with pytest.raises(StageError, match=r"--force second") as e:
+        changed.run(stop="second")
+    assert "train.lr" in str(e.value)
+    changed.run(stop="second", force=["second"])
+    assert calls == ["first", "second", "second"]
+    assert changed.status(changed.by_name["second"]) == "done"
+
+
+def test_forcing_upstream_reruns_downstream(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    runner = StageRunner(make_stages(calls), load_config("smoke"), paths)
+    runner.run(stop="second")
+    runner.run(stop="second", force=["first"])
+    assert calls == ["first", "second", "first", "second"]
+
+
+def test_unavailable_stage_stops_with_clear_message(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    with pytest.raises(StageError, match="'third' is not built yet"):
+        runner.run()
+
+
+def test_stage_needs_upstream(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    with pytest.raises(StageError, match="needs stage 'first'"):
+        runner.run(start="second", stop="second")
+
+
+def test_stage_names_and_numbers(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    assert runner.resolve("1", 0) == runner.resolve("second", 0) == 1
+    with pytest.raises(StageError, match="unknown stage"):
+        runner.resolve("nope", 0)
