@@ -80,8 +80,17 @@ class AlignConfig:
     tri_leaves: int = 500
     tri_gaussians: int = 4000
     tri_iters: int = 10
+    # Decision tree (asr_kd.tree): frames each side of a split must keep; leaf merging after the
+    # splits (loss threshold; <0 = the smallest split gain, 0 = off); question sets from
+    # likelihood-based phone clustering ("auto"), the ARPAbet class table ("table"), or "both".
+    tree_min_count: int = 50
+    tree_merge_threshold: float = -1.0
+    tree_questions: str = "both"
     beam: float = 10.0
     retry_beam: float = 40.0
+    # Final alignment of every split (the DNN labels): an utterance that fails at retry_beam is
+    # tried once more with this beam (held-out voices are far from a small training set); 0 = off.
+    final_beam: float = 500.0
     boost_silence: float = 1.0
     max_fail_fraction: float = 0.01
     num_jobs: int = 2
@@ -89,6 +98,7 @@ class AlignConfig:
     def __post_init__(self) -> None:
         _check_choice("align.source", self.source, ("builtin", "kaldi"))
         _check_choice("align.context", self.context, ("monophone", "triphone"))
+        _check_choice("align.tree_questions", self.tree_questions, ("auto", "table", "both"))
 
 
 @dataclass(frozen=True)
@@ -115,9 +125,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     warmup_steps: int = 200
     lr_schedule: str = "cosine"  # cosine | newbob | constant
+    min_lr_ratio: float = 0.02  # cosine decays to lr * min_lr_ratio
+    newbob_threshold: float = 0.005  # newbob: halve once dev frame acc improves less than this per epoch
     batch_size: int = 256
     max_epochs: int = 4
     early_stopping_patience: int = 0  # 0 = off; in epochs of no dev improvement
+    checkpoint_every_n_steps: int = 0  # also write last.ckpt every n steps (0 = at epoch ends only)
+    in_memory_max_frames: int = 5_000_000  # smaller training sets are loaded into memory, not streamed
+    eval_max_frames: int = 2_000_000  # cap on frames for the final train-set frame accuracy (0 = all)
     shuffle_buffer_utts: int = 200
     num_workers: int = 0
     seed: int = 0
@@ -139,6 +154,7 @@ class TeachersConfig:
     num_teachers: int = 10
     stacked: bool = True  # train all K in one batched model on one device
     seed_base: int = 1000  # teacher k gets seed seed_base + k
+    only: int = -1  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
 
 
 @dataclass(frozen=True)
@@ -153,9 +169,13 @@ class DistillConfig:
     subset_max_epochs: int = 0  # 0 = same as train.max_epochs
     cache_targets: bool = False  # precompute tempered ensemble posteriors (small corpora only)
     matching_logits: bool = False  # also train the high-T limit (L2 on logits)
+    subset_temperature: float = 0.0  # T of the Table-5 soft_3 run; 0 = the student T best on dev
+    subset_early_stopping_patience: int = 2  # Table-5 baseline_3: epochs without dev gain before stopping
+    baseline_100: str = "teacher0"  # teacher0 (reuse teacher 0) | train (a fresh hard-target run)
 
     def __post_init__(self) -> None:
         _check_choice("distill.ensemble_mean", self.ensemble_mean, ("arithmetic", "geometric"))
+        _check_choice("distill.baseline_100", self.baseline_100, ("teacher0", "train"))
         if not 0.0 <= self.hard_weight <= 1.0:
             raise ConfigError(f"distill.hard_weight must be in [0, 1], got {self.hard_weight}")
         if not 0.0 < self.subset_fraction <= 1.0:
@@ -171,7 +191,16 @@ class DecodeConfig:
     lattice_beam: float = 6.0
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
     self_loop_scale: float = 0.1
-    num_jobs: int = 2
+    num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
+    teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
+    tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
+
+    def __post_init__(self) -> None:
+        _check_choice("decode.teachers", self.teachers, ("all", "first"))
+        if not self.acoustic_scales or min(self.acoustic_scales) <= 0:
+            raise ConfigError(f"decode.acoustic_scales must be positive numbers, got {self.acoustic_scales}")
+        if self.lm_order < 1:
+            raise ConfigError(f"decode.lm_order must be >= 1, got {self.lm_order}")
 
 
 @dataclass(frozen=True)

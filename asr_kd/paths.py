@@ -15,8 +15,9 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     teachers/teacher-K/              Lightning checkpoints and metrics of teacher K
     ensemble/                        the ensemble's evaluation
     distill/T<t>/, distill/table5-<name>/
-    graph/HCLG.fst G.fst lm.arpa
-    decode/<system>/<split>/         hypotheses, per-utterance errors, WER
+    graph/HCLG.fst G.fst lm.arpa words.txt graph_info.json
+    decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
+    decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     report.json report.md *.png      the paper-shaped report
 """
 
@@ -103,13 +104,61 @@ class RunPaths:
     def table5_dir(self, name: str) -> Path:
         return self.stage_dir("distill") / f"table5-{name}"
 
+    @property
+    def ensemble_metrics(self) -> Path:
+        return self.stage_dir("ensemble") / "metrics.json"
+
+    @property
+    def matching_logits_dir(self) -> Path:
+        """The optional student trained on the high-T limit (L2 on logits)."""
+        return self.stage_dir("distill") / "matching-logits"
+
+    @property
+    def teachers_stacked_dir(self) -> Path:
+        """The run that trains all K teachers at once (teachers.stacked=true)."""
+        return self.stage_dir("teachers") / "stacked"
+
     # -- graph / decode / report ---------------------------------------------------
     @property
     def graph(self) -> Path:
         return self.stage_dir("graph")
 
+    @property
+    def lm_arpa(self) -> Path:
+        """The decoding LM: estimated from the LM text, or a copy of decode.arpa."""
+        return self.graph / "lm.arpa"
+
+    @property
+    def hclg(self) -> Path:
+        return self.graph / "HCLG.fst"
+
+    @property
+    def graph_words(self) -> Path:
+        """words.txt of the graph (the output symbols of HCLG.fst)."""
+        return self.graph / "words.txt"
+
+    @property
+    def graph_info(self) -> Path:
+        """Sizes, build time and cache key of HCLG.fst."""
+        return self.graph / "graph_info.json"
+
     def decode_dir(self, system: str, split: str) -> Path:
+        """hyp.txt, per_utt, wer, wer.json of one system on one split."""
         return self.stage_dir("decode") / system / split
+
+    def decode_summary(self, system: str) -> Path:
+        """One system's decoding summary: dev WER per acoustic scale, chosen scale, test WER, frame accuracy."""
+        return self.stage_dir("decode") / system / "summary.json"
+
+    @property
+    def plot_vs_temperature(self) -> Path:
+        """Frame accuracy and WER of the distilled students against T (with teacher/ensemble lines)."""
+        return self.root / "frame_acc_wer_vs_T.png"
+
+    @property
+    def plot_table5_curves(self) -> Path:
+        """Per-epoch train/test frame accuracy of the 3%-data hard- and soft-target runs."""
+        return self.root / "table5_curves.png"
 
     @property
     def report_json(self) -> Path:
@@ -118,3 +167,50 @@ class RunPaths:
     @property
     def report_md(self) -> Path:
         return self.root / "report.md"
+
+
+@dataclass(frozen=True)
+class TrainRunDir:
+    """Files of one training run (a teacher, a student, a Table-5 run)::
+
+        checkpoints/last.ckpt checkpoints/best.ckpt   Lightning checkpoints (config + history inside)
+        logs/                                         CSV (and TensorBoard) logs
+        model.pt                                      the selected (best-on-dev) model, standalone
+        metrics.json                                  final frame accuracies and per-epoch history
+        RUN_DONE.json                                 written last: the run finished
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / "checkpoints"
+
+    @property
+    def last_ckpt(self) -> Path:
+        return self.checkpoints / "last.ckpt"
+
+    best_ckpt_stem = "best"
+
+    @property
+    def logs(self) -> Path:
+        return self.root / "logs"
+
+    @property
+    def model(self) -> Path:
+        return self.root / "model.pt"
+
+    def member_model(self, k: int) -> Path:
+        """Member k of a stacked run, before it is copied into its teacher directory."""
+        return self.root / f"member-{k}.pt"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "metrics.json"
+
+    @property
+    def done(self) -> Path:
+        return self.root / "RUN_DONE.json"

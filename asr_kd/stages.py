@@ -40,6 +40,14 @@ class StageError(RuntimeError):
     """A stage cannot run (stale outputs, missing upstream, unavailable)."""
 
 
+class StageIncomplete(Exception):
+    """Raised by a stage that finished its share of the work but not the whole stage.
+
+    E.g. one teacher of a SLURM job array (``--set teachers.only=3``): that teacher is trained and
+    checkpointed, but the stage's marker is written only by a run that finds all K done.
+    """
+
+
 @dataclass(frozen=True)
 class Stage:
     name: str
@@ -68,11 +76,19 @@ def global_rank() -> int:
 
 
 def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
+    """The config values a stage depends on: ``"train"`` (a section), ``"decode.beam"`` (a key),
+    ``"!train.devices"`` (leave out a key of a section read whole: where a run happens, not what)."""
     tree = to_dict(cfg)
     out: dict[str, Any] = {}
     for key in reads:
+        if key.startswith("!"):
+            continue
         section, _, name = key.partition(".")
-        out[key] = tree[section][name] if name else tree[section]
+        out[key] = tree[section][name] if name else dict(tree[section])
+    for key in reads:
+        if key.startswith("!"):
+            section, _, name = key[1:].partition(".")
+            out.get(section, {}).pop(name, None)
     return out
 
 
@@ -183,7 +199,10 @@ class StageRunner:
                         f"Re-run it with --force {stage.name} (its old outputs are replaced), "
                         f"or use another --exp-dir."
                     )
-            self._run_one(stage, rank)
+            try:
+                self._run_one(stage, rank)
+            except StageIncomplete:
+                return  # later stages need the whole stage: stop here, successfully
             rerun.add(stage.name)
 
     def _run_one(self, stage: Stage, rank: int) -> None:
@@ -192,7 +211,11 @@ class StageRunner:
         if rank == 0 and self.paths.marker(stage.name).exists():
             self.paths.marker(stage.name).unlink()
         t0 = time.time()
-        summary = stage.run(self.cfg, self.paths)
+        try:
+            summary = stage.run(self.cfg, self.paths)
+        except StageIncomplete as e:
+            log.info("stage %-9s did its part (%s); no marker written", stage.name, e)
+            raise
         wall = time.time() - t0
         if rank != 0:
             return

@@ -80,3 +80,19 @@ def test_stage_names_and_numbers(tmp_path):
     assert runner.resolve("1", 0) == runner.resolve("second", 0) == 1
     with pytest.raises(StageError, match="unknown stage"):
         runner.resolve("nope", 0)
+
+
+def test_excluded_keys_do_not_make_a_stage_stale(tmp_path):
+    calls = []
+
+    def train(cfg, paths):
+        calls.append("train")
+        return {}
+
+    stages = [Stage("train", train, reads=("train", "!train.devices"), after=())]
+    paths = RunPaths(tmp_path)
+    StageRunner(stages, load_config("smoke"), paths).run()
+    moved = StageRunner(stages, load_config("smoke", {"train.devices": "4"}), paths)
+    assert moved.status(stages[0]) == "done"
+    changed = StageRunner(stages, load_config("smoke", {"train.lr": "0.3"}), paths)
+    assert changed.status(stages[0]) == "stale"

@@ -62,25 +62,107 @@ def stage_prepare(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     return prepare_manifests(root, split_subsets(cfg), paths, cfg.data)
 
 
+def stage_features(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Manifests -> fbank (DNN) + MFCC (aligner) ark/scp per split, CMVN stats (global from train)."""
+    from asr_kd.features import compute_features
+
+    return compute_features(paths, cfg.features, sample_rate=cfg.data.sample_rate)
+
+
+def stage_shards(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Features + CMVN + alignments -> webdataset shards and index.json per split."""
+    from asr_kd.shards import write_shards
+
+    return write_shards(paths, cfg.features, cfg.shards)
+
+
+def stage_lang(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Manifest (+ LM text) words and the lexicon -> phones.txt, words.txt, topo, L.fst (Kaldi formats)."""
+    from asr_kd.lang import prepare_lang
+    from asr_kd.lexicon import load_lexicon
+
+    lm_text = read_json(paths.marker("prepare"))["summary"].get("lm_text") or None
+    return prepare_lang(
+        paths.lang, [paths.manifest(split) for split in SPLITS], Path(lm_text) if lm_text else None,
+        load_lexicon(cfg.data.extra_lexicon or None), cfg.lang.sil_prob,
+        cfg.lang.position_dependent_phones, cfg.data.oov_policy,
+    )
+
+
+def stage_align(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """GMM-HMM forced alignment (built-in, or a Kaldi import) -> per-frame HMM-state (pdf) ids."""
+    from asr_kd.align.stage import run_align
+
+    return run_align(cfg, paths)
+
+
+def stage_graph(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """LM text (or decode.arpa) -> lm.arpa -> G.fst; with L, the tree and the model -> HCLG.fst."""
+    from asr_kd.graph import run_graph_stage
+
+    return run_graph_stage(cfg, paths)
+
+
+def stage_decode(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Every system (teachers, ensemble, students, Table-5 runs, GMM) through HCLG -> WER."""
+    from asr_kd.report import run_decode_stage
+
+    return run_decode_stage(cfg, paths)
+
+
+def stage_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Markers + decode summaries -> report.json, report.md, plots (Tables 1 and 5 beside the paper's)."""
+    from asr_kd.report import run_report_stage
+
+    return run_report_stage(cfg, paths)
+
+
+def stage_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """K teacher DNNs, resumable per teacher (teachers.only=k: one job-array task; stacked: all at once)."""
+    from asr_kd.runs import stage_teachers as run_teachers
+
+    return run_teachers(cfg, paths)
+
+
+def stage_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The K teachers as one batched ensemble: dev/test frame accuracy beside each teacher's."""
+    from asr_kd.runs import stage_ensemble as run_ensemble
+
+    return run_ensemble(cfg, paths)
+
+
+def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """One student per temperature from the online ensemble, and the Table-5 3%-data runs."""
+    from asr_kd.runs import stage_distill as run_distill
+
+    return run_distill(cfg, paths)
+
+
 STAGES: list[Stage] = [
     Stage("prepare", stage_prepare, reads=("data",), after=(), doc="corpus -> manifests"),
-    Stage("lang", None, reads=("data.oov_policy", "data.extra_lexicon", "lang"), after=("prepare",),
+    Stage("lang", stage_lang, reads=("data.oov_policy", "data.extra_lexicon", "lang"), after=("prepare",),
           doc="lexicon, phones.txt, words.txt, topology, L.fst"),
-    Stage("features", None, reads=("features",), after=("prepare",), doc="fbank + MFCC, CMVN stats"),
-    Stage("align", None, reads=("align", "features.num_ceps"), after=("lang", "features"),
+    Stage("features", stage_features,
+          reads=("features.num_mel_bins", "features.frame_length_ms", "features.frame_shift_ms",
+                 "features.num_ceps", "data.sample_rate"),
+          after=("prepare",), doc="fbank + MFCC, CMVN stats"),
+    Stage("align", stage_align, reads=("align", "features.num_ceps"), after=("lang", "features"),
           doc="GMM-HMM forced alignment (or Kaldi import) -> per-frame HMM-state ids"),
-    Stage("shards", None, reads=("shards", "features.cmvn", "features.storage_dtype"),
+    Stage("shards", stage_shards, reads=("shards", "features.cmvn", "features.storage_dtype"),
           after=("features", "align"), doc="webdataset shards of normalised feats + labels"),
-    Stage("teachers", None, reads=("model", "train", "teachers"), after=("shards",), distributed=True,
+    Stage("teachers", stage_teachers,
+          reads=("model", "train", "teachers.num_teachers", "teachers.stacked", "teachers.seed_base",
+                 "features.num_mel_bins"),
+          after=("shards",), distributed=True,
           doc="K teacher DNNs (Lightning)"),
-    Stage("ensemble", None, reads=("distill.ensemble_mean",), after=("teachers",),
+    Stage("ensemble", stage_ensemble, reads=("distill.ensemble_mean",), after=("teachers",),
           doc="average of the K teachers' soft targets"),
-    Stage("distill", None, reads=("model", "train", "distill"), after=("ensemble",), distributed=True,
+    Stage("distill", stage_distill, reads=("model", "train", "distill"), after=("ensemble",), distributed=True,
           doc="students at each T; Table-5 3%-data runs"),
-    Stage("graph", None, reads=("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "lang"),
+    Stage("graph", stage_graph, reads=("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "lang"),
           after=("lang", "align"), doc="n-gram LM and HCLG"),
-    Stage("decode", None, reads=("decode",), after=("graph", "distill"), doc="hybrid decoding, WER"),
-    Stage("report", None, reads=(), after=("decode",), doc="report.json, report.md, plots"),
+    Stage("decode", stage_decode, reads=("decode",), after=("graph", "distill"), doc="hybrid decoding, WER"),
+    Stage("report", stage_report, reads=(), after=("decode",), doc="report.json, report.md, plots"),
 ]
 
 

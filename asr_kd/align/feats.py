@@ -1,0 +1,73 @@
+"""GMM features for the aligner: MFCC + deltas + delta-deltas with per-speaker mean normalisation.
+
+As Kaldi's ``steps/train_mono.sh`` (``apply-cmvn --norm-vars=false`` per speaker, then
+``add-deltas``): 13 MFCCs become 39-dimensional frames. The MFCCs come from the features stage
+(``features/<split>/mfcc.scp``: raw float32 (T, 13) matrices, read with kaldiio).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+DELTA_WINDOW = 2  # Kaldi add-deltas default
+
+
+def deltas(x: np.ndarray, window: int = DELTA_WINDOW) -> np.ndarray:
+    """Kaldi's regression deltas: sum_n n (x[t+n] - x[t-n]) / (2 sum_n n^2), edges replicated.
+
+    x: (T, D) -> (T, D)
+    """
+    T = x.shape[0]
+    padded = np.concatenate([np.repeat(x[:1], window, 0), x, np.repeat(x[-1:], window, 0)])  # (T+2w, D)
+    num = np.zeros_like(x, dtype=np.float64)
+    for n in range(1, window + 1):
+        num += n * (padded[window + n : window + n + T] - padded[window - n : window - n + T])
+    return (num / (2 * sum(n * n for n in range(1, window + 1)))).astype(np.float32)
+
+
+def add_deltas(x: np.ndarray) -> np.ndarray:
+    """(T, D) -> (T, 3D): static, delta, delta-delta."""
+    d1 = deltas(x)
+    d2 = deltas(d1)
+    return np.concatenate([x, d1, d2], axis=1).astype(np.float32)
+
+
+def speaker_means(feats: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Per-speaker mean of the raw features: speaker -> (D,)."""
+    sums: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = defaultdict(int)
+    for utt, x in feats.items():
+        spk = utt2spk[utt]
+        sums[spk] = sums.get(spk, 0) + x.sum(axis=0, dtype=np.float64)
+        counts[spk] += x.shape[0]
+    return {spk: (s / counts[spk]).astype(np.float32) for spk, s in sums.items()}
+
+
+def read_mfcc(scp: Path, utt_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """MFCC matrices for ``utt_ids`` from a kaldiio scp; and the ids missing from it."""
+    import kaldiio
+
+    if not Path(scp).exists():
+        raise FileNotFoundError(f"{scp} is missing; run the features stage (--stage features)")
+    table = kaldiio.load_scp(str(scp))
+    out: dict[str, np.ndarray] = {}
+    missing: list[str] = []
+    for utt in utt_ids:
+        if utt not in table:
+            missing.append(utt)
+            continue
+        out[utt] = np.asarray(table[utt], dtype=np.float32)
+    return out, missing
+
+
+def gmm_features(raw: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Per-speaker mean-normalised MFCC + deltas: utt -> (T, 3 * num_ceps) float32."""
+    means = speaker_means(raw, utt2spk)
+    return {utt: add_deltas(x - means[utt2spk[utt]]) for utt, x in raw.items()}

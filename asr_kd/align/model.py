@@ -1,0 +1,255 @@
+"""The GMM-HMM acoustic model: (context dependency, transition model, diagonal-GMM AM) and its files.
+
+On disk, as Kaldi's ``exp/mono``:
+
+- ``tree``: the context dependency in Kaldi's binary format (``ContextDependency.write``), read
+  back through its pickle state (the same bytes without Kaldi's ``\\0B`` binary header).
+- ``final.mdl``: Kaldi's *text* model format (``gmm-copy --binary=false`` writes the same):
+  ``<TransitionModel>`` (topology, ``<Tuples>`` phone / HMM state / forward pdf / self-loop pdf,
+  ``<LogProbs>``) followed by the ``AmDiagGmm`` (``<DIMENSION> <NUMPDFS>`` then one ``<DiagGMM>``
+  per pdf with ``<GCONSTS> <WEIGHTS> <MEANS_INVVARS> <INV_VARS>``). Kaldi tools read it as is;
+  kaldi-hmm-gmm has no model writer, so this module writes and parses that text.
+
+:func:`load_model` returns a :class:`GmmHmm` that decoding and triphone training reuse.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kaldi_hmm_gmm as khg
+import numpy as np
+
+from asr_kd.fileio import atomic_open, atomic_path
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "final.mdl"
+TREE_FILE = "tree"
+
+
+@dataclass
+class GmmHmm:
+    """A GMM-HMM: the three objects every kaldi-hmm-gmm call takes, plus the topology."""
+
+    ctx_dep: Any  # khg.ContextDependency
+    trans_model: Any  # khg.TransitionModel
+    am: Any  # khg.AmDiagGmm
+    topo: Any  # khg.HmmTopology
+
+    @property
+    def num_pdfs(self) -> int:
+        return int(self.trans_model.num_pdfs)
+
+    @property
+    def num_gauss(self) -> int:
+        return int(self.am.num_gauss)
+
+    @property
+    def dim(self) -> int:
+        return int(self.am.dim)
+
+    def tid2pdf(self) -> np.ndarray:
+        """(num_transition_ids + 1,) int32: transition id -> pdf id (index 0 is a dummy entry)."""
+        return np.asarray(self.trans_model.transition_id_to_pdf_array(), dtype=np.int32)
+
+    def tid2phone(self) -> np.ndarray:
+        """(num_transition_ids + 1,) int32: transition id -> phone id (index 0 -> 0)."""
+        n = int(self.trans_model.num_transition_ids)
+        return np.array([0] + [self.trans_model.transition_id_to_phone(t) for t in range(1, n + 1)], np.int32)
+
+
+def single_gaussian(mean: np.ndarray, var: np.ndarray) -> Any:
+    """A one-component khg.DiagGmm with the given (D,) mean and variance."""
+    gmm = khg.DiagGmm(nmix=1, dim=mean.shape[0])
+    gmm.set_weights(np.ones(1, dtype=np.float32))
+    gmm.set_means(mean[None, :].astype(np.float32))  # (1, D)
+    gmm.set_invvars((1.0 / np.maximum(var, 1e-3))[None, :].astype(np.float32))  # (1, D)
+    gmm.compute_gconsts()
+    return gmm
+
+
+def init_monophone(topo: Any, mean: np.ndarray, var: np.ndarray) -> GmmHmm:
+    """As ``gmm-init-mono``: a monophone tree and one global Gaussian copied into every pdf."""
+    ctx_dep = khg.monophone_context_dependency(
+        phones=topo.phones, phone2num_pdf_classes=topo.get_phone_to_num_pdf_classes()
+    )
+    return init_from_tree(topo, ctx_dep, mean, var)
+
+
+def init_from_tree(topo: Any, ctx_dep: Any, mean: np.ndarray, var: np.ndarray) -> GmmHmm:
+    """A model for any context dependency (monophone or a tied-triphone tree), flat GMMs."""
+    trans_model = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
+    am = khg.AmDiagGmm()
+    gmm = single_gaussian(mean, var)
+    for _ in range(ctx_dep.num_pdfs):
+        am.add_pdf(gmm)
+    return GmmHmm(ctx_dep=ctx_dep, trans_model=trans_model, am=am, topo=topo)
+
+
+def boosted_am(model: GmmHmm, silence_phones: list[int], boost: float) -> Any:
+    """A copy of the AM with silence pdfs' weights times ``boost`` (Kaldi's gmm-boost-silence)."""
+    am = khg.AmDiagGmm()
+    am.copy_from_am_diag_gmm(model.am)
+    if boost == 1.0:
+        return am
+    sil_pdfs = silence_pdfs(model, silence_phones)
+    for pdf in sil_pdfs:
+        gmm = am.get_pdf(pdf)
+        gmm.set_weights((np.asarray(gmm.weights) * boost).astype(np.float32))
+        gmm.compute_gconsts()
+    return am
+
+
+def silence_pdfs(model: GmmHmm, silence_phones: list[int]) -> list[int]:
+    """Pdf ids reachable from the silence phones."""
+    tid2pdf, tid2phone = model.tid2pdf(), model.tid2phone()
+    mask = np.isin(tid2phone, silence_phones)
+    mask[0] = False
+    return sorted(set(tid2pdf[mask].tolist()))
+
+
+# ------------------------------------------------------------------------------------------------
+# Kaldi text format
+# ------------------------------------------------------------------------------------------------
+def _vec(v: np.ndarray) -> str:
+    return " [ " + " ".join(f"{x:.9g}" for x in np.asarray(v).ravel()) + " ]\n"
+
+
+def _mat(m: np.ndarray) -> str:
+    rows = "\n".join("  " + " ".join(f"{x:.9g}" for x in row) for row in np.asarray(m))
+    return " [\n" + rows + " ]\n"
+
+
+def transition_model_text(tm: Any) -> str:
+    lines = ["<TransitionModel> \n", str(tm.topo).rstrip() + " \n"]
+    tuples = tm.tuples
+    lines.append(f"<Tuples> {len(tuples)} \n")
+    for t in tuples:
+        phone, hmm_state, forward_pdf, self_loop_pdf = t.__getstate__()
+        lines.append(f"{phone} {hmm_state} {forward_pdf} {self_loop_pdf} \n")
+    lines.append("</Tuples> \n<LogProbs> \n")
+    lines.append(_vec(np.asarray(tm.log_probs, dtype=np.float64)))
+    lines.append("</LogProbs> \n</TransitionModel> \n")
+    return "".join(lines)
+
+
+def am_text(am: Any) -> str:
+    parts = [f"<DIMENSION> {am.dim} <NUMPDFS> {am.num_pdfs} "]
+    for pdf in range(am.num_pdfs):
+        g = am.get_pdf(pdf)
+        parts.append("<DiagGMM> \n")
+        parts.append("<GCONSTS> " + _vec(g.gconsts))
+        parts.append("<WEIGHTS> " + _vec(g.weights))
+        parts.append("<MEANS_INVVARS> " + _mat(g.means_invvars))
+        parts.append("<INV_VARS> " + _mat(g.inv_vars))
+        parts.append("</DiagGMM> \n")
+    return "".join(parts)
+
+
+def save_model(model: GmmHmm, mdl_path: Path, tree_path: Path) -> None:
+    """Write ``final.mdl`` (Kaldi text) and ``tree`` (Kaldi binary), each atomically."""
+    with atomic_open(mdl_path, "w") as f:
+        f.write(transition_model_text(model.trans_model))
+        f.write(am_text(model.am))
+    with atomic_path(tree_path) as tmp:
+        model.ctx_dep.write(True, str(tmp))
+
+
+def read_tree(path: Path) -> Any:
+    """A khg.ContextDependency from a Kaldi binary tree file (as written by ``write(True, ...)``)."""
+    blob = Path(path).read_bytes()
+    if not blob.startswith(b"\0B"):
+        raise ValueError(f"{path}: not a Kaldi binary tree (no \\0B header); write it with copy-tree --binary=true")
+    ctx_dep = khg.ContextDependency.__new__(khg.ContextDependency)
+    ctx_dep.__setstate__((np.frombuffer(blob[2:], dtype=np.int8).tolist(),))
+    return ctx_dep
+
+
+def _between(text: str, start: str, end: str, path: Path) -> str:
+    i, j = text.find(start), text.find(end)
+    if i < 0 or j < 0 or j < i:
+        raise ValueError(f"{path}: no {start} ... {end} section; is it a Kaldi text model (gmm-copy --binary=false)?")
+    return text[i + len(start) : j]
+
+
+def _numbers(block: str) -> np.ndarray:
+    return np.array(block.replace("[", " ").replace("]", " ").split(), dtype=np.float64)
+
+
+def _parse_am(text: str, path: Path) -> Any:
+    m = re.search(r"<DIMENSION>\s+(\d+)\s+<NUMPDFS>\s+(\d+)", text)
+    if not m:
+        raise ValueError(f"{path}: no <DIMENSION> <NUMPDFS> header of an AmDiagGmm")
+    dim, num_pdfs = int(m.group(1)), int(m.group(2))
+    blocks = re.findall(r"<DiagGMM>(.*?)</DiagGMM>", text[m.end() :], flags=re.S)
+    if len(blocks) != num_pdfs:
+        raise ValueError(f"{path}: {len(blocks)} <DiagGMM> blocks, header says {num_pdfs}")
+    am = khg.AmDiagGmm()
+    for block in blocks:
+        fields = dict(re.findall(r"<(\w+)>\s*(\[[^\]]*\])", block))
+        weights = _numbers(fields["WEIGHTS"]).astype(np.float32)  # (G,)
+        inv_vars = _numbers(fields["INV_VARS"]).reshape(len(weights), dim)  # (G, D)
+        means = _numbers(fields["MEANS_INVVARS"]).reshape(len(weights), dim) / inv_vars  # (G, D)
+        gmm = khg.DiagGmm(nmix=len(weights), dim=dim)
+        gmm.set_weights(weights)
+        gmm.set_invvars_and_means(inv_vars.astype(np.float32), means.astype(np.float32))
+        gmm.compute_gconsts()
+        am.add_pdf(gmm)
+    return am
+
+
+def _parse_transition_model(text: str, ctx_dep: Any, path: Path) -> tuple[Any, Any]:
+    topo = khg.HmmTopology()
+    topo.read("<Topology>" + _between(text, "<Topology>", "</Topology>", path) + "</Topology>\n")
+    tm = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
+    rows = _between(text, "<Tuples>", "</Tuples>", path).split("\n")[1:]
+    file_tuples = [tuple(int(x) for x in r.split()) for r in rows if r.strip()]
+    ours = [tuple(t.__getstate__()) for t in tm.tuples]
+    if file_tuples != ours:
+        raise ValueError(f"{path}: its transition tuples do not match the tree beside it; were they written together?")
+    log_probs = _numbers(_between(text, "<LogProbs>", "</LogProbs>", path))
+    if len(log_probs) != tm.num_transition_ids + 1:
+        raise ValueError(f"{path}: {len(log_probs)} log-probs for {tm.num_transition_ids} transition ids")
+    # The pickle state is (tuples, topology, state2id, id2state, id2pdf, num_pdfs, log_probs,
+    # non_self_loop_log_probs); __setstate__ only takes effect on an uninitialised object.
+    state = list(tm.__getstate__())
+    state[6] = log_probs.tolist()
+    state[7] = _non_self_loop_log_probs(tm, log_probs)
+    loaded = khg.TransitionModel.__new__(khg.TransitionModel)
+    loaded.__setstate__(tuple(state))
+    return loaded, topo
+
+
+def _non_self_loop_log_probs(tm: Any, log_probs: np.ndarray) -> list[float]:
+    """Per transition state: log(1 - P(self-loop)), 0 where there is no self-loop (as Kaldi)."""
+    out = [0.0] * (tm.num_transition_states + 1)
+    state2id = tm.state2id
+    for tstate in range(1, tm.num_transition_states + 1):
+        for tid in range(state2id[tstate], state2id[tstate + 1]):
+            if tm.is_self_loop(tid):
+                out[tstate] = math.log(max(1.0 - math.exp(log_probs[tid]), 1e-30))
+    return out
+
+
+def load_model(align_dir: str | Path) -> GmmHmm:
+    """Read ``final.mdl`` and ``tree`` from an align directory (see :func:`save_model`)."""
+    align_dir = Path(align_dir)
+    mdl_path, tree_path = align_dir / MODEL_FILE, align_dir / TREE_FILE
+    for p in (mdl_path, tree_path):
+        if not p.exists():
+            raise FileNotFoundError(f"{p} is missing; run the align stage (--stage align)")
+    ctx_dep = read_tree(tree_path)
+    text = mdl_path.read_text()
+    if text.startswith("\0B"):
+        raise ValueError(f"{mdl_path} is a Kaldi binary model; convert it with gmm-copy --binary=false")
+    tm, topo = _parse_transition_model(text, ctx_dep, mdl_path)
+    am = _parse_am(text[text.find("</TransitionModel>") :], mdl_path)
+    if am.num_pdfs != tm.num_pdfs:
+        raise ValueError(f"{mdl_path}: the AM has {am.num_pdfs} pdfs, the transition model {tm.num_pdfs}")
+    return GmmHmm(ctx_dep=ctx_dep, trans_model=tm, am=am, topo=topo)

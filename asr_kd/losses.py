@@ -1,0 +1,66 @@
+"""Distillation objectives (Hinton, Vinyals & Dean 2015, "Distilling the Knowledge in a Neural
+Network", section 2): soft cross-entropy at temperature T, the weighted hard + soft loss, and the
+high-temperature limit "matching logits".
+
+All losses are means over the frames of a batch (B frames, N classes).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor, T: float = 1.0) -> torch.Tensor:
+    """``mean_b CE(p_b, softmax(z_b / T)) = -mean_b sum_i p_bi log q_bi`` (no T^2 factor).
+
+    student_logits: (B, N) raw logits z; target_probs: (B, N) rows summing to 1 (already at T).
+    Its gradient wrt z_i is ``(q_i - p_i) / (T * B)`` (paper eq. 2, per frame).
+    """
+    log_q = F.log_softmax(student_logits.float() / T, dim=-1)  # (B, N)
+    return -(target_probs.float() * log_q).sum(dim=-1).mean()
+
+
+def distillation_loss(
+    student_logits: torch.Tensor,
+    targets_hard: torch.Tensor,
+    teacher_probs_T: torch.Tensor,
+    T: float,
+    hard_weight: float,
+) -> torch.Tensor:
+    """The paper's distillation objective (section 2; section 4 uses w = 0.5, T in {1, 2, 5, 10})::
+
+        L = w * CE(y, softmax(z_s)) + (1 - w) * T^2 * CE(p_ens(T), softmax(z_s / T))
+
+    student_logits: (B, N) student logits z_s; targets_hard: (B,) HMM-state ids y;
+    teacher_probs_T: (B, N) the ensemble's tempered posteriors ``mean_k softmax(z_k / T)``;
+    T: temperature of the soft term; hard_weight: w, the weight of the hard-label term (at T = 1).
+
+    The soft term's gradients scale as 1/T^2, so it is multiplied by T^2 (here, and only here) to
+    keep the relative contribution of the two terms unchanged when T changes.
+    """
+    hard, soft = distillation_terms(student_logits, targets_hard, teacher_probs_T, T)
+    return hard_weight * hard + (1.0 - hard_weight) * (T * T) * soft
+
+
+def distillation_terms(
+    student_logits: torch.Tensor, targets_hard: torch.Tensor, teacher_probs_T: torch.Tensor, T: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two unweighted terms of ``distillation_loss``: (hard CE at T = 1, soft CE at T)."""
+    hard = F.cross_entropy(student_logits.float(), targets_hard)
+    soft = soft_cross_entropy(student_logits, teacher_probs_T, T)
+    return hard, soft
+
+
+def matching_logits_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """High-temperature limit of the soft term (paper section 2.1): ``mean_b (1/2N) sum_i (z_i - v_i)^2``.
+
+    Both (B, N) logit sets are centred per frame first (softmax ignores a constant shift; the
+    paper's approximation assumes zero-mean logits). Its gradient ``(z_i - v_i) / (N B)`` equals the
+    T^2-scaled soft cross-entropy gradient in the limit T -> infinity.
+    """
+    z = student_logits.float()
+    v = teacher_logits.float()
+    z = z - z.mean(dim=-1, keepdim=True)  # (B, N)
+    v = v - v.mean(dim=-1, keepdim=True)  # (B, N)
+    return 0.5 * ((z - v) ** 2).mean(dim=-1).mean()

@@ -1,0 +1,663 @@
+"""The decode and report stages: every system's WER, and the paper-shaped report of the run.
+
+Owns ``<exp>/decode/`` (per system: ``summary.json`` and per split the scoring files of
+:mod:`asr_kd.scoring`) and ``<exp>/report.json``, ``report.md`` and the PNG plots (names in
+:mod:`asr_kd.paths`).
+
+Systems decoded (names used in ``decode/`` and in the report):
+    teacher-<k>      each of the K teachers (``decode.teachers=first``: teacher 0 only)
+    ensemble         the K teachers' averaged posteriors (``distill.ensemble_mean``)
+    distilled_T<T>   the student distilled at temperature T
+    baseline_3, soft_3, baseline_100   the Table-5 runs (baseline_100 is teacher 0 unless the
+                     distill stage trained its own)
+    gmm              the GMM-HMM of the align stage (sanity baseline)
+Each DNN system: log-posteriors of the dev and test utterances (from the shards, features as in
+training), test frame accuracy against the test alignments (speakers unseen in training), the
+acoustic scale chosen on dev from ``decode.acoustic_scales`` by WER, then the test WER at that scale.
+
+Frame accuracies and WERs in ``report.json`` are fractions (0.589, not 58.9); ``report.md``
+prints percentages.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from asr_kd.config import RecipeConfig
+from asr_kd.decode import Decoder, Hypothesis, SearchConfig, count_pdfs, hybrid_scores, log_priors_from_counts
+from asr_kd.fileio import read_json, write_json, write_text
+from asr_kd.paths import RunPaths, TrainRunDir
+from asr_kd.scoring import score, write_scoring
+
+log = logging.getLogger(__name__)
+
+PosteriorFn = Callable[[np.ndarray], np.ndarray]  # feats (T, D) -> log-posteriors (T, N)
+
+# The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
+PAPER_TABLE1 = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}
+PAPER_TABLE5 = {"baseline_100": (63.4, 58.9), "baseline_3": (67.3, 44.5), "soft_3": (65.4, 57.0)}
+TABLE5_SYSTEMS = ("baseline_100", "baseline_3", "soft_3")
+MIN_UTTS_PER_JOB = 20  # below this many utterances per process, decode in this process
+CHUNK_UTTS = 64  # utterances whose posteriors are held in memory at once
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: utterances of a split, with features, labels and transcripts
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SplitData:
+    split: str
+    utts: list[str]
+    feats: dict[str, np.ndarray]  # (T, D) normalised as in training
+    labels: dict[str, np.ndarray]  # (T,) pdf ids (alignments of the reference transcript)
+    refs: dict[str, list[str]]
+
+
+def read_split(paths: RunPaths, split: str, max_utts: int = 0) -> SplitData:
+    """The utterances of ``split`` from its shards (the features the networks were trained on)."""
+    from asr_kd.windows import iter_utterances, shard_urls
+
+    data = SplitData(split, [], {}, {}, {})
+    for rec in iter_utterances(shard_urls(paths.shard_index(split))):
+        data.utts.append(rec.id)
+        data.feats[rec.id] = rec.feats
+        if rec.labels is not None:
+            data.labels[rec.id] = rec.labels
+        data.refs[rec.id] = rec.text.split()
+        if max_utts and len(data.utts) >= max_utts:
+            break
+    if not data.utts:
+        raise ValueError(f"no utterances in the {split} shards ({paths.shard_index(split)}); re-run the shards stage")
+    return data
+
+
+def subset(data: SplitData, max_utts: int) -> SplitData:
+    if not max_utts or max_utts >= len(data.utts):
+        return data
+    keep = data.utts[:max_utts]
+    return SplitData(data.split, keep, {u: data.feats[u] for u in keep},
+                     {u: data.labels[u] for u in keep if u in data.labels}, {u: data.refs[u] for u in keep})
+
+
+def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
+    """log p(s) from the training alignments' pdf counts (``align/train/pdf.scp``)."""
+    import kaldiio
+
+    scp = paths.pdf_scp("train")
+    if not scp.exists():
+        raise FileNotFoundError(f"{scp} is missing; run the align stage (--stage align)")
+    table = kaldiio.load_scp(str(scp))
+    counts = count_pdfs((np.asarray(table[k]) for k in table.keys()), num_pdfs)
+    return log_priors_from_counts(counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel search
+# ---------------------------------------------------------------------------------------------
+_WORKER_DECODER: Decoder | None = None  # set before forking; inherited by the worker processes
+
+
+def _decode_one(item: tuple[str, np.ndarray]) -> Hypothesis:
+    assert _WORKER_DECODER is not None
+    return _WORKER_DECODER.decode(*item)
+
+
+def search_all(decoder: Decoder, items: Sequence[tuple[str, np.ndarray]], num_jobs: int) -> list[Hypothesis]:
+    """Decode (utt, score matrix) pairs, over ``num_jobs`` forked processes when there are enough."""
+    global _WORKER_DECODER
+    jobs = min(num_jobs, len(items) // MIN_UTTS_PER_JOB)
+    if jobs <= 1 or "fork" not in mp.get_all_start_methods():
+        return [decoder.decode(u, s) for u, s in items]
+    _WORKER_DECODER = decoder
+    try:
+        with mp.get_context("fork").Pool(jobs) as pool:
+            return pool.map(_decode_one, items, chunksize=max(1, len(items) // (4 * jobs)))
+    finally:
+        _WORKER_DECODER = None
+
+
+# ---------------------------------------------------------------------------------------------
+# One system
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SplitResult:
+    """Hypotheses of one split at each acoustic scale, and the frame accuracy counts."""
+
+    hyps: dict[float, list[Hypothesis]]
+    hits: int = 0
+    frames: int = 0  # frames with labels (for frame accuracy)
+    forward_s: float = 0.0
+    search_s: float = 0.0
+
+    @property
+    def frame_acc(self) -> float | None:
+        return self.hits / self.frames if self.frames else None
+
+
+def _chunks(items: Sequence[str], n: int) -> list[Sequence[str]]:
+    return [items[i : i + n] for i in range(0, len(items), n)]
+
+
+def run_split(name: str, decoder: Decoder, data: SplitData, post_fn: PosteriorFn, log_prior: np.ndarray,
+              scales: Sequence[float], num_jobs: int) -> SplitResult:
+    """Posteriors of each utterance once (in chunks, so memory stays bounded), searched at every scale."""
+    res = SplitResult({s: [] for s in scales})
+    for chunk in tqdm(_chunks(data.utts, CHUNK_UTTS), desc=f"{name} {data.split}", unit="chunk", leave=False):
+        t0 = time.time()
+        lps = {u: post_fn(data.feats[u]) for u in chunk}  # utt -> (T, N)
+        res.forward_s += time.time() - t0
+        for u, lp in lps.items():
+            if u in data.labels and len(data.labels[u]) == len(lp):
+                res.hits += int((lp.argmax(axis=1) == data.labels[u]).sum())
+                res.frames += len(lp)
+        t0 = time.time()
+        items = [(u, hybrid_scores(lps[u], log_prior, decoder.tid_pdf, s)) for s in scales for u in chunk]
+        hyps = search_all(decoder, items, num_jobs)
+        res.search_s += time.time() - t0
+        for i, s in enumerate(scales):
+            res.hyps[s] += hyps[i * len(chunk) : (i + 1) * len(chunk)]
+    return res
+
+
+def best_scale(refs: dict[str, list[str]], hyps: dict[float, list[Hypothesis]]) -> tuple[float, dict[str, float]]:
+    """The acoustic scale with the lowest WER (ties: the first in the grid), and WER per scale."""
+    wer = {s: score(refs, {h.utt: h.words for h in hs})[0].wer for s, hs in hyps.items()}
+    return min(wer, key=lambda s: (wer[s], list(wer).index(s))), {f"{s:g}": w for s, w in wer.items()}
+
+
+def finish_system(name: str, paths: RunPaths, dev: SplitData, test: SplitData, dev_hyps: list[Hypothesis],
+                  test_hyps: list[Hypothesis], scale: float, dev_wer: dict[str, float],
+                  search_s: float) -> dict[str, Any]:
+    """Write both splits' scoring files; the common part of a system's summary."""
+    dev_stats = write_scoring(paths.decode_dir(name, "dev"), dev.refs, {h.utt: h.words for h in dev_hyps},
+                              title=f"{name} dev, acoustic scale {scale:g}")
+    test_stats = write_scoring(paths.decode_dir(name, "test"), test.refs, {h.utt: h.words for h in test_hyps},
+                               title=f"{name} test, acoustic scale {scale:g} (chosen on dev)")
+    frames = sum(h.num_frames for h in test_hyps)
+    return {
+        "system": name,
+        "acoustic_scale": scale,
+        "dev_wer_by_scale": dev_wer,
+        "dev": dev_stats.as_dict(),
+        "test": test_stats.as_dict(),
+        "wer": test_stats.wer,
+        "failed_utts": sum(not h.ok for h in test_hyps),
+        "search_rtf": search_s / max(frames * 0.01, 1e-9),  # search seconds per second of audio (10 ms frames)
+    }
+
+
+def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decoder, log_prior: np.ndarray,
+               dev: SplitData, test: SplitData, scales: Sequence[float], num_jobs: int,
+               params: int | None = None) -> dict[str, Any]:
+    """One hybrid system: the acoustic scale chosen by dev WER, test decoded at it; frame accuracies."""
+    dev_res = run_split(name, decoder, dev, post_fn, log_prior, scales, num_jobs)
+    scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
+    test_res = run_split(name, decoder, test, post_fn, log_prior, [scale], num_jobs)
+    summary = finish_system(name, paths, dev, test, dev_res.hyps[scale], test_res.hyps[scale], scale, dev_wer,
+                            test_res.search_s)
+    summary.update(kind="dnn", frame_acc=test_res.frame_acc, dev_frame_acc=dev_res.frame_acc, params=params,
+                   forward_s=round(dev_res.forward_s + test_res.forward_s, 2))
+    write_json(paths.decode_summary(name), summary)
+    log.info("%s: test frame acc %s, test WER %.2f%% (scale %g)", name, _pct(summary["frame_acc"]),
+             100 * summary["wer"], scale)
+    return summary
+
+
+def decode_gmm_system(paths: RunPaths, model: Any, decoder: Decoder, dev: SplitData, test: SplitData,
+                      scales: Sequence[float]) -> dict[str, Any]:
+    """The align stage's GMM-HMM through the same graph, on its own (MFCC + deltas) features."""
+    from asr_kd.align.feats import gmm_features, read_mfcc
+
+    feats: dict[str, np.ndarray] = {}
+    for data in (dev, test):
+        raw, missing = read_mfcc(paths.mfcc_scp(data.split), data.utts)
+        if missing:
+            log.warning("gmm: %d %s utterances have no MFCCs (e.g. %s)", len(missing), data.split, missing[0])
+        feats.update(gmm_features(raw, {u: _speaker_of(paths, data.split, u) for u in raw}))
+
+    def run(data: SplitData, scale: float) -> list[Hypothesis]:
+        return [decoder.decode_gmm(u, model.am, feats[u], scale)
+                for u in tqdm(data.utts, desc=f"gmm {data.split} x{scale:g}", leave=False) if u in feats]
+
+    scale, dev_wer = best_scale(dev.refs, {s: run(dev, s) for s in scales})
+    t0 = time.time()
+    test_hyps = run(test, scale)
+    summary = finish_system("gmm", paths, dev, test, run(dev, scale), test_hyps, scale, dev_wer, time.time() - t0)
+    summary.update(kind="gmm", frame_acc=None, params=int(model.num_gauss) * (2 * model.dim + 1))
+    write_json(paths.decode_summary("gmm"), summary)
+    log.info("gmm: test WER %.2f%% (scale %g)", 100 * summary["wer"], scale)
+    return summary
+
+
+_SPEAKERS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _speaker_of(paths: RunPaths, split: str, utt: str) -> str:
+    from data_prep.manifest import read_manifest
+
+    key = (str(paths.root), split)
+    if key not in _SPEAKERS:
+        _SPEAKERS[key] = {u.id: u.speaker for u in read_manifest(paths.manifest(split))}
+    return _SPEAKERS[key][utt]
+
+
+# ---------------------------------------------------------------------------------------------
+# The systems of a run
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class System:
+    name: str
+    model_files: tuple[Path, ...]  # one model, or the K teachers of the ensemble
+    metrics: Path | None  # the training run's metrics.json (train frame accuracy, history)
+
+
+def discover_systems(cfg: RecipeConfig, paths: RunPaths) -> list[System]:
+    """The trained systems of this run whose model files exist (missing ones are logged)."""
+    k_total = cfg.teachers.num_teachers
+    teachers = [TrainRunDir(paths.teacher_dir(k)) for k in range(k_total)]
+    systems: list[System] = []
+    for k, run in enumerate(teachers if cfg.decode.teachers == "all" else teachers[:1]):
+        systems.append(System(f"teacher-{k}", (run.model,), run.metrics))
+    systems.append(System("ensemble", tuple(r.model for r in teachers), None))
+    for t in cfg.distill.temperatures:
+        run = TrainRunDir(paths.student_dir(t))
+        systems.append(System(f"distilled_T{t:g}", (run.model,), run.metrics))
+    for name in TABLE5_SYSTEMS:
+        run = TrainRunDir(paths.table5_dir(name))
+        if run.model.exists() or name != "baseline_100":
+            systems.append(System(name, (run.model,), run.metrics))
+    present = [s for s in systems if all(p.exists() for p in s.model_files)]
+    for s in systems:
+        if s not in present:
+            log.warning("system %s: model file(s) missing (%s); not decoded", s.name,
+                        ", ".join(str(p) for p in s.model_files if not p.exists()))
+    return present
+
+
+def posterior_fn(system: System, cfg: RecipeConfig) -> tuple[PosteriorFn, int]:
+    """(feats (T, D) -> log-posteriors (T, N), parameter count of one model) for a system."""
+    import torch
+
+    from asr_kd.ensemble import load_teachers, utterance_log_posteriors
+    from asr_kd.models import count_parameters, load_model
+
+    if len(system.model_files) > 1:
+        model = load_teachers(system.model_files, cfg.distill.ensemble_mean)
+        params = count_parameters(model) // len(system.model_files)
+    else:
+        model, _ = load_model(system.model_files[0])
+        params = count_parameters(model)
+    left, right = cfg.model.left_context, cfg.model.right_context
+
+    def fn(feats: np.ndarray) -> np.ndarray:
+        lp = utterance_log_posteriors(model, torch.from_numpy(np.asarray(feats, np.float32)), left, right)
+        return lp.numpy()  # (T, N)
+
+    return fn, params
+
+
+def run_decode_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The decode stage: every system of the run through HCLG; returns WERs and frame accuracies."""
+    from asr_kd.align.model import load_model
+    from asr_kd.decode import read_hclg_decoder
+
+    gmm = load_model(paths.align)
+    search = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
+    decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search)
+    log_prior = train_log_priors(paths, gmm.num_pdfs)
+    dev_all, test = read_split(paths, "dev"), read_split(paths, "test")
+    dev = subset(dev_all, cfg.decode.tune_max_utts)
+    scales = cfg.decode.acoustic_scales
+    results: dict[str, Any] = {}
+    systems = discover_systems(cfg, paths)
+    for system in systems:
+        fn, params = posterior_fn(system, cfg)
+        results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
+                                          cfg.decode.num_jobs, params)
+    results["gmm"] = decode_gmm_system(paths, gmm, decoder, dev, test, scales)
+    return {
+        "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
+                                          "search_rtf")} for n, r in results.items()},
+        "dev_utts_for_tuning": len(dev.utts),
+        "test_utts": len(test.utts),
+        "acoustic_scales": list(scales),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The report
+# ---------------------------------------------------------------------------------------------
+TABLE1_KEYS = ("system", "frame_acc", "wer", "params")
+TABLE5_KEYS = ("system", "train_frame_acc", "test_frame_acc", "wer")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
+
+
+def _read_summary(paths: RunPaths, name: str) -> dict[str, Any] | None:
+    p = paths.decode_summary(name)
+    return read_json(p) if p.exists() else None
+
+
+def _metrics(path: Path | None) -> dict[str, Any]:
+    return read_json(path) if path is not None and path.exists() else {}
+
+
+def _marker_summary(paths: RunPaths, stage: str) -> dict[str, Any]:
+    m = paths.marker(stage)
+    return read_json(m).get("summary", {}) if m.exists() else {}
+
+
+def table1_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
+    """Table 1: baseline (teacher 0), baseline_mean (+ std over teachers), ensemble, distilled_T<T>."""
+    rows: list[dict[str, Any]] = []
+    teachers = [s for k in range(cfg.teachers.num_teachers) if (s := _read_summary(paths, f"teacher-{k}"))]
+    t0 = _read_summary(paths, "teacher-0")
+    if t0:
+        rows.append({"system": "baseline", "frame_acc": t0["frame_acc"], "wer": t0["wer"], "params": t0["params"]})
+    if teachers:
+        accs = [t["frame_acc"] for t in teachers if t["frame_acc"] is not None]
+        wers = [t["wer"] for t in teachers]
+        rows.append({
+            "system": "baseline_mean", "frame_acc": statistics.fmean(accs) if accs else None,
+            "wer": statistics.fmean(wers), "params": teachers[0]["params"],
+            "frame_acc_std": statistics.stdev(accs) if len(accs) > 1 else 0.0,
+            "wer_std": statistics.stdev(wers) if len(wers) > 1 else 0.0, "num_teachers": len(teachers),
+        })
+    ens = _read_summary(paths, "ensemble")
+    if ens:
+        rows.append({"system": "ensemble", "frame_acc": ens["frame_acc"], "wer": ens["wer"],
+                     "params": ens["params"] * cfg.teachers.num_teachers})
+    for t in cfg.distill.temperatures:
+        s = _read_summary(paths, f"distilled_T{t:g}")
+        if s:
+            rows.append({"system": f"distilled_T{t:g}", "frame_acc": s["frame_acc"], "wer": s["wer"],
+                         "params": s["params"], "temperature": t})
+    return rows
+
+
+def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
+    """Table 5: train/test frame accuracy and WER of the 100%-hard, 3%-hard and 3%-soft runs."""
+    rows = []
+    for name in TABLE5_SYSTEMS:
+        own = TrainRunDir(paths.table5_dir(name))
+        decoded = name if own.model.exists() or name != "baseline_100" else "teacher-0"
+        run = own if decoded == name else TrainRunDir(paths.teacher_dir(0))
+        s = _read_summary(paths, decoded)
+        if s is None:
+            continue
+        train_acc = _metrics(run.metrics).get("train_frame_acc")
+        rows.append({"system": name, "train_frame_acc": train_acc if isinstance(train_acc, float) else None,
+                     "test_frame_acc": s["frame_acc"], "wer": s["wer"], "decoded_as": decoded})
+    return rows
+
+
+def derived_figures(table1: list[dict[str, Any]], table5: list[dict[str, Any]]) -> dict[str, Any]:
+    """Share of the ensemble's frame-accuracy gain the best student keeps; share of the 3% gap recovered."""
+    by = {r["system"]: r for r in table1}
+    out: dict[str, Any] = {}
+    base, ens = by.get("baseline_mean", by.get("baseline")), by.get("ensemble")
+    students = [r for r in table1 if r["system"].startswith("distilled_T") and r["frame_acc"] is not None]
+    if base and ens and students and base["frame_acc"] is not None and ens["frame_acc"] is not None:
+        best = max(students, key=lambda r: r["frame_acc"])
+        gain = ens["frame_acc"] - base["frame_acc"]
+        out["best_student"] = best["system"]
+        out["ensemble_gain"] = gain
+        out["student_gain"] = best["frame_acc"] - base["frame_acc"]
+        out["gain_kept"] = out["student_gain"] / gain if gain > 0 else None
+    t5 = {r["system"]: r for r in table5}
+    if all(n in t5 for n in TABLE5_SYSTEMS):
+        full, hard, soft = (t5[n]["test_frame_acc"] for n in TABLE5_SYSTEMS)
+        if None not in (full, hard, soft):
+            gap = full - hard
+            out["table5_gap"] = gap
+            out["gap_recovered"] = (soft - hard) / gap if gap > 0 else None
+    out["paper"] = {"gain_kept": (60.8 - 58.9) / (61.1 - 58.9), "gap_recovered": (57.0 - 44.5) / (58.9 - 44.5)}
+    return out
+
+
+def corpus_section(paths: RunPaths) -> dict[str, Any]:
+    prep = _marker_summary(paths, "prepare")
+    splits = prep.get("splits", {})
+    return {
+        "splits": {s: {k: v.get(k) for k in ("hours", "utterances", "speakers")} for s, v in splits.items()},
+        "skipped": {s: v.get("skipped") for s, v in splits.items()},
+        "skipped_total": prep.get("skipped_total"),
+        "lm_text": prep.get("lm_text"),
+    }
+
+
+def labels_section(paths: RunPaths) -> dict[str, Any]:
+    align = _marker_summary(paths, "align")
+    return {"num_pdfs": align.get("num_pdfs"), "context": align.get("context"),
+            "source": align.get("source", "builtin GMM-HMM aligner" if align else None)}
+
+
+def timing_section(paths: RunPaths) -> dict[str, float]:
+    from asr_kd.recipes.librispeech import STAGES
+
+    out = {}
+    for stage in STAGES:
+        m = paths.marker(stage.name)
+        if m.exists():
+            out[stage.name] = read_json(m).get("wall_time_s")
+    return out
+
+
+def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    table1, table5 = table1_rows(cfg, paths), table5_rows(cfg, paths)
+    gmm = _read_summary(paths, "gmm")
+    return {
+        "units": "fractions (frame_acc and wer in [0, 1]; wer can exceed 1); frame accuracy on the test split",
+        "table1": table1,
+        "table5": table5,
+        "gmm": {"wer": gmm["wer"], "acoustic_scale": gmm["acoustic_scale"]} if gmm else None,
+        "derived": derived_figures(table1, table5),
+        "corpus": corpus_section(paths),
+        "labels": labels_section(paths),
+        "graph": _marker_summary(paths, "graph"),
+        "timing": timing_section(paths),
+        "preset": cfg.preset,
+    }
+
+
+class ReportError(ValueError):
+    """report.json does not follow the schema."""
+
+
+def _check_number(where: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportError(f"{where}: expected a number, got {value!r}")
+
+
+def validate_report(obj: dict[str, Any]) -> None:
+    """Raise :class:`ReportError` naming the first place where ``obj`` breaks the report schema."""
+    for key in ("table1", "table5", "corpus", "labels", "timing"):
+        if key not in obj:
+            raise ReportError(f"report: missing key {key!r}")
+    for name, keys, rows in (("table1", TABLE1_KEYS, obj["table1"]), ("table5", TABLE5_KEYS, obj["table5"])):
+        if not isinstance(rows, list):
+            raise ReportError(f"{name}: expected a list of rows")
+        for i, row in enumerate(rows):
+            for k in keys:
+                if k not in row:
+                    raise ReportError(f"{name}[{i}]: missing key {k!r}")
+            for k in keys[1:]:
+                _check_number(f"{name}[{i}].{k}", row[k])
+                if k != "params" and row[k] is not None and not (0.0 <= row[k] <= (10.0 if k == "wer" else 1.0)):
+                    raise ReportError(f"{name}[{i}].{k}={row[k]}: rates are fractions")
+    t1 = {r["system"] for r in obj["table1"]}
+    allowed = {"baseline", "baseline_mean", "ensemble"}
+    for s in t1:
+        if s not in allowed and not (s.startswith("distilled_T") and _is_number(s[len("distilled_T"):])):
+            raise ReportError(f"table1: unknown system {s!r}")
+    for row in obj["table1"]:
+        if row["system"] == "baseline_mean":
+            for k in ("frame_acc_std", "wer_std"):
+                if k not in row:
+                    raise ReportError(f"table1 baseline_mean: missing {k!r}")
+                _check_number(f"table1 baseline_mean.{k}", row[k])
+    for row in obj["table5"]:
+        if row["system"] not in TABLE5_SYSTEMS:
+            raise ReportError(f"table5: unknown system {row['system']!r}")
+    if not isinstance(obj["timing"], dict):
+        raise ReportError("timing: expected {stage: seconds}")
+    for stage, secs in obj["timing"].items():
+        _check_number(f"timing.{stage}", secs)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    """report.md: both tables beside the paper's, derived figures, corpus, labels, timing."""
+    lines = [f"# asr-kd report ({report.get('preset', '')} preset)", "",
+             "Frame accuracy on the test split (speakers not seen in training); WER on test with the "
+             "acoustic scale chosen on dev.", "",
+             "## Table 1: distilling the ensemble", "",
+             "| system | test frame acc | WER | params | paper frame acc | paper WER |", "|---|---|---|---|---|---|"]
+    for r in report["table1"]:
+        paper_key = "distilled" if r["system"].startswith("distilled") else r["system"]
+        paper = PAPER_TABLE1.get(paper_key) or (PAPER_TABLE1["baseline"] if r["system"] == "baseline_mean" else None)
+        acc, wer = _pct(r["frame_acc"]), _pct(r["wer"])
+        if r["system"] == "baseline_mean":
+            acc += f" ± {100 * r['frame_acc_std']:.1f}"
+            wer += f" ± {100 * r['wer_std']:.1f}"
+        pa, pw = (f"{paper[0]}%", f"{paper[1]}%") if paper else ("", "")
+        lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {pa} | {pw} |")
+    lines += ["", "## Table 5: soft targets as a regulariser (3% of the training data)", "",
+              "| system | train frame acc | test frame acc | WER | paper train | paper test |", "|---|---|---|---|---|---|"]
+    for r in report["table5"]:
+        p = PAPER_TABLE5[r["system"]]
+        lines.append(f"| {r['system']} | {_pct(r['train_frame_acc'])} | {_pct(r['test_frame_acc'])} | "
+                     f"{_pct(r['wer'])} | {p[0]}% | {p[1]}% |")
+    d = report.get("derived", {})
+    lines += ["", "## Derived figures", ""]
+    if d.get("gain_kept") is not None:
+        lines.append(f"- The best student ({d['best_student']}) keeps {100 * d['gain_kept']:.0f}% of the ensemble's "
+                     f"frame-accuracy gain over the mean teacher (paper: {100 * d['paper']['gain_kept']:.0f}%).")
+    else:
+        lines.append("- Share of the ensemble's gain kept: n/a (the ensemble did not beat the mean teacher, "
+                     "or a system is missing).")
+    if d.get("gap_recovered") is not None:
+        lines.append(f"- Soft targets recover {100 * d['gap_recovered']:.0f}% of the test-accuracy gap between "
+                     f"3% and 100% of the data (paper: {100 * d['paper']['gap_recovered']:.0f}%).")
+    else:
+        lines.append("- Share of the 3%-vs-100% gap recovered: n/a.")
+    if report.get("gmm"):
+        lines.append(f"- GMM-HMM sanity baseline: {_pct(report['gmm']['wer'])} WER.")
+    lines += ["", "## Corpus and labels", "", "| split | hours | utterances | speakers |", "|---|---|---|---|"]
+    for split, v in report["corpus"].get("splits", {}).items():
+        lines.append(f"| {split} | {v.get('hours')} | {v.get('utterances')} | {v.get('speakers')} |")
+    lab = report["labels"]
+    lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}); "
+              f"skipped utterances: {report['corpus'].get('skipped_total')}.", "",
+              "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in report["timing"].items()]
+    lines += ["", "Plots: `frame_acc_wer_vs_T.png`, `table5_curves.png`.", ""]
+    return "\n".join(lines)
+
+
+def plot_vs_temperature(report: dict[str, Any], out: Path) -> None:
+    """Frame accuracy and WER of the students against T, with teacher and ensemble as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in report["table1"] if r["system"].startswith("distilled_T")]
+    ts = [float(r["system"][len("distilled_T"):]) for r in rows]
+    by = {r["system"]: r for r in report["table1"]}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, key, label in ((axes[0], "frame_acc", "test frame accuracy (%)"), (axes[1], "wer", "test WER (%)")):
+        ax.plot(ts, [100 * (r[key] or float("nan")) for r in rows], "o-", label="distilled student")
+        for name, style in (("baseline_mean", "--"), ("ensemble", ":")):
+            if name in by and by[name][key] is not None:
+                ax.axhline(100 * by[name][key], linestyle=style, color="gray" if name == "baseline_mean" else "k",
+                           label="mean teacher" if name == "baseline_mean" else "ensemble")
+        ax.set_xscale("log")
+        ax.set_xticks(ts or [1])
+        ax.set_xticklabels([f"{t:g}" for t in ts] or ["1"])
+        ax.set_xlabel("temperature T")
+        ax.set_ylabel(label)
+        ax.legend()
+    fig.tight_layout()
+    _save_fig(fig, out)
+
+
+def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
+    """Per-epoch training (running) and held-out frame accuracy of the 3% hard and soft runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, color in (("baseline_3", "tab:red"), ("soft_3", "tab:blue")):
+        hist = curves.get(name, [])
+        epochs = [h.get("epoch", i) + 1 for i, h in enumerate(hist)]
+        train = [100 * h["train_frame_acc_running"] for h in hist if "train_frame_acc_running" in h]
+        held = [100 * h[k] for h in hist for k in ("test_frame_acc", "dev_frame_acc") if k in h][: len(hist)]
+        heldname = "test" if hist and "test_frame_acc" in hist[0] else "dev"
+        if train:
+            ax.plot(epochs[: len(train)], train, "-", color=color, label=f"{name} train")
+        if held:
+            ax.plot(epochs[: len(held)], held, "--", color=color, label=f"{name} {heldname}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("frame accuracy (%)")
+    ax.set_title("3% of the training data: hard vs soft targets")
+    if ax.lines:
+        ax.legend()
+    fig.tight_layout()
+    _save_fig(fig, out)
+
+
+def _save_fig(fig: Any, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from asr_kd.fileio import atomic_path
+
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def table5_curves(paths: RunPaths) -> dict[str, list[dict[str, Any]]]:
+    return {name: _metrics(TrainRunDir(paths.table5_dir(name)).metrics).get("history", [])
+            for name in ("baseline_3", "soft_3")}
+
+
+def write_report(report: dict[str, Any], paths: RunPaths, curves: dict[str, list[dict[str, Any]]]) -> None:
+    validate_report(report)
+    write_json(paths.report_json, report)
+    write_text(paths.report_md, render_markdown(report))
+    plot_vs_temperature(report, paths.plot_vs_temperature)
+    plot_table5_curves(curves, paths.plot_table5_curves)
+
+
+def run_report_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The report stage: report.json, report.md and the plots from the markers and decode summaries."""
+    report = build_report(cfg, paths)
+    write_report(report, paths, table5_curves(paths))
+    return {"report_json": str(paths.report_json), "table1_rows": len(report["table1"]),
+            "table5_rows": len(report["table5"]), "derived": report["derived"]}
+

@@ -1,0 +1,107 @@
+"""Decoding benchmark: HCLG build time and search real-time factor on CPU, for a run directory.
+
+    python benchmarks/bench_decode.py --exp-dir exp/smoke [--beams 8,13] [--max-utts 100]
+
+Needs a run that finished the align and shards stages (the graph is rebuilt in a temporary
+directory, so the run's own graph is not touched). The acoustic scores come from the run's
+teacher 0 when its model file exists (the hybrid DNN path: forward pass + search, timed apart),
+else from the GMM of the align stage. Real-time factor = processing seconds / audio seconds
+(10 ms frames); below 1 is faster than real time. Prints a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from asr_kd.align.model import MODEL_FILE, TREE_FILE, load_model
+from asr_kd.config import from_dict
+from asr_kd.decode import SearchConfig, hybrid_scores, read_hclg_decoder
+from asr_kd.fileio import read_json
+from asr_kd.graph import GraphInputs, make_graph
+from asr_kd.lang import load_lang
+from asr_kd.paths import RunPaths, TrainRunDir
+from asr_kd.report import read_split, train_log_priors
+from asr_kd.scoring import score
+
+
+def build_graph(paths: RunPaths, self_loop_scale: float, out: Path) -> tuple[float, dict]:
+    lang = load_lang(paths.lang)
+    model = load_model(paths.align)
+    inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.dir / "words.txt",
+                         model.trans_model, model.ctx_dep, self_loop_scale=self_loop_scale)
+    t0 = time.perf_counter()
+    info = make_graph(inputs, paths.lm_arpa, out, [lang.l_disambig_fst_path, paths.align / TREE_FILE,
+                                                   paths.align / MODEL_FILE])
+    return time.perf_counter() - t0, info
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--exp-dir", required=True, type=Path)
+    p.add_argument("--beams", default="8,13", help="comma-separated search beams")
+    p.add_argument("--max-utts", type=int, default=100, help="test utterances to decode")
+    p.add_argument("--acoustic-scale", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the DNN forward")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    paths = RunPaths(args.exp_dir)
+    cfg = from_dict(read_json(paths.config))
+    if not paths.lm_arpa.exists():
+        raise SystemExit(f"{paths.lm_arpa} is missing: run the graph stage first (--stop-stage graph)")
+    rows: list[tuple[str, str]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        build_s, info = build_graph(paths, cfg.decode.self_loop_scale, Path(tmp))
+        rows += [("HCLG build (s)", f"{build_s:.2f}"),
+                 ("HCLG states / arcs", f"{info['HCLG']['states']:,} / {info['HCLG']['arcs']:,}"),
+                 ("context width", str(info["context_width"]))]
+        model = load_model(paths.align)
+        test = read_split(paths, "test", max_utts=args.max_utts)
+        frames = sum(len(f) for f in test.feats.values())
+        audio_s = frames * 0.01
+        rows.append(("test audio (s) / utterances", f"{audio_s:.1f} / {len(test.utts)}"))
+        teacher = TrainRunDir(paths.teacher_dir(0)).model
+        prior = train_log_priors(paths, model.num_pdfs)
+        if teacher.exists():
+            from asr_kd.ensemble import utterance_log_posteriors
+            from asr_kd.models import load_model as load_dnn
+
+            dnn, _ = load_dnn(teacher)
+            t0 = time.perf_counter()
+            lps = {u: utterance_log_posteriors(dnn, torch.from_numpy(test.feats[u]), cfg.model.left_context,
+                                               cfg.model.right_context).numpy() for u in test.utts}
+            rows.append((f"DNN forward RTF ({args.threads} thread)", f"{(time.perf_counter() - t0) / audio_s:.4f}"))
+            source = "teacher-0"
+        else:
+            lps = None
+            source = "gmm"
+        for beam in (float(b) for b in args.beams.split(",")):
+            decoder = read_hclg_decoder(Path(tmp), model.trans_model, SearchConfig(beam=beam))
+            t0 = time.perf_counter()
+            if lps is not None:
+                hyps = [decoder.decode(u, hybrid_scores(lps[u], prior, decoder.tid_pdf, args.acoustic_scale))
+                        for u in test.utts]
+            else:
+                from asr_kd.align.feats import gmm_features, read_mfcc
+                from data_prep.manifest import read_manifest
+
+                raw, _ = read_mfcc(paths.mfcc_scp("test"), test.utts)
+                spk = {u.id: u.speaker for u in read_manifest(paths.manifest("test"))}
+                feats = gmm_features(raw, spk)
+                t0 = time.perf_counter()
+                hyps = [decoder.decode_gmm(u, model.am, feats[u], args.acoustic_scale) for u in test.utts if u in feats]
+            wall = time.perf_counter() - t0
+            stats, _ = score(test.refs, {h.utt: h.words for h in hyps})
+            rows.append((f"{source} search RTF, beam {beam:g}", f"{wall / audio_s:.4f} (WER {100 * stats.wer:.1f}%)"))
+    print("| measure | value |\n|---|---|")
+    for k, v in rows:
+        print(f"| {k} | {v} |")
+
+
+if __name__ == "__main__":
+    main()

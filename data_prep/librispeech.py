@@ -1,0 +1,269 @@
+"""The LibriSpeech-layout reader: subset directories -> one manifest per split, bad input named and counted.
+
+A corpus root holds subsets (``train-clean-100``, ``dev-clean``, ... or the synthetic corpus's
+``train-synth`` ...), each laid out as::
+
+    <subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
+    <subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   lines like: 19-198-0001 THE WORDS ...
+
+Real LibriSpeech and the synthetic corpus go through the same code. Audio headers are read with
+``soundfile.info``-style opening plus a read of the last few samples (catches truncated files)
+without decoding whole files. Problems are skipped and counted by reason, with the first few file
+names, in the stage summary: ``unreadable_audio``, ``wrong_sample_rate``, ``not_mono``,
+``empty_audio``, ``empty_transcript``, ``bad_transcript_line``, ``duplicate_id``,
+``missing_transcript_file`` (a chapter's audio without its ``.trans.txt``),
+``transcript_without_audio``, ``audio_without_transcript``, and ``oov`` (with
+``data.oov_policy=skip``; the default policy ``error`` stops and lists the words). A missing
+corpus root or subset directory is an error naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+from tqdm import tqdm
+
+from asr_kd.config import DataConfig
+from asr_kd.lexicon import find_oov, load_lexicon
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.stages import StageError
+from data_prep.manifest import Utterance, write_manifest
+
+log = logging.getLogger(__name__)
+
+AUDIO_SUFFIXES = (".flac", ".wav")
+LM_TEXT_NAMES = ("lm-text.txt", "librispeech-lm-norm.txt")  # looked for in the corpus root
+MAX_EXAMPLES = 5  # offending file names kept per skip reason
+_UTT_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
+_TAIL_SAMPLES = 256
+
+
+class CorpusError(StageError):
+    """The corpus cannot be read as asked (missing directory, OOV words under policy 'error')."""
+
+
+@dataclass
+class Skips:
+    """Skipped items by reason, with the first few offending file names."""
+
+    counts: Counter = field(default_factory=Counter)
+    examples: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, reason: str, name: str | Path) -> None:
+        self.counts[reason] += 1
+        if len(self.examples[reason]) < MAX_EXAMPLES:
+            self.examples[reason].append(str(name))
+
+    def summary(self) -> dict[str, Any]:
+        return {"counts": dict(sorted(self.counts.items())),
+                "examples": {r: self.examples[r] for r in sorted(self.counts)}}
+
+
+# -- scanning -------------------------------------------------------------------------------------
+def read_transcripts(path: Path, speaker: str, chapter: str, skips: Skips) -> tuple[dict[str, str], set[str]]:
+    """Utterance id -> upper-case text from one ``<speaker>-<chapter>.trans.txt``, and every id it
+    names (also those of skipped lines, so their audio is not counted again as untranscribed)."""
+    texts: dict[str, str] = {}
+    named: set[str] = set()
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            utt_id, _, text = line.strip().partition(" ")
+            m = _UTT_ID.match(utt_id)
+            where = f"{path}:{lineno}"
+            if m is None or (m.group(1), m.group(2)) != (speaker, chapter):
+                skips.add("bad_transcript_line", where)
+            elif not text.strip():
+                named.add(utt_id)
+                skips.add("empty_transcript", where)
+            elif utt_id in texts:
+                skips.add("duplicate_id", where)
+            else:
+                texts[utt_id] = " ".join(text.upper().split())
+                named.add(utt_id)
+    return texts, named
+
+
+def check_audio(path: Path, sample_rate: int) -> tuple[str | None, int]:
+    """(skip reason or None, number of samples) from the header and a read of the last samples."""
+    try:
+        with sf.SoundFile(path) as f:
+            frames, sr, channels = f.frames, f.samplerate, f.channels
+            if sr != sample_rate:
+                return "wrong_sample_rate", frames
+            if channels != 1:
+                return "not_mono", frames
+            if frames <= 0:
+                return "empty_audio", frames
+            f.seek(max(0, frames - _TAIL_SAMPLES))
+            tail = f.read(_TAIL_SAMPLES)
+            if len(tail) != min(frames, _TAIL_SAMPLES):
+                return "unreadable_audio", frames
+    except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
+        return "unreadable_audio", 0
+    return None, frames
+
+
+def scan_chapter(chapter_dir: Path, sample_rate: int, skips: Skips) -> list[Utterance]:
+    """The good utterances of one ``<speaker>/<chapter>`` directory; everything else counted in ``skips``."""
+    speaker, chapter = chapter_dir.parent.name, chapter_dir.name
+    audio = {p.stem: p for p in sorted(chapter_dir.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES}
+    trans_path = chapter_dir / f"{speaker}-{chapter}.trans.txt"
+    if not trans_path.exists():
+        for p in audio.values():
+            skips.add("missing_transcript_file", p)
+        return []
+    texts, named = read_transcripts(trans_path, speaker, chapter, skips)
+    utts = []
+    for utt_id, text in texts.items():
+        if utt_id not in audio:
+            skips.add("transcript_without_audio", f"{trans_path} ({utt_id})")
+            continue
+        reason, frames = check_audio(audio[utt_id], sample_rate)
+        if reason:
+            skips.add(reason, audio[utt_id])
+            continue
+        utts.append(Utterance(id=utt_id, speaker=speaker, chapter=chapter, audio=str(audio[utt_id].resolve()),
+                              text=text, num_samples=frames, sample_rate=sample_rate))
+    for utt_id in sorted(set(audio) - named):
+        skips.add("audio_without_transcript", audio[utt_id])
+    return utts
+
+
+def subset_dir(root: Path, subset: str) -> Path:
+    """``root/subset``, or a :class:`CorpusError` that lists the subsets that do exist."""
+    d = root / subset
+    if d.is_dir():
+        return d
+    have = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    raise CorpusError(
+        f"subset directory {d} does not exist; {root} has: {', '.join(have) or '(nothing)'}. "
+        "Choose subsets with --set data.train_subsets=... / data.dev_subsets=... / data.test_subsets=..."
+    )
+
+
+def scan_subset(root: Path, subset: str, sample_rate: int, skips: Skips) -> list[Utterance]:
+    d = subset_dir(root, subset)
+    chapters = sorted(c for s in d.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir())
+    utts: list[Utterance] = []
+    for chapter_dir in tqdm(chapters, desc=f"scanning {subset}", unit="chapter", leave=False):
+        utts.extend(scan_chapter(chapter_dir, sample_rate, skips))
+    return utts
+
+
+# -- policies -------------------------------------------------------------------------------------
+def apply_oov_policy(splits: dict[str, list[Utterance]], lexicon: dict, policy: str,
+                     skips: dict[str, Skips]) -> dict[str, list[Utterance]]:
+    """Drop (policy ``skip``, counted as ``oov``) or refuse (policy ``error``) utterances with OOV words."""
+    oov_utts = {split: [u for u in utts if find_oov(u.words, lexicon)] for split, utts in splits.items()}
+    n_oov = sum(len(v) for v in oov_utts.values())
+    if n_oov == 0:
+        return splits
+    if policy == "error":
+        raise CorpusError(_oov_message(oov_utts, lexicon))
+    kept = {}
+    for split, utts in splits.items():
+        bad = {u.id for u in oov_utts[split]}
+        for u in oov_utts[split]:
+            skips[split].add("oov", f"{u.audio} ({' '.join(find_oov(u.words, lexicon))})")
+        kept[split] = [u for u in utts if u.id not in bad]
+    log.warning("skipped %d utterance(s) with words missing from the lexicon (data.oov_policy=skip)", n_oov)
+    return kept
+
+
+def _oov_message(oov_utts: dict[str, list[Utterance]], lexicon: dict) -> str:
+    words: Counter = Counter()
+    files = []
+    for utts in oov_utts.values():
+        for u in utts:
+            words.update(find_oov(u.words, lexicon))
+            if len(files) < 10:
+                files.append(f"{u.audio}: {' '.join(find_oov(u.words, lexicon))}")
+    n_utts = sum(len(v) for v in oov_utts.values())
+    listed = ", ".join(f"{w} ({c})" for w, c in words.most_common(30))
+    return (
+        f"{len(words)} word(s) in {n_utts} utterance(s) have no pronunciation: {listed}"
+        f"{' ...' if len(words) > 30 else ''}\nfirst files:\n  " + "\n  ".join(files) +
+        "\nFix: add them to a lexicon file (lines 'WORD PH1 PH2 ...') and pass --set data.extra_lexicon=FILE, "
+        "or skip those utterances with --set data.oov_policy=skip"
+    )
+
+
+def cap_utterances(utts: list[Utterance], cap: int, split: str) -> list[Utterance]:
+    """At most ``cap`` utterances (0 = all), a fixed random choice for a given input."""
+    if cap <= 0 or len(utts) <= cap:
+        return utts
+    ordered = sorted(utts, key=lambda u: u.id)
+    return random.Random(f"cap-{split}").sample(ordered, cap)
+
+
+def locate_lm_text(root: Path, data_cfg: DataConfig) -> str:
+    """The LM training text: ``data.lm_text`` if set (must exist), else one in the corpus root, else ""."""
+    if data_cfg.lm_text:
+        p = Path(data_cfg.lm_text)
+        if not p.is_file():
+            raise CorpusError(f"data.lm_text={p} does not exist; fix the path or set data.lm_text= (empty)")
+        return str(p.resolve())
+    for name in LM_TEXT_NAMES:
+        if (root / name).is_file():
+            return str((root / name).resolve())
+    return ""
+
+
+# -- the stage ------------------------------------------------------------------------------------
+def prepare_manifests(root: Path, split_subsets: dict[str, tuple[str, ...]], paths: RunPaths,
+                      data_cfg: DataConfig) -> dict[str, Any]:
+    """Scan ``root`` and write ``paths.manifest(split)`` for train/dev/test; returns the stage summary."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CorpusError(f"corpus root {root} does not exist; pass --data-root with a LibriSpeech-layout "
+                          "directory, or leave it out to use the synthetic corpus")
+    lm_text = locate_lm_text(root, data_cfg)
+    skips = {split: Skips() for split in SPLITS}
+    splits: dict[str, list[Utterance]] = {}
+    for split in SPLITS:
+        utts: list[Utterance] = []
+        for subset in split_subsets[split]:
+            utts.extend(scan_subset(root, subset, data_cfg.sample_rate, skips[split]))
+        splits[split] = utts
+    lexicon = load_lexicon(data_cfg.extra_lexicon or None)
+    splits = apply_oov_policy(splits, lexicon, data_cfg.oov_policy, skips)
+    summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_text, "splits": {}}
+    words: set[str] = set()
+    for split in SPLITS:
+        found = len(splits[split])
+        utts = cap_utterances(splits[split], data_cfg.max_utts_per_split, split)
+        if not utts:
+            raise CorpusError(f"split '{split}' ({', '.join(split_subsets[split])} under {root}) has no usable "
+                              f"utterances; skipped: {dict(skips[split].counts) or 'none'}")
+        write_manifest(paths.manifest(split), utts)
+        words.update(w for u in utts for w in u.words)
+        summary["splits"][split] = _split_summary(split_subsets[split], utts, found, skips[split])
+        _log_skips(split, skips[split])
+    summary["vocabulary_size"] = len(words)
+    summary["skipped_total"] = sum(sum(s.counts.values()) for s in skips.values())
+    return summary
+
+
+def _split_summary(subsets: tuple[str, ...], utts: list[Utterance], found: int, skips: Skips) -> dict[str, Any]:
+    return {
+        "subsets": list(subsets),
+        "utterances": len(utts),
+        "speakers": len({u.speaker for u in utts}),
+        "hours": round(sum(u.duration for u in utts) / 3600, 4),
+        "usable_before_cap": found,
+        "skipped": skips.summary(),
+    }
+
+
+def _log_skips(split: str, skips: Skips) -> None:
+    for reason, n in sorted(skips.counts.items()):
+        log.warning("%s: skipped %d (%s), e.g. %s", split, n, reason, skips.examples[reason][0])

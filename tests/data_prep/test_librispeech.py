@@ -1,0 +1,184 @@
+"""The LibriSpeech-layout reader: manifests from the smoke corpus, and every kind of bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_kd.config import DataConfig
+from asr_kd.paths import RunPaths
+from data_prep.librispeech import CorpusError, prepare_manifests
+from data_prep.manifest import read_manifest
+from data_prep.synthetic import MARKER_NAME, SUBSETS
+
+SPLIT_SUBSETS = {split: (subset,) for split, subset in SUBSETS.items()}
+
+
+def prepare(root: Path, tmp_path: Path, **data: object) -> dict:
+    return prepare_manifests(root, SPLIT_SUBSETS, RunPaths(tmp_path / "exp"), DataConfig(**data))
+
+
+@pytest.fixture
+def corpus(smoke_corpus: Path, tmp_path: Path) -> Path:
+    """A private copy of the smoke corpus that a test may break."""
+    return Path(shutil.copytree(smoke_corpus, tmp_path / "corpus"))
+
+
+def chapters(root: Path, subset: str = "train-synth") -> list[Path]:
+    return sorted(c for c in (root / subset).glob("*/*") if c.is_dir())
+
+
+def trans_file(chapter: Path) -> Path:
+    return chapter / f"{chapter.parent.name}-{chapter.name}.trans.txt"
+
+
+def test_clean_corpus_manifests(smoke_corpus: Path, tmp_path: Path) -> None:
+    summary = prepare(smoke_corpus, tmp_path)
+    marker = json.loads((smoke_corpus / MARKER_NAME).read_text())
+    assert summary["skipped_total"] == 0
+    assert summary["lm_text"] == str((smoke_corpus / "lm-text.txt").resolve())
+    for split in SUBSETS:
+        utts = read_manifest(RunPaths(tmp_path / "exp").manifest(split))
+        s = summary["splits"][split]
+        assert s["utterances"] == len(utts) == marker["splits"][split]["utterances"]
+        assert s["speakers"] == marker["splits"][split]["speakers"]
+        assert s["hours"] == pytest.approx(marker["splits"][split]["hours"], abs=1e-3)
+        assert [u.id for u in utts] == sorted(u.id for u in utts)
+        u = utts[0]
+        assert Path(u.audio).is_file() and u.sample_rate == 16000
+        assert u.num_samples == sf.info(u.audio).frames
+        assert u.id.startswith(f"{u.speaker}-{u.chapter}-")
+        trans = trans_file(Path(u.audio).parent).read_text()
+        assert f"{u.id} {u.text}\n" in trans
+
+
+def test_each_bad_input_is_skipped_counted_and_named(corpus: Path, tmp_path: Path) -> None:
+    ch = chapters(corpus)  # 8 train chapters of 5 utterances each
+    flacs = [sorted(c.glob("*.flac")) for c in ch]
+    # 0: garbage bytes instead of FLAC
+    flacs[0][0].write_bytes(b"this is not audio" * 50)
+    # 1: a FLAC cut in half (its header still promises every sample)
+    data = flacs[1][0].read_bytes()
+    flacs[1][0].write_bytes(data[: len(data) // 2])
+    # 2: wrong sample rate
+    sf.write(str(flacs[2][0]), np.zeros(8000, dtype=np.float32), 8000, format="FLAC")
+    # 3: an empty transcript line
+    lines = trans_file(ch[3]).read_text().splitlines()
+    lines[0] = lines[0].split()[0]
+    trans_file(ch[3]).write_text("\n".join(lines) + "\n")
+    # 4: the chapter's transcript file is missing
+    trans_file(ch[4]).unlink()
+    # 5: a transcript line whose audio is missing
+    flacs[5][0].unlink()
+    # 6: audio without a transcript line
+    orphan = ch[6] / f"{ch[6].parent.name}-{ch[6].name}-0099.flac"
+    shutil.copy(flacs[6][1], orphan)
+    # 7: stereo audio
+    sf.write(str(flacs[7][0]), np.zeros((16000, 2), dtype=np.float32), 16000, format="FLAC")
+
+    summary = prepare(corpus, tmp_path)
+    train = summary["splits"]["train"]
+    expected = {"unreadable_audio": 2, "wrong_sample_rate": 1, "empty_transcript": 1,
+                "missing_transcript_file": 5, "transcript_without_audio": 1, "audio_without_transcript": 1,
+                "not_mono": 1}
+    assert train["skipped"]["counts"] == expected
+    assert train["utterances"] == 40 - 2 - 1 - 1 - 5 - 1 - 1
+    ex = train["skipped"]["examples"]
+    assert sorted(ex["unreadable_audio"]) == sorted([str(flacs[0][0]), str(flacs[1][0])])
+    assert ex["wrong_sample_rate"] == [str(flacs[2][0])]
+    assert ex["empty_transcript"] == [f"{trans_file(ch[3])}:1"]
+    assert sorted(ex["missing_transcript_file"]) == [str(p) for p in flacs[4]]
+    assert ex["transcript_without_audio"][0].startswith(str(trans_file(ch[5])))
+    assert flacs[5][0].stem in ex["transcript_without_audio"][0]
+    assert ex["audio_without_transcript"] == [str(orphan)]
+    assert ex["not_mono"] == [str(flacs[7][0])]
+    assert summary["skipped_total"] == sum(expected.values())
+    assert summary["splits"]["dev"]["skipped"]["counts"] == {}
+    manifest_ids = {u.id for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
+    assert flacs[0][0].stem not in manifest_ids and flacs[0][1].stem in manifest_ids
+
+
+def test_malformed_and_duplicate_transcript_lines(corpus: Path, tmp_path: Path) -> None:
+    t = trans_file(chapters(corpus)[0])
+    lines = t.read_text().splitlines()
+    t.write_text("\n".join([*lines, lines[1], "999-1-0000 WRONG SPEAKER", ""]) + "\n")
+    counts = prepare(corpus, tmp_path)["splits"]["train"]["skipped"]["counts"]
+    assert counts == {"duplicate_id": 1, "bad_transcript_line": 1}
+
+
+def test_missing_subset_names_it_and_lists_existing(smoke_corpus: Path, tmp_path: Path) -> None:
+    subsets = {**SPLIT_SUBSETS, "dev": ("dev-clean",)}
+    with pytest.raises(CorpusError) as e:
+        prepare_manifests(smoke_corpus, subsets, RunPaths(tmp_path / "exp"), DataConfig())
+    msg = str(e.value)
+    assert str(smoke_corpus / "dev-clean") in msg
+    assert all(s in msg for s in SUBSETS.values())
+    with pytest.raises(CorpusError, match="does not exist"):
+        prepare(tmp_path / "nowhere", tmp_path)
+
+
+def _add_oov(corpus: Path) -> Path:
+    t = trans_file(chapters(corpus)[0])
+    lines = t.read_text().splitlines()
+    utt = lines[0].split()[0]
+    lines[0] = f"{utt} THE ZORBLAX WAS QWXZY"
+    t.write_text("\n".join(lines) + "\n")
+    return t.parent / f"{utt}.flac"
+
+
+def test_oov_policy_error_lists_words_files_and_fix(corpus: Path, tmp_path: Path) -> None:
+    audio = _add_oov(corpus)
+    with pytest.raises(CorpusError) as e:
+        prepare(corpus, tmp_path)
+    msg = str(e.value)
+    for needle in ("ZORBLAX", "QWXZY", str(audio.resolve()), "data.oov_policy=skip", "data.extra_lexicon"):
+        assert needle in msg
+    assert not RunPaths(tmp_path / "exp").manifest("train").exists()
+
+
+def test_oov_policy_skip_counts(corpus: Path, tmp_path: Path) -> None:
+    audio = _add_oov(corpus)
+    summary = prepare(corpus, tmp_path, oov_policy="skip")
+    train = summary["splits"]["train"]
+    assert train["skipped"]["counts"] == {"oov": 1}
+    assert train["skipped"]["examples"]["oov"] == [f"{audio.resolve()} (QWXZY ZORBLAX)"]
+    assert train["utterances"] == 39
+
+
+def test_extra_lexicon_resolves_oov(corpus: Path, tmp_path: Path) -> None:
+    _add_oov(corpus)
+    extra = tmp_path / "extra.txt"
+    extra.write_text("ZORBLAX Z AO1 R B L AE0 K S\nQWXZY K W IH1 Z IY0\n")
+    summary = prepare(corpus, tmp_path, extra_lexicon=str(extra))
+    assert summary["skipped_total"] == 0 and summary["splits"]["train"]["utterances"] == 40
+
+
+def test_max_utts_per_split_is_deterministic(smoke_corpus: Path, tmp_path: Path) -> None:
+    s1 = prepare(smoke_corpus, tmp_path / "a", max_utts_per_split=10)
+    ids1 = [u.id for u in read_manifest(RunPaths(tmp_path / "a" / "exp").manifest("train"))]
+    prepare(smoke_corpus, tmp_path / "b", max_utts_per_split=10)
+    ids2 = [u.id for u in read_manifest(RunPaths(tmp_path / "b" / "exp").manifest("train"))]
+    assert len(ids1) == 10 and ids1 == ids2
+    assert len({i.split("-")[0] for i in ids1}) > 1  # a random choice, not the first speaker's
+    assert s1["splits"]["train"]["usable_before_cap"] == 40
+    assert s1["splits"]["dev"]["utterances"] == 8  # under the cap: all kept
+
+
+def test_lm_text_configured(smoke_corpus: Path, tmp_path: Path) -> None:
+    lm = tmp_path / "my-lm.txt"
+    lm.write_text("HELLO WORLD\n")
+    assert prepare(smoke_corpus, tmp_path, lm_text=str(lm))["lm_text"] == str(lm.resolve())
+    with pytest.raises(CorpusError, match="data.lm_text"):
+        prepare(smoke_corpus, tmp_path, lm_text=str(tmp_path / "missing.txt"))
+
+
+def test_split_with_nothing_usable_is_an_error(corpus: Path, tmp_path: Path) -> None:
+    for t in (corpus / "test-synth").glob("*/*/*.trans.txt"):
+        t.unlink()
+    with pytest.raises(CorpusError, match="test.*no usable utterances.*missing_transcript_file"):
+        prepare(corpus, tmp_path)

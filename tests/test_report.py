@@ -1,0 +1,140 @@
+"""The report: schema validation, the paper's numbers in report.md, plots; decode_dnn on a tiny graph."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
+
+from asr_kd import decode, graph, lm, report
+from asr_kd.config import load_config
+from asr_kd.fileio import write_json
+from asr_kd.paths import RunPaths, TrainRunDir
+
+
+def _summary(frame_acc: float, wer: float, params: int = 1000) -> dict:
+    return {"frame_acc": frame_acc, "wer": wer, "params": params, "acoustic_scale": 0.1}
+
+
+@pytest.fixture()
+def run(tmp_path):
+    cfg = load_config("smoke", {"teachers.num_teachers": "3", "distill.temperatures": "1,5"})
+    paths = RunPaths(tmp_path / "exp")
+    for k, (acc, wer) in enumerate([(0.60, 0.12), (0.62, 0.10), (0.58, 0.14)]):
+        write_json(paths.decode_summary(f"teacher-{k}"), _summary(acc, wer))
+    write_json(paths.decode_summary("ensemble"), _summary(0.66, 0.08))
+    write_json(paths.decode_summary("distilled_T1"), _summary(0.63, 0.09))
+    write_json(paths.decode_summary("distilled_T5"), _summary(0.645, 0.085))
+    write_json(paths.decode_summary("baseline_3"), _summary(0.45, 0.30))
+    write_json(paths.decode_summary("soft_3"), _summary(0.55, 0.20))
+    write_json(paths.decode_summary("gmm"), _summary(0.0, 0.25))
+    write_json(TrainRunDir(paths.teacher_dir(0)).metrics, {"train_frame_acc": 0.70})
+    hist = [{"epoch": e, "train_frame_acc_running": 0.5 + 0.1 * e, "dev_frame_acc": 0.45 + 0.01 * e} for e in range(3)]
+    write_json(TrainRunDir(paths.table5_dir("baseline_3")).metrics, {"train_frame_acc": 0.80, "history": hist})
+    write_json(TrainRunDir(paths.table5_dir("soft_3")).metrics, {"train_frame_acc": 0.65, "history": hist})
+    write_json(paths.marker("prepare"), {"wall_time_s": 3.5, "summary": {
+        "splits": {"train": {"hours": 0.1, "utterances": 50, "speakers": 6, "skipped": {}}},
+        "skipped_total": 0, "lm_text": ""}})
+    write_json(paths.marker("align"), {"wall_time_s": 20.0, "summary": {"num_pdfs": 120, "context": "monophone"}})
+    return cfg, paths
+
+
+def test_report_follows_schema_and_numbers(run) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    report.validate_report(out)
+    rows = {r["system"]: r for r in out["table1"]}
+    assert list(rows) == ["baseline", "baseline_mean", "ensemble", "distilled_T1", "distilled_T5"]
+    assert rows["baseline"]["frame_acc"] == 0.60
+    assert rows["baseline_mean"]["frame_acc"] == pytest.approx(0.60)
+    assert rows["baseline_mean"]["wer_std"] == pytest.approx(np.std([0.12, 0.10, 0.14], ddof=1))
+    assert rows["ensemble"]["params"] == 3000
+    t5 = {r["system"]: r for r in out["table5"]}
+    assert t5["baseline_100"]["decoded_as"] == "teacher-0" and t5["baseline_100"]["train_frame_acc"] == 0.70
+    assert t5["soft_3"]["test_frame_acc"] == 0.55
+    d = out["derived"]
+    assert d["best_student"] == "distilled_T5"
+    assert d["gain_kept"] == pytest.approx((0.645 - 0.60) / (0.66 - 0.60))
+    assert d["gap_recovered"] == pytest.approx((0.55 - 0.45) / (0.60 - 0.45))
+    assert out["timing"] == {"prepare": 3.5, "align": 20.0}
+    assert out["labels"]["num_pdfs"] == 120
+
+
+def test_report_files_markdown_and_plots(run) -> None:
+    cfg, paths = run
+    summary = report.run_report_stage(cfg, paths)
+    assert summary["table1_rows"] == 5
+    obj = json.loads(paths.report_json.read_text())
+    report.validate_report(obj)
+    md = paths.report_md.read_text()
+    for number in ("58.9%", "61.1%", "60.8%", "10.9%", "10.7%", "63.4%", "44.5%", "57.0%", "67.3%", "65.4%"):
+        assert number in md
+    assert "| ensemble | 66.0% | 8.0% |" in md
+    for png in (paths.plot_vs_temperature, paths.plot_table5_curves):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: r.pop("timing"), "timing"),
+    (lambda r: r["table1"][0].pop("wer"), "wer"),
+    (lambda r: r["table1"][0].update(frame_acc=58.9), "fractions"),
+    (lambda r: r["table1"][1].pop("wer_std"), "wer_std"),
+    (lambda r: r["table1"].append({"system": "mystery", "frame_acc": 0.5, "wer": 0.1, "params": 1}), "mystery"),
+    (lambda r: r["table5"][0].update(system="baseline_50"), "baseline_50"),
+])
+def test_validate_report_rejects_broken_reports(run, breakage, message) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    breakage(out)
+    with pytest.raises(report.ReportError, match=message):
+        report.validate_report(out)
+
+
+def test_decode_dnn_with_a_callable_posterior_source(tmp_path) -> None:
+    """The decode flow (tuning on dev, test WER, frame accuracy, files) with a fake acoustic model."""
+    lang = make_tiny_lang(tmp_path / "lang")
+    (tmp_path / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
+    lm.build_arpa(tmp_path / "text.txt", tmp_path / "lm.arpa", order=3, vocab=set(LEXICON))
+    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
+    graph.make_graph(inputs, tmp_path / "lm.arpa", tmp_path / "graph", [lang.words_txt])
+    dec = decode.read_hclg_decoder(tmp_path / "graph", lang.trans_model, decode.SearchConfig())
+    sentences = [["NO", "YES"], ["MAYBE", "YES"], ["NO", "MAYBE", "YES"]]
+
+    def split(name: str) -> report.SplitData:
+        utts = [f"{name}-{i}" for i in range(len(sentences))]
+        lps = {u: posteriorgram(lang, s, seed=i) for i, (u, s) in enumerate(zip(utts, sentences))}
+        labels = {u: lp.argmax(axis=1) for u, lp in lps.items()}
+        labels[utts[0]] = (labels[utts[0]] + 1) % lang.trans_model.num_pdfs  # one utterance all wrong
+        # the "features" are the log-posteriors themselves; the posterior source is the identity
+        return report.SplitData(name, utts, lps, labels, dict(zip(utts, sentences)))
+
+    paths = RunPaths(tmp_path / "exp")
+    prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
+    out = report.decode_dnn("fake", lambda feats: feats, paths, dec, prior, split("dev"), split("test"),
+                            scales=(0.5, 1.0), num_jobs=1, params=42)
+    assert out["wer"] == 0.0 and out["dev"]["wer"] == 0.0
+    n0 = len(posteriorgram(lang, sentences[0]))
+    total = sum(len(posteriorgram(lang, s)) for s in sentences)
+    assert out["frame_acc"] == pytest.approx((total - n0) / total)
+    assert set(out["dev_wer_by_scale"]) == {"0.5", "1"}
+    assert (paths.decode_dir("fake", "test") / "per_utt").exists()
+    assert json.loads(paths.decode_summary("fake").read_text())["params"] == 42
+
+
+def test_parallel_search_matches_serial(tmp_path) -> None:
+    lang = make_tiny_lang(tmp_path / "lang")
+    (tmp_path / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
+    lm.build_arpa(tmp_path / "text.txt", tmp_path / "lm.arpa", order=3, vocab=set(LEXICON))
+    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
+    graph.make_graph(inputs, tmp_path / "lm.arpa", tmp_path / "graph", [lang.words_txt])
+    dec = decode.read_hclg_decoder(tmp_path / "graph", lang.trans_model, decode.SearchConfig())
+    prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
+    sents = [["YES"], ["MAYBE", "YES"], ["NO", "MAYBE"], ["NO", "YES"]] * 10
+    items = [(f"u{i}", decode.hybrid_scores(posteriorgram(lang, s, peak=0.6, seed=i), prior, dec.tid_pdf, 1.0))
+             for i, s in enumerate(sents)]
+    serial = report.search_all(dec, items, num_jobs=1)
+    parallel = report.search_all(dec, items, num_jobs=2)
+    assert [h.words for h in parallel] == [h.words for h in serial]
+    assert [h.utt for h in parallel] == [u for u, _ in items]
