@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 PosteriorFn = Callable[[np.ndarray], np.ndarray]  # feats (T, D) -> log p(s | x) (T, N)
 
-PRIOR_FLOOR = 1e-8  # relative floor so that states never seen in training do not get -inf priors
+UNSEEN_LOG_PRIOR = 1e10  # log prior of a state with no training frames: it can never win (as Kaldi nnet1)
 
 
 @dataclass(frozen=True)
@@ -50,13 +50,16 @@ class Hypothesis:
     search_s: float
 
 
-def log_priors_from_counts(counts: np.ndarray, floor: float = PRIOR_FLOOR) -> np.ndarray:
-    """log p(s) from per-pdf frame counts (N,), floored at ``floor`` times the mean count."""
+def log_priors_from_counts(counts: np.ndarray) -> np.ndarray:
+    """log p(s) from per-pdf frame counts (N,); states never seen in training get a huge log prior,
+    so that ``log p(s|x) - log p(s)`` rules them out instead of rewarding an untrained output."""
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or counts.sum() <= 0:
         raise ValueError("state priors need a 1-d array of pdf counts with a positive total")
-    counts = np.maximum(counts, floor * counts.mean())
-    return np.log(counts / counts.sum()).astype(np.float32)
+    with np.errstate(divide="ignore"):
+        log_prior = np.log(counts / counts.sum())
+    log_prior[counts == 0] = UNSEEN_LOG_PRIOR
+    return log_prior.astype(np.float32)
 
 
 def count_pdfs(alignments: Iterable[np.ndarray], num_pdfs: int) -> np.ndarray:

@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -35,7 +34,7 @@ from typing import Any
 import kaldifst
 
 from asr_kd.fileio import atomic_path, read_json, write_text
-from asr_kd.lexicon import SIL
+from asr_kd.lexicon import SIL, strip_stress
 
 log = logging.getLogger(__name__)
 
@@ -107,17 +106,18 @@ class Lang:
 # ------------------------------------------------------------------------------------------------
 # Phone set and pronunciations
 # ------------------------------------------------------------------------------------------------
-def strip_stress(phone: str) -> str:
-    """``AH0`` -> ``AH``: ARPAbet without lexical stress."""
-    return re.sub(r"\d+$", "", phone.upper())
-
-
 def mark_positions(pron: Sequence[str]) -> tuple[str, ...]:
-    """Word-position-dependent phones as Kaldi: ``_B`` begin, ``_I`` inside, ``_E`` end, ``_S`` single."""
+    """Word-position-dependent phones as Kaldi: ``_B`` begin, ``_I`` inside, ``_E`` end, ``_S`` single.
+
+    SIL (a word pronounced as silence, e.g. ``!SIL SIL`` in an extra lexicon) stays unmarked.
+    """
+    def mark(p: str, suffix: str) -> str:
+        return p if p == SIL else f"{p}{suffix}"
+
     if len(pron) == 1:
-        return (f"{pron[0]}_S",)
+        return (mark(pron[0], "_S"),)
     return tuple(
-        f"{p}_B" if i == 0 else f"{p}_E" if i == len(pron) - 1 else f"{p}_I" for i, p in enumerate(pron)
+        mark(p, "_B" if i == 0 else "_E" if i == len(pron) - 1 else "_I") for i, p in enumerate(pron)
     )
 
 

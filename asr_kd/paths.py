@@ -11,6 +11,8 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     align/final.mdl tree             Kaldi binary transition model + GMM, context dependency
     align/<split>/ali.{ark,scp}      transition-id alignments (int32 per frame)
     align/<split>/pdf.{ark,scp}      HMM-state (pdf) ids (int32 per frame): the DNN labels
+    align/<split>/failed.txt         utterances that could not be aligned, with the reason
+    align/mono/final.mdl tree        the monophone system (when the final one is triphone)
     shards/<split>/shard-NNNNNN.tar  webdataset shards; shards/<split>/index.json
     teachers/teacher-K/              Lightning checkpoints and metrics of teacher K
     ensemble/                        the ensemble's evaluation
@@ -86,6 +88,15 @@ class RunPaths:
 
     def pdf_scp(self, split: str) -> Path:
         return self.align / split / "pdf.scp"
+
+    def align_failed(self, split: str) -> Path:
+        """Utterances of ``split`` that could not be aligned, one ``utt-id reason`` a line."""
+        return self.align / split / "failed.txt"
+
+    @property
+    def mono_dir(self) -> Path:
+        """With align.context=triphone: the monophone system's final.mdl and tree."""
+        return self.align / "mono"
 
     # -- shards ----------------------------------------------------------------
     def shard_dir(self, split: str) -> Path:

@@ -26,7 +26,7 @@ import math
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,14 +35,20 @@ import numpy as np
 from tqdm import tqdm
 
 from asr_kd.config import RecipeConfig
-from asr_kd.decode import Decoder, Hypothesis, SearchConfig, count_pdfs, hybrid_scores, log_priors_from_counts
+from asr_kd.decode import (
+    Decoder,
+    Hypothesis,
+    PosteriorFn,
+    SearchConfig,
+    count_pdfs,
+    hybrid_scores,
+    log_priors_from_counts,
+)
 from asr_kd.fileio import read_json, write_json, write_text
 from asr_kd.paths import RunPaths, TrainRunDir
 from asr_kd.scoring import score, write_scoring
 
 log = logging.getLogger(__name__)
-
-PosteriorFn = Callable[[np.ndarray], np.ndarray]  # feats (T, D) -> log-posteriors (T, N)
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
 PAPER_TABLE1 = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}
@@ -230,10 +236,11 @@ def decode_gmm_system(paths: RunPaths, model: Any, decoder: Decoder, dev: SplitD
         return [decoder.decode_gmm(u, model.am, feats[u], scale)
                 for u in tqdm(data.utts, desc=f"gmm {data.split} x{scale:g}", leave=False) if u in feats]
 
-    scale, dev_wer = best_scale(dev.refs, {s: run(dev, s) for s in scales})
+    dev_hyps = {s: run(dev, s) for s in scales}
+    scale, dev_wer = best_scale(dev.refs, dev_hyps)
     t0 = time.time()
     test_hyps = run(test, scale)
-    summary = finish_system("gmm", paths, dev, test, run(dev, scale), test_hyps, scale, dev_wer, time.time() - t0)
+    summary = finish_system("gmm", paths, dev, test, dev_hyps[scale], test_hyps, scale, dev_wer, time.time() - t0)
     summary.update(kind="gmm", frame_acc=None, params=int(model.num_gauss) * (2 * model.dim + 1))
     write_json(paths.decode_summary("gmm"), summary)
     log.info("gmm: test WER %.2f%% (scale %g)", 100 * summary["wer"], scale)
@@ -545,7 +552,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         pa, pw = (f"{paper[0]}%", f"{paper[1]}%") if paper else ("", "")
         lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {pa} | {pw} |")
     lines += ["", "## Table 5: soft targets as a regulariser (3% of the training data)", "",
-              "| system | train frame acc | test frame acc | WER | paper train | paper test |", "|---|---|---|---|---|---|"]
+              "| system | train frame acc | test frame acc | WER | paper train | paper test |",
+              "|---|---|---|---|---|---|"]
     for r in report["table5"]:
         p = PAPER_TABLE5[r["system"]]
         lines.append(f"| {r['system']} | {_pct(r['train_frame_acc'])} | {_pct(r['test_frame_acc'])} | "
@@ -583,6 +591,7 @@ def plot_vs_temperature(report: dict[str, Any], out: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     rows = [r for r in report["table1"] if r["system"].startswith("distilled_T")]
     ts = [float(r["system"][len("distilled_T"):]) for r in rows]
@@ -595,6 +604,7 @@ def plot_vs_temperature(report: dict[str, Any], out: Path) -> None:
                 ax.axhline(100 * by[name][key], linestyle=style, color="gray" if name == "baseline_mean" else "k",
                            label="mean teacher" if name == "baseline_mean" else "ensemble")
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set_xticks(ts or [1])
         ax.set_xticklabels([f"{t:g}" for t in ts] or ["1"])
         ax.set_xlabel("temperature T")
@@ -619,9 +629,9 @@ def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path) -> No
         held = [100 * h[k] for h in hist for k in ("test_frame_acc", "dev_frame_acc") if k in h][: len(hist)]
         heldname = "test" if hist and "test_frame_acc" in hist[0] else "dev"
         if train:
-            ax.plot(epochs[: len(train)], train, "-", color=color, label=f"{name} train")
+            ax.plot(epochs[: len(train)], train, "o-", color=color, label=f"{name} train")
         if held:
-            ax.plot(epochs[: len(held)], held, "--", color=color, label=f"{name} {heldname}")
+            ax.plot(epochs[: len(held)], held, "s--", color=color, label=f"{name} {heldname}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("frame accuracy (%)")
     ax.set_title("3% of the training data: hard vs soft targets")

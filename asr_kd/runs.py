@@ -167,7 +167,8 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str,
     for k, seed in enumerate(teacher_seeds(cfg)):
         m = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
         teachers.append({"teacher": k, "seed": seed, **_split_metrics(m), "epochs": m.get("epochs"),
-                         "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s")})
+                         "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s"),
+                         "trained_in": m.get("trained_in", "own run")})
     summary: dict[str, Any] = {"num_teachers": len(teachers), "num_pdfs": pdfs, "stacked": cfg.teachers.stacked,
                                "params": _params(arch(cfg, pdfs)), "teachers": teachers}
     for split in ("dev", "test"):
@@ -249,6 +250,9 @@ def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]
 def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """One student per T, optional matching-logits student, and the three Table-5 runs."""
     d = cfg.distill
+    if d.cache_targets:
+        raise StageError("distill.cache_targets=true is not available in this version: the ensemble's "
+                         "targets are computed online; drop the setting")
     ens = load_ensemble(cfg, paths)
     pdfs = ens.num_pdfs
     full = shard_datamodule(paths, cfg.model, cfg.train)

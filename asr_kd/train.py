@@ -37,6 +37,7 @@ from asr_kd.ensemble import frame_accuracy
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.models import AcousticDNN, StackedDNN, count_parameters, save_model
 from asr_kd.paths import TrainRunDir
+from asr_kd.stages import global_rank
 from asr_kd.systems import MONITOR, FrameSystem
 
 log = logging.getLogger(__name__)
@@ -119,14 +120,16 @@ def load_system_weights(system: FrameSystem, ckpt: Path) -> dict[str, Any]:
 
 
 def _prepare_run_dir(run: TrainRunDir, key: str) -> dict[str, Any] | None:
-    """Return the finished run's metrics if its key matches; clear a run made with another key."""
+    """Return the finished run's metrics if its key matches; rank 0 clears a run with another key."""
     key_file = run.root / "RUN_KEY.json"
-    if key_file.exists() and read_json(key_file).get("key") != key:
-        log.warning("%s holds a run with other settings; clearing it", run.root)
-        shutil.rmtree(run.root)
-    if run.done.exists() and run.metrics.exists():
+    same = key_file.exists() and read_json(key_file).get("key") == key
+    if same and run.done.exists() and run.metrics.exists():
         return read_json(run.metrics)
-    write_json(key_file, {"key": key})
+    if global_rank() == 0:
+        if key_file.exists() and not same:
+            log.warning("%s holds a run with other settings; clearing it", run.root)
+            shutil.rmtree(run.root)
+        write_json(key_file, {"key": key})
     return None
 
 

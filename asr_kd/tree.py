@@ -30,6 +30,7 @@ Event keys follow Kaldi: 0 = left phone, 1 = centre phone, 2 = right phone, -1 =
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
 import math
 import struct
@@ -165,7 +166,7 @@ def phone_contexts(ali: np.ndarray, table: TransitionTable) -> tuple[np.ndarray,
 class TreeStatsAccumulator:
     """Accumulates :class:`TreeStats` over utterances; buffers frames and reduces them in batches."""
 
-    def __init__(self, table: TransitionTable, flush_frames: int = 1_000_000) -> None:
+    def __init__(self, table: TransitionTable, flush_frames: int = 200_000) -> None:
         self.table = table
         self.flush_frames = flush_frames
         self.num_phones = int(table.phone.max()) + 1
@@ -311,6 +312,21 @@ def table_questions(phone_symbols: Mapping[int, str], phones: Iterable[int]) -> 
     return out
 
 
+def position_questions(phone_symbols: Mapping[int, str], phones: Iterable[int]) -> list[tuple[int, ...]]:
+    """With word-position-dependent phones: the set of all ``_B`` phones, all ``_E`` phones, etc.
+
+    Asked about the centre phone they tell the position variants of a root apart; asked about a
+    neighbour they tell whether a word boundary lies between (as Kaldi's ``extra_questions.txt``).
+    """
+    phones = sorted(phones)
+    out = []
+    for suffix in ("_B", "_I", "_E", "_S"):
+        ids = tuple(p for p in phones if phone_symbols[p].endswith(suffix))
+        if ids:
+            out.append(ids)
+    return out
+
+
 def _group_stats(
     stats: TreeStats, groups: Sequence[tuple[int, ...]], pdf_classes: Sequence[int]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -405,6 +421,7 @@ def make_questions(
     if source in ("table", "both"):
         sets += table_questions(phone_symbols, phones)
         sets += groups
+    sets += position_questions(phone_symbols, phones)
     unique = sorted({tuple(sorted(s)) for s in sets}, key=lambda s: (len(s), s))
     return Questions(phone_sets=tuple(unique), pdf_class_sets=tuple(pdf_class_questions(max_pdf_classes)))
 
@@ -569,6 +586,7 @@ class _Splitter:
         self.sets = {
             KEY_LEFT: questions.phone_sets,
             KEY_RIGHT: questions.phone_sets,
+            KEY_CENTRE: questions.phone_sets,
             KEY_PDF_CLASS: questions.pdf_class_sets,
         }
         self.masks = {k: _set_masks(v, n_phones if k != KEY_PDF_CLASS else n_classes) for k, v in self.sets.items()}
@@ -643,7 +661,7 @@ def build_tree(
         node = _make_node(splitter, row_root[r], r)
         tops.append(node)
         num_leaves += 1
-        _push(heap, splitter, node)
+        _push(heap, splitter, node, len(root.phones) > 1)
     if num_leaves > cfg.num_leaves:
         log.warning("the tree has %d roots' leaves already, more than the target %d", num_leaves, cfg.num_leaves)
     gains: list[float] = []
@@ -656,8 +674,9 @@ def build_tree(
             gains.append(-neg_gain)
             num_leaves += 1
             bar.update(1)
-            _push(heap, splitter, yes)
-            _push(heap, splitter, no)
+            shared = len(roots[node.root_index].phones) > 1
+            _push(heap, splitter, yes, shared)
+            _push(heap, splitter, no, shared)
     threshold = cfg.merge_threshold if cfg.merge_threshold >= 0 else (min(gains) if gains else 0.0)
     return _finish(stats, roots, tops, splitter, gains, threshold, cfg)
 
@@ -678,11 +697,13 @@ def _make_node(splitter: _Splitter, rows: np.ndarray, root_index: int) -> _Growi
     return _Growing(rows=rows, root_index=root_index, count=count, objf=objf)
 
 
-_tiebreak = iter(range(1 << 62))
+_tiebreak = itertools.count()  # heap order among equal gains: first pushed, first split
 
 
-def _push(heap: list, splitter: _Splitter, node: _Growing) -> None:
-    node.best = splitter.best_split(node, (KEY_PDF_CLASS, KEY_LEFT, KEY_RIGHT))
+def _push(heap: list, splitter: _Splitter, node: _Growing, shared_root: bool) -> None:
+    """Find the node's best question and queue it; ``shared_root``: several centre phones, ask about it too."""
+    keys = (KEY_PDF_CLASS, KEY_LEFT, KEY_RIGHT, KEY_CENTRE) if shared_root else (KEY_PDF_CLASS, KEY_LEFT, KEY_RIGHT)
+    node.best = splitter.best_split(node, keys)
     if node.best is not None:
         heapq.heappush(heap, (-node.best[0], next(_tiebreak), node))
 
@@ -953,31 +974,39 @@ def load_context_dependency(path: str | Path) -> Any:
     return context_dependency_from_bytes(Path(path).read_bytes())
 
 
-def all_events(tree: Tree, phones: Sequence[int], phone_to_num_pdf_classes: Sequence[int]) -> Iterable[tuple[int, int, int, int]]:
-    """Every (left, centre, right, pdf-class) of the phones, with 0 (utterance edge) as a context."""
-    contexts = [0, *phones]
+def all_events(phones: Sequence[int], phone_to_num_pdf_classes: Sequence[int]) -> np.ndarray:
+    """Every (left, centre, right, pdf-class) of the phones, with 0 (utterance edge) as a context. -> (E, 4)"""
+    contexts = np.array([0, *phones])
+    rows = []
     for centre in phones:
-        for pdf_class in range(phone_to_num_pdf_classes[centre]):
-            for left in contexts:
-                for right in contexts:
-                    yield left, centre, right, pdf_class
+        classes = np.arange(phone_to_num_pdf_classes[centre])
+        left, right, cls = np.meshgrid(contexts, contexts, classes, indexing="ij")
+        rows.append(np.stack([left.ravel(), np.full(left.size, centre), right.ravel(), cls.ravel()], 1))
+    return np.concatenate(rows).astype(np.int64)
 
 
 def check_context_dependency(
-    tree: Tree, ctx_dep: Any, phones: Sequence[int], phone_to_num_pdf_classes: Sequence[int]
+    tree: Tree,
+    ctx_dep: Any,
+    phones: Sequence[int],
+    phone_to_num_pdf_classes: Sequence[int],
+    max_events: int = 300_000,
+    seed: int = 0,
 ) -> int:
     """Compare ``ctx_dep.compute`` with the Python tree on every triphone; returns how many were checked.
 
-    Raises ValueError naming the first triphone where they disagree.
+    With more than ``max_events`` triphones (position-dependent phone sets have millions) a seeded
+    random sample of that size is checked. Raises ValueError naming the first disagreement.
     """
-    checked = 0
-    for left, centre, right, pdf_class in all_events(tree, phones, phone_to_num_pdf_classes):
+    events = all_events(phones, phone_to_num_pdf_classes)  # (E, 4)
+    if len(events) > max_events:
+        events = events[np.random.default_rng(seed).choice(len(events), max_events, replace=False)]
+    expected = tree.compute_many(events)  # (E,)
+    for (left, centre, right, pdf_class), want in zip(events.tolist(), expected.tolist()):
         ok, pdf = ctx_dep.compute([left, centre, right], pdf_class)
-        expected = tree.compute(left, centre, right, pdf_class)
-        if not ok or pdf != expected:
+        if not ok or pdf != want:
             raise ValueError(
                 f"kaldi tree gives {pdf if ok else 'no pdf'} for ({left}, {centre}, {right}) pdf-class "
-                f"{pdf_class}; the Python tree gives {expected}"
+                f"{pdf_class}; the Python tree gives {want}"
             )
-        checked += 1
-    return checked
+    return len(events)

@@ -16,7 +16,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from asr_kd.align.model import MODEL_FILE, TREE_FILE, load_model

@@ -151,9 +151,12 @@ def main() -> None:
     p.add_argument("--k-paper", type=int, default=2, help="teachers for stacked-vs-loop at paper size")
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     p.add_argument("--json", default="", help="also write the rows to this JSON file")
     args = p.parse_args()
     device, dtype = torch.device(args.device), getattr(torch, args.dtype)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     print(f"device {device}, dtype {args.dtype}, torch threads {torch.get_num_threads()}, batch {args.batch}")
     rows = [bench_size(name, args, device, dtype) for name in args.sizes.split(",")]
     print(f"{'size':<6} {'shape':<22} {'params':>10} {'train fr/s':>11} {'floor fr/s':>11} {'ratio':>6} "

@@ -267,7 +267,7 @@ def length_problem(n_ali: int, n_feat: int) -> str | None:
 
 
 def import_alignments(
-    mode: str, files: list[Path], mdl: Path | None, lengths: dict[str, dict[str, int]], out: RunPaths
+    files: list[Path], mdl: Path | None, lengths: dict[str, dict[str, int]], out: RunPaths
 ) -> tuple[dict[str, dict[str, Any]], int]:
     """Read every alignment, keep those of each split that fit its features, write the outputs.
 
@@ -310,7 +310,7 @@ def import_alignments(
                     ali_out.write(utt, vec.astype(np.int32))
         if tid2pdf is None and ok:
             num_pdfs = max(num_pdfs, max(int(v.max()) for v in ok.values()) + 1)
-        write_text(out.align / split / "failed.txt", "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
+        write_text(out.align_failed(split), "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
         n = len(lens)
         summaries[split] = {
             "utterances": n, "aligned": len(ok), "failed": len(failed),
@@ -329,13 +329,13 @@ def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any
     src = Path(cfg.align.kaldi_ali_dir)
     mode, files, mdl = find_inputs(src)
     lengths = {split: feature_lengths(paths.fbank_scp(split)) for split in SPLITS}
-    splits, num_pdfs = import_alignments(mode, files, mdl, lengths, paths)
+    splits, num_pdfs = import_alignments(files, mdl, lengths, paths)
     train = splits["train"]
     if train["utterances"] and train["failed"] / train["utterances"] > cfg.align.max_fail_fraction:
         raise KaldiImportError(
             f"{train['failed']} of {train['utterances']} train utterances have no usable Kaldi alignment "
             f"(more than align.max_fail_fraction={cfg.align.max_fail_fraction}); "
-            f"see {paths.align / 'train' / 'failed.txt'}"
+            f"see {paths.align_failed('train')}"
         )
     for split in ("dev", "test"):
         if splits[split]["aligned"] == 0:

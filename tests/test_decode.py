@@ -60,7 +60,10 @@ def test_priors_from_alignment_counts() -> None:
     counts = decode.count_pdfs([np.array([0, 0, 1]), np.array([2, 0])], num_pdfs=4)
     assert counts.tolist() == [3, 1, 1, 0]
     prior = decode.log_priors_from_counts(counts)
-    assert np.exp(prior).sum() == pytest.approx(1.0, abs=1e-6)
-    assert np.isfinite(prior[3]) and prior[3] < prior[1] < prior[0]
+    assert np.exp(prior[:3]).sum() == pytest.approx(1.0, abs=1e-6)
+    assert prior[1] < prior[0]
+    assert prior[3] == decode.UNSEEN_LOG_PRIOR  # never seen in training: ruled out in the search
+    scores = decode.hybrid_scores(np.log(np.full((1, 4), 0.25, np.float32)), prior, np.array([0, 3]), 0.1)
+    assert scores[0, 1] < -1e8 < scores[0, 0]
     with pytest.raises(ValueError, match="out of range"):
         decode.count_pdfs([np.array([5])], num_pdfs=4)

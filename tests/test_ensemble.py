@@ -61,3 +61,21 @@ def test_load_teachers_and_frame_accuracy(tmp_path):
         assert res["member_frame_acc"][k] == pytest.approx(acc)
     # a StackedDNN is evaluated the same way (arithmetic mean)
     assert frame_accuracy(StackedDNN.from_members(members), [(x, y)])["frame_acc"] == pytest.approx(24 / 32)
+
+
+def test_utterance_log_posteriors_for_model_and_ensemble():
+    from asr_kd.ensemble import utterance_log_posteriors
+    from asr_kd.windows import utterance_windows
+
+    arch = dict(hidden_layers=2, hidden_dim=16, num_pdfs=5)
+    members = [AcousticDNN(**arch, seed=s).eval() for s in range(3)]
+    feats = torch.randn(37, 40)  # (T, 40)
+    windows = utterance_windows(feats)  # (T, 26, 40)
+    single = utterance_log_posteriors(members[0], feats, batch_frames=10)
+    assert single.shape == (37, 5)
+    torch.testing.assert_close(single, torch.log_softmax(members[0](windows), -1))
+    ens = Ensemble(StackedDNN.from_members(members))
+    got = utterance_log_posteriors(ens, feats, batch_frames=16)
+    expected = torch.log(sum(torch.softmax(m(windows), -1) for m in members) / 3)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got.exp().sum(-1), torch.ones(37))

@@ -64,3 +64,21 @@ def test_distill_student_learns_from_frozen_ensemble(tmp_path):
     ckpt = torch.load(TrainRunDir(tmp_path / "d").last_ckpt, weights_only=False)
     assert ckpt["asr_kd"]["T"] == 2.0
     assert not any(k.startswith("_teacher") or "stacked" in k for k in ckpt["state_dict"])
+
+
+def test_lr_schedules():
+    cfg = tiny_train_config(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.0)
+    s = TeacherSystem(AcousticDNN(**ARCH), cfg, steps_per_epoch=50, max_epochs=2)
+    import math
+
+    assert abs(s.lr_factor(0) - 0.1 * 0.5 * (1 + math.cos(0.0))) < 1e-12  # warm-up: 1/10 of the rate
+    assert abs(s.lr_factor(9) - 0.5 * (1 + math.cos(math.pi * 9 / 100))) < 1e-12  # warm-up done
+    assert abs(s.lr_factor(50) - 0.5) < 1e-9  # half way through 100 planned steps
+    assert s.lr_factor(100) < 1e-9
+    nb = TeacherSystem(AcousticDNN(**ARCH), tiny_train_config(lr_schedule="newbob", warmup_steps=0,
+                                                              newbob_threshold=0.01), max_epochs=5)
+    scales = []
+    for acc in (0.30, 0.40, 0.405, 0.45, 0.46):  # ramping stops at the first gain < 0.01, then halves
+        nb._newbob_update(acc)
+        scales.append(nb.lr_factor(0))
+    assert scales == [1.0, 1.0, 0.5, 0.25, 0.125]

@@ -110,6 +110,20 @@ def test_merge_joins_leaves_that_lose_little() -> None:
     assert tree.compute(0, 2, 0, 0) == tree.compute(0, 2, 0, 1) != tree.compute(0, 2, 0, 2)
 
 
+def test_shared_root_splits_on_the_centre_phone() -> None:
+    # AA_B (2) and AA_E (3) share a root; their data differ, their contexts do not matter.
+    rows = [((left, centre, 4, 0), 100.0, [3.0 * (centre == 3)], [1.0]) for centre in (2, 3) for left in (4, 5)]
+    symbols = {2: "AA_B", 3: "AA_E", 4: "B_S", 5: "M_B"}
+    questions = _questions(T.position_questions(symbols, symbols) + [(4,), (5,)])
+    assert (2, 5) in questions.phone_sets  # all word-begin phones
+    tree = T.build_tree(_stats(rows), [T.Root((2, 3), 1)], questions,
+                        T.TreeBuildConfig(num_leaves=2, min_count=1, merge_threshold=0))
+    split = tree.root.children[2]
+    assert split is tree.root.children[3]  # one node serves both phones of the root
+    assert isinstance(split, T.Split) and split.key == T.KEY_CENTRE
+    assert tree.compute(4, 2, 4, 0) != tree.compute(4, 3, 4, 0)
+
+
 def test_cluster_phones_groups_similar_phones() -> None:
     rows = []
     means = {2: 0.0, 3: 0.2, 4: 6.0, 5: 6.3, 6: 20.0}
@@ -231,10 +245,11 @@ def built(system: dict) -> dict:
 
 def test_tree_gives_every_triphone_one_leaf(system: dict, built: dict) -> None:
     tree, lang = built["tree"], system["lang"]
-    events = list(T.all_events(tree, system["phones"], system["n_classes"]))
-    pdfs = [tree.compute(*ev) for ev in events]
+    events = T.all_events(system["phones"], system["n_classes"])
+    assert len(np.unique(events, axis=0)) == len(events) == (4 * 3 + 5) * 6 * 6  # 4 phones x 3 classes, SIL x 5
+    pdfs = [tree.compute(*ev) for ev in events.tolist()]
     assert set(pdfs) == set(range(tree.num_pdfs))
-    np.testing.assert_array_equal(tree.compute_many(np.array(events)), pdfs)
+    np.testing.assert_array_equal(tree.compute_many(events), pdfs)
     assert len(system["phones"]) * 3 + 2 < tree.num_pdfs <= 30  # more than a monophone system
     # silence is not split on context: one pdf per pdf-class whatever the neighbours
     sil = lang.sil_phone
@@ -265,6 +280,11 @@ def test_kaldi_round_trip(system: dict, built: dict, tmp_path) -> None:
     assert (ctx.context_width, ctx.central_position, ctx.num_pdfs) == (3, 1, tree.num_pdfs)
     checked = T.check_context_dependency(tree, ctx, system["phones"], system["n_classes"])
     assert checked == sum(system["n_classes"][p] for p in system["phones"]) * (len(system["phones"]) + 1) ** 2
+    assert T.check_context_dependency(tree, ctx, system["phones"], system["n_classes"], max_events=50) == 50
+    # a tree that differs is caught
+    other = T.tree_to_context_dependency(T.Tree(T.Table(1, [None] + [T.Leaf(0)] * 5), num_pdfs=1))
+    with pytest.raises(ValueError, match="kaldi tree gives"):
+        T.check_context_dependency(tree, other, system["phones"], system["n_classes"])
     # Kaldi writes back exactly the bytes we wrote
     ctx.write(True, str(tmp_path / "tree.kaldi"))
     assert (tmp_path / "tree.kaldi").read_bytes() == path.read_bytes()

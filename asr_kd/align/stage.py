@@ -7,6 +7,7 @@ Reads the lang directory, the manifests and ``features/<split>/mfcc.scp``; write
     <split>/ali.{ark,scp}      transition ids, int32, one per feature frame
     <split>/pdf.{ark,scp}      pdf ids (HMM-state labels for the DNN), int32, one per frame
     <split>/failed.txt         utterances that could not be aligned, with the reason
+    mono/final.mdl, mono/tree  the monophone system, with align.context=triphone
 
 Train, dev and test are all aligned with the final model and their reference transcripts, so
 frame accuracy can be measured on speakers never seen in training. An utterance that cannot be
@@ -148,6 +149,11 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     silence = list(lang.silence_phones)
     t_train = time.time()
     hist = train(model, train_data.graphs, train_data.feats, opts, silence)
+    mono_summary = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss}
+    tri_summary: dict[str, Any] = {}
+    if cfg.align.context == "triphone":
+        save_model(model, paths.mono_dir / "final.mdl", paths.mono_dir / "tree")
+        model, tri_summary = train_triphone_stage(model, train_data, hist.alignments, lang, cfg, opts)
     t_train = time.time() - t_train
     save_model(model, paths.final_mdl, paths.tree)
 
@@ -160,7 +166,7 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         result = realign(model, data.graphs, data.feats, final_opts, silence, desc=f"align {split}")
         write_alignments(paths, split, result, tid2pdf)
         summary = split_summary(data, result, model, silence)
-        failed_file = paths.align / split / "failed.txt"
+        failed_file = paths.align_failed(split)
         failed = {**data.failed, **result.failed}
         write_text(failed_file, "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
         check_failures(split, summary, cfg.align.max_fail_fraction, failed_file)
@@ -172,7 +178,7 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 
     return {
         "source": "builtin",
-        "context": "monophone",
+        "context": cfg.align.context,
         "features": "mfcc+delta+delta-delta, per-speaker CMN",
         "num_pdfs": model.num_pdfs,
         "num_gaussians": model.num_gauss,
@@ -182,13 +188,30 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "utterances_per_split": {s: v["utterances"] for s, v in splits.items()},
         "silence_fraction": splits["train"]["silence_fraction"],
         "pdfs_with_zero_frames": int((pdf_counts == 0).sum()),
-        "loglike_per_frame": [round(x, 4) for x in hist.loglike_per_frame],
+        "loglike_per_frame": [round(x, 4) for x in hist.loglike_per_frame],  # monophone passes
+        "monophone": mono_summary,
+        **tri_summary,
         "gaussians_per_pass": hist.num_gaussians,
         "realigned_at_passes": hist.realigned_at,
         "splits": splits,
         "train_seconds": round(t_train, 1),
         "wall_seconds": round(time.time() - t0, 1),
     }
+
+
+def train_triphone_stage(
+    mono: GmmHmm, data: SplitData, mono_alignments: dict[str, np.ndarray], lang: Lang, cfg: RecipeConfig,
+    opts: TrainOptions,
+) -> tuple[GmmHmm, dict[str, Any]]:
+    """Tied-triphone tree + triphone GMM training from the monophone alignments (asr_kd.align.triphone).
+
+    The split's training graphs are recompiled for the triphone model (its transition ids differ).
+    """
+    from asr_kd.align.triphone import train_triphone_from_config
+
+    tri = train_triphone_from_config(mono, data.feats, mono_alignments, data.texts, lang, cfg.align, opts)
+    add_graphs(data, lang, tri.model)
+    return tri.model, tri.summary
 
 
 def run_align(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

@@ -11,7 +11,11 @@ model, AM), so the same loop trains the flat-start monophone system and any tied
    per pdf (frame x Gaussian log-likelihoods, posteriors, zeroth/first/second order sums) and
    transition statistics are transition-id counts (np.bincount); both are identical to Kaldi's
    per-frame ``AccumulateForGmm`` / ``TransitionModel::Accumulate``.
-4. :func:`update`: ML re-estimation of transitions and GMMs, then mixing up to a Gaussian count.
+4. :func:`update`: ML re-estimation of transitions (kaldi-hmm-gmm) and GMMs (numpy, Kaldi's
+   MleDiagGmmUpdate rules: variance floor, low-count Gaussians removed), then mixing up to a
+   Gaussian count (Kaldi's SplitByCount, with a seeded numpy RNG so training is reproducible;
+   kaldi-hmm-gmm's ``split_by_count`` draws from an unseeded global generator). The library's
+   ``AccumAmDiagGmm.get_acc`` returns a copy, so statistics cannot be loaded into its update.
 5. :func:`realign`: Viterbi alignment with beam and retry beam, silence boosted.
 
 Accumulation and alignment run over ``num_jobs`` processes (fork; the model and data are
@@ -20,6 +24,7 @@ inherited, results come back as numpy arrays); ``num_jobs=1`` runs in-process.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import multiprocessing as mp
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -138,6 +143,9 @@ def equal_alignments(
 # Parallel map over utterance chunks (fork: workers inherit _SHARED)
 # ------------------------------------------------------------------------------------------------
 _SHARED: dict[str, Any] = {}
+# A worker process costs a fork and a copy of its statistics; below this many utterances per job
+# it does not pay (measured on the smoke corpus: 40 utterances ran slower with 2 jobs than with 1).
+MIN_UTTS_PER_JOB = 50
 
 
 def _chunks(items: Sequence[str], n: int) -> list[list[str]]:
@@ -146,12 +154,13 @@ def _chunks(items: Sequence[str], n: int) -> list[list[str]]:
 
 
 def _parallel_map(
-    fn: Callable[[list[str]], Any], utts: Sequence[str], num_jobs: int, shared: dict[str, Any], desc: str, progress: bool
+    fn: Callable[[list[str]], Any], utts: Sequence[str], num_jobs: int, shared: dict[str, Any], desc: str,
+    progress: bool,
 ) -> list[Any]:
     """Apply ``fn`` to chunks of ``utts`` in ``num_jobs`` forked processes; results in chunk order."""
     _SHARED.clear()
     _SHARED.update(shared)
-    jobs = max(1, num_jobs)
+    jobs = max(1, min(num_jobs, len(utts) // MIN_UTTS_PER_JOB))
     chunks = _chunks(utts, jobs * 8 if jobs > 1 else max(1, len(utts) // 50 or 1))
     bar = tqdm(total=len(utts), desc=desc, unit="utt", disable=not progress, leave=False)
     results: list[Any] = []
@@ -265,9 +274,11 @@ def ml_gmm(occ: np.ndarray, x: np.ndarray, x2: np.ndarray, old: Any, min_occupan
 
 
 def update(
-    model: GmmHmm, stats: Stats, target_gaussians: int, opts: TrainOptions, min_gaussian_occupancy: float = 10.0
+    model: GmmHmm, stats: Stats, target_gaussians: int, opts: TrainOptions, min_gaussian_occupancy: float = 10.0,
+    seed: int = 0,
 ) -> dict[str, float]:
-    """Re-estimate transitions and GMMs from ``stats`` (in place), then mix up towards the target."""
+    """Re-estimate transitions and GMMs from ``stats`` (in place), then mix up towards the target
+    (the means' perturbation is random with ``seed``)."""
     trans_impr, trans_count = model.trans_model.mle_update(
         stats.trans.reshape(-1, 1), khg.MleTransitionUpdateConfig()
     )
@@ -276,12 +287,59 @@ def update(
         am.add_pdf(ml_gmm(stats.occ[pdf], stats.x[pdf], stats.x2[pdf], model.am.get_pdf(pdf), min_gaussian_occupancy))
     model.am = am
     if target_gaussians > model.num_gauss:
-        model.am.split_by_count(
-            state_occs=stats.pdf_occupancy.astype(np.float32).reshape(-1, 1),
-            target_components=int(target_gaussians), perturb_factor=opts.perturb_factor,
-            power=opts.power, min_count=opts.min_count,
-        )
+        mix_up(model, stats.pdf_occupancy, target_gaussians, opts, seed=seed)
     return {"transition_impr_per_frame": trans_impr / max(trans_count, 1.0)}
+
+
+def split_targets(occs: np.ndarray, current: np.ndarray, total: int, power: float, min_count: float) -> np.ndarray:
+    """Gaussians per pdf for a total of ``total`` (Kaldi's GetSplitTargets): each extra Gaussian goes
+    to the pdf with the largest occupancy^power / count, while occupancy / count stays >= min_count.
+
+    occs, current: (num_pdfs,) -> (num_pdfs,) int, never below ``current``.
+    """
+    counts = np.ones(len(occs), dtype=np.int64)
+    heap = [(-(occ**power), i) for i, occ in enumerate(occs) if occ / 2 >= min_count]
+    heapq.heapify(heap)
+    while heap and counts.sum() < total:
+        _, i = heapq.heappop(heap)
+        counts[i] += 1
+        if occs[i] / (counts[i] + 1) >= min_count:
+            heapq.heappush(heap, (-(occs[i] ** power) / counts[i], i))
+    return np.maximum(counts, current)
+
+
+def split_gmm(gmm: Any, target: int, perturb: float, rng: np.random.Generator) -> Any:
+    """Split the heaviest Gaussian until there are ``target`` (Kaldi's DiagGmm::Split): the two halves
+    share its weight and variance, and their means move by +-perturb * stddev * N(0, 1)."""
+    weights = list(np.asarray(gmm.weights, np.float64))  # G
+    inv_vars = [row for row in np.asarray(gmm.inv_vars, np.float64)]  # G x (D,)
+    means = [row for row in np.asarray(gmm.means_invvars, np.float64) / np.asarray(gmm.inv_vars, np.float64)]
+    while len(weights) < target:
+        g = int(np.argmax(weights))
+        shift = perturb * rng.standard_normal(len(means[g])) / np.sqrt(inv_vars[g])  # (D,)
+        weights[g] /= 2
+        weights.append(weights[g])
+        inv_vars.append(inv_vars[g].copy())
+        means.append(means[g] + shift)
+        means[g] = means[g] - shift
+    out = khg.DiagGmm(nmix=len(weights), dim=len(means[0]))
+    out.set_weights(np.asarray(weights, np.float32))
+    out.set_invvars_and_means(np.asarray(inv_vars, np.float32), np.asarray(means, np.float32))
+    out.compute_gconsts()
+    return out
+
+
+def mix_up(model: GmmHmm, pdf_occ: np.ndarray, total: int, opts: TrainOptions, seed: int) -> None:
+    """Grow the AM towards ``total`` Gaussians (as Kaldi's SplitByCount), reproducibly for a seed."""
+    current = np.array([model.am.get_pdf(p).num_gauss for p in range(model.num_pdfs)])
+    targets = split_targets(pdf_occ, current, total, opts.power, opts.min_count)
+    am = khg.AmDiagGmm()
+    for pdf in range(model.num_pdfs):
+        gmm = model.am.get_pdf(pdf)
+        if targets[pdf] > current[pdf]:
+            gmm = split_gmm(gmm, int(targets[pdf]), opts.perturb_factor, np.random.default_rng([seed, pdf]))
+        am.add_pdf(gmm)
+    model.am = am
 
 
 # ------------------------------------------------------------------------------------------------
@@ -393,7 +451,7 @@ def train(
             hist.realigned_at.append(it)
         stats = accumulate(model, feats, alignments, opts.num_jobs, opts.progress)
         hist.loglike_per_frame.append(stats.loglike / max(stats.frames, 1))
-        update(model, stats, num_gauss, opts, min_gaussian_occupancy=3.0 if it == 0 else 10.0)
+        update(model, stats, num_gauss, opts, min_gaussian_occupancy=3.0 if it == 0 else 10.0, seed=it)
         hist.num_gaussians.append(model.num_gauss)
         log.info("pass %d: loglike/frame %.3f over %d frames, %d Gaussians%s", it, hist.loglike_per_frame[-1],
                  stats.frames, model.num_gauss, " (realigned)" if it in schedule else "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import kaldi_hmm_gmm as khg
 import numpy as np
 import pytest
@@ -85,8 +86,9 @@ def test_numpy_statistics_equal_kaldis_per_frame_accumulation(setup):
     assert sum(o.sum() for o in stats.occ) == pytest.approx(len(ali))
 
 
-def test_parallel_accumulation_equals_serial(setup):
+def test_parallel_accumulation_equals_serial(setup, monkeypatch):
     _, feats, model, graphs = setup
+    monkeypatch.setattr(tr, "MIN_UTTS_PER_JOB", 1)  # the tiny corpus alone would run serially
     res = tr.equal_alignments(graphs, {u: f.shape[0] for u, f in feats.items()})
     one = tr.accumulate(model, feats, res.alignments, num_jobs=1, progress=False)
     two = tr.accumulate(model, feats, res.alignments, num_jobs=2, progress=False)
@@ -96,13 +98,27 @@ def test_parallel_accumulation_equals_serial(setup):
         np.testing.assert_allclose(a, b, rtol=1e-9)
 
 
+def test_parallel_alignment_equals_serial(setup, trained, monkeypatch):
+    lang, feats, _, graphs = setup
+    model, _ = trained
+    monkeypatch.setattr(tr, "MIN_UTTS_PER_JOB", 1)
+    one = tr.realign(model, graphs, feats, OPTS, lang.silence_phones)
+    two = tr.realign(model, graphs, feats, dataclasses.replace(OPTS, num_jobs=2), lang.silence_phones)
+    assert sorted(one.alignments) == sorted(two.alignments)
+    for u in one.alignments:
+        np.testing.assert_array_equal(one.alignments[u], two.alignments[u])
+
+
 def test_training_raises_loglike_and_aligns_every_utterance(setup, trained):
     _, feats, _, _ = setup
     model, hist = trained
     ll = hist.loglike_per_frame
     assert len(ll) == OPTS.num_iters
-    assert ll[-1] > ll[0] + 5.0  # nats per frame, from a flat start
-    assert all(b > a - 0.5 for a, b in zip(ll, ll[1:])), ll  # rises pass by pass (up to mixing-up noise)
+    shown = " ".join(f"{x:.2f}" for x in ll)
+    assert ll[-1] > ll[0] + 20.0, shown  # nats per frame, from a flat start
+    # Viterbi training with mixing up on a tiny corpus is not strictly monotone, but close to it:
+    assert all(b > a - 3.0 for a, b in zip(ll, ll[1:])), shown
+    assert ll[-1] >= max(ll) - 1.0, shown
     assert hist.failed == {}
     assert model.num_gauss > model.num_pdfs
     for utt, ali in hist.alignments.items():
@@ -112,7 +128,8 @@ def test_training_raises_loglike_and_aligns_every_utterance(setup, trained):
 def test_final_alignment_spells_the_transcript(setup, trained, tiny_corpus):
     lang, feats, _, graphs = setup
     model, _ = trained
-    res = tr.realign(model, graphs, feats, OPTS, lang.silence_phones)
+    final = dataclasses.replace(OPTS, last_resort_beam=500.0)  # as the stage's final alignment
+    res = tr.realign(model, graphs, feats, final, lang.silence_phones)
     assert res.failed == {}, res.failed
     assert len(res.alignments) == len(graphs)
     tid2phone, tid2pdf = model.tid2phone(), model.tid2pdf()

@@ -93,3 +93,45 @@ def test_missing_source_is_a_clear_error(tmp_path, paths):
     (tmp_path / "empty").mkdir()
     with pytest.raises(KaldiImportError, match="neither ali"):
         import_kaldi_alignments(cfg(tmp_path / "empty"), paths)
+
+
+def kaldi_binary_transition_model(topo_text: str, tuples: list[tuple[int, int, int, int]]) -> bytes:
+    """Kaldi's binary TransitionModel layout (HmmTopology::Write + <Triples>), written for this test."""
+    import struct
+
+    from data_prep.kaldi_align import _text_topology
+
+    entries, phone2entry = _text_topology(topo_text)
+    phones = sorted(phone2entry)
+    phone2idx = [phone2entry.get(p, -1) for p in range(max(phones) + 1)]
+
+    def i32(v: int) -> bytes:
+        return b"\x04" + struct.pack("<i", v)
+
+    def ivec(v: list[int]) -> bytes:
+        return b"\x04" + struct.pack(f"<i{len(v)}i", len(v), *v)
+
+    out = b"\0B<TransitionModel> <Topology> " + ivec(phones) + ivec(phone2idx) + i32(len(entries))
+    for states in entries:
+        out += i32(len(states))
+        for forward, _self_loop, dests in states:
+            out += i32(forward) + i32(len(dests))
+            for d in dests:
+                out += i32(d) + b"\x04" + struct.pack("<f", 0.5)
+    out += b"</Topology> <Triples> " + i32(len(tuples))
+    for phone, hmm_state, forward_pdf, _ in tuples:
+        out += i32(phone) + i32(hmm_state) + i32(forward_pdf)
+    return out + b"</Triples> <LogProbs> "
+
+
+def test_binary_final_mdl_gives_the_same_mapping(tmp_path):
+    from asr_kd.align.model import init_monophone
+    from asr_kd.lang import build_lexicon, write_lang
+
+    lex = {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")]}
+    lexicon, _ = build_lexicon(lex, lex, position_dependent=False)
+    lang = write_lang(tmp_path / "lang", lexicon, 0.5, False)
+    model = init_monophone(lang.topology(), np.zeros(39), np.ones(39))
+    tuples = [tuple(t.__getstate__()) for t in model.trans_model.tuples]
+    (tmp_path / "final.mdl").write_bytes(kaldi_binary_transition_model(lang.topo_text, tuples))
+    np.testing.assert_array_equal(read_tid2pdf(tmp_path / "final.mdl"), model.tid2pdf())

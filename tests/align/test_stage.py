@@ -1,0 +1,54 @@
+"""The align stage on the tiny corpus: files on disk, one label per frame, the summary's numbers."""
+
+from __future__ import annotations
+
+import shutil
+
+import kaldiio
+import numpy as np
+
+from asr_kd.align import load_model
+from asr_kd.align.stage import run_align
+from asr_kd.config import load_config
+from asr_kd.paths import SPLITS, RunPaths
+from data_prep.manifest import Utterance, write_manifest
+
+
+def make_run_dir(tmp_path, corpus) -> RunPaths:
+    paths = RunPaths(tmp_path / "exp")
+    shutil.copytree(corpus.lang_dir, paths.lang)
+    members = {"train": sorted(corpus.mfcc), "dev": sorted(u for u in corpus.mfcc if u.startswith("spk1")),
+               "test": sorted(u for u in corpus.mfcc if u.startswith("spk0"))}
+    for split in SPLITS:
+        utts = [Utterance(id=u, speaker=corpus.utt2spk[u], chapter="1", audio=f"{u}.wav",
+                          text=" ".join(corpus.text[u]), num_samples=16000, sample_rate=16000)
+                for u in members[split]]
+        write_manifest(paths.manifest(split), utts)
+        scp = paths.mfcc_scp(split)
+        scp.parent.mkdir(parents=True, exist_ok=True)
+        kaldiio.save_ark(str(scp.with_suffix(".ark")), {u: corpus.mfcc[u] for u in members[split]}, scp=str(scp))
+    return paths
+
+
+def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
+    paths = make_run_dir(tmp_path, tiny_corpus)
+    cfg = load_config("smoke", {"align.mono_iters": "6", "align.mono_gaussians": "200", "align.num_jobs": "1"})
+    summary = run_align(cfg, paths)
+
+    assert summary["num_pdfs"] == load_model(paths.align).num_pdfs
+    assert summary["success_rate"] == 1.0 and summary["context"] == "monophone"
+    assert len(summary["loglike_per_frame"]) == 6
+    assert summary["loglike_per_frame"][-1] > summary["loglike_per_frame"][0]
+    assert summary["utterances_per_split"] == {"train": 32, "dev": 16, "test": 16}
+    assert 0.0 < summary["silence_fraction"] < 1.0
+    assert summary["pdfs_with_zero_frames"] >= 0
+    for split in SPLITS:
+        pdfs = kaldiio.load_scp(str(paths.pdf_scp(split)))
+        alis = kaldiio.load_scp(str(paths.ali_scp(split)))
+        assert sorted(pdfs) == sorted(alis)
+        for utt in pdfs:
+            pdf, ali = np.asarray(pdfs[utt]), np.asarray(alis[utt])
+            assert pdf.dtype == np.int32 and pdf.shape == (tiny_corpus.mfcc[utt].shape[0],)
+            assert ali.shape == pdf.shape
+            assert 0 <= pdf.min() and pdf.max() < summary["num_pdfs"]
+        assert paths.align_failed(split).exists()
