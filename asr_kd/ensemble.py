@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from asr_kd.models import AcousticDNN, StackedDNN, load_model
+from asr_kd.models import StackedDNN, load_model
 
 log = logging.getLogger(__name__)
 
@@ -184,13 +184,3 @@ def frame_accuracy(
         result["member_frame_acc"] = [c / frames for c in member_correct.tolist()]
     return result
 
-
-def as_ensemble(model: StackedDNN | Ensemble, mean: str = "arithmetic") -> Ensemble:
-    return model if isinstance(model, Ensemble) else Ensemble(model, mean)
-
-
-def single_or_members(model: AcousticDNN | StackedDNN) -> list[AcousticDNN]:
-    """The standalone member models of a stacked model, or ``[model]``."""
-    if isinstance(model, StackedDNN):
-        return [model.member(k) for k in range(model.num_members)]
-    return [model]

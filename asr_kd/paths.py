@@ -14,9 +14,10 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     align/<split>/failed.txt         utterances that could not be aligned, with the reason
     align/mono/final.mdl tree        the monophone system (when the final one is triphone)
     shards/<split>/shard-NNNNNN.tar  webdataset shards; shards/<split>/index.json
-    teachers/teacher-K/              Lightning checkpoints and metrics of teacher K
-    ensemble/                        the ensemble's evaluation
-    distill/T<t>/, distill/table5-<name>/
+    teachers/teacher-K/              teacher K: model.pt, metrics.json, checkpoints/ (see TrainRunDir)
+    teachers/stacked/                all K teachers trained as one stacked model (teachers.stacked)
+    ensemble/metrics.json            the ensemble's evaluation
+    distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
     graph/HCLG.fst G.fst lm.arpa words.txt graph_info.json
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER

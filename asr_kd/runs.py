@@ -30,7 +30,7 @@ from asr_kd.ensemble import Ensemble, frame_accuracy, load_teachers
 from asr_kd.fileio import read_json, write_json
 from asr_kd.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
-from asr_kd.stages import StageError, global_rank
+from asr_kd.stages import StageError, StageIncomplete, global_rank
 from asr_kd.systems import DistillSystem, TeacherSystem
 from asr_kd.train import train_run
 
@@ -156,9 +156,9 @@ def stage_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             _train_one_teacher(cfg, paths, dm, k, pdfs)
     missing = [k for k in range(K) if not TrainRunDir(paths.teacher_dir(k)).done.exists()]
     if missing:
-        raise StageError(f"teacher {only} finished; teachers {missing} are not trained yet. The stage is "
-                         f"complete once all {K} are: run the other teachers.only tasks, or the stage "
-                         f"without teachers.only")
+        raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
+                              f"is complete once all {K} are: run the other teachers.only tasks, or the "
+                              f"stage without teachers.only")
     return teachers_summary(cfg, paths, pdfs)
 
 

@@ -178,7 +178,8 @@ class TeacherSystem(FrameSystem):
     """Cross-entropy on hard HMM-state labels, for one AcousticDNN or K stacked members.
 
     Stacked: loss = sum over members of each member's mean cross-entropy, so every member gets
-    exactly the gradient it would get alone (their parameters are disjoint).
+    exactly the gradient it would get alone (their parameters are disjoint). Model selection,
+    early stopping and the newbob schedule then follow the members' mean dev frame accuracy.
     """
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:

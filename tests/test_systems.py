@@ -2,7 +2,6 @@
 
 import torch
 
-from asr_kd.data import FrameDataModule
 from asr_kd.ensemble import Ensemble
 from asr_kd.models import AcousticDNN, StackedDNN, load_model
 from asr_kd.paths import TrainRunDir

@@ -42,9 +42,11 @@ def corpus_root(cfg: RecipeConfig) -> Path:
 
 
 def split_subsets(cfg: RecipeConfig) -> dict[str, tuple[str, ...]]:
-    if not cfg.data.root:
-        from data_prep.synthetic import SUBSETS
+    """Subset directories per split: the synthetic corpus's own (also when it is passed as
+    --data-root, recognised by its marker), else data.{train,dev,test}_subsets."""
+    from data_prep.synthetic import MARKER_NAME, SUBSETS
 
+    if not cfg.data.root or (Path(cfg.data.root) / MARKER_NAME).exists():
         return {split: (SUBSETS[split],) for split in SPLITS}
     d = cfg.data
     return {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
