@@ -197,6 +197,7 @@ def shard_datamodule(
     *,
     subset_fraction: float = 1.0,
     subset_seed: int = 0,
+    return_ids: bool = False,
 ) -> FrameDataModule:
     """Train / dev / test window datasets over the ``shards`` stage's output.
 
@@ -204,11 +205,18 @@ def shard_datamodule(
     (``InMemoryWindows``); larger ones are streamed (``FrameWindowDataset``). The training set
     (optionally a ``subset_fraction`` of its utterances, chosen by ``subset_seed``) gives every
     DDP rank the same number of batches; dev and test are split over ranks unpadded.
+    ``return_ids`` makes the in-memory training set add window ids to its batches (for a cache
+    of the ensemble's soft targets); it needs the in-memory path.
     """
     from asr_kd.windows import FrameWindowDataset, InMemoryWindows, read_index, shard_urls
 
     urls = {split: shard_urls(paths.shard_index(split)) for split in ("train", "dev", "test")}
-    in_memory = read_index(paths.shard_index("train"))["frames"] <= train.in_memory_max_frames
+    train_frames = read_index(paths.shard_index("train"))["frames"]
+    in_memory = train_frames <= train.in_memory_max_frames
+    if return_ids and not in_memory:
+        raise ValueError(f"cached soft targets need the in-memory training set, but the corpus has {train_frames} "
+                         f"training frames > train.in_memory_max_frames={train.in_memory_max_frames}; "
+                         "use the online ensemble (distill.cache_targets=false) or raise the limit")
     common = dict(left=model.left_context, right=model.right_context, batch_size=train.batch_size,
                   seed=train.seed, shuffle_buffer_utts=train.shuffle_buffer_utts)
 
@@ -216,8 +224,9 @@ def shard_datamodule(
         subset = dict(subset_fraction=subset_fraction, subset_seed=subset_seed) if split == "train" else {}
         rank_world = dict(rank=0, world_size=1) if single else {}
         if in_memory:
+            ids = dict(return_ids=True) if return_ids and split == "train" and not single else {}
             return InMemoryWindows(urls[split], shuffle=shuffle, equal_batches_per_rank=equal,
-                                   **common, **subset, **rank_world)
+                                   **common, **subset, **rank_world, **ids)
         return FrameWindowDataset(urls[split], shuffle=shuffle, equal_batches_per_rank=equal,
                                   num_workers=train.num_workers, **common, **subset, **rank_world)
 

@@ -162,8 +162,8 @@ def frame_accuracy(
     correct = torch.zeros((), dtype=torch.long)
     member_correct: torch.Tensor | None = None
     frames = 0
-    for x, y in tqdm(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
-        x, y = x.to(device), y.to(device)
+    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
+        x, y = batch[0].to(device), batch[1].to(device)  # (B, 26, 40), (B,); window ids ignored
         out = model(x)  # (B, N) or (K, B, N)
         if out.dim() == 3:
             mean = model.mean if isinstance(model, Ensemble) else "arithmetic"
@@ -184,3 +184,32 @@ def frame_accuracy(
         result["member_frame_acc"] = [c / frames for c in member_correct.tolist()]
     return result
 
+
+
+@torch.no_grad()
+def cache_targets(
+    ensemble: Ensemble,
+    windows: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    num_windows: int,
+    temperatures: Sequence[float],
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float16,
+) -> dict[float, torch.Tensor]:
+    """The ensemble's tempered soft targets for every window, computed in one pass for all T.
+
+    ``windows`` yields ``(ids (B,), x (B, 26, 40))`` covering ids 0..num_windows-1 (e.g.
+    ``InMemoryWindows.ordered_windows``). Returns ``{T: p_ens(T) (num_windows, N)}`` in ``dtype``
+    (CPU memory: num_windows x N x len(T) x 2 bytes in float16). For small corpora only: large
+    ones keep the online path, where the frozen ensemble runs inside each training step.
+    """
+    n = ensemble.num_pdfs
+    out = {float(T): torch.empty(num_windows, n, dtype=dtype) for T in temperatures}
+    seen = 0
+    for ids, x in tqdm(windows, desc="ensemble targets", unit="batch", leave=False, mininterval=5.0):
+        logits = ensemble(x.to(device))  # (K, B, N)
+        for T, table in out.items():
+            table[ids] = ensemble_probs(logits, T, ensemble.mean).to("cpu", dtype)  # (B, N)
+        seen += int(ids.numel())
+    if seen != num_windows:
+        raise ValueError(f"target cache covers {seen} windows, expected {num_windows}")
+    return out

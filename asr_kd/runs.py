@@ -20,19 +20,21 @@ from __future__ import annotations
 import logging
 import shutil
 import statistics
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.data import FrameDataModule, shard_datamodule
-from asr_kd.ensemble import Ensemble, frame_accuracy, load_teachers
+from asr_kd.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
 from asr_kd.fileio import read_json, write_json
 from asr_kd.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
 from asr_kd.stages import StageError, StageIncomplete, global_rank
 from asr_kd.systems import DistillSystem, TeacherSystem
 from asr_kd.train import train_run
+from asr_kd.windows import InMemoryWindows
 
 log = logging.getLogger(__name__)
 
@@ -219,14 +221,29 @@ def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
                         "teachers": to_dict(cfg.teachers), "data": data_key(paths), **extra})
 
 
+def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
+                  temperatures: Sequence[float]) -> dict[float, torch.Tensor]:
+    """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
+    ds = dm.train_set
+    if not isinstance(ds, InMemoryWindows):
+        raise StageError("distill.cache_targets needs the in-memory training set (small corpora)")
+    n, k = ds.num_ordered_windows, len(temperatures)
+    log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",
+             n, ens.num_pdfs, k, n * ens.num_pdfs * k * 2 / 1e9)
+    device = _device()
+    cache = cache_targets(ens.to(device), ds.ordered_windows(4096), n, temperatures, device=device)
+    ens.to("cpu")
+    return cache
+
+
 def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble, run_dir: Any, *,
                  T: float, matching_logits: bool = False, max_epochs: int | None = None,
-                 subset: bool = False) -> dict[str, Any]:
+                 subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
     pdfs = ens.num_pdfs
     student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=cfg.train.seed)
     system = DistillSystem(student, ens, cfg.train, T=T, hard_weight=cfg.distill.hard_weight,
-                           matching_logits=matching_logits, max_epochs=max_epochs or cfg.train.max_epochs,
-                           run_config=to_dict(cfg))
+                           matching_logits=matching_logits, cached_targets=cached,
+                           max_epochs=max_epochs or cfg.train.max_epochs, run_config=to_dict(cfg))
     key = _distill_key(cfg, paths, T=T, matching=matching_logits, subset=subset)
     return train_run(system, dm, cfg.train, run_dir, key=key, max_epochs=max_epochs or cfg.train.max_epochs,
                      model_extra={"T": T, "hard_weight": cfg.distill.hard_weight})
@@ -250,15 +267,14 @@ def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]
 def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """One student per T, optional matching-logits student, and the three Table-5 runs."""
     d = cfg.distill
-    if d.cache_targets:
-        raise StageError("distill.cache_targets=true is not available in this version: the ensemble's "
-                         "targets are computed online; drop the setting")
     ens = load_ensemble(cfg, paths)
     pdfs = ens.num_pdfs
-    full = shard_datamodule(paths, cfg.model, cfg.train)
+    full = shard_datamodule(paths, cfg.model, cfg.train, return_ids=d.cache_targets)
+    todo = [T for T in d.temperatures if not TrainRunDir(paths.student_dir(T)).done.exists()]
+    cache = _target_cache(cfg, ens, full, todo) if d.cache_targets and todo else {}
     students = []
     for T in d.temperatures:
-        m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T)
+        m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None))
         students.append({"T": T, **_split_metrics(m), "epochs": m.get("epochs"), "best_epoch": m.get("best_epoch"),
                          "wall_time_s": m.get("wall_time_s")})
     summary: dict[str, Any] = {"hard_weight": d.hard_weight, "ensemble_mean": d.ensemble_mean,
@@ -281,11 +297,16 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     else:
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),
                             max_epochs=cfg.train.max_epochs, patience=cfg.train.early_stopping_patience, subset=False)
-    sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed)
+    sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
+                           return_ids=d.cache_targets)
     base3 = _hard_run(cfg, paths, sub, pdfs, paths.table5_dir("baseline_3"), max_epochs=epochs,
                       patience=d.subset_early_stopping_patience, subset=True)
     T = d.subset_temperature or max(students, key=lambda s: s["dev"]["frame_acc"])["T"]
-    soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True)
+    cached = None
+    if d.cache_targets and not TrainRunDir(paths.table5_dir("soft_3")).done.exists():
+        cached = _target_cache(cfg, ens, sub, [T])[float(T)]
+    soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True,
+                         cached=cached)
     rows = [_table5_row("baseline_100", base100, 1.0), _table5_row("baseline_3", base3, d.subset_fraction),
             _table5_row("soft_3", soft3, d.subset_fraction)]
     rows[0]["source"] = "teacher 0" if d.baseline_100 == "teacher0" else "hard-target run"

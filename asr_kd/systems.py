@@ -182,8 +182,8 @@ class TeacherSystem(FrameSystem):
     early stopping and the newbob schedule then follow the members' mean dev frame accuracy.
     """
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch  # (B, 26, 40), (B,)
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]  # (B, 26, 40), (B,) (window ids, if any, are not needed here)
         logits = self.model(x)  # (B, N) or (K, B, N)
         if logits.dim() == 3:
             k, b, n = logits.shape
@@ -203,6 +203,10 @@ class DistillSystem(FrameSystem):
     neither trained, wrapped by DDP, nor stored in checkpoints (it is rebuilt from the teachers'
     model files). ``matching_logits=True`` replaces the soft term by its high-T limit (L2 on
     centred logits).
+
+    ``cached_targets`` (small corpora): p_ens(T) for every training window, precomputed once by
+    ``asr_kd.ensemble.cache_targets``; training batches then carry window ids ``(x, y, ids)`` and
+    the targets are looked up instead of running the K teachers in every step.
     """
 
     def __init__(
@@ -214,12 +218,16 @@ class DistillSystem(FrameSystem):
         T: float,
         hard_weight: float,
         matching_logits: bool = False,
+        cached_targets: torch.Tensor | None = None,
         steps_per_epoch: int = 0,
         max_epochs: int = 1,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(student, optim, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs,
                          run_config=run_config)
+        if cached_targets is not None and matching_logits:
+            raise ValueError("cached targets hold probabilities; matching logits needs the online ensemble")
+        self._cached = cached_targets  # (num_windows, N) float16 on CPU, or None
         if teacher.num_pdfs != student.num_pdfs:
             raise ValueError(f"student has {student.num_pdfs} outputs but the teachers {teacher.num_pdfs}")
         self._teacher = [teacher]  # a list: not registered as a submodule
@@ -232,19 +240,30 @@ class DistillSystem(FrameSystem):
         return self._teacher[0]
 
     def on_fit_start(self) -> None:
-        self.teacher.to(self.device)
+        if self._cached is None:
+            self.teacher.to(self.device)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch  # (B, 26, 40), (B,)
+    def _targets(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
+        """p_ens(T) for the batch (B, N): looked up in the cache, or from the frozen ensemble."""
+        if ids is not None:
+            if self._cached is None:
+                raise ValueError("batches carry window ids but no target cache was given")
+            return self._cached[ids.cpu()].to(self.device, torch.float32)
         with torch.no_grad():
-            teacher_logits = self.teacher(x)  # (K, B, N)
+            return ensemble_probs(self.teacher(x), self.T, self.teacher.mean)
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]  # (B, 26, 40), (B,)
+        ids = batch[2] if len(batch) == 3 else None  # (B,) window ids when targets are cached
         z = self.model(x)  # (B, N)
         if self.matching_logits:
+            with torch.no_grad():
+                teacher_logits = self.teacher(x)  # (K, B, N)
             hard = F.cross_entropy(z.float(), y)
             soft = matching_logits_loss(z, ensemble_centred_logits(teacher_logits))
             loss = self.hard_weight * hard + (1.0 - self.hard_weight) * soft
         else:
-            p = ensemble_probs(teacher_logits, self.T, self.teacher.mean)  # (B, N)
+            p = self._targets(x, ids)  # (B, N)
             loss = distillation_loss(z, y, p, self.T, self.hard_weight)
             if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
                 hard, soft = distillation_terms(z.detach(), y, p, self.T)

@@ -118,6 +118,8 @@ class TransitionTable:
     is_final: np.ndarray  # (num_tids + 1,) bool
     hmm_state: np.ndarray  # (num_tids + 1,) int32
     trans_index: np.ndarray  # (num_tids + 1,) int32: which of its HMM state's transitions
+    trans_state: np.ndarray  # (num_tids + 1,) int32: transition state (1-based; 0 for index 0)
+    is_self_loop: np.ndarray  # (num_tids + 1,) bool
 
 
 def transition_table(trans_model: Any) -> TransitionTable:
@@ -135,26 +137,48 @@ def transition_table(trans_model: Any) -> TransitionTable:
     is_final = np.zeros(n_tids + 1, bool)
     hmm_of = np.zeros(n_tids + 1, np.int32)
     index = np.zeros(n_tids + 1, np.int32)
+    state_of = np.zeros(n_tids + 1, np.int32)
+    self_loop = np.zeros(n_tids + 1, bool)
     entries: dict[int, Any] = {}
     for s, tup in enumerate(trans_model.tuples, start=1):
         p, hmm_state = tup.__getstate__()[:2]
         entry = entries.setdefault(p, topo.topology_for_phone(p))
         for tid in range(first_tid[s], first_tid[s + 1]):
-            phone[tid], hmm_of[tid], index[tid] = p, hmm_state, tid - first_tid[s]
-            loop = trans_model.is_self_loop(tid)
+            phone[tid], hmm_of[tid], index[tid], state_of[tid] = p, hmm_state, tid - first_tid[s], s
+            loop = self_loop[tid] = trans_model.is_self_loop(tid)
             pdf_class[tid] = entry[hmm_state].self_loop_pdf_class if loop else entry[hmm_state].forward_pdf_class
             is_final[tid] = trans_model.is_final(tid)
-    return TransitionTable(phone=phone, pdf_class=pdf_class, is_final=is_final, hmm_state=hmm_of, trans_index=index)
+    return TransitionTable(phone=phone, pdf_class=pdf_class, is_final=is_final, hmm_state=hmm_of,
+                           trans_index=index, trans_state=state_of, is_self_loop=self_loop)
+
+
+def phone_ends(ali: np.ndarray, table: TransitionTable) -> np.ndarray:
+    """(T,) bool: frame t is the last frame of a phone instance (Kaldi's ``SplitToPhones``).
+
+    A phone ends with the transition into its HMM's final state; in a *reordered* alignment (the
+    default of Kaldi's graph compilers, and what kaldi-hmm-gmm's aligner returns) self-loops of
+    that last state follow it, and the phone ends after them.
+    """
+    tids = ali  # (T,)
+    # frame t continues the run of frame t-1: a self-loop of the same transition state
+    cont = np.zeros(len(tids), bool)
+    cont[1:] = table.is_self_loop[tids[1:]] & (table.trans_state[tids[1:]] == table.trans_state[tids[:-1]])
+    anchor = np.maximum.accumulate(np.where(cont, 0, np.arange(len(tids))))  # (T,) last frame <= t not continuing
+    closed = table.is_final[tids[anchor]]  # (T,) the run that frame t belongs to left the HMM
+    ends = np.zeros(len(tids), bool)
+    ends[:-1] = closed[:-1] & ~cont[1:]
+    ends[-1] = closed[-1]
+    return ends
 
 
 def phone_contexts(ali: np.ndarray, table: TransitionTable) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
     """Per-frame (left, centre, right) phones of a transition-id alignment, and whether it ends cleanly.
 
-    A phone instance ends at a frame whose transition enters the HMM's final state (Kaldi's
-    ``SplitToPhones``); neighbours of the first and last phone are 0. ali: (T,) -> three (T,) arrays.
+    Phone instances are split by :func:`phone_ends`; the neighbours of the first and last phone
+    are 0. ali: (T,) -> three (T,) arrays.
     """
     centre = table.phone[ali]  # (T,)
-    ends = table.is_final[ali]  # (T,)
+    ends = phone_ends(ali, table)  # (T,)
     seg = np.concatenate([[0], np.cumsum(ends[:-1])])  # (T,) phone-instance index of each frame
     starts = np.concatenate([[0], np.flatnonzero(ends[:-1]) + 1])  # (S,)
     seg_phone = centre[starts]  # (S,)
@@ -385,7 +409,9 @@ def cluster_phones(
 def _merge_loss(count: list, sums: list, sumsq: list, i: int, j: int, var_floor: float) -> float:
     if count[i] <= 0 or count[j] <= 0:  # an empty cluster merges last, at no measured cost
         return math.inf if count[i] + count[j] > 0 else 0.0
-    separate = gaussian_objf(np.array([count[i], count[j]]), np.stack([sums[i], sums[j]]), np.stack([sumsq[i], sumsq[j]]), var_floor)
+    pair = [i, j]
+    separate = gaussian_objf(np.array([count[k] for k in pair]), np.stack([sums[k] for k in pair]),
+                             np.stack([sumsq[k] for k in pair]), var_floor)
     joint = gaussian_objf(np.array(count[i] + count[j]), sums[i] + sums[j], sumsq[i] + sumsq[j], var_floor)
     return float(separate.sum() - joint)
 
@@ -400,7 +426,8 @@ class Questions:
 
 def pdf_class_questions(max_classes: int) -> list[tuple[int, ...]]:
     """Contiguous ranges of pdf-classes: the groupings that make sense for left-to-right HMMs."""
-    return [tuple(range(a, b)) for a in range(max_classes) for b in range(a + 1, max_classes + 1) if b - a < max_classes]
+    ranges = [(a, b) for a in range(max_classes) for b in range(a + 1, max_classes + 1)]
+    return [tuple(range(a, b)) for a, b in ranges if b - a < max_classes]
 
 
 def make_questions(
@@ -545,7 +572,9 @@ def default_roots(
     phone_to_num_pdf_classes: Sequence[int],
 ) -> list[Root]:
     """One shared, split root per base phone; silence phones one root, not split on context."""
-    roots = [Root(tuple(silence_phones), phone_to_num_pdf_classes[silence_phones[0]], split=False)] if silence_phones else []
+    roots = []
+    if silence_phones:
+        roots.append(Root(tuple(silence_phones), phone_to_num_pdf_classes[silence_phones[0]], split=False))
     for group in phone_groups(phone_symbols, nonsilence_phones):
         counts = {phone_to_num_pdf_classes[p] for p in group}
         if len(counts) != 1:
@@ -655,7 +684,8 @@ def build_tree(
     num_leaves = 0
     for r, root in enumerate(roots):
         if not root.split:
-            tops.append([_make_node(splitter, row_root[r][stats.keys[row_root[r], 3] == c], r) for c in range(root.num_pdf_classes)])
+            rows, classes = row_root[r], stats.keys[row_root[r], 3]
+            tops.append([_make_node(splitter, rows[classes == c], r) for c in range(root.num_pdf_classes)])
             num_leaves += root.num_pdf_classes
             continue
         node = _make_node(splitter, row_root[r], r)
@@ -761,6 +791,7 @@ def _finish(
         "merge_threshold": threshold,
         "frames": stats.num_frames,
         "objf_per_frame": _leaf_objf(tops, splitter, pdf_of) / max(stats.num_frames, 1.0),
+        "monophone_objf_per_frame": _monophone_objf(stats, cfg.var_floor) / max(stats.num_frames, 1.0),
     }
     log.info("tree: %s", info)
     return Tree(root=Table(KEY_CENTRE, table), num_pdfs=next_pdf, info=info)
@@ -773,6 +804,18 @@ def _leaf_objf(tops: list, splitter: _Splitter, pdf_of: dict[int, int]) -> float
         for leaf in top if isinstance(top, list) else _growing_leaves(top):
             rows_of_pdf.setdefault(pdf_of[id(leaf)], []).append(leaf.rows)
     return sum(splitter.objf(np.concatenate(r))[1] for r in rows_of_pdf.values())
+
+
+def _monophone_objf(stats: TreeStats, var_floor: float) -> float:
+    """Log-likelihood of the statistics under one Gaussian per (centre phone, pdf-class): the baseline."""
+    _, group = np.unique(stats.keys[:, [1, 3]], axis=0, return_inverse=True)
+    group = group.ravel()
+    n = int(group.max()) + 1
+    count = np.bincount(group, weights=stats.count, minlength=n)
+    sums, sumsq = np.zeros((n, stats.dim)), np.zeros((n, stats.dim))
+    np.add.at(sums, group, stats.sum)
+    np.add.at(sumsq, group, stats.sumsq)
+    return float(gaussian_objf(count, sums, sumsq, var_floor).sum())
 
 
 def _unsplit_node(leaves: list[_Growing], pdf_of: dict[int, int]) -> Table:
@@ -881,7 +924,9 @@ class _Reader:
         self.data, self.pos, self.name = data, 0, name
 
     def fail(self, what: str) -> TreeFormatError:
-        return TreeFormatError(f"{self.name}: {what} at byte {self.pos}; expected a Kaldi binary tree (ContextDependency)")
+        return TreeFormatError(
+            f"{self.name}: {what} at byte {self.pos}; expected a Kaldi binary tree (ContextDependency)"
+        )
 
     def token(self) -> str:
         end = self.data.find(b" ", self.pos)
@@ -996,11 +1041,14 @@ def check_context_dependency(
     """Compare ``ctx_dep.compute`` with the Python tree on every triphone; returns how many were checked.
 
     With more than ``max_events`` triphones (position-dependent phone sets have millions) a seeded
-    random sample of that size is checked. Raises ValueError naming the first disagreement.
+    uniform sample of that size (with replacement) is checked. Raises ValueError naming the first disagreement.
     """
-    events = all_events(phones, phone_to_num_pdf_classes)  # (E, 4)
-    if len(events) > max_events:
-        events = events[np.random.default_rng(seed).choice(len(events), max_events, replace=False)]
+    classes = np.array([phone_to_num_pdf_classes[p] for p in phones])
+    total = int(classes.sum()) * (len(phones) + 1) ** 2
+    if total <= max_events:
+        events = all_events(phones, phone_to_num_pdf_classes)  # (E, 4)
+    else:
+        events = _sample_events(phones, classes, max_events, np.random.default_rng(seed))
     expected = tree.compute_many(events)  # (E,)
     for (left, centre, right, pdf_class), want in zip(events.tolist(), expected.tolist()):
         ok, pdf = ctx_dep.compute([left, centre, right], pdf_class)
@@ -1010,3 +1058,13 @@ def check_context_dependency(
                 f"{pdf_class}; the Python tree gives {want}"
             )
     return len(events)
+
+
+def _sample_events(phones: Sequence[int], classes: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """n uniform draws from :func:`all_events` without building it. -> (n, 4)"""
+    contexts = np.array([0, *phones])
+    centre_idx = rng.choice(len(phones), size=n, p=classes / classes.sum())
+    centre = np.asarray(phones)[centre_idx]
+    cls = (rng.random(n) * classes[centre_idx]).astype(np.int64)
+    left, right = rng.choice(contexts, size=n), rng.choice(contexts, size=n)
+    return np.stack([left, centre, right, cls], 1).astype(np.int64)

@@ -274,6 +274,7 @@ class FrameBlock:
     frames: torch.Tensor  # (sum(T_i + L + R), D) storage dtype
     starts: torch.Tensor  # (n,) int64: row of each window's first frame in ``frames``
     labels: torch.Tensor  # (n,) int64
+    ids: torch.Tensor | None = None  # (n,) int64 window index in the dataset's fixed order (target caches)
 
 
 def make_block(records: Sequence[UttRecord], left: int, right: int, require_labels: bool = True,
@@ -297,10 +298,12 @@ def make_block(records: Sequence[UttRecord], left: int, right: int, require_labe
     return FrameBlock(frames if dtype is None else frames.to(dtype), torch.cat(starts), torch.cat(labels))
 
 
-def gather_windows(block: FrameBlock, idx: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Windows ``idx`` (positions into ``block.starts``) -> (B, width, D) float32, (B,) int64."""
+def gather_windows(block: FrameBlock, idx: torch.Tensor, width: int) -> tuple[torch.Tensor, ...]:
+    """Windows ``idx`` (positions into ``block.starts``) -> (B, width, D) float32, (B,) int64
+    [, (B,) int64 window ids when the block carries them]."""
     rows = block.starts[idx][:, None] + torch.arange(width)  # (B, width)
-    return block.frames[rows].float(), block.labels[idx]  # (B, width, D), (B,)
+    out = (block.frames[rows].float(), block.labels[idx])  # (B, width, D), (B,)
+    return out if block.ids is None else (*out, block.ids[idx])
 
 
 def batch_stream(blocks: Iterator[FrameBlock], batch_size: int, width: int, num_batches: int, pad: bool,
@@ -333,15 +336,16 @@ def batch_stream(blocks: Iterator[FrameBlock], batch_size: int, width: int, num_
         pending, have, count = [], 0, count + 1
 
 
-def _cat(parts: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
     if len(parts) == 1:
         return parts[0]
-    return torch.cat([x for x, _ in parts]), torch.cat([y for _, y in parts])
+    return tuple(torch.cat(column) for column in zip(*parts))
 
 
 def shuffled(block: FrameBlock, rng: np.random.Generator) -> FrameBlock:
     perm = torch.from_numpy(rng.permutation(block.starts.shape[0]))
-    return FrameBlock(block.frames, block.starts[perm], block.labels[perm])
+    return FrameBlock(block.frames, block.starts[perm], block.labels[perm],
+                      None if block.ids is None else block.ids[perm])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -494,13 +498,18 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
     ``num_workers=0``. With ``shuffle=False`` it yields
     exactly the batches of a ``FrameWindowDataset`` with ``num_workers=0``; with ``shuffle=True``
     it shuffles all of a rank's frames at once instead of in blocks.
+
+    ``return_ids=True`` adds a third element to each batch: the (B,) window ids, positions in the
+    dataset's fixed order (``ordered_windows``), so that per-window values computed once (the
+    ensemble's soft targets, ``asr_kd.ensemble.cache_targets``) can be looked up per batch.
     """
 
     def __init__(self, urls: list[str], *, left: int = 20, right: int = 5, batch_size: int = 256,
                  shuffle: bool = True, shuffle_buffer_utts: int = 200, seed: int = 0,
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, rank: int | None = None,
-                 world_size: int | None = None) -> None:
+                 world_size: int | None = None, return_ids: bool = False) -> None:
+        self.return_ids = return_ids
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
@@ -509,6 +518,20 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
         self.block = self._load()
         # Row of each table utterance's first window start in self.block.starts.
         self.first_window = np.concatenate([[0], np.cumsum(self.table.frames)[:-1]]).astype(np.int64)
+
+    @property
+    def num_ordered_windows(self) -> int:
+        """Windows of the whole dataset (all ranks), the length of a target cache."""
+        return int(self.block.starts.shape[0])
+
+    def ordered_windows(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """All windows in id order, unshuffled, on every rank: ``(ids (B,), x (B, 26, 40))``."""
+        n = self.num_ordered_windows
+        for pos in range(0, n, batch_size):
+            idx = torch.arange(pos, min(pos + batch_size, n))
+            x, _ = gather_windows(FrameBlock(self.block.frames, self.block.starts, self.block.labels), idx,
+                                  self.window)
+            yield idx, x
 
     def _load(self) -> FrameBlock:
         wanted: dict[int, set[str]] = {}
@@ -533,7 +556,8 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
         positions = plan.parts[rank]
         idx = torch.cat([torch.arange(self.first_window[p], self.first_window[p] + self.table.frames[p])
                          for p in positions] or [torch.zeros(0, dtype=torch.int64)])  # (frames of this rank,)
-        view = FrameBlock(self.block.frames, self.block.starts[idx], self.block.labels[idx])
+        view = FrameBlock(self.block.frames, self.block.starts[idx], self.block.labels[idx],
+                          idx if self.return_ids else None)
         if self.shuffle:
             view = shuffled(view, rng)
         pad = self.equal_batches_per_rank and not self.drop_last

@@ -79,3 +79,25 @@ def test_utterance_log_posteriors_for_model_and_ensemble():
     expected = torch.log(sum(torch.softmax(m(windows), -1) for m in members) / 3)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.exp().sum(-1), torch.ones(37))
+
+
+def test_cached_targets_equal_the_online_ensemble_and_give_the_same_loss():
+    from asr_kd.ensemble import cache_targets
+    from asr_kd.losses import distillation_loss
+
+    members = [AcousticDNN(1040, 1, 16, 5, seed=s) for s in range(3)]
+    ens = Ensemble(StackedDNN.from_members(members))
+    x = torch.randn(10, 26, 40)
+    batches = [(torch.arange(0, 4), x[:4]), (torch.arange(4, 10), x[4:])]
+    cache = cache_targets(ens, batches, 10, [1.0, 5.0])
+    assert set(cache) == {1.0, 5.0} and cache[5.0].shape == (10, 5)
+    for T in (1.0, 5.0):
+        torch.testing.assert_close(cache[T].float(), ens.probs(x, T), atol=2e-3, rtol=0)
+    # a student's loss on a shuffled batch is the same with looked-up and online targets
+    ids = torch.tensor([7, 2, 9])
+    z, y = torch.randn(3, 5), torch.tensor([0, 3, 1])
+    online = distillation_loss(z, y, ens.probs(x[ids], 5.0), 5.0, 0.5)
+    cached = distillation_loss(z, y, cache[5.0][ids].float(), 5.0, 0.5)
+    torch.testing.assert_close(cached, online, atol=5e-3, rtol=1e-3)
+    with pytest.raises(ValueError, match="covers 4 windows"):
+        cache_targets(ens, batches[:1], 10, [1.0])

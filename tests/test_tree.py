@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from asr_kd import tree as T
-from asr_kd.lang import write_lang
+from asr_kd.lang import mark_positions, write_lang
 
 LEXICON = [
     ("AB", ("AA", "B")),
@@ -60,7 +60,8 @@ def test_gaussian_objf_matches_closed_form() -> None:
     x = np.random.default_rng(0).normal(size=(500, 3)) * [1.0, 2.0, 0.5] + [1.0, -2.0, 3.0]
     objf = T.gaussian_objf(np.array(500.0), x.sum(0), (x * x).sum(0), 1e-6)
     var = x.var(0)
-    direct = sum(-0.5 * ((x[:, d] - x[:, d].mean()) ** 2 / var[d] + math.log(2 * math.pi * var[d])).sum() for d in range(3))
+    z2 = (x - x.mean(0)) ** 2 / var  # (500, 3)
+    direct = float((-0.5 * (z2 + np.log(2 * math.pi * var))).sum())
     assert objf == pytest.approx(direct, rel=1e-9)
 
 
@@ -145,8 +146,13 @@ def test_table_questions_use_base_phones() -> None:
 # ------------------------------------------------------------------------------------------------
 # A tiny synthetic system: lang, monophone model, alignments whose features depend on context
 # ------------------------------------------------------------------------------------------------
-def _path_tids(tm: khg.TransitionModel, first_state: int, n_states: int, durations: list[int], sil: bool) -> list[int]:
-    """Transition ids of one phone: state h stays durations[h] frames, left to right."""
+def _path_tids(tm: khg.TransitionModel, first_state: int, n_states: int, durations: list[int], sil: bool,
+               reorder: bool = False) -> list[int]:
+    """Transition ids of one phone: state h stays durations[h] frames, left to right.
+
+    ``reorder``: Kaldi's reordered form (each state's forward transition before its self-loops),
+    as kaldi-hmm-gmm's aligner returns.
+    """
     state2id = tm.state2id
     tids = []
     for h, dur in enumerate(durations):
@@ -157,7 +163,8 @@ def _path_tids(tm: khg.TransitionModel, first_state: int, n_states: int, duratio
             fwd_idx = 1 if h in (0, n_states - 1) else h
         else:
             self_idx, fwd_idx = 0, 1
-        tids += [base + self_idx] * (dur - 1) + [base + fwd_idx]
+        loops = [base + self_idx] * (dur - 1)
+        tids += [base + fwd_idx, *loops] if reorder else [*loops, base + fwd_idx]
     return tids
 
 
@@ -184,12 +191,14 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> dict:
             right = seq[i + 1] if i + 1 < len(seq) else 0
             left = seq[i - 1] if i > 0 else 0
             durs = rng.integers(2, 6, size=n_classes[p]).tolist()
-            tids += _path_tids(tm, first_state[p], n_classes[p], durs, sil=p == sil)
+            tids += _path_tids(tm, first_state[p], n_classes[p], durs, sil=p == sil, reorder=len(utts) % 2 == 1)
             for c, d in enumerate(durs):
-                mean = np.array([p * 3.0 + c, 2.0 * (right == phones[2] and c == n_classes[p] - 1), 1.5 * (left == sil)])
+                right_effect = 2.0 * (right == phones[2] and c == n_classes[p] - 1)
+                mean = np.array([p * 3.0 + c, right_effect, 1.5 * (left == sil)])
                 feats.append(mean + 0.3 * rng.normal(size=(d, 3)))
         utts.append((np.concatenate(feats), np.array(tids)))
-    return {"lang": lang, "topo": topo, "phones": phones, "n_classes": n_classes, "mono": mono, "tm": tm, "utts": utts}
+    return {"lang": lang, "topo": topo, "phones": phones, "n_classes": n_classes, "mono": mono, "tm": tm,
+            "utts": utts, "first_state": first_state}
 
 
 def test_transition_table_of_monophone_model(system: dict) -> None:
@@ -203,16 +212,24 @@ def test_transition_table_of_monophone_model(system: dict) -> None:
     assert set(table.pdf_class[1:]) == set(range(max(n_classes)))
 
 
-def test_phone_contexts_of_an_alignment(system: dict) -> None:
-    tm = system["tm"]
+@pytest.mark.parametrize("reorder", [False, True])
+def test_phone_ends_in_plain_and_reordered_alignments(system: dict, reorder: bool) -> None:
+    tm, first, n_classes = system["tm"], system["first_state"], system["n_classes"]
     table = T.transition_table(tm)
-    feats, ali = system["utts"][0]
+    sil, aa = system["lang"].sil_phone, system["lang"].phones["AA"]
+    # SIL, AA, AA (the same phone twice), SIL; last states held for several frames
+    parts = [(sil, [2, 1, 1, 1, 3]), (aa, [2, 1, 3]), (aa, [1, 2, 2]), (sil, [1, 1, 1, 1, 4])]
+    ali = np.array([t for p, d in parts for t in _path_tids(tm, first[p], n_classes[p], d, p == sil, reorder)])
+    lengths = [sum(d) for _, d in parts]
+    np.testing.assert_array_equal(np.flatnonzero(T.phone_ends(ali, table)), np.cumsum(lengths) - 1)
     left, centre, right, clean = T.phone_contexts(ali, table)
-    assert clean and len(left) == len(ali)
-    seq = [centre[0]] + [centre[t] for t in range(1, len(ali)) if table.is_final[ali[t - 1]]]
-    assert seq[0] == seq[-1] == system["lang"].sil_phone
-    assert left[0] == 0 and right[-1] == 0
-    assert right[0] == seq[1] and left[-1] == seq[-2]
+    assert clean
+    expected = [(0, sil, aa), (sil, aa, aa), (aa, aa, sil), (aa, sil, 0)]
+    got = sorted({(int(a), int(b), int(c), int(np.searchsorted(np.cumsum(lengths), t, side="right")))
+                  for t, (a, b, c) in enumerate(zip(left, centre, right))}, key=lambda x: x[3])
+    assert [g[:3] for g in got] == expected
+    # dropping the last frame: a plain alignment loses its final transition, a reordered one a self-loop
+    assert T.phone_contexts(ali[:-1], table)[3] == reorder
 
 
 def test_accumulated_stats_add_up(system: dict) -> None:
@@ -267,6 +284,7 @@ def test_tree_likelihood_beats_monophone(system: dict, built: dict) -> None:
         m = (stats.keys[:, 1] == key[0]) & (stats.keys[:, 3] == key[1])
         mono_objf += float(T.gaussian_objf(stats.count[m].sum(), stats.sum[m].sum(0), stats.sumsq[m].sum(0), 0.01))
     assert tree.info["objf_per_frame"] > mono_objf / stats.num_frames
+    assert tree.info["monophone_objf_per_frame"] == pytest.approx(mono_objf / stats.num_frames)
 
 
 def test_kaldi_round_trip(system: dict, built: dict, tmp_path) -> None:
@@ -330,3 +348,27 @@ def test_triphone_model_graphs_and_transition_table(system: dict, built: dict) -
     inputs = GraphInputs(lang.read_l_fst(disambig=True), tuple(lang.disambig_phones), lang.dir / "words.txt", tm, ctx)
     hclg, info = build_hclg(inputs, g)
     assert info["context_width"] == 3 and info["HCLG"]["arcs"] > 0
+
+
+def test_position_dependent_phones_share_roots(tmp_path) -> None:
+    marked = [(w, mark_positions(pron)) for w, pron in LEXICON]
+    lang = write_lang(tmp_path / "lang", marked, sil_prob=0.5, position_dependent=True)
+    topo = lang.topology()
+    n_classes = list(topo.get_phone_to_num_pdf_classes())
+    phones = sorted(lang.silence_phones + lang.nonsilence_phones)
+    rng = np.random.default_rng(0)
+    keys = np.stack([rng.choice([0, *phones], 3000), rng.choice(phones, 3000), rng.choice([0, *phones], 3000),
+                     rng.integers(0, 3, 3000)], 1)
+    keys = np.unique(keys, axis=0)
+    mean = keys[:, [1]] * 0.5 + keys[:, [3]] + (keys[:, [2]] % 4 == 0)  # (M, 1)
+    rows = [(tuple(k), 30.0, list(m), [1.0]) for k, m in zip(keys.tolist(), mean)]
+    stats = _stats(rows)
+    symbols = lang.phone_symbols
+    roots = T.default_roots(symbols, lang.nonsilence_phones, lang.silence_phones, n_classes)
+    assert len(roots) == 1 + 4  # SIL + one root per base phone (AA, B, IY, S), each with _B _E _I _S
+    questions = T.make_questions(stats, symbols, phones, 5)
+    tree = T.build_tree(stats, roots, questions, T.TreeBuildConfig(num_leaves=60, min_count=30))
+    ctx = T.tree_to_context_dependency(tree)
+    tm = khg.TransitionModel(ctx, topo)
+    assert tm.num_pdfs == tree.num_pdfs > 5 + 4 * 3
+    assert T.check_context_dependency(tree, ctx, phones, n_classes, max_events=2000) == 2000

@@ -193,6 +193,7 @@ def train_triphone(
             "stats_events": len(stats),
             "stats_frames": stats.num_frames,
             "objf_per_frame": round(tree.info["objf_per_frame"], 4),
+            "monophone_objf_per_frame": round(tree.info["monophone_objf_per_frame"], 4),
             "triphones_checked": checked,
             "stats_s": round(t_stats, 2),
             "build_s": round(t_tree, 2),

@@ -54,7 +54,7 @@ def test_convert_alignments_keeps_the_state_path(mono_system: dict, tri) -> None
         np.testing.assert_array_equal(tid2pdf[new], expected)
 
 
-def test_triphone_system_beats_monophone(mono_system: dict, tri) -> None:
+def test_triphone_likelihood_beats_monophone(mono_system: dict, tri) -> None:
     mono, summary = mono_system["mono"], tri.summary
     assert summary["context"] == "triphone"
     assert mono.num_pdfs < summary["num_pdfs"] <= 150
