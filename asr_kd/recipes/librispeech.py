@@ -140,6 +140,10 @@ def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     return run_distill(cfg, paths)
 
 
+# Where and how a training stage runs, not what it computes: changing these never makes it stale.
+WHERE_NOT_WHAT = ("!train.accelerator", "!train.devices", "!train.num_nodes", "!train.strategy",
+                  "!train.num_workers", "!train.log_every_n_steps")
+
 STAGES: list[Stage] = [
     Stage("prepare", stage_prepare, reads=("data",), after=(), doc="corpus -> manifests"),
     Stage("lang", stage_lang, reads=("data.oov_policy", "data.extra_lexicon", "lang"), after=("prepare",),
@@ -153,17 +157,18 @@ STAGES: list[Stage] = [
     Stage("shards", stage_shards, reads=("shards", "features.cmvn", "features.storage_dtype"),
           after=("features", "align"), doc="webdataset shards of normalised feats + labels"),
     Stage("teachers", stage_teachers,
-          reads=("model", "train", "teachers.num_teachers", "teachers.stacked", "teachers.seed_base",
-                 "features.num_mel_bins"),
+          reads=("model", "train", *WHERE_NOT_WHAT, "teachers.num_teachers", "teachers.stacked",
+                 "teachers.seed_base", "features.num_mel_bins"),
           after=("shards",), distributed=True,
           doc="K teacher DNNs (Lightning)"),
     Stage("ensemble", stage_ensemble, reads=("distill.ensemble_mean",), after=("teachers",),
           doc="average of the K teachers' soft targets"),
-    Stage("distill", stage_distill, reads=("model", "train", "distill"), after=("ensemble",), distributed=True,
+    Stage("distill", stage_distill, reads=("model", "train", *WHERE_NOT_WHAT, "distill"), after=("ensemble",),
+          distributed=True,
           doc="students at each T; Table-5 3%-data runs"),
     Stage("graph", stage_graph, reads=("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "lang"),
           after=("lang", "align"), doc="n-gram LM and HCLG"),
-    Stage("decode", stage_decode, reads=("decode",), after=("graph", "distill"), doc="hybrid decoding, WER"),
+    Stage("decode", stage_decode, reads=("decode", "!decode.num_jobs"), after=("graph", "distill"), doc="hybrid decoding, WER"),
     Stage("report", stage_report, reads=(), after=("decode",), doc="report.json, report.md, plots"),
 ]
 
