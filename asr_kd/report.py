@@ -477,6 +477,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "graph": _marker_summary(paths, "graph"),
         "timing": timing_section(paths),
         "preset": cfg.preset,
+        "subset_fraction": cfg.distill.subset_fraction,
     }
 
 
@@ -551,7 +552,8 @@ def render_markdown(report: dict[str, Any]) -> str:
             wer += f" ± {100 * r['wer_std']:.1f}"
         pa, pw = (f"{paper[0]}%", f"{paper[1]}%") if paper else ("", "")
         lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {pa} | {pw} |")
-    lines += ["", "## Table 5: soft targets as a regulariser (3% of the training data)", "",
+    share = f"{100 * report.get('subset_fraction', 0.03):g}%"
+    lines += ["", f"## Table 5: soft targets as a regulariser ({share} of the training data; paper: 3%)", "",
               "| system | train frame acc | test frame acc | WER | paper train | paper test |",
               "|---|---|---|---|---|---|"]
     for r in report["table5"]:
@@ -614,7 +616,7 @@ def plot_vs_temperature(report: dict[str, Any], out: Path) -> None:
     _save_fig(fig, out)
 
 
-def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path) -> None:
+def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path, fraction: float = 0.03) -> None:
     """Per-epoch training (running) and held-out frame accuracy of the 3% hard and soft runs."""
     import matplotlib
 
@@ -634,7 +636,7 @@ def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path) -> No
             ax.plot(epochs[: len(held)], held, "s--", color=color, label=f"{name} {heldname}")
     ax.set_xlabel("epoch")
     ax.set_ylabel("frame accuracy (%)")
-    ax.set_title("3% of the training data: hard vs soft targets")
+    ax.set_title(f"{100 * fraction:g}% of the training data: hard vs soft targets")
     if ax.lines:
         ax.legend()
     fig.tight_layout()
@@ -661,7 +663,7 @@ def write_report(report: dict[str, Any], paths: RunPaths, curves: dict[str, list
     write_json(paths.report_json, report)
     write_text(paths.report_md, render_markdown(report))
     plot_vs_temperature(report, paths.plot_vs_temperature)
-    plot_table5_curves(curves, paths.plot_table5_curves)
+    plot_table5_curves(curves, paths.plot_table5_curves, report.get("subset_fraction", 0.03))
 
 
 def run_report_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

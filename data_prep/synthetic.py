@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 
 SUBSETS = {"train": "train-synth", "dev": "dev-synth", "test": "test-synth"}
 SAMPLE_RATE = 16000
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 MARKER_NAME = "SYNTHETIC.json"
 LM_TEXT_NAME = "lm-text.txt"
 SPEAKERS_NAME = "SPEAKERS.TXT"
@@ -76,7 +76,7 @@ def _grid(espeak_m: int, espeak_f: int, flite_m: int, flite_f: int) -> dict[tupl
 SIZES: dict[str, SizeSpec] = {
     # seconds to generate; for tests and the smoke preset
     "smoke": SizeSpec({"train": _grid(2, 2, 2, 2), "dev": _grid(1, 1, 1, 1), "test": _grid(1, 1, 1, 1)},
-                      {"train": 5, "dev": 2, "test": 2}, utts_per_chapter=5, lm_sentences=2000),
+                      {"train": 25, "dev": 5, "test": 5}, utts_per_chapter=25, lm_sentences=5000),
     # the demo default: about 1.3 h
     "tiny": SizeSpec({"train": _grid(7, 7, 5, 5), "dev": _grid(2, 2, 1, 1), "test": _grid(2, 2, 1, 1)},
                      {"train": 50, "dev": 25, "test": 25}, utts_per_chapter=25, lm_sentences=30000),

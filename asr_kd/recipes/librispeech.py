@@ -256,7 +256,21 @@ def main(argv: list[str] | None = None) -> int:
     except (StageError, ConfigError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    if global_rank() == 0 and runner.status(STAGES[-1]) == "done" and paths.report_md.exists():
+        print(_report_tables(paths.report_md.read_text()))
+        print(f"full report: {paths.report_md}")
     return 0
+
+
+def _report_tables(markdown: str) -> str:
+    """The report's Table 1 and Table 5 sections (what the demo prints at the end)."""
+    keep, out = False, []
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            keep = line.startswith("## Table")
+        if keep:
+            out.append(line)
+    return "\n".join(out)
 
 
 def _write_run_config(cfg: RecipeConfig, paths: RunPaths) -> None:

@@ -1,0 +1,145 @@
+"""The smoke preset end to end, through the command line a user types.
+
+One uninterrupted run (module fixture) is checked for the report, the stage summaries and the
+quality floor; a second invocation must skip every stage; a changed config must be refused; and a
+run killed inside the teachers stage must resume to the same report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from asr_kd.report import validate_report
+
+pytestmark = pytest.mark.slow
+
+STAGES = ["prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
+          "decode", "report"]
+
+
+def recipe(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asr_kd.recipes.librispeech", *args],
+                          capture_output=True, text=True, **kw)
+
+
+def smoke_args(corpus: Path, exp: Path) -> list[str]:
+    return ["--preset", "smoke", "--data-root", str(corpus), "--exp-dir", str(exp)]
+
+
+def show(corpus: Path, exp: Path, stage: str) -> dict:
+    res = recipe(*smoke_args(corpus, exp), "--show", stage)
+    assert res.returncode == 0, res.stderr
+    return json.loads(res.stdout)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, smoke_corpus) -> Path:
+    exp = tmp_path_factory.mktemp("smoke") / "exp"
+    res = recipe(*smoke_args(smoke_corpus, exp), timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return exp
+
+
+def test_report_is_written_and_valid(smoke_run):
+    report = json.loads((smoke_run / "report.json").read_text())
+    validate_report(report)
+    systems = [row["system"] for row in report["table1"]]
+    assert systems[:3] == ["baseline", "baseline_mean", "ensemble"]
+    assert {"distilled_T1", "distilled_T5"} <= set(systems)
+    assert [row["system"] for row in report["table5"]] == ["baseline_100", "baseline_3", "soft_3"]
+    md = (smoke_run / "report.md").read_text()
+    for paper_number in ("58.9", "61.1", "60.8", "44.5", "57.0"):
+        assert paper_number in md
+    pngs = sorted(p.name for p in smoke_run.glob("*.png"))
+    assert len(pngs) >= 2 and all((smoke_run / p).stat().st_size > 1000 for p in pngs)
+    assert set(report["timing"]) >= set(STAGES[:-1])
+
+
+def test_gmm_and_dnn_recognise_speech(smoke_run):
+    report = json.loads((smoke_run / "report.json").read_text())
+    assert report["gmm"]["wer"] < 0.8
+    rows = {row["system"]: row for row in report["table1"]}
+    for system in ("baseline", "ensemble", "distilled_T5"):
+        assert rows[system]["wer"] < 0.8, (system, rows[system])
+        assert 0.2 < rows[system]["frame_acc"] < 1.0
+    hyps = list((smoke_run / "decode").rglob("per_utt"))
+    assert hyps, "per-utterance ref/hyp files are written"
+
+
+def test_stage_summaries(smoke_run, smoke_corpus):
+    align = show(smoke_corpus, smoke_run, "align")
+    assert align["context"] == "triphone"
+    assert align["success_rate"] >= 0.99
+    assert align["num_pdfs"] > align["monophone"]["num_pdfs"]  # tied triphones: more states than monophones
+    teachers = show(smoke_corpus, smoke_run, "teachers")["teachers"]
+    assert len(teachers) == 3 and all(0 < t["dev"]["frame_acc"] < 1 for t in teachers)
+    ensemble = show(smoke_corpus, smoke_run, "ensemble")
+    assert 0 < ensemble["dev"]["frame_acc"] < 1
+    distill = show(smoke_corpus, smoke_run, "distill")
+    assert [s["T"] for s in distill["students"]] == [1.0, 5.0]
+    assert all(0 < s["dev"]["frame_acc"] < 1 for s in distill["students"])
+    assert [r["system"] for r in distill["table5"]] == ["baseline_100", "baseline_3", "soft_3"]
+
+
+def test_second_run_skips_every_stage(smoke_run, smoke_corpus):
+    markers = {s: (smoke_run / s / "DONE.json").stat().st_mtime_ns for s in STAGES}
+    t0 = time.monotonic()
+    res = recipe(*smoke_args(smoke_corpus, smoke_run), timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert time.monotonic() - t0 < 60
+    for s in STAGES:
+        assert f"stage {s:<9} done, skipping" in res.stderr
+    assert {s: (smoke_run / s / "DONE.json").stat().st_mtime_ns for s in STAGES} == markers
+    listing = recipe(*smoke_args(smoke_corpus, smoke_run), "--list").stdout
+    assert listing.count(" done ") == len(STAGES)
+
+
+def test_changed_config_is_refused_with_a_force_hint(smoke_run, smoke_corpus):
+    res = recipe(*smoke_args(smoke_corpus, smoke_run), "--set", "decode.beam=9", "--stage", "decode")
+    assert res.returncode == 1
+    assert "stage 'decode'" in res.stderr and "--force decode" in res.stderr and "decode.beam" in res.stderr
+
+
+def _tables(report: dict) -> dict:
+    out = {}
+    for row in report["table1"] + report["table5"]:
+        for key, value in row.items():
+            if isinstance(value, float):
+                out[(row["system"], key)] = value
+    return out
+
+
+def test_killed_teachers_stage_resumes_to_the_same_report(smoke_run, smoke_corpus, tmp_path):
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for stage in STAGES[:5]:  # reuse the finished data stages; train again from scratch
+        shutil.copytree(smoke_run / stage, exp / stage, symlinks=True)
+    shutil.copy(smoke_run / "config.json", exp / "config.json")
+    args = [sys.executable, "-m", "asr_kd.recipes.librispeech", *smoke_args(smoke_corpus, exp)]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list((exp / "teachers").rglob("last.ckpt")):
+        assert proc.poll() is None, "the run ended before a checkpoint was written"
+        assert time.monotonic() < deadline, "no teacher checkpoint within 300 s"
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (exp / "teachers" / "DONE.json").exists(), "killed inside the teachers stage"
+    res = recipe(*smoke_args(smoke_corpus, exp), timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "resuming" in res.stderr.lower()
+    got = _tables(json.loads((exp / "report.json").read_text()))
+    want = _tables(json.loads((smoke_run / "report.json").read_text()))
+    assert got.keys() == want.keys()
+    for key in want:
+        tol = 0.02 if key[1].startswith("wer") else 2e-3
+        assert got[key] == pytest.approx(want[key], abs=tol), key
