@@ -92,6 +92,21 @@ def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def peak_memory_mb() -> dict[str, float]:
+    """Peak resident memory so far of this process and of its finished child processes (MB).
+
+    The recipe process's peak covers every stage it ran so far: run one stage alone
+    (``--stage S --stop-stage S``) to read that stage's own peak.
+    """
+    import resource
+
+    kb = 1024.0  # ru_maxrss is in kilobytes on Linux
+    return {
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / kb, 1),
+        "peak_rss_children_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / kb, 1),
+    }
+
+
 def versions() -> dict[str, str]:
     out = {}
     for pkg in ("asr-kd", "torch", "torchaudio", "lightning", "kaldi-hmm-gmm", "kaldifst", "numpy"):
@@ -227,6 +242,7 @@ class StageRunner:
             "upstream": {u: self.marker_id(u) for u in stage.after},
             "summary": summary,
             "wall_time_s": round(wall, 3),
+            **peak_memory_mb(),
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "versions": versions(),
         }

@@ -96,3 +96,10 @@ def test_excluded_keys_do_not_make_a_stage_stale(tmp_path):
     assert moved.status(stages[0]) == "done"
     changed = StageRunner(stages, load_config("smoke", {"train.lr": "0.3"}), paths)
     assert changed.status(stages[0]) == "stale"
+
+
+def test_marker_records_peak_memory(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    runner.run(stop="first")
+    marker = read_json(RunPaths(tmp_path).marker("first"))
+    assert marker["peak_rss_mb"] > 10 and marker["peak_rss_children_mb"] >= 0

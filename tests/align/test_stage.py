@@ -32,7 +32,7 @@ def make_run_dir(tmp_path, corpus) -> RunPaths:
 
 def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
     paths = make_run_dir(tmp_path, tiny_corpus)
-    cfg = load_config("smoke", {"align.mono_iters": "6", "align.mono_gaussians": "200", "align.num_jobs": "1"})
+    cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "6", "align.mono_gaussians": "200", "align.num_jobs": "1"})
     summary = run_align(cfg, paths)
 
     assert summary["num_pdfs"] == load_model(paths.align).num_pdfs
