@@ -622,6 +622,7 @@ def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path, fract
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, color in (("baseline_3", "tab:red"), ("soft_3", "tab:blue")):
@@ -635,6 +636,7 @@ def plot_table5_curves(curves: dict[str, list[dict[str, Any]]], out: Path, fract
         if held:
             ax.plot(epochs[: len(held)], held, "s--", color=color, label=f"{name} {heldname}")
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("frame accuracy (%)")
     ax.set_title(f"{100 * fraction:g}% of the training data: hard vs soft targets")
     if ax.lines:
