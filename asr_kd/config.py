@@ -164,6 +164,7 @@ class DistillConfig:
     ensemble_mean: str = "arithmetic"  # arithmetic | geometric
     student_hidden_layers: int = 0  # 0 = same as the teachers
     student_hidden_dim: int = 0  # 0 = same as the teachers
+    student_max_epochs: int = 0  # epochs of each distilled student; 0 = train.max_epochs (as the teachers)
     subset_fraction: float = 0.03  # Table 5: fraction of training utterances
     subset_seed: int = 7
     subset_max_epochs: int = 0  # 0 = same as train.max_epochs

@@ -274,7 +274,8 @@ def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     cache = _target_cache(cfg, ens, full, todo) if d.cache_targets and todo else {}
     students = []
     for T in d.temperatures:
-        m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None))
+        m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None),
+                         max_epochs=d.student_max_epochs or None)
         students.append({"T": T, **_split_metrics(m), "epochs": m.get("epochs"), "best_epoch": m.get("best_epoch"),
                          "wall_time_s": m.get("wall_time_s")})
     summary: dict[str, Any] = {"hard_weight": d.hard_weight, "ensemble_mean": d.ensemble_mean,
