@@ -102,6 +102,21 @@ def make_tiny_lang(root: Path) -> TinyLang:
     return TinyLang(root, phones, words, _lexicon_fst(phones, words), disambig, topo, tree, tm)
 
 
+def build_tiny_graph(root: Path) -> tuple[TinyLang, object, dict]:
+    """The tiny lang, a trigram LM on LM_TEXT and their HCLG under ``root/graph``.
+
+    Returns (lang, graph inputs, make_graph's info).
+    """
+    from asr_kd import graph, lm
+
+    lang = make_tiny_lang(root / "lang")
+    (root / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
+    lm.build_arpa(root / "text.txt", root / "lm.arpa", order=3, vocab=set(LEXICON))
+    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
+    info = graph.make_graph(inputs, root / "lm.arpa", root / "graph", [lang.words_txt])
+    return lang, inputs, info
+
+
 def posteriorgram(lang: TinyLang, words: list[str], frames_per_state: int = 3, peak: float = 0.9,
                   seed: int = 0) -> np.ndarray:
     """(T, num_pdfs) log-posteriors of a clean utterance: SIL, the words' phones, SIL; noisy peaks."""

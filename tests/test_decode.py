@@ -4,19 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
+from tests.graph_fixture import LEXICON, build_tiny_graph, posteriorgram
 
-from asr_kd import decode, graph, lm
+from asr_kd import decode
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("decode")
-    lang = make_tiny_lang(root / "lang")
-    (root / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
-    lm.build_arpa(root / "text.txt", root / "lm.arpa", order=3, vocab=set(LEXICON))
-    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
-    graph.make_graph(inputs, root / "lm.arpa", root / "graph", [lang.words_txt])
+    lang, _, _ = build_tiny_graph(root)
     dec = decode.read_hclg_decoder(root / "graph", lang.trans_model, decode.SearchConfig(beam=13.0))
     n = lang.trans_model.num_pdfs
     prior = decode.log_priors_from_counts(np.ones(n))

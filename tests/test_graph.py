@@ -6,17 +6,13 @@ import kaldifst
 import pytest
 
 from asr_kd import graph, lm
-from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang
+from tests.graph_fixture import LEXICON, build_tiny_graph
 
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("graph")
-    lang = make_tiny_lang(root / "lang")
-    (root / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
-    lm.build_arpa(root / "text.txt", root / "lm.arpa", order=3, vocab=set(LEXICON))
-    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
-    info = graph.make_graph(inputs, root / "lm.arpa", root / "graph", [lang.words_txt])
+    lang, inputs, info = build_tiny_graph(root)
     return root, lang, inputs, info
 
 

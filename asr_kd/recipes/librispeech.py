@@ -134,7 +134,7 @@ def stage_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 
 
 def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """One student per temperature from the online ensemble, and the Table-5 3%-data runs."""
+    """One student per temperature from the ensemble (online, or cached targets on small corpora); Table-5 runs."""
     from asr_kd.runs import stage_distill as run_distill
 
     return run_distill(cfg, paths)
