@@ -195,11 +195,18 @@ class DecodeConfig:
     num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
     teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
     tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
+    # The GMM-HMMs of the align stage are decoded too, with their own scale grid (GMM likelihoods
+    # are far sharper than DNN posteriors); with align.context=triphone the monophone system it was
+    # built from as well (gmm_monophone: the graph stage builds its HCLG in graph/mono).
+    gmm_acoustic_scales: tuple[float, ...] = (0.05, 0.065, 0.08, 0.1)
+    gmm_monophone: bool = True
 
     def __post_init__(self) -> None:
         _check_choice("decode.teachers", self.teachers, ("all", "first"))
-        if not self.acoustic_scales or min(self.acoustic_scales) <= 0:
-            raise ConfigError(f"decode.acoustic_scales must be positive numbers, got {self.acoustic_scales}")
+        for key in ("acoustic_scales", "gmm_acoustic_scales"):
+            grid = getattr(self, key)
+            if not grid or min(grid) <= 0:
+                raise ConfigError(f"decode.{key} must be positive numbers, got {grid}")
         if self.lm_order < 1:
             raise ConfigError(f"decode.lm_order must be >= 1, got {self.lm_order}")
 

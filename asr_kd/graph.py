@@ -3,7 +3,8 @@
 Owns everything under ``<exp>/graph/`` (names in :mod:`asr_kd.paths`): ``lm.arpa`` (estimated by
 :mod:`asr_kd.lm` or copied from ``decode.arpa``), ``G.fst``, ``HCLG.fst`` and ``graph_info.json``
 (sizes, build time and the cache key: hashes of L_disambig.fst, the tree, the model, the LM and
-the self-loop scale). A graph whose key matches is reused instead of rebuilt.
+the self-loop scale). A graph whose key matches is reused instead of rebuilt. With a triphone
+align stage, ``graph/mono/`` holds the same files for the monophone system it started from.
 
 The recipe, step by step (Kaldi tool names in brackets):
     G     = arpa2fst(lm.arpa, disambig #0)                        [arpa2fst]
@@ -16,6 +17,7 @@ The input labels of HCLG are transition ids, the output labels word ids of ``wor
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import shutil
@@ -306,6 +308,15 @@ def run_graph_stage(cfg: Any, paths: Any) -> dict[str, Any]:
     )
     key_files = [lang.l_disambig_fst_path, paths.align / TREE_FILE, paths.align / MODEL_FILE]
     info = make_graph(inputs, paths.lm_arpa, paths.graph, key_files)
-    return {"lm": lm_summary, **{k: v for k, v in info.items() if k != "key"},
-            "num_pdfs": int(model.trans_model.num_pdfs),
-            "num_transition_ids": int(model.trans_model.num_transition_ids)}
+    summary = {"lm": lm_summary, **{k: v for k, v in info.items() if k != "key"},
+               "num_pdfs": int(model.trans_model.num_pdfs),
+               "num_transition_ids": int(model.trans_model.num_transition_ids)}
+    if cfg.decode.gmm_monophone and (paths.mono_dir / MODEL_FILE).exists():
+        # The monophone GMM the triphone system grew from, decoded beside it (same LM and lexicon).
+        mono = load_model(paths.mono_dir)
+        mono_inputs = dataclasses.replace(inputs, trans_model=mono.trans_model, ctx_dep=mono.ctx_dep)
+        mono_keys = [lang.l_disambig_fst_path, paths.mono_dir / TREE_FILE, paths.mono_dir / MODEL_FILE]
+        mono_info = make_graph(mono_inputs, paths.lm_arpa, paths.mono_graph, mono_keys)
+        summary["monophone"] = {k: mono_info[k] for k in ("HCLG", "context_width", "build_s", "cached")
+                                if k in mono_info} | {"num_pdfs": int(mono.trans_model.num_pdfs)}
+    return summary

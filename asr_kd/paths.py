@@ -19,6 +19,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     ensemble/metrics.json            the ensemble's evaluation
     distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
     graph/HCLG.fst G.fst lm.arpa words.txt graph_info.json
+    graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     report.json report.md *.png      the paper-shaped report
@@ -143,6 +144,11 @@ class RunPaths:
     @property
     def hclg(self) -> Path:
         return self.graph / "HCLG.fst"
+
+    @property
+    def mono_graph(self) -> Path:
+        """With align.context=triphone: the monophone system's HCLG.fst and words.txt."""
+        return self.graph / "mono"
 
     @property
     def graph_words(self) -> Path:

@@ -10,10 +10,13 @@ Systems decoded (names used in ``decode/`` and in the report):
     distilled_T<T>   the student distilled at temperature T
     baseline_3, soft_3, baseline_100   the Table-5 runs (baseline_100 is teacher 0 unless the
                      distill stage trained its own)
-    gmm              the GMM-HMM of the align stage (sanity baseline)
+    gmm              the GMM-HMM of the align stage (its pdfs are the DNN labels)
+    gmm_mono         with align.context=triphone: the monophone GMM it was built from
+                     (``decode.gmm_monophone``), through the monophone graph ``graph/mono``
 Each DNN system: log-posteriors of the dev and test utterances (from the shards, features as in
 training), test frame accuracy against the test alignments (speakers unseen in training), the
 acoustic scale chosen on dev from ``decode.acoustic_scales`` by WER, then the test WER at that scale.
+The GMM systems are chosen the same way from ``decode.gmm_acoustic_scales``.
 
 Frame accuracies and WERs in ``report.json`` are fractions (0.589, not 58.9); ``report.md``
 prints percentages.
@@ -26,7 +29,7 @@ import math
 import multiprocessing as mp
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -111,26 +114,33 @@ def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------
 # Parallel search
 # ---------------------------------------------------------------------------------------------
-_WORKER_DECODER: Decoder | None = None  # set before forking; inherited by the worker processes
+_WORKER_FN: Callable[..., Hypothesis] | None = None  # set before forking; inherited by the worker processes
 
 
-def _decode_one(item: tuple[str, np.ndarray]) -> Hypothesis:
-    assert _WORKER_DECODER is not None
-    return _WORKER_DECODER.decode(*item)
+def _call_worker(item: tuple[Any, ...]) -> Hypothesis:
+    assert _WORKER_FN is not None
+    return _WORKER_FN(*item)
+
+
+def parallel_search(fn: Callable[..., Hypothesis], items: Sequence[tuple[Any, ...]], num_jobs: int) -> list[Hypothesis]:
+    """``[fn(*item) for item in items]``, over ``num_jobs`` forked processes when there are enough items.
+
+    ``fn`` is inherited by the forked workers, not pickled, so it may hold a decoder and its graph."""
+    global _WORKER_FN
+    jobs = min(num_jobs, len(items) // MIN_UTTS_PER_JOB)
+    if jobs <= 1 or "fork" not in mp.get_all_start_methods():
+        return [fn(*item) for item in items]
+    _WORKER_FN = fn
+    try:
+        with mp.get_context("fork").Pool(jobs) as pool:
+            return pool.map(_call_worker, items, chunksize=max(1, len(items) // (4 * jobs)))
+    finally:
+        _WORKER_FN = None
 
 
 def search_all(decoder: Decoder, items: Sequence[tuple[str, np.ndarray]], num_jobs: int) -> list[Hypothesis]:
     """Decode (utt, score matrix) pairs, over ``num_jobs`` forked processes when there are enough."""
-    global _WORKER_DECODER
-    jobs = min(num_jobs, len(items) // MIN_UTTS_PER_JOB)
-    if jobs <= 1 or "fork" not in mp.get_all_start_methods():
-        return [decoder.decode(u, s) for u, s in items]
-    _WORKER_DECODER = decoder
-    try:
-        with mp.get_context("fork").Pool(jobs) as pool:
-            return pool.map(_decode_one, items, chunksize=max(1, len(items) // (4 * jobs)))
-    finally:
-        _WORKER_DECODER = None
+    return parallel_search(decoder.decode, items, num_jobs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -220,30 +230,61 @@ def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decode
     return summary
 
 
-def decode_gmm_system(paths: RunPaths, model: Any, decoder: Decoder, dev: SplitData, test: SplitData,
-                      scales: Sequence[float]) -> dict[str, Any]:
-    """The align stage's GMM-HMM through the same graph, on its own (MFCC + deltas) features."""
+@dataclass(frozen=True)
+class GmmSystem:
+    """A GMM-HMM of the align stage and the graph it is decoded with."""
+
+    name: str  # gmm (the final model: the labels' source) or gmm_mono (the monophone it started from)
+    model_dir: Path
+    graph_dir: Path
+    context: str  # monophone | triphone
+
+
+def gmm_systems(cfg: RecipeConfig, paths: RunPaths) -> list[GmmSystem]:
+    """The align stage's final GMM-HMM, and with align.context=triphone its monophone system too
+    (``decode.gmm_monophone``), whose graph the graph stage builds in ``graph/mono``."""
+    from asr_kd.align.model import MODEL_FILE
+
+    context = _marker_summary(paths, "align").get("context") or cfg.align.context
+    out = [GmmSystem("gmm", paths.align, paths.graph, context)]
+    if cfg.decode.gmm_monophone and context == "triphone" and (paths.mono_dir / MODEL_FILE).exists():
+        out.append(GmmSystem("gmm_mono", paths.mono_dir, paths.mono_graph, "monophone"))
+    return out
+
+
+def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: Decoder, dev: SplitData,
+                      test: SplitData, scales: Sequence[float], num_jobs: int) -> dict[str, Any]:
+    """One GMM-HMM of the align stage through its graph, on its own (MFCC + deltas) features."""
     from asr_kd.align.feats import gmm_features, read_mfcc
 
     feats: dict[str, np.ndarray] = {}
     for data in (dev, test):
         raw, missing = read_mfcc(paths.mfcc_scp(data.split), data.utts)
         if missing:
-            log.warning("gmm: %d %s utterances have no MFCCs (e.g. %s)", len(missing), data.split, missing[0])
+            log.warning("%s: %d %s utterances have no MFCCs (e.g. %s)", system.name, len(missing), data.split,
+                        missing[0])
         feats.update(gmm_features(raw, {u: _speaker_of(paths, data.split, u) for u in raw}))
 
-    def run(data: SplitData, scale: float) -> list[Hypothesis]:
-        return [decoder.decode_gmm(u, model.am, feats[u], scale)
-                for u in tqdm(data.utts, desc=f"gmm {data.split} x{scale:g}", leave=False) if u in feats]
+    def decode(utt: str, scale: float) -> Hypothesis:
+        return decoder.decode_gmm(utt, model.am, feats[utt], scale)
 
-    dev_hyps = {s: run(dev, s) for s in scales}
+    def run(data: SplitData, grid: Sequence[float]) -> dict[float, list[Hypothesis]]:
+        utts = [u for u in data.utts if u in feats]
+        hyps = parallel_search(decode, [(u, s) for s in grid for u in utts], num_jobs)
+        return {s: hyps[i * len(utts) : (i + 1) * len(utts)] for i, s in enumerate(grid)}
+
+    dev_hyps = run(dev, scales)
     scale, dev_wer = best_scale(dev.refs, dev_hyps)
     t0 = time.time()
-    test_hyps = run(test, scale)
-    summary = finish_system("gmm", paths, dev, test, dev_hyps[scale], test_hyps, scale, dev_wer, time.time() - t0)
-    summary.update(kind="gmm", frame_acc=None, params=int(model.num_gauss) * (2 * model.dim + 1))
-    write_json(paths.decode_summary("gmm"), summary)
-    log.info("gmm: test WER %.2f%% (scale %g)", 100 * summary["wer"], scale)
+    test_hyps = run(test, [scale])[scale]
+    summary = finish_system(system.name, paths, dev, test, dev_hyps[scale], test_hyps, scale, dev_wer,
+                            time.time() - t0)
+    summary.update(kind="gmm", context=system.context, num_pdfs=int(model.num_pdfs),
+                   num_gaussians=int(model.num_gauss), frame_acc=None,
+                   params=int(model.num_gauss) * (2 * model.dim + 1))
+    write_json(paths.decode_summary(system.name), summary)
+    log.info("%s (%s, %d pdfs): test WER %.2f%% (scale %g)", system.name, system.context, model.num_pdfs,
+             100 * summary["wer"], scale)
     return summary
 
 
@@ -332,7 +373,11 @@ def run_decode_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         fn, params = posterior_fn(system, cfg)
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
                                           cfg.decode.num_jobs, params)
-    results["gmm"] = decode_gmm_system(paths, gmm, decoder, dev, test, scales)
+    for gs in gmm_systems(cfg, paths):
+        model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
+        gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
+        results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test,
+                                             cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
     return {
         "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
                                           "search_rtf")} for n, r in results.items()},
@@ -463,6 +508,33 @@ def timing_section(paths: RunPaths) -> dict[str, float]:
     return out
 
 
+GMM_KEYS = ("system", "context", "num_pdfs", "num_gaussians", "train_loglike_per_frame", "dev_loglike_per_frame",
+            "dev_wer", "wer", "acoustic_scale")
+
+
+def gmm_rows(paths: RunPaths) -> list[dict[str, Any]]:
+    """The align stage's GMM-HMMs side by side (monophone first): size, Viterbi log-likelihood per
+    frame of train and dev under each system's final model, dev and test WER."""
+    align = _marker_summary(paths, "align")
+    rows = []
+    for name, loglikes in (("gmm_mono", align.get("monophone", {})), ("gmm", align)):
+        dec = _read_summary(paths, name)
+        if dec is None:
+            continue
+        rows.append({
+            "system": name,
+            "context": dec.get("context"),
+            "num_pdfs": dec.get("num_pdfs"),
+            "num_gaussians": dec.get("num_gaussians"),
+            "train_loglike_per_frame": loglikes.get("train_loglike_per_frame"),
+            "dev_loglike_per_frame": loglikes.get("dev_loglike_per_frame"),
+            "dev_wer": dec.get("dev", {}).get("wer"),
+            "wer": dec["wer"],
+            "acoustic_scale": dec["acoustic_scale"],
+        })
+    return rows
+
+
 def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     table1, table5 = table1_rows(cfg, paths), table5_rows(cfg, paths)
     gmm = _read_summary(paths, "gmm")
@@ -471,6 +543,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "table1": table1,
         "table5": table5,
         "gmm": {"wer": gmm["wer"], "acoustic_scale": gmm["acoustic_scale"]} if gmm else None,
+        "gmm_systems": gmm_rows(paths),
         "derived": derived_figures(table1, table5),
         "corpus": corpus_section(paths),
         "labels": labels_section(paths),
@@ -522,6 +595,12 @@ def validate_report(obj: dict[str, Any]) -> None:
     for row in obj["table5"]:
         if row["system"] not in TABLE5_SYSTEMS:
             raise ReportError(f"table5: unknown system {row['system']!r}")
+    for i, row in enumerate(obj.get("gmm_systems") or []):
+        for k in GMM_KEYS:
+            if k not in row:
+                raise ReportError(f"gmm_systems[{i}]: missing key {k!r}")
+        for k in GMM_KEYS[2:]:
+            _check_number(f"gmm_systems[{i}].{k}", row[k])
     if not isinstance(obj["timing"], dict):
         raise ReportError("timing: expected {stage: seconds}")
     for stage, secs in obj["timing"].items():
@@ -573,7 +652,17 @@ def render_markdown(report: dict[str, Any]) -> str:
                      f"3% and 100% of the data (paper: {100 * d['paper']['gap_recovered']:.0f}%).")
     else:
         lines.append("- Share of the 3%-vs-100% gap recovered: n/a.")
-    if report.get("gmm"):
+    if report.get("gmm_systems"):
+        lines += ["", "## GMM-HMM systems (the aligner)", "",
+                  "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "
+                  "transcripts (dev: held-out voices). The DNN labels are the last system's pdfs.", "",
+                  "| system | context | pdfs | Gaussians | train loglike/frame | dev loglike/frame | dev WER "
+                  "| test WER | acoustic scale |", "|---|---|---|---|---|---|---|---|---|"]
+        for r in report["gmm_systems"]:
+            ll = ["n/a" if r[k] is None else f"{r[k]:.2f}" for k in ("train_loglike_per_frame", "dev_loglike_per_frame")]
+            lines.append(f"| {r['system']} | {r['context']} | {r['num_pdfs']} | {r['num_gaussians']} | {ll[0]} | "
+                         f"{ll[1]} | {_pct(r['dev_wer'])} | {_pct(r['wer'])} | {r['acoustic_scale']:g} |")
+    elif report.get("gmm"):
         lines.append(f"- GMM-HMM sanity baseline: {_pct(report['gmm']['wer'])} WER.")
     lines += ["", "## Corpus and labels", "", "| split | hours | utterances | speakers |", "|---|---|---|---|"]
     for split, v in report["corpus"].get("splits", {}).items():

@@ -29,7 +29,9 @@ def run(tmp_path):
     write_json(paths.decode_summary("distilled_T5"), _summary(0.645, 0.085))
     write_json(paths.decode_summary("baseline_3"), _summary(0.45, 0.30))
     write_json(paths.decode_summary("soft_3"), _summary(0.55, 0.20))
-    write_json(paths.decode_summary("gmm"), _summary(0.0, 0.25))
+    for name, context, pdfs, dev_wer, wer in (("gmm", "triphone", 300, 0.22, 0.25), ("gmm_mono", "monophone", 120, 0.3, 0.32)):
+        write_json(paths.decode_summary(name), {"wer": wer, "acoustic_scale": 0.08, "dev": {"wer": dev_wer},
+                                                "context": context, "num_pdfs": pdfs, "num_gaussians": 4 * pdfs})
     write_json(TrainRunDir(paths.teacher_dir(0)).metrics, {"train_frame_acc": 0.70})
     hist = [{"epoch": e, "train_frame_acc_running": 0.5 + 0.1 * e, "dev_frame_acc": 0.45 + 0.01 * e} for e in range(3)]
     write_json(TrainRunDir(paths.table5_dir("baseline_3")).metrics, {"train_frame_acc": 0.80, "history": hist})
@@ -37,7 +39,9 @@ def run(tmp_path):
     write_json(paths.marker("prepare"), {"wall_time_s": 3.5, "summary": {
         "splits": {"train": {"hours": 0.1, "utterances": 50, "speakers": 6, "skipped": {}}},
         "skipped_total": 0, "lm_text": ""}})
-    write_json(paths.marker("align"), {"wall_time_s": 20.0, "summary": {"num_pdfs": 120, "context": "monophone"}})
+    write_json(paths.marker("align"), {"wall_time_s": 20.0, "summary": {
+        "num_pdfs": 300, "context": "triphone", "train_loglike_per_frame": -80.5, "dev_loglike_per_frame": -85.25,
+        "monophone": {"num_pdfs": 120, "train_loglike_per_frame": -82.0, "dev_loglike_per_frame": -86.0}}})
     return cfg, paths
 
 
@@ -59,7 +63,13 @@ def test_report_follows_schema_and_numbers(run) -> None:
     assert d["gain_kept"] == pytest.approx((0.645 - 0.60) / (0.66 - 0.60))
     assert d["gap_recovered"] == pytest.approx((0.55 - 0.45) / (0.60 - 0.45))
     assert out["timing"] == {"prepare": 3.5, "align": 20.0}
-    assert out["labels"]["num_pdfs"] == 120
+    assert out["labels"]["num_pdfs"] == 300
+    gmm = out["gmm_systems"]
+    assert [r["system"] for r in gmm] == ["gmm_mono", "gmm"]
+    assert gmm[0] == {"system": "gmm_mono", "context": "monophone", "num_pdfs": 120, "num_gaussians": 480,
+                           "train_loglike_per_frame": -82.0, "dev_loglike_per_frame": -86.0, "dev_wer": 0.3,
+                           "wer": 0.32, "acoustic_scale": 0.08}
+    assert gmm[1]["train_loglike_per_frame"] == -80.5 and gmm[1]["wer"] == 0.25
 
 
 def test_report_files_markdown_and_plots(run) -> None:
@@ -72,6 +82,8 @@ def test_report_files_markdown_and_plots(run) -> None:
     for number in ("58.9%", "61.1%", "60.8%", "10.9%", "10.7%", "63.4%", "44.5%", "57.0%", "67.3%", "65.4%"):
         assert number in md
     assert "| ensemble | 66.0% | 8.0% |" in md
+    assert "| gmm_mono | monophone | 120 | 480 | -82.00 | -86.00 | 30.0% | 32.0% | 0.08 |" in md
+    assert "| gmm | triphone | 300 | 1200 | -80.50 | -85.25 | 22.0% | 25.0% | 0.08 |" in md
     for png in (paths.plot_vs_temperature, paths.plot_table5_curves):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -83,6 +95,8 @@ def test_report_files_markdown_and_plots(run) -> None:
     (lambda r: r["table1"][1].pop("wer_std"), "wer_std"),
     (lambda r: r["table1"].append({"system": "mystery", "frame_acc": 0.5, "wer": 0.1, "params": 1}), "mystery"),
     (lambda r: r["table5"][0].update(system="baseline_50"), "baseline_50"),
+    (lambda r: r["gmm_systems"][0].pop("train_loglike_per_frame"), "train_loglike_per_frame"),
+    (lambda r: r["gmm_systems"][1].update(num_pdfs="300"), "num_pdfs"),
 ])
 def test_validate_report_rejects_broken_reports(run, breakage, message) -> None:
     cfg, paths = run

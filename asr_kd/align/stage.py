@@ -149,16 +149,20 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     silence = list(lang.silence_phones)
     t_train = time.time()
     hist = train(model, train_data.graphs, train_data.feats, opts, silence)
-    mono_summary = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss}
+    mono_summary: dict[str, Any] = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss}
     tri_summary: dict[str, Any] = {}
+    final_opts = dataclasses.replace(opts, last_resort_beam=cfg.align.final_beam)
     if cfg.align.context == "triphone":
         save_model(model, paths.mono_dir / "final.mdl", paths.mono_dir / "tree")
-        model, tri_summary = train_triphone_stage(model, train_data, hist.alignments, lang, cfg, opts)
+        # As Kaldi's align_si.sh before train_deltas.sh: the tree is built from the final monophone
+        # model's alignments; their log-likelihood (and dev's) is the monophone's side of the comparison.
+        mono_ali = realign(model, train_data.graphs, train_data.feats, final_opts, silence, desc="align train (mono)")
+        mono_summary.update(monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence))
+        model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
     t_train = time.time() - t_train
     save_model(model, paths.final_mdl, paths.tree)
 
     tid2pdf = model.tid2pdf()
-    final_opts = dataclasses.replace(opts, last_resort_beam=cfg.align.final_beam)
     splits: dict[str, Any] = {}
     pdf_counts = np.zeros(model.num_pdfs, dtype=np.int64)
     for split in SPLITS:
@@ -189,6 +193,9 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "silence_fraction": splits["train"]["silence_fraction"],
         "pdfs_with_zero_frames": int((pdf_counts == 0).sum()),
         "loglike_per_frame": [round(x, 4) for x in hist.loglike_per_frame],  # monophone passes
+        # Viterbi log-likelihood per frame of the final model on train and on dev (held-out voices)
+        "train_loglike_per_frame": _round(splits["train"]["loglike_per_frame"]),
+        "dev_loglike_per_frame": _round(splits["dev"]["loglike_per_frame"]),
         "monophone": mono_summary,
         **tri_summary,
         "gaussians_per_pass": hist.num_gaussians,
@@ -196,6 +203,21 @@ def run_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "splits": splits,
         "train_seconds": round(t_train, 1),
         "wall_seconds": round(time.time() - t0, 1),
+    }
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
+def monophone_loglikes(paths: RunPaths, lang: Lang, mono: GmmHmm, train_ali: AlignResult, opts: TrainOptions,
+                       silence: list[int]) -> dict[str, Any]:
+    """The final monophone model's Viterbi log-likelihood per frame on train (``train_ali``) and dev."""
+    dev = load_split(paths, "dev", lang, mono)
+    dev_ali = realign(mono, dev.graphs, dev.feats, opts, silence, desc="align dev (mono)")
+    return {
+        "train_loglike_per_frame": _round(train_ali.loglike / train_ali.frames if train_ali.frames else None),
+        "dev_loglike_per_frame": _round(dev_ali.loglike / dev_ali.frames if dev_ali.frames else None),
     }
 
 

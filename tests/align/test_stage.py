@@ -42,6 +42,7 @@ def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
     assert summary["utterances_per_split"] == {"train": 32, "dev": 16, "test": 16}
     assert 0.0 < summary["silence_fraction"] < 1.0
     assert summary["pdfs_with_zero_frames"] >= 0
+    assert summary["dev_loglike_per_frame"] < 0 and summary["train_loglike_per_frame"] < 0
     for split in SPLITS:
         pdfs = kaldiio.load_scp(str(paths.pdf_scp(split)))
         alis = kaldiio.load_scp(str(paths.ali_scp(split)))

@@ -109,6 +109,11 @@ def test_speaker_assignment_every_size(size: str) -> None:
     assert not espeak_pairs["train"] & espeak_pairs["dev"]
     assert not espeak_pairs["train"] & espeak_pairs["test"]
     assert not espeak_pairs["dev"] & espeak_pairs["test"]
+    # held-out speakers are new voices of accents heard in training (the espeak base voice)
+    for sex in ("M", "F"):
+        train_bases = {v.name.split("+")[0] for v in voices["train"] if v.synth == "espeak" and v.sex == sex}
+        for split in ("dev", "test"):
+            assert {v.name.split("+")[0] for v in voices[split] if v.synth == "espeak" and v.sex == sex} <= train_bases
     for split, vs in voices.items():
         counts = {(s, g): sum(v.synth == s and v.sex == g for v in vs) for s, g in spec.speakers[split]}
         assert counts == spec.speakers[split]

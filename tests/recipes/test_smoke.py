@@ -71,6 +71,12 @@ def test_gmm_and_dnn_recognise_speech(smoke_run):
     for system in ("baseline", "ensemble", "distilled_T5"):
         assert rows[system]["wer"] < 0.8, (system, rows[system])
         assert 0.2 < rows[system]["frame_acc"] < 1.0
+    gmm = {row["system"]: row for row in report["gmm_systems"]}  # both GMMs of the align stage
+    assert gmm["gmm_mono"]["context"] == "monophone" and gmm["gmm"]["context"] == "triphone"
+    assert gmm["gmm"]["num_pdfs"] > gmm["gmm_mono"]["num_pdfs"]
+    for row in gmm.values():
+        assert row["wer"] < 0.8 and row["train_loglike_per_frame"] < 0 and row["dev_loglike_per_frame"] < 0
+    assert "## GMM-HMM systems" in (smoke_run / "report.md").read_text()
     hyps = list((smoke_run / "decode").rglob("per_utt"))
     assert hyps, "per-utterance ref/hyp files are written"
 
