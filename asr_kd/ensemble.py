@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from asr_kd.models import StackedDNN, load_model
+from asr_kd.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def frame_accuracy(
     correct = torch.zeros((), dtype=torch.long)
     member_correct: torch.Tensor | None = None
     frames = 0
-    for batch in tqdm(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
+    for batch in progress(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
         x, y = batch[0].to(device), batch[1].to(device)  # (B, 26, 40), (B,); window ids ignored
         out = model(x)  # (B, N) or (K, B, N)
         if out.dim() == 3:
@@ -205,7 +205,7 @@ def cache_targets(
     n = ensemble.num_pdfs
     out = {float(T): torch.empty(num_windows, n, dtype=dtype) for T in temperatures}
     seen = 0
-    for ids, x in tqdm(windows, desc="ensemble targets", unit="batch", leave=False, mininterval=5.0):
+    for ids, x in progress(windows, desc="ensemble targets", unit="batch", leave=False, mininterval=5.0):
         logits = ensemble(x.to(device))  # (K, B, N)
         for T, table in out.items():
             table[ids] = ensemble_probs(logits, T, ensemble.mean).to("cpu", dtype)  # (B, N)

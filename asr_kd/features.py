@@ -35,11 +35,11 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.compliance.kaldi as ta_kaldi
-from tqdm import tqdm
 
 from asr_kd.config import FeatureConfig
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.progress import progress
 from data_prep.manifest import Utterance, read_manifest
 
 log = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def iter_features(utts: Sequence[Utterance], cfg: FeatureConfig, sample_rate: in
     workers = max(1, cfg.num_workers) if pool is not None else 1
     size = max(1, min(CHUNK_UTTS, math.ceil(len(utts) / (4 * workers))))
     chunks = [list(utts[i : i + size]) for i in range(0, len(utts), size)]
-    bar = tqdm(total=len(utts), desc=desc, unit="utt", leave=False)
+    bar = progress(total=len(utts), desc=desc, unit="utt", leave=False)
     if pool is None:
         results: Iterator[list[UttFeatures]] = (_features_chunk((c, cfg, sample_rate)) for c in chunks)
     else:

@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from asr_kd.config import RecipeConfig
 from asr_kd.decode import (
@@ -49,6 +48,7 @@ from asr_kd.decode import (
 )
 from asr_kd.fileio import read_json, write_json, write_text
 from asr_kd.paths import RunPaths, TrainRunDir
+from asr_kd.progress import progress
 from asr_kd.scoring import score, write_scoring
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ def run_split(name: str, decoder: Decoder, data: SplitData, post_fn: PosteriorFn
               scales: Sequence[float], num_jobs: int) -> SplitResult:
     """Posteriors of each utterance once (in chunks, so memory stays bounded), searched at every scale."""
     res = SplitResult({s: [] for s in scales})
-    for chunk in tqdm(_chunks(data.utts, CHUNK_UTTS), desc=f"{name} {data.split}", unit="chunk", leave=False):
+    for chunk in progress(_chunks(data.utts, CHUNK_UTTS), desc=f"{name} {data.split}", unit="chunk", leave=False):
         t0 = time.time()
         lps = {u: post_fn(data.feats[u]) for u in chunk}  # utt -> (T, N)
         res.forward_s += time.time() - t0

@@ -27,12 +27,12 @@ from typing import Any
 import kaldiio
 import numpy as np
 import webdataset as wds
-from tqdm import tqdm
 
 from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.features import CmvnStats, apply_cmvn, load_cmvn
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.progress import progress
 from data_prep.manifest import Utterance, read_manifest
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
     out = ShardWriter(paths.shard_dir(split), shard_cfg.max_utts_per_shard)
     skipped: dict[str, list[str]] = {"no_features": [], "no_alignment": [], "length_mismatch": []}
     dtype = np.dtype(feature_cfg.storage_dtype)
-    for utt in tqdm(utts, desc=f"shards {split}", unit="utt", leave=False):
+    for utt in progress(utts, desc=f"shards {split}", unit="utt", leave=False):
         sample = _sample(utt, feats, cmvn, labels, feature_cfg, dtype, num_pdfs, paths.pdf_scp(split), skipped)
         if sample is not None:
             out.add(*sample)

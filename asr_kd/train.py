@@ -37,6 +37,7 @@ from asr_kd.ensemble import frame_accuracy
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.models import AcousticDNN, StackedDNN, count_parameters, save_model
 from asr_kd.paths import TrainRunDir
+from asr_kd.progress import lightning_callbacks
 from asr_kd.stages import global_rank
 from asr_kd.systems import MONITOR, FrameSystem
 
@@ -83,7 +84,8 @@ def build_trainer(
                            mode="max", save_top_k=1, save_last=False, auto_insert_metric_name=False)
     every = train.checkpoint_every_n_steps or None
     last = ModelCheckpoint(dirpath=run.checkpoints, save_top_k=0, save_last=True, every_n_train_steps=every)
-    callbacks: list[Callback] = [best, last, *extra_callbacks]
+    bar_callbacks, show_bar = lightning_callbacks() if progress_bar else ([], False)
+    callbacks: list[Callback] = [best, last, *bar_callbacks, *extra_callbacks]
     if early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=early_stopping_patience))
     return L.Trainer(
@@ -100,7 +102,7 @@ def build_trainer(
         log_every_n_steps=train.log_every_n_steps,
         num_sanity_val_steps=0,
         use_distributed_sampler=False,  # our datasets split over ranks themselves (asr_kd.data)
-        enable_progress_bar=progress_bar,
+        enable_progress_bar=show_bar,
         enable_model_summary=False,
     )
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from asr_kd.fileio import atomic_open
+from asr_kd.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -695,7 +695,7 @@ def build_tree(
     if num_leaves > cfg.num_leaves:
         log.warning("the tree has %d roots' leaves already, more than the target %d", num_leaves, cfg.num_leaves)
     gains: list[float] = []
-    with tqdm(total=cfg.num_leaves, initial=num_leaves, desc="tree", unit="leaf", leave=False) as bar:
+    with progress(total=cfg.num_leaves, initial=num_leaves, desc="tree", unit="leaf", leave=False) as bar:
         while heap and num_leaves < cfg.num_leaves:
             neg_gain, _, node = heapq.heappop(heap)
             if -neg_gain <= cfg.min_gain:

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 import soundfile as sf
-from tqdm import tqdm
 
 from asr_kd.config import DataConfig
 from asr_kd.lexicon import find_oov, load_lexicon
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.progress import progress
 from asr_kd.stages import StageError
 from data_prep.manifest import Utterance, write_manifest
 
@@ -154,7 +154,7 @@ def scan_subset(root: Path, subset: str, sample_rate: int, skips: Skips) -> list
     d = subset_dir(root, subset)
     chapters = sorted(c for s in d.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir())
     utts: list[Utterance] = []
-    for chapter_dir in tqdm(chapters, desc=f"scanning {subset}", unit="chapter", leave=False):
+    for chapter_dir in progress(chapters, desc=f"scanning {subset}", unit="chapter", leave=False):
         utts.extend(scan_chapter(chapter_dir, sample_rate, skips))
     return utts
 

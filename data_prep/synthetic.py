@@ -12,7 +12,8 @@
 A speaker is one synthesizer voice: an espeak-ng English voice + variant (``en-gb+f3``) at a rate
 and pitch, or a flite voice (kal16, awb, rms, slt) at an F0 target and tempo, optionally shifted in
 pitch and formants with sox. Every split has both sexes of both synthesizers; espeak-ng
-voice+variant pairs, and flite parameter sets, are never shared between splits. Sentences come from
+voice+variant pairs, and flite parameter sets, are never shared between splits, and dev/test
+espeak-ng voices only use accents (base voices) that training has. Sentences come from
 :mod:`data_prep.synthetic_text`; every utterance's sentence is unique, so dev and test sentences
 never occur in train (nor in the LM text). Each utterance gets seeded edge silence, level and mild
 additive noise; there is no dither anywhere, so a seed fixes every sample.
@@ -39,9 +40,9 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
-from tqdm import tqdm
 
 from asr_kd.fileio import write_json, write_text
+from asr_kd.progress import progress
 from data_prep.librispeech import CorpusError
 from data_prep.synthetic_text import SentenceGenerator, vocabulary
 
@@ -329,10 +330,10 @@ def _synthesize_all(jobs: list[Job], workers: int) -> list[int]:
     """Render every job (in ``workers`` processes); returns samples per job in job order."""
     desc = "synthesizing"
     if workers <= 1:
-        return [_render_job(j) for j in tqdm(jobs, desc=desc, unit="utt")]
+        return [_render_job(j) for j in progress(jobs, desc=desc, unit="utt")]
     ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
     with ctx.Pool(workers) as pool:
-        return list(tqdm(pool.imap(_render_job, jobs, chunksize=4), total=len(jobs), desc=desc, unit="utt"))
+        return list(progress(pool.imap(_render_job, jobs, chunksize=4), total=len(jobs), desc=desc, unit="utt"))
 
 
 def _speakers_table(speakers: dict[str, dict[str, Any]], minutes: dict[str, float]) -> str:

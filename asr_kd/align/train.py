@@ -34,9 +34,9 @@ from typing import Any
 import kaldi_hmm_gmm as khg
 import kaldifst
 import numpy as np
-from tqdm import tqdm
 
 from asr_kd.align.model import GmmHmm, boosted_am
+from asr_kd.progress import progress as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +162,7 @@ def _parallel_map(
     _SHARED.update(shared)
     jobs = max(1, min(num_jobs, len(utts) // MIN_UTTS_PER_JOB))
     chunks = _chunks(utts, jobs * 8 if jobs > 1 else max(1, len(utts) // 50 or 1))
-    bar = tqdm(total=len(utts), desc=desc, unit="utt", disable=not progress, leave=False)
+    bar = progress_bar(total=len(utts), desc=desc, unit="utt", disable=not progress, leave=False)
     results: list[Any] = []
     try:
         if jobs == 1:
