@@ -152,3 +152,15 @@ def test_parallel_search_matches_serial(tmp_path) -> None:
     parallel = report.search_all(dec, items, num_jobs=2)
     assert [h.words for h in parallel] == [h.words for h in serial]
     assert [h.utt for h in parallel] == [u for u, _ in items]
+
+
+def test_gmm_systems_decode_the_monophone_only_when_asked_and_present(run) -> None:
+    cfg, paths = run  # align marker: context triphone
+    assert [g.name for g in report.gmm_systems(cfg, paths)] == ["gmm"]  # no align/mono/final.mdl yet
+    (paths.mono_dir).mkdir(parents=True)
+    (paths.mono_dir / "final.mdl").write_text("")
+    systems = report.gmm_systems(cfg, paths)
+    assert [(g.name, g.context, g.graph_dir) for g in systems] == [
+        ("gmm", "triphone", paths.graph), ("gmm_mono", "monophone", paths.graph / "mono")]
+    off = load_config("smoke", {"decode.gmm_monophone": "false"})
+    assert [g.name for g in report.gmm_systems(off, paths)] == ["gmm"]
