@@ -50,7 +50,7 @@ log = logging.getLogger(__name__)
 
 SUBSETS = {"train": "train-synth", "dev": "dev-synth", "test": "test-synth"}
 SAMPLE_RATE = 16000
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 MARKER_NAME = "SYNTHETIC.json"
 LM_TEXT_NAME = "lm-text.txt"
 SPEAKERS_NAME = "SPEAKERS.TXT"
@@ -92,8 +92,11 @@ ESPEAK_BASES = ("en-us", "en-gb", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbcla
 ESPEAK_VARIANTS = {
     "M": ("m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "adam", "david", "edward", "john", "paul",
           "robert", "max", "benjamin"),
-    "F": ("f1", "f2", "f3", "f4", "f5", "Annie", "aunty", "belinda", "linda", "steph", "Andrea", "Alicia"),
+    "F": ("f1", "f2", "f3", "f4", "f5", "Annie", "aunty", "belinda", "linda", "steph", "Andrea"),
 }
+# Not used: "Alicia" (voicing 38, unvoiced consonants at 20 %, echo 40 ms at 50 %: a near-whispered,
+# echoing voice unlike any other). As a held-out test voice of a v3 corpus every system read it
+# at ~66 % WER (the other five test voices: 0-6 %), so the test WER measured that one voice.
 # flite voice families: (voice, F0 target range in Hz or None for the voice's own, sox shift range in cents)
 FLITE_FAMILIES = {
     "M": (("kal16", (85, 130), (-100, 100)), ("awb", (95, 140), (-100, 100)), ("rms", None, (-150, 150)),
