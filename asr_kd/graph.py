@@ -188,11 +188,13 @@ def graph_key(files: Iterable[str | Path], self_loop_scale: float, transition_sc
     }
 
 
-def make_graph(inputs: GraphInputs, arpa: Path, out_dir: Path, key_files: Iterable[str | Path]) -> dict[str, Any]:
+def make_graph(inputs: GraphInputs, arpa: Path, out_dir: Path, key_files: Iterable[str | Path],
+               g_fst: Path | None = None) -> dict[str, Any]:
     """Write ``G.fst``, ``HCLG.fst`` and ``graph_info.json`` under ``out_dir`` unless cached there.
 
     ``key_files`` are the files the in-memory inputs came from (L_disambig.fst, tree, model); with
-    the ARPA file they form the cache key. Returns the graph info (sizes, build time, cached flag).
+    the ARPA file they form the cache key. ``g_fst``: a G.fst already compiled from ``arpa`` (read
+    instead of compiling the LM again). Returns the graph info (sizes, build time, cached flag).
     """
     out_dir = Path(out_dir)
     key = graph_key([*key_files, arpa], inputs.self_loop_scale, inputs.transition_scale)
@@ -202,7 +204,7 @@ def make_graph(inputs: GraphInputs, arpa: Path, out_dir: Path, key_files: Iterab
         if old.get("key") == key:
             log.info("HCLG in %s is up to date (same lang, tree, model and LM): reusing it", out_dir)
             return {**old, "cached": True}
-    g = compile_g(arpa, inputs.words_txt)
+    g = kaldifst.StdVectorFst.read(str(g_fst)) if g_fst else compile_g(arpa, inputs.words_txt)
     hclg, info = build_hclg(inputs, g)
     with atomic_path(out_dir / "G.fst") as tmp:
         g.write(str(tmp))
@@ -316,7 +318,7 @@ def run_graph_stage(cfg: Any, paths: Any) -> dict[str, Any]:
         mono = load_model(paths.mono_dir)
         mono_inputs = dataclasses.replace(inputs, trans_model=mono.trans_model, ctx_dep=mono.ctx_dep)
         mono_keys = [lang.l_disambig_fst_path, paths.mono_dir / TREE_FILE, paths.mono_dir / MODEL_FILE]
-        mono_info = make_graph(mono_inputs, paths.lm_arpa, paths.mono_graph, mono_keys)
+        mono_info = make_graph(mono_inputs, paths.lm_arpa, paths.mono_graph, mono_keys, g_fst=paths.graph / "G.fst")
         summary["monophone"] = {k: mono_info[k] for k in ("HCLG", "context_width", "build_s", "cached")
                                 if k in mono_info} | {"num_pdfs": int(mono.trans_model.num_pdfs)}
     return summary

@@ -82,3 +82,13 @@ def test_replace_ilabels_by_epsilon_keeps_weights_and_other_arcs() -> None:
     assert graph.replace_ilabels_by_epsilon(fst, [9]) == 1
     arcs = sorted((x.ilabel, x.olabel, x.weight.value) for x in kaldifst.ArcIterator(fst, a))
     assert arcs == [(0, 2, 1.5), (5, 1, 0.5)]
+
+
+def test_graph_from_an_already_compiled_g_equals_one_from_the_arpa(built) -> None:
+    """The monophone graph reuses the main graph's G.fst instead of compiling the LM again."""
+    root, lang, inputs, _ = built
+    from_g = graph.make_graph(inputs, root / "lm.arpa", root / "graph-from-g", [lang.words_txt],
+                              g_fst=root / "graph" / "G.fst")
+    assert from_g["cached"] is False
+    assert _arcs(kaldifst.StdVectorFst.read(str(root / "graph-from-g" / "HCLG.fst"))) == \
+        _arcs(kaldifst.StdVectorFst.read(str(root / "graph" / "HCLG.fst")))
