@@ -252,18 +252,24 @@ def gmm_systems(cfg: RecipeConfig, paths: RunPaths) -> list[GmmSystem]:
     return out
 
 
-def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: Decoder, dev: SplitData,
-                      test: SplitData, scales: Sequence[float], num_jobs: int) -> dict[str, Any]:
-    """One GMM-HMM of the align stage through its graph, on its own (MFCC + deltas) features."""
+def gmm_eval_features(paths: RunPaths, dev: SplitData, test: SplitData) -> dict[str, np.ndarray]:
+    """utt -> the GMMs' features (MFCC + deltas, per-speaker CMN) of the dev and test utterances."""
     from asr_kd.align.feats import gmm_features, read_mfcc
 
     feats: dict[str, np.ndarray] = {}
     for data in (dev, test):
         raw, missing = read_mfcc(paths.mfcc_scp(data.split), data.utts)
         if missing:
-            log.warning("%s: %d %s utterances have no MFCCs (e.g. %s)", system.name, len(missing), data.split,
-                        missing[0])
+            log.warning("GMM decoding: %d %s utterances have no MFCCs (e.g. %s); they count as empty "
+                        "hypotheses", len(missing), data.split, missing[0])
         feats.update(gmm_features(raw, {u: _speaker_of(paths, data.split, u) for u in raw}))
+    return feats
+
+
+def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: Decoder, dev: SplitData,
+                      test: SplitData, feats: dict[str, np.ndarray], scales: Sequence[float],
+                      num_jobs: int) -> dict[str, Any]:
+    """One GMM-HMM of the align stage through its graph, on its own features (:func:`gmm_eval_features`)."""
 
     def decode(utt: str, scale: float) -> Hypothesis:
         return decoder.decode_gmm(utt, model.am, feats[utt], scale)
@@ -373,10 +379,11 @@ def run_decode_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         fn, params = posterior_fn(system, cfg)
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
                                           cfg.decode.num_jobs, params)
+    gmm_feats = gmm_eval_features(paths, dev, test)
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
         gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
-        results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test,
+        results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
                                              cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
     return {
         "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
