@@ -23,6 +23,7 @@ from asr_kd.config import (
     parse_set_args,
     to_dict,
 )
+from asr_kd.envcheck import check_environment
 from asr_kd.fileio import read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.stages import Stage, StageError, StageRunner, global_rank
@@ -250,6 +251,11 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(marker["summary"], indent=2))
         return 0
 
+    problems = check_environment()
+    for problem in problems:
+        print(problem.line(), file=sys.stderr)
+    if any(p.fatal for p in problems):
+        return 3
     if global_rank() == 0:
         _write_run_config(cfg, paths)
     try:
