@@ -197,13 +197,15 @@ def shard_datamodule(
     *,
     subset_fraction: float = 1.0,
     subset_seed: int = 0,
+    subset_unit: str = "utterances",
     return_ids: bool = False,
 ) -> FrameDataModule:
     """Train / dev / test window datasets over the ``shards`` stage's output.
 
     Corpora with at most ``train.in_memory_max_frames`` training frames are loaded into memory
     (``InMemoryWindows``); larger ones are streamed (``FrameWindowDataset``). The training set
-    (optionally a ``subset_fraction`` of its utterances, chosen by ``subset_seed``) gives every
+    (optionally a ``subset_fraction`` of its utterances, or of every utterance's windows with
+    ``subset_unit="frames"``, chosen by ``subset_seed``) gives every
     DDP rank the same number of batches; dev and test are split over ranks unpadded.
     ``return_ids`` makes the in-memory training set add window ids to its batches (for a cache
     of the ensemble's soft targets); it needs the in-memory path.
@@ -221,7 +223,8 @@ def shard_datamodule(
                   seed=train.seed, shuffle_buffer_utts=train.shuffle_buffer_utts)
 
     def make(split: str, *, shuffle: bool, equal: bool = False, single: bool = False) -> Dataset:
-        subset = dict(subset_fraction=subset_fraction, subset_seed=subset_seed) if split == "train" else {}
+        subset = (dict(subset_fraction=subset_fraction, subset_seed=subset_seed, subset_unit=subset_unit)
+                  if split == "train" else {})
         rank_world = dict(rank=0, world_size=1) if single else {}
         if in_memory:
             ids = dict(return_ids=True) if return_ids and split == "train" and not single else {}

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.models import StackedDNN, load_model
+from asr_kd.precision import inference_autocast
 from asr_kd.progress import progress
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ def utterance_log_posteriors(
     right: int = 5,
     T: float = 1.0,
     batch_frames: int = 4096,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Per-frame log p(state | window) for one utterance: feats (T_frames, 40) -> (T_frames, N).
 
@@ -137,8 +139,9 @@ def utterance_log_posteriors(
     device = next(model.parameters()).device
     feats = torch.as_tensor(feats, dtype=torch.float32)
     windows = utterance_windows(feats, left=left, right=right)  # (T_frames, 26, 40)
-    out = [log_posteriors(model, windows[i : i + batch_frames].to(device), T).cpu()
-           for i in range(0, windows.shape[0], batch_frames)]
+    with inference_autocast(device, precision):
+        out = [log_posteriors(model, windows[i : i + batch_frames].to(device), T).float().cpu()
+               for i in range(0, windows.shape[0], batch_frames)]
     model.train(was_training)
     return torch.cat(out)  # (T_frames, N)
 
@@ -150,6 +153,7 @@ def frame_accuracy(
     device: str | torch.device = "cpu",
     max_frames: int = 0,
     desc: str = "frame accuracy",
+    precision: str = "auto",
 ) -> dict[str, float | int | list[float]]:
     """Frame accuracy over (x (B, 26, 40), y (B,)) batches.
 
@@ -164,7 +168,8 @@ def frame_accuracy(
     frames = 0
     for batch in progress(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
         x, y = batch[0].to(device), batch[1].to(device)  # (B, 26, 40), (B,); window ids ignored
-        out = model(x)  # (B, N) or (K, B, N)
+        with inference_autocast(device, precision):
+            out = model(x).float()  # (B, N) or (K, B, N)
         if out.dim() == 3:
             mean = model.mean if isinstance(model, Ensemble) else "arithmetic"
             pred = ensemble_log_probs(out, 1.0, mean).argmax(-1)  # (B,)
@@ -194,6 +199,7 @@ def cache_targets(
     temperatures: Sequence[float],
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float16,
+    precision: str = "auto",
 ) -> dict[float, torch.Tensor]:
     """The ensemble's tempered soft targets for every window, computed in one pass for all T.
 
@@ -206,7 +212,8 @@ def cache_targets(
     out = {float(T): torch.empty(num_windows, n, dtype=dtype) for T in temperatures}
     seen = 0
     for ids, x in progress(windows, desc="ensemble targets", unit="batch", leave=False, mininterval=5.0):
-        logits = ensemble(x.to(device))  # (K, B, N)
+        with inference_autocast(device, precision):
+            logits = ensemble(x.to(device)).float()  # (K, B, N)
         for T, table in out.items():
             table[ids] = ensemble_probs(logits, T, ensemble.mean).to("cpu", dtype)  # (B, N)
         seen += int(ids.numel())

@@ -355,7 +355,8 @@ def posterior_fn(system: System, cfg: RecipeConfig) -> tuple[PosteriorFn, int]:
     left, right = cfg.model.left_context, cfg.model.right_context
 
     def fn(feats: np.ndarray) -> np.ndarray:
-        lp = utterance_log_posteriors(model, torch.from_numpy(np.asarray(feats, np.float32)), left, right)
+        lp = utterance_log_posteriors(model, torch.from_numpy(np.asarray(feats, np.float32)), left, right,
+                                      precision=cfg.train.precision)
         return lp.numpy()  # (T, N)
 
     return fn, params

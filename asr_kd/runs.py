@@ -33,7 +33,7 @@ from asr_kd.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
 from asr_kd.stages import StageError, StageIncomplete, global_rank
 from asr_kd.systems import DistillSystem, TeacherSystem
-from asr_kd.train import train_run
+from asr_kd.train import run_finished, train_run
 from asr_kd.windows import InMemoryWindows
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ def _train_one_teacher(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, 
 def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int) -> None:
     """All K teachers in one batched model; then each member goes to its teacher directory."""
     seeds = teacher_seeds(cfg)
-    pending = [k for k in range(len(seeds)) if not TrainRunDir(paths.teacher_dir(k)).done.exists()]
+    pending = [k for k, seed in enumerate(seeds)
+               if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed))]
     if not pending:
         return
     model = StackedDNN(seeds, **arch(cfg, pdfs))
@@ -156,7 +157,8 @@ def stage_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     else:
         for k in ([only] if only >= 0 else range(K)):
             _train_one_teacher(cfg, paths, dm, k, pdfs)
-    missing = [k for k in range(K) if not TrainRunDir(paths.teacher_dir(k)).done.exists()]
+    missing = [k for k, seed in enumerate(teacher_seeds(cfg))
+               if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed))]
     if missing:
         raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
                               f"is complete once all {K} are: run the other teachers.only tasks, or the "
@@ -198,7 +200,8 @@ def stage_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     dm = shard_datamodule(paths, cfg.model, cfg.train)
     summary: dict[str, Any] = {"num_teachers": ens.num_members, "mean": ens.mean}
     for split in ("dev", "test"):
-        res = frame_accuracy(ens, dm.eval_loader(split), device=_device(), desc=f"ensemble {split}")
+        res = frame_accuracy(ens, dm.eval_loader(split), device=_device(), desc=f"ensemble {split}",
+                             precision=cfg.train.precision)
         members = res["member_frame_acc"]
         summary[split] = {
             "frame_acc": res["frame_acc"], "frames": res["frames"],
@@ -221,6 +224,11 @@ def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
                         "teachers": to_dict(cfg.teachers), "data": data_key(paths), **extra})
 
 
+def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logits: bool = False,
+                 subset: bool = False) -> str:
+    return _distill_key(cfg, paths, T=T, matching=matching_logits, subset=subset)
+
+
 def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
                   temperatures: Sequence[float]) -> dict[float, torch.Tensor]:
     """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
@@ -231,7 +239,8 @@ def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
     log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",
              n, ens.num_pdfs, k, n * ens.num_pdfs * k * 2 / 1e9)
     device = _device()
-    cache = cache_targets(ens.to(device), ds.ordered_windows(4096), n, temperatures, device=device)
+    cache = cache_targets(ens.to(device), ds.ordered_windows(4096), n, temperatures, device=device,
+                          precision=cfg.train.precision)
     ens.to("cpu")
     return cache
 
@@ -244,8 +253,9 @@ def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: E
     system = DistillSystem(student, ens, cfg.train, T=T, hard_weight=cfg.distill.hard_weight,
                            matching_logits=matching_logits, cached_targets=cached,
                            max_epochs=max_epochs or cfg.train.max_epochs, run_config=to_dict(cfg))
-    key = _distill_key(cfg, paths, T=T, matching=matching_logits, subset=subset)
+    key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
     return train_run(system, dm, cfg.train, run_dir, key=key, max_epochs=max_epochs or cfg.train.max_epochs,
+                     early_stopping_patience=cfg.train.early_stopping_patience,
                      model_extra={"T": T, "hard_weight": cfg.distill.hard_weight})
 
 
@@ -270,7 +280,7 @@ def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     ens = load_ensemble(cfg, paths)
     pdfs = ens.num_pdfs
     full = shard_datamodule(paths, cfg.model, cfg.train, return_ids=d.cache_targets)
-    todo = [T for T in d.temperatures if not TrainRunDir(paths.student_dir(T)).done.exists()]
+    todo = [T for T in d.temperatures if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T))]
     cache = _target_cache(cfg, ens, full, todo) if d.cache_targets and todo else {}
     students = []
     for T in d.temperatures:
@@ -299,12 +309,12 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),
                             max_epochs=cfg.train.max_epochs, patience=cfg.train.early_stopping_patience, subset=False)
     sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
-                           return_ids=d.cache_targets)
+                           subset_unit=d.subset_unit, return_ids=d.cache_targets)
     base3 = _hard_run(cfg, paths, sub, pdfs, paths.table5_dir("baseline_3"), max_epochs=epochs,
                       patience=d.subset_early_stopping_patience, subset=True)
     T = d.subset_temperature or max(students, key=lambda s: s["dev"]["frame_acc"])["T"]
     cached = None
-    if d.cache_targets and not TrainRunDir(paths.table5_dir("soft_3")).done.exists():
+    if d.cache_targets and not run_finished(paths.table5_dir("soft_3"), _student_key(cfg, paths, T, subset=True)):
         cached = _target_cache(cfg, ens, sub, [T])[float(T)]
     soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True,
                          cached=cached)

@@ -11,7 +11,9 @@ Learning-rate schedules (``train.lr_schedule``), always after a linear warm-up o
   Adam needs no per-corpus tuning of the step size, which suits the short CPU presets.
 * ``newbob`` (paper preset, with SGD + momentum): the classic hybrid-DNN schedule (Kaldi nnet1,
   the paper's era): keep the rate while the dev frame accuracy improves by at least
-  ``train.newbob_threshold`` per epoch, then halve it every epoch.
+  ``train.newbob_threshold`` per epoch, then halve it every epoch; with
+  ``train.newbob_stop_threshold`` > 0 the run ends (converged) once an epoch after halving began
+  gains less than that (Kaldi nnet1's ``end_halving_impr``), capped by ``max_epochs``.
 * ``constant``.
 """
 
@@ -92,13 +94,17 @@ class FrameSystem(L.LightningModule):
         for group in self.optimizers().param_groups:
             group["lr"] = lr
 
-    def _newbob_update(self, dev_acc: float) -> None:
+    def _newbob_update(self, dev_acc: float) -> bool:
+        """Halve the rate once dev stops improving by ``newbob_threshold``; True = converged (stop)."""
         nb = self.newbob
-        if nb["best"] >= 0 and dev_acc - nb["best"] < self.optim.newbob_threshold:
+        gain = dev_acc - nb["best"] if nb["best"] >= 0 else math.inf
+        stop = nb["halving"] and self.optim.newbob_stop_threshold > 0 and gain < self.optim.newbob_stop_threshold
+        if gain < self.optim.newbob_threshold:
             nb["halving"] = True
         if nb["halving"]:
             nb["scale"] *= 0.5
         nb["best"] = max(nb["best"], dev_acc)
+        return stop
 
     # -- training bookkeeping ----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -151,8 +157,10 @@ class FrameSystem(L.LightningModule):
         if len(member_acc) > 1:
             row["dev_member_frame_acc"] = member_acc
         self.history = [h for h in self.history if h["epoch"] != self.current_epoch] + [row]
-        if self.optim.lr_schedule == "newbob":
-            self._newbob_update(dev_acc)
+        if self.optim.lr_schedule == "newbob" and self._newbob_update(dev_acc):
+            log.info("epoch %d: dev frame acc gained < %g after halving: converged, stopping", self.current_epoch,
+                     self.optim.newbob_stop_threshold)
+            self.trainer.should_stop = True
         log.info("epoch %d: train loss %.4f, dev frame acc %.4f", self.current_epoch, row["train_loss"], dev_acc)
 
     # -- checkpoints ---------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from asr_kd.ensemble import frame_accuracy
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.models import AcousticDNN, StackedDNN, count_parameters, save_model
 from asr_kd.paths import TrainRunDir
+from asr_kd.precision import resolve_precision
 from asr_kd.progress import lightning_callbacks
 from asr_kd.stages import global_rank
 from asr_kd.systems import MONITOR, FrameSystem
@@ -93,7 +94,7 @@ def build_trainer(
         devices=parse_devices(train.devices),
         num_nodes=train.num_nodes,
         strategy=train.strategy,
-        precision=train.precision,
+        precision=resolve_precision(train.precision, train.accelerator),
         max_epochs=max_epochs,
         default_root_dir=str(run.root),
         logger=make_loggers(run),
@@ -121,12 +122,24 @@ def load_system_weights(system: FrameSystem, ckpt: Path) -> dict[str, Any]:
     return blob.get("asr_kd", {})
 
 
+def run_finished(run_dir: Path, key: str) -> bool:
+    """The one rule for "this run is done": finished (done marker, metrics) with this key.
+
+    Every caller that plans work (which students need cached targets, which teachers a stacked
+    run must train) asks this, so planning and ``train_run`` never disagree.
+    """
+    run = TrainRunDir(run_dir)
+    key_file = run.root / "RUN_KEY.json"
+    return (run.done.exists() and run.metrics.exists() and key_file.exists()
+            and read_json(key_file).get("key") == key)
+
+
 def _prepare_run_dir(run: TrainRunDir, key: str) -> dict[str, Any] | None:
     """Return the finished run's metrics if its key matches; rank 0 clears a run with another key."""
     key_file = run.root / "RUN_KEY.json"
-    same = key_file.exists() and read_json(key_file).get("key") == key
-    if same and run.done.exists() and run.metrics.exists():
+    if run_finished(run.root, key):
         return read_json(run.metrics)
+    same = key_file.exists() and read_json(key_file).get("key") == key
     if global_rank() == 0:
         if key_file.exists() and not same:
             log.warning("%s holds a run with other settings; clearing it", run.root)
@@ -187,12 +200,13 @@ def _finish(system: FrameSystem, data: FrameDataModule, trainer: L.Trainer, run:
     model.to(device)
     metrics: dict[str, Any] = {"best_checkpoint": best.name, "best_epoch": extras.get("metrics", {}).get("epoch"),
                                "epochs": len(final_history), "history": final_history,
-                               "wall_time_s": round(wall, 2)}
+                               "precision": trainer.precision, "wall_time_s": round(wall, 2)}
     for split in ("dev", "test", "train"):
         if split == "test" and data.test_set is None:
             continue
         cap = train.eval_max_frames if split == "train" else 0
-        res = frame_accuracy(model, data.eval_loader(split), device=device, max_frames=cap, desc=f"{split} frame acc")
+        res = frame_accuracy(model, data.eval_loader(split), device=device, max_frames=cap, desc=f"{split} frame acc",
+                             precision=train.precision)
         if "member_frame_acc" in res:
             metrics[f"{split}_frame_acc"] = res["member_frame_acc"]
             metrics[f"{split}_ensemble_frame_acc"] = res["frame_acc"]

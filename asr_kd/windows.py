@@ -41,7 +41,8 @@ import logging
 import math
 import os
 import tarfile
-from collections.abc import Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,6 +189,19 @@ def _scan_shard(url: str) -> list[tuple[str, int]]:
     return [(r.id, r.feats.shape[0]) for r in _iter_shard(url, float32=False)]
 
 
+SUBSET_UNITS = ("utterances", "frames")
+
+
+def frame_subset_mask(key: str, num_frames: int, fraction: float, seed: int) -> np.ndarray:
+    """(T,) bool: which windows of utterance ``key`` a ``fraction``-of-frames subset keeps.
+
+    Each window is kept with probability ``fraction``, drawn from ``(seed, crc32(key))``: the
+    same windows on every rank, worker and epoch, whatever order the utterances are read in.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(key.encode("utf-8"))])
+    return rng.random(num_frames) < fraction
+
+
 def subset_positions(num_utts: int, fraction: float, seed: int) -> np.ndarray:
     """Sorted positions of ``round(fraction * num_utts)`` (at least 1) utterances chosen by ``seed``."""
     if not 0.0 < fraction <= 1.0:
@@ -278,21 +292,28 @@ class FrameBlock:
 
 
 def make_block(records: Sequence[UttRecord], left: int, right: int, require_labels: bool = True,
-               dtype: torch.dtype | None = None) -> FrameBlock:
-    """Concatenate the records' padded frames (cast to ``dtype`` if given); one window per frame."""
+               dtype: torch.dtype | None = None,
+               keep: Callable[[str, int], np.ndarray] | None = None) -> FrameBlock:
+    """Concatenate the records' padded frames (cast to ``dtype`` if given); one window per frame,
+    or per frame that ``keep(key, T)`` marks (a frame subset; the context frames stay whole)."""
     padded, starts, labels, offset = [], [], [], 0
     for r in records:
         feats = torch.from_numpy(r.feats)  # (T, D)
         t = feats.shape[0]
         padded.append(pad_edges(feats, left, right))  # (T + L + R, D)
-        starts.append(torch.arange(offset, offset + t))  # window of frame j starts at padded row j
         if r.labels is None:
             if require_labels:
                 raise ValueError(f"utterance {r.id} has no labels; the split's shards were written "
                                  "without alignments (run the align stage, then the shards stage)")
-            labels.append(torch.full((t,), -1, dtype=torch.int64))
+            lab = torch.full((t,), -1, dtype=torch.int64)
         else:
-            labels.append(torch.from_numpy(r.labels))
+            lab = torch.from_numpy(r.labels)
+        start = torch.arange(offset, offset + t)  # window of frame j starts at padded row j
+        if keep is not None:
+            mask = torch.from_numpy(keep(sample_key(r.id), t))  # (T,) bool
+            start, lab = start[mask], lab[mask]
+        starts.append(start)
+        labels.append(lab)
         offset += t + left + right
     frames = torch.cat(padded)  # (sum(T_i + L + R), D)
     return FrameBlock(frames if dtype is None else frames.to(dtype), torch.cat(starts), torch.cat(labels))
@@ -357,7 +378,7 @@ class _WindowsBase:
     def __init__(self, urls: list[str], *, left: int, right: int, batch_size: int, shuffle: bool,
                  shuffle_buffer_utts: int, seed: int, subset_fraction: float, subset_seed: int,
                  drop_last: bool, equal_batches_per_rank: bool, num_workers: int,
-                 rank: int | None, world_size: int | None) -> None:
+                 rank: int | None, world_size: int | None, subset_unit: str = "utterances") -> None:
         if not urls:
             raise ValueError("no shards given; run the shards stage or check the index")
         if batch_size < 1 or shuffle_buffer_utts < 1 or left < 0 or right < 0 or num_workers < 0:
@@ -367,11 +388,30 @@ class _WindowsBase:
         self.drop_last, self.equal_batches_per_rank = drop_last, equal_batches_per_rank
         self.num_workers = num_workers
         self._rank, self._world = rank, world_size
+        if subset_unit not in SUBSET_UNITS:
+            raise ValueError(f"subset_unit must be one of {SUBSET_UNITS}, got {subset_unit!r}")
         full = utterance_table(urls)
-        self.subset = subset_positions(len(full), subset_fraction, subset_seed)
-        self.table = full.select(self.subset)
         self.total_utterances = len(full)
+        self.subset_fraction, self.subset_seed = subset_fraction, subset_seed
+        self.frame_subset = subset_unit == "frames" and subset_fraction < 1.0
+        if self.frame_subset:
+            # Every utterance, a fraction of its windows: the table counts the kept windows.
+            kept = np.asarray([int(self._frame_mask(k, int(n)).sum()) for k, n in zip(full.keys, full.frames)],
+                              dtype=np.int64)
+            full = UttTable(full.urls, full.shard, full.keys, kept)
+            self.subset = np.flatnonzero(kept > 0)
+        else:
+            self.subset = subset_positions(len(full), subset_fraction, subset_seed)
+        self.table = full.select(self.subset)
         self.epoch = 0
+
+    def _frame_mask(self, key: str, num_frames: int) -> np.ndarray:
+        return frame_subset_mask(key, num_frames, self.subset_fraction, self.subset_seed)
+
+    @property
+    def keep(self) -> Callable[[str, int], np.ndarray] | None:
+        """The window filter of a frame subset (``make_block(keep=...)``), None for whole utterances."""
+        return self._frame_mask if self.frame_subset else None
 
     @property
     def window(self) -> int:
@@ -437,12 +477,12 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
                  shuffle: bool = True, shuffle_buffer_utts: int = 200, seed: int = 0,
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, num_workers: int = 0,
-                 rank: int | None = None, world_size: int | None = None) -> None:
+                 rank: int | None = None, world_size: int | None = None, subset_unit: str = "utterances") -> None:
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=num_workers,
-                         rank=rank, world_size=world_size)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit)
 
     def _part(self) -> int:
         info = get_worker_info()
@@ -478,7 +518,7 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
 
     def _block(self, records: list[UttRecord], rng: np.random.Generator) -> FrameBlock:
         # float32 blocks: gathering float32 rows is faster than gathering float16 and casting.
-        block = make_block(records, self.left, self.right, dtype=torch.float32)
+        block = make_block(records, self.left, self.right, dtype=torch.float32, keep=self.keep)
         return shuffled(block, rng) if self.shuffle else block
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -508,13 +548,13 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                  shuffle: bool = True, shuffle_buffer_utts: int = 200, seed: int = 0,
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, rank: int | None = None,
-                 world_size: int | None = None, return_ids: bool = False) -> None:
+                 world_size: int | None = None, return_ids: bool = False, subset_unit: str = "utterances") -> None:
         self.return_ids = return_ids
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=0,
-                         rank=rank, world_size=world_size)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit)
         self.block = self._load()
         # Row of each table utterance's first window start in self.block.starts.
         self.first_window = np.concatenate([[0], np.cumsum(self.table.frames)[:-1]]).astype(np.int64)
@@ -545,7 +585,7 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
         if missing:
             raise ValueError(f"utterances listed in the index are missing from the shards: {missing[:5]}; "
                              "re-run the shards stage")
-        return make_block([records[k] for k in self.table.keys], self.left, self.right)
+        return make_block([records[k] for k in self.table.keys], self.left, self.right, keep=self.keep)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if get_worker_info() is not None:

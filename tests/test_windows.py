@@ -189,3 +189,28 @@ def test_more_parts_than_utterances(urls: list[str]) -> None:
     assert len({v // 1000 for v in seen}) == 3 and max(seen.values()) == 1
     with pytest.raises(ValueError, match="cannot fill 4 ranks x workers"):
         len(FrameWindowDataset(urls, rank=0, world_size=4, equal_batches_per_rank=True, **tiny))
+
+
+def test_frame_subset_spans_every_utterance_and_is_fixed(urls: list[str]) -> None:
+    """subset_unit="frames": a fraction of the windows of (nearly) every utterance, the same
+    windows streamed over 2 ranks x 2 workers, in memory, and in every epoch."""
+    kw = dict(subset_fraction=0.25, subset_seed=3, subset_unit="frames", batch_size=16)
+    mem = InMemoryWindows(urls, shuffle=True, **kw)
+    chosen = Counter(mem.block.labels.tolist())
+    full = all_frame_ids(urls)
+    assert max(chosen.values()) == 1 and set(chosen) <= set(full)
+    assert 0.18 < len(chosen) / len(full) < 0.32
+    assert len({i // 1000 for i in chosen}) >= NUM_UTTS - 2  # spread over the utterances
+    assert mem.total_frames == len(chosen)
+    for epoch in (0, 1):
+        streamed = Counter()
+        for rank in range(2):
+            ds = FrameWindowDataset(urls, rank=rank, world_size=2, num_workers=2, shuffle=True, **kw)
+            ds.set_epoch(epoch)
+            for _, y in collect(ds, num_workers=2)[0]:
+                streamed.update(y.tolist())
+        assert streamed == chosen
+    again = InMemoryWindows(urls, shuffle=False, **kw)
+    assert Counter(again.block.labels.tolist()) == chosen
+    other = InMemoryWindows(urls, shuffle=False, **{**kw, "subset_seed": 4})
+    assert Counter(other.block.labels.tolist()) != chosen

@@ -149,3 +149,20 @@ def test_killed_teachers_stage_resumes_to_the_same_report(smoke_run, smoke_corpu
     for key in want:
         tol = 0.02 if key[1].startswith("wer") else 2e-3
         assert got[key] == pytest.approx(want[key], abs=tol), key
+
+
+def test_changed_training_key_retrains_students_with_cached_targets(smoke_run, smoke_corpus, tmp_path):
+    """Issue 19: a forced distill after a training change must rebuild the target cache, not crash."""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for stage in STAGES[:8]:  # a finished run up to and including distill
+        shutil.copytree(smoke_run / stage, exp / stage, symlinks=True)
+    shutil.copy(smoke_run / "config.json", exp / "config.json")
+    res = recipe(*smoke_args(smoke_corpus, exp), "--stage", "distill", "--stop-stage", "distill",
+                 "--force", "distill", "--set", "train.max_epochs=2", "--set", "distill.baseline_100=train",
+                 timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "caching the ensemble's soft targets" in res.stderr
+    distill = show(smoke_corpus, exp, "distill")
+    assert [s["epochs"] for s in distill["students"]] == [2, 2]
+    assert distill["table5"][0]["source"] == "hard-target run" and distill["table5"][0]["epochs"] == 2
