@@ -164,6 +164,10 @@ class RunPaths:
         """hyp.txt, per_utt, wer, wer.json of one system on one split."""
         return self.stage_dir("decode") / system / split
 
+    def decode_utt_counts(self, system: str) -> Path:
+        """Per test utterance: word errors, reference words, frame hits, frames (asr_kd.stats)."""
+        return self.decode_dir(system, "test") / "utt_stats.json"
+
     def decode_summary(self, system: str) -> Path:
         """One system's decoding summary: dev WER per acoustic scale, chosen scale, test WER, frame accuracy."""
         return self.stage_dir("decode") / system / "summary.json"

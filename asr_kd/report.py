@@ -30,7 +30,7 @@ import multiprocessing as mp
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,7 @@ from asr_kd.fileio import read_json, write_json, write_text
 from asr_kd.paths import RunPaths, TrainRunDir
 from asr_kd.progress import progress
 from asr_kd.scoring import score, write_scoring
+from asr_kd.stats import Bootstrap, UttCounts, interval, mean_over, paired_test, ratio_of_gains
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,7 @@ class SplitResult:
     hyps: dict[float, list[Hypothesis]]
     hits: int = 0
     frames: int = 0  # frames with labels (for frame accuracy)
+    utt_frames: dict[str, tuple[int, int]] = field(default_factory=dict)  # utt -> (hits, frames)
     forward_s: float = 0.0
     search_s: float = 0.0
 
@@ -175,8 +177,10 @@ def run_split(name: str, decoder: Decoder, data: SplitData, post_fn: PosteriorFn
         res.forward_s += time.time() - t0
         for u, lp in lps.items():
             if u in data.labels and len(data.labels[u]) == len(lp):
-                res.hits += int((lp.argmax(axis=1) == data.labels[u]).sum())
+                hits = int((lp.argmax(axis=1) == data.labels[u]).sum())
+                res.hits += hits
                 res.frames += len(lp)
+                res.utt_frames[u] = (hits, len(lp))
         t0 = time.time()
         items = [(u, hybrid_scores(lps[u], log_prior, decoder.tid_pdf, s)) for s in scales for u in chunk]
         hyps = search_all(decoder, items, num_jobs)
@@ -224,10 +228,22 @@ def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decode
                             test_res.search_s)
     summary.update(kind="dnn", frame_acc=test_res.frame_acc, dev_frame_acc=dev_res.frame_acc, params=params,
                    forward_s=round(dev_res.forward_s + test_res.forward_s, 2))
+    write_utt_counts(paths, name, test, test_res.hyps[scale], test_res.utt_frames)
     write_json(paths.decode_summary(name), summary)
     log.info("%s: test frame acc %s, test WER %.2f%% (scale %g)", name, _pct(summary["frame_acc"]),
              100 * summary["wer"], scale)
     return summary
+
+
+def write_utt_counts(paths: RunPaths, name: str, test: SplitData, hyps: list[Hypothesis],
+                     utt_frames: dict[str, tuple[int, int]]) -> None:
+    """Per test utterance: word errors, reference words, frame hits and frames (for the bootstrap)."""
+    _, aligned = score(test.refs, {h.utt: h.words for h in hyps})
+    frames = [utt_frames.get(a.utt, (0, 0)) for a in aligned]
+    counts = UttCounts(tuple(a.utt for a in aligned), np.array([a.stats.errors for a in aligned]),
+                       np.array([a.stats.ref_words for a in aligned]), np.array([f[0] for f in frames]),
+                       np.array([f[1] for f in frames]))
+    write_json(paths.decode_utt_counts(name), counts.to_json())
 
 
 @dataclass(frozen=True)
@@ -288,6 +304,7 @@ def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: D
     summary.update(kind="gmm", context=system.context, num_pdfs=int(model.num_pdfs),
                    num_gaussians=int(model.num_gauss), frame_acc=None,
                    params=int(model.num_gauss) * (2 * model.dim + 1))
+    write_utt_counts(paths, system.name, test, test_hyps, {})
     write_json(paths.decode_summary(system.name), summary)
     log.info("%s (%s, %d pdfs): test WER %.2f%% (scale %g)", system.name, system.context, model.num_pdfs,
              100 * summary["wer"], scale)
@@ -406,6 +423,13 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _ci(ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
+    """" [low, high]" for an interval (in percent by default), "" when there is none."""
+    if not ci or any(math.isnan(v) for v in ci):
+        return ""
+    return f" [{scale * ci[0]:.{digits}f}, {scale * ci[1]:.{digits}f}]"
+
+
 def _read_summary(paths: RunPaths, name: str) -> dict[str, Any] | None:
     p = paths.decode_summary(name)
     return read_json(p) if p.exists() else None
@@ -426,7 +450,8 @@ def table1_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     teachers = [s for k in range(cfg.teachers.num_teachers) if (s := _read_summary(paths, f"teacher-{k}"))]
     t0 = _read_summary(paths, "teacher-0")
     if t0:
-        rows.append({"system": "baseline", "frame_acc": t0["frame_acc"], "wer": t0["wer"], "params": t0["params"]})
+        rows.append({"system": "baseline", "frame_acc": t0["frame_acc"], "wer": t0["wer"], "params": t0["params"],
+                     "dev_frame_acc": t0.get("dev_frame_acc")})
     if teachers:
         accs = [t["frame_acc"] for t in teachers if t["frame_acc"] is not None]
         wers = [t["wer"] for t in teachers]
@@ -439,12 +464,12 @@ def table1_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     ens = _read_summary(paths, "ensemble")
     if ens:
         rows.append({"system": "ensemble", "frame_acc": ens["frame_acc"], "wer": ens["wer"],
-                     "params": ens["params"] * cfg.teachers.num_teachers})
+                     "params": ens["params"] * cfg.teachers.num_teachers, "dev_frame_acc": ens.get("dev_frame_acc")})
     for t in cfg.distill.temperatures:
         s = _read_summary(paths, f"distilled_T{t:g}")
         if s:
             rows.append({"system": f"distilled_T{t:g}", "frame_acc": s["frame_acc"], "wer": s["wer"],
-                         "params": s["params"], "temperature": t})
+                         "params": s["params"], "temperature": t, "dev_frame_acc": s.get("dev_frame_acc")})
     return rows
 
 
@@ -464,6 +489,11 @@ def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     return rows
 
 
+def best_student(students: list[dict[str, Any]]) -> dict[str, Any]:
+    """The student with the best dev frame accuracy (test accuracy only where dev is missing)."""
+    return max(students, key=lambda r: (r.get("dev_frame_acc") is not None, r.get("dev_frame_acc") or r["frame_acc"]))
+
+
 def derived_figures(table1: list[dict[str, Any]], table5: list[dict[str, Any]]) -> dict[str, Any]:
     """Share of the ensemble's frame-accuracy gain the best student keeps; share of the 3% gap recovered."""
     by = {r["system"]: r for r in table1}
@@ -471,7 +501,7 @@ def derived_figures(table1: list[dict[str, Any]], table5: list[dict[str, Any]]) 
     base, ens = by.get("baseline_mean", by.get("baseline")), by.get("ensemble")
     students = [r for r in table1 if r["system"].startswith("distilled_T") and r["frame_acc"] is not None]
     if base and ens and students and base["frame_acc"] is not None and ens["frame_acc"] is not None:
-        best = max(students, key=lambda r: r["frame_acc"])
+        best = best_student(students)
         gain = ens["frame_acc"] - base["frame_acc"]
         out["best_student"] = best["system"]
         out["ensemble_gain"] = gain
@@ -486,6 +516,75 @@ def derived_figures(table1: list[dict[str, Any]], table5: list[dict[str, Any]]) 
             out["gap_recovered"] = (soft - hard) / gap if gap > 0 else None
     out["paper"] = {"gain_kept": (60.8 - 58.9) / (61.1 - 58.9), "gap_recovered": (57.0 - 44.5) / (58.9 - 44.5)}
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Uncertainty: bootstrap over test utterances (asr_kd.stats)
+# ---------------------------------------------------------------------------------------------
+def _decoded_systems(cfg: RecipeConfig, row: dict[str, Any]) -> list[str]:
+    """The decoded system(s) behind a table row (baseline_mean: every teacher)."""
+    name = row["system"]
+    if "decoded_as" in row:
+        return [row["decoded_as"]]
+    if name == "baseline":
+        return ["teacher-0"]
+    if name == "baseline_mean":
+        return [f"teacher-{k}" for k in range(row.get("num_teachers", cfg.teachers.num_teachers))]
+    return [name]
+
+
+def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, Any]],
+                    table5: list[dict[str, Any]], derived: dict[str, Any]) -> None:
+    """Add ``wer_ci`` (and ``frame_acc_ci``) to every row, ``gain_kept_ci``, ``gap_recovered_ci`` and
+    paired tests to ``derived``: one paired bootstrap over the test utterances for all systems."""
+    counts: dict[str, UttCounts] = {}
+    for row in table1 + table5:
+        for name in _decoded_systems(cfg, row):
+            f = paths.decode_utt_counts(name)
+            if name not in counts and f.exists():
+                counts[name] = UttCounts.from_json(read_json(f))
+    if not counts:
+        return
+    utts = sorted(set.intersection(*(set(c.utts) for c in counts.values())))
+    boot = Bootstrap(utts)
+    wer = {n: boot.wer(c.reorder(utts)) for n, c in counts.items()}
+    acc = {n: boot.frame_acc(c.reorder(utts)) for n, c in counts.items()}
+
+    def reps(row: dict[str, Any], table: dict[str, np.ndarray]) -> np.ndarray | None:
+        names = _decoded_systems(cfg, row)
+        return mean_over([table[n] for n in names]) if all(n in table for n in names) else None
+
+    by: dict[str, np.ndarray] = {}  # frame-accuracy replicates per row
+    wer_by: dict[str, np.ndarray] = {}
+    for prefix, rows in (("", table1), ("table5:", table5)):
+        for row in rows:
+            w, a = reps(row, wer), reps(row, acc)
+            row["wer_ci"] = interval(w) if w is not None else None
+            if a is not None and row.get("frame_acc" if not prefix else "test_frame_acc") is not None:
+                row["frame_acc_ci" if not prefix else "test_frame_acc_ci"] = interval(a)
+                by[prefix + row["system"]] = a
+            if w is not None:
+                wer_by[prefix + row["system"]] = w
+    derived["bootstrap"] = {"resamples": int(boot.idx.shape[0]), "test_utterances": len(utts),
+                            "unit": "test utterances, paired across systems; 95 % percentile intervals"}
+    base, ens, best = "baseline_mean", "ensemble", derived.get("best_student")
+    if best and all(k in by for k in (base, ens, best)):
+        derived["gain_kept_ci"] = interval(ratio_of_gains(by[best] - by[base], by[ens] - by[base]))
+    t5 = ["table5:" + n for n in TABLE5_SYSTEMS]
+    if all(k in by for k in t5):
+        full, hard, soft = (by[k] for k in t5)
+        derived["gap_recovered_ci"] = interval(ratio_of_gains(soft - hard, full - hard))
+    tests = {}
+    rows = {r["system"]: r for r in table1}
+    for label, a, b in (("ensemble_vs_mean_teacher", ens, base), ("best_student_vs_mean_teacher", best, base),
+                        ("best_student_vs_baseline", best, "baseline"), ("ensemble_vs_best_student", ens, best)):
+        if a in wer_by and b in wer_by:
+            tests[label] = {"systems": [a, b], "metric": "wer",
+                            **paired_test(wer_by[a], wer_by[b], rows[a]["wer"] - rows[b]["wer"])}
+    derived["paired_tests"] = tests
+    if base in wer_by and rows[base]["wer"]:
+        low, high = interval(wer_by[base])
+        derived["wer_resolution_rel"] = (high - low) / 2.0 / rows[base]["wer"]
 
 
 def corpus_section(paths: RunPaths) -> dict[str, Any]:
@@ -545,6 +644,8 @@ def gmm_rows(paths: RunPaths) -> list[dict[str, Any]]:
 
 def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     table1, table5 = table1_rows(cfg, paths), table5_rows(cfg, paths)
+    derived = derived_figures(table1, table5)
+    add_uncertainty(cfg, paths, table1, table5, derived)
     gmm = _read_summary(paths, "gmm")
     return {
         "units": "fractions (frame_acc and wer in [0, 1]; wer can exceed 1); frame accuracy on the test split",
@@ -552,7 +653,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "table5": table5,
         "gmm": {"wer": gmm["wer"], "acoustic_scale": gmm["acoustic_scale"]} if gmm else None,
         "gmm_systems": gmm_rows(paths),
-        "derived": derived_figures(table1, table5),
+        "derived": derived,
         "corpus": corpus_section(paths),
         "labels": labels_section(paths),
         "graph": _marker_summary(paths, "graph"),
@@ -603,6 +704,11 @@ def validate_report(obj: dict[str, Any]) -> None:
     for row in obj["table5"]:
         if row["system"] not in TABLE5_SYSTEMS:
             raise ReportError(f"table5: unknown system {row['system']!r}")
+    for name in ("table1", "table5"):
+        for row in obj[name]:
+            ci = row.get("wer_ci")
+            if ci is not None and not (isinstance(ci, list) and len(ci) == 2 and ci[0] <= ci[1] + 1e-12):
+                raise ReportError(f"{name} {row['system']}.wer_ci: expected [low, high], got {ci!r}")
     for i, row in enumerate(obj.get("gmm_systems") or []):
         for k in GMM_KEYS:
             if k not in row:
@@ -637,6 +743,8 @@ def render_markdown(report: dict[str, Any]) -> str:
         if r["system"] == "baseline_mean":
             acc += f" ± {100 * r['frame_acc_std']:.1f}"
             wer += f" ± {100 * r['wer_std']:.1f}"
+        acc += _ci(r.get("frame_acc_ci"))
+        wer += _ci(r.get("wer_ci"))
         pa, pw = (f"{paper[0]}%", f"{paper[1]}%") if paper else ("", "")
         lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {pa} | {pw} |")
     share = f"{100 * report.get('subset_fraction', 0.03):g}%"
@@ -645,21 +753,34 @@ def render_markdown(report: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|"]
     for r in report["table5"]:
         p = PAPER_TABLE5[r["system"]]
-        lines.append(f"| {r['system']} | {_pct(r['train_frame_acc'])} | {_pct(r['test_frame_acc'])} | "
-                     f"{_pct(r['wer'])} | {p[0]}% | {p[1]}% |")
+        lines.append(f"| {r['system']} | {_pct(r['train_frame_acc'])} | "
+                     f"{_pct(r['test_frame_acc'])}{_ci(r.get('test_frame_acc_ci'))} | "
+                     f"{_pct(r['wer'])}{_ci(r.get('wer_ci'))} | {p[0]}% | {p[1]}% |")
     d = report.get("derived", {})
     lines += ["", "## Derived figures", ""]
     if d.get("gain_kept") is not None:
-        lines.append(f"- The best student ({d['best_student']}) keeps {100 * d['gain_kept']:.0f}% of the ensemble's "
+        lines.append(f"- The best student on dev ({d['best_student']}) keeps {100 * d['gain_kept']:.0f}%"
+                     f"{_ci(d.get('gain_kept_ci'), digits=0)} of the ensemble's "
                      f"frame-accuracy gain over the mean teacher (paper: {100 * d['paper']['gain_kept']:.0f}%).")
     else:
         lines.append("- Share of the ensemble's gain kept: n/a (the ensemble did not beat the mean teacher, "
                      "or a system is missing).")
     if d.get("gap_recovered") is not None:
-        lines.append(f"- Soft targets recover {100 * d['gap_recovered']:.0f}% of the test-accuracy gap between "
+        lines.append(f"- Soft targets recover {100 * d['gap_recovered']:.0f}%{_ci(d.get('gap_recovered_ci'), digits=0)} "
+                     f"of the test-accuracy gap between "
                      f"3% and 100% of the data (paper: {100 * d['paper']['gap_recovered']:.0f}%).")
     else:
         lines.append("- Share of the 3%-vs-100% gap recovered: n/a.")
+    for name, t in d.get("paired_tests", {}).items():
+        a, b = t["systems"]
+        lines.append(f"- WER {a} - {b}: {100 * t['difference']:+.2f} points{_ci(t['ci'], digits=2)}, "
+                     f"paired bootstrap p = {t['p_value']:.3f}.")
+    if d.get("bootstrap"):
+        bs = d["bootstrap"]
+        res = d.get("wer_resolution_rel")
+        lines.append(f"- Intervals: 95 %, {bs['resamples']} bootstrap resamples of the {bs['test_utterances']} test "
+                     "utterances, paired across systems (test-set noise; the teachers' ± is the spread over seeds)."
+                     + (f" On this test set a WER is known to ±{100 * res:.0f}% relative." if res else ""))
     if report.get("gmm_systems"):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -18,6 +19,16 @@ def _summary(frame_acc: float, wer: float, params: int = 1000) -> dict:
     return {"frame_acc": frame_acc, "wer": wer, "params": params, "acoustic_scale": 0.1}
 
 
+def _utt_counts(paths: RunPaths, name: str, frame_acc: float, wer: float, n: int = 40) -> None:
+    """Per-utterance counts that add up to the summary's figures (10 words, 100 frames each)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    errors = rng.multinomial(round(wer * 10 * n), [1 / n] * n)
+    hits = np.clip(rng.multinomial(round(frame_acc * 100 * n), [1 / n] * n), 0, 100)
+    hits[0] += round(frame_acc * 100 * n) - hits.sum()
+    write_json(paths.decode_utt_counts(name), {"utts": [f"u{i:02d}" for i in range(n)], "errors": errors.tolist(),
+                                               "words": [10] * n, "hits": hits.tolist(), "frames": [100] * n})
+
+
 @pytest.fixture()
 def run(tmp_path):
     cfg = load_config("smoke", {"teachers.num_teachers": "3", "distill.temperatures": "1,5"})
@@ -29,6 +40,10 @@ def run(tmp_path):
     write_json(paths.decode_summary("distilled_T5"), _summary(0.645, 0.085))
     write_json(paths.decode_summary("baseline_3"), _summary(0.45, 0.30))
     write_json(paths.decode_summary("soft_3"), _summary(0.55, 0.20))
+    for name in ("teacher-0", "teacher-1", "teacher-2", "ensemble", "distilled_T1", "distilled_T5", "baseline_3",
+                 "soft_3"):
+        summary = json.loads(paths.decode_summary(name).read_text())
+        _utt_counts(paths, name, summary["frame_acc"], summary["wer"])
     for name, context, pdfs, dev_wer, wer in (("gmm", "triphone", 300, 0.22, 0.25), ("gmm_mono", "monophone", 120, 0.3, 0.32)):
         write_json(paths.decode_summary(name), {"wer": wer, "acoustic_scale": 0.08, "dev": {"wer": dev_wer},
                                                 "context": context, "num_pdfs": pdfs, "num_gaussians": 4 * pdfs})
@@ -72,6 +87,36 @@ def test_report_follows_schema_and_numbers(run) -> None:
     assert gmm[1]["train_loglike_per_frame"] == -80.5 and gmm[1]["wer"] == 0.25
 
 
+def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    report.validate_report(out)
+    for row in out["table1"] + out["table5"]:
+        low, high = row["wer_ci"]
+        assert low <= row["wer"] <= high, row
+    d = out["derived"]
+    for key in ("gain_kept", "gap_recovered"):
+        low, high = d[f"{key}_ci"]
+        assert low <= d[key] <= high
+    tests = d["paired_tests"]
+    assert tests["ensemble_vs_mean_teacher"]["systems"] == ["ensemble", "baseline_mean"]
+    assert tests["ensemble_vs_mean_teacher"]["difference"] == pytest.approx(0.08 - 0.12)
+    assert 0.0 <= tests["ensemble_vs_mean_teacher"]["p_value"] <= 1.0
+    assert d["bootstrap"]["test_utterances"] == 40 and d["wer_resolution_rel"] > 0
+    md = report.render_markdown(out)
+    assert "paired bootstrap p =" in md and f"keeps {100 * d['gain_kept']:.0f}% [" in md
+
+
+def test_best_student_is_chosen_on_dev_not_test(run) -> None:
+    cfg, paths = run
+    for name, dev in (("distilled_T1", 0.70), ("distilled_T5", 0.65)):
+        summary = json.loads(paths.decode_summary(name).read_text())
+        write_json(paths.decode_summary(name), {**summary, "dev_frame_acc": dev})
+    d = report.build_report(cfg, paths)["derived"]
+    assert d["best_student"] == "distilled_T1"  # although T5 is better on test
+    assert d["gain_kept"] == pytest.approx((0.63 - 0.60) / (0.66 - 0.60))
+
+
 def test_report_files_markdown_and_plots(run) -> None:
     cfg, paths = run
     summary = report.run_report_stage(cfg, paths)
@@ -81,7 +126,7 @@ def test_report_files_markdown_and_plots(run) -> None:
     md = paths.report_md.read_text()
     for number in ("58.9%", "61.1%", "60.8%", "10.9%", "10.7%", "63.4%", "44.5%", "57.0%", "67.3%", "65.4%"):
         assert number in md
-    assert "| ensemble | 66.0% | 8.0% |" in md
+    assert "| ensemble | 66.0% [" in md
     assert "| gmm_mono | monophone | 120 | 480 | -82.00 | -86.00 | 30.0% | 32.0% | 0.08 |" in md
     assert "| gmm | triphone | 300 | 1200 | -80.50 | -85.25 | 22.0% | 25.0% | 0.08 |" in md
     for png in (paths.plot_vs_temperature, paths.plot_table5_curves):
