@@ -46,6 +46,11 @@ class RunPaths:
     def config(self) -> Path:
         return self.root / "config.json"
 
+    @property
+    def recipe_log(self) -> Path:
+        """Everything the recipe logged, appended run after run (tracebacks of failures included)."""
+        return self.root / "recipe.log"
+
     def stage_dir(self, stage: str) -> Path:
         return self.root / stage
 

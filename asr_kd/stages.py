@@ -179,6 +179,21 @@ class StageRunner:
         return "upstream stage(s) re-ran: " + ", ".join(ups)
 
     # -- running -------------------------------------------------------------------
+    def check(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:
+        """Raise the StageError ``run`` would raise for a stage whose own config changed, before
+        anything runs (so a refused change leaves the run directory, config.json included, alone)."""
+        i0 = self.resolve(start, 0)
+        i1 = self.resolve(stop, len(self.stages) - 1)
+        forced = {self.stages[self.resolve(f, 0)].name for f in force}
+        for stage in self.stages[i0 : i1 + 1]:
+            m = self.read_marker(stage.name) if stage.run is not None else None
+            if m is not None and stage.name not in forced and m["config_hash"] != self.own_hash(stage):
+                raise StageError(
+                    f"stage '{stage.name}' already ran with different inputs: {self.stale_reason(stage)}. "
+                    f"Re-run it with --force {stage.name} (its old outputs are replaced), "
+                    f"or use another --exp-dir."
+                )
+
     def run(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:
         i0 = self.resolve(start, 0)
         i1 = self.resolve(stop, len(self.stages) - 1)

@@ -10,7 +10,10 @@ For each model size it measures, in the same run:
 * the floor: the same step's matmuls alone (``torch.mm`` of every layer's forward, input-gradient
   and weight-gradient shapes), timed back to back; ``efficiency = floor time / step time``;
 * K teachers: inference and one training step, as one ``StackedDNN`` (batched matmul) and as a
-  Python loop over K separate ``AcousticDNN``.
+  Python loop over K separate ``AcousticDNN``;
+* this machine's peak matmul rate in fp32 and in bf16 (square ``torch.mm``), so the step's rate
+  is also shown against the fastest arithmetic the machine has (bf16 where the CPU has AMX /
+  AVX512-BF16 or on a GPU; on a CPU without them bf16 is emulated and far slower than fp32).
 
 Prints a table; ``--json`` also writes the numbers to a file.
 """
@@ -26,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from asr_kd.models import AcousticDNN, StackedDNN, _layer_dims, dnn_parameter_count, dnn_train_flops_per_frame
+from asr_kd.precision import device_has_fast_bf16
 
 SIZES = {
     # name: (hidden_layers, hidden_dim, num_pdfs)
@@ -71,6 +75,20 @@ def matmul_floor(dims: list[tuple[int, int]], batch: int, device: torch.device, 
             torch.mm(x.t(), g)  # weight gradient (in, out)
 
     return timeit(step, device, steps)
+
+
+def peak_matmul_gflops(device: torch.device, dtype: torch.dtype, n: int, steps: int = 3) -> float:
+    """GFLOP/s of an (n x n) @ (n x n) matmul in ``dtype``."""
+    a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / timeit(lambda: torch.mm(a, b), device, steps) / 1e9
+
+
+def peak_rates(device: torch.device) -> dict:
+    """Peak matmul GFLOP/s in fp32 and bf16 (a small matrix for bf16 where it is emulated: slow)."""
+    fast = device_has_fast_bf16(device.type)
+    return {"fp32_gflops": peak_matmul_gflops(device, torch.float32, 2048),
+            "bf16_gflops": peak_matmul_gflops(device, torch.bfloat16, 2048 if fast else 256),
+            "fast_bf16": fast}
 
 
 def train_step_time(model: torch.nn.Module, batch: int, num_pdfs: int, device: torch.device, dtype: torch.dtype,
@@ -158,12 +176,19 @@ def main() -> None:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     print(f"device {device}, dtype {args.dtype}, torch threads {torch.get_num_threads()}, batch {args.batch}")
+    peak = peak_rates(device)
+    best = max(peak["fp32_gflops"], peak["bf16_gflops"])
+    print(f"peak matmul: fp32 {peak['fp32_gflops']:.1f} GFLOP/s, bf16 {peak['bf16_gflops']:.1f} GFLOP/s "
+          f"({'fast' if peak['fast_bf16'] else 'emulated: no AMX / AVX512-BF16'}); best {best:.1f}\n")
     rows = [bench_size(name, args, device, dtype) for name in args.sizes.split(",")]
+    for r in rows:
+        r.update(peak, of_best_peak=r["train_gflops"] / best, of_fp32_peak=r["train_gflops"] / peak["fp32_gflops"])
     print(f"{'size':<6} {'shape':<22} {'params':>10} {'train fr/s':>11} {'floor fr/s':>11} {'ratio':>6} "
-          f"{'GFLOP/s':>8}")
+          f"{'GFLOP/s':>8} {'of fp32 peak':>13} {'of best peak':>13}")
     for r in rows:
         print(f"{r['size']:<6} {r['shape']:<22} {r['params']:>10,} {r['train_frames_per_s']:>11,.0f} "
-              f"{r['floor_frames_per_s']:>11,.0f} {r['efficiency']:>6.2f} {r['train_gflops']:>8.1f}")
+              f"{r['floor_frames_per_s']:>11,.0f} {r['efficiency']:>6.2f} {r['train_gflops']:>8.1f} "
+              f"{r['of_fp32_peak']:>13.2f} {r['of_best_peak']:>13.2f}")
     print(f"\n{'size':<6} {'K':>3} {'infer stacked s':>16} {'infer loop s':>13} {'x':>5} {'train stacked s':>16} "
           f"{'train loop s':>13} {'x':>5}")
     for r in rows:

@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from asr_kd.config import (
 from asr_kd.envcheck import check_environment
 from asr_kd.fileio import read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.runlock import RunLocked, run_lock
 from asr_kd.stages import Stage, StageError, StageRunner, global_rank
 
 log = logging.getLogger("asr_kd.recipe")
@@ -256,17 +258,48 @@ def main(argv: list[str] | None = None) -> int:
         print(problem.line(), file=sys.stderr)
     if any(p.fatal for p in problems):
         return 3
-    if global_rank() == 0:
-        _write_run_config(cfg, paths)
+    rank0 = global_rank() == 0
+    log_file: Path | None = None
+    handler: logging.Handler | None = None
     try:
-        runner.run(args.stage, args.stop_stage, args.force)
-    except (StageError, ConfigError) as e:
+        with run_lock(paths.root, take=rank0):
+            if rank0:
+                handler, log_file = _log_to_file(paths), paths.recipe_log
+            runner.check(args.stage, args.stop_stage, args.force)
+            if rank0:
+                _write_run_config(cfg, paths)
+            runner.run(args.stage, args.stop_stage, args.force)
+    except (StageError, ConfigError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    except Exception as e:  # noqa: BLE001 - any failure ends in one line; -v (or the log) has the traceback
+        if log_file is not None:
+            with open(log_file, "a", encoding="utf-8") as f:
+                f.write(traceback.format_exc())
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        where = f"; full log: {log_file}" if log_file else ""
+        print(f"error: {type(e).__name__}: {first}{where} (run with -v for the traceback)", file=sys.stderr)
+        if args.verbose:
+            raise
+        return 1
+    finally:
+        if handler is not None:
+            logging.getLogger().removeHandler(handler)
+            handler.close()
     if global_rank() == 0 and runner.status(STAGES[-1]) == "done" and paths.report_md.exists():
         print(_report_tables(paths.report_md.read_text()))
         print(f"full report: {paths.report_md}")
     return 0
+
+
+def _log_to_file(paths: RunPaths) -> logging.Handler:
+    """Everything the recipe logs also goes to <exp>/recipe.log (appended; tracebacks included)."""
+    paths.root.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(paths.recipe_log, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%Y-%m-%d %H:%M:%S"))
+    handler.setLevel(logging.DEBUG)
+    logging.getLogger().addHandler(handler)
+    return handler
 
 
 def _report_tables(markdown: str) -> str:

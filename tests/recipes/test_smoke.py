@@ -166,3 +166,28 @@ def test_changed_training_key_retrains_students_with_cached_targets(smoke_run, s
     distill = show(smoke_corpus, exp, "distill")
     assert [s["epochs"] for s in distill["students"]] == [2, 2]
     assert distill["table5"][0]["source"] == "hard-target run" and distill["table5"][0]["epochs"] == 2
+
+
+# Report fields that measure the machine (seconds, real-time factors, memory), not the result.
+_MACHINE_KEYS = ("timing", "wall_time_s", "seconds", "_s", "rtf", "peak_rss")
+
+
+def _without_machine_figures(obj):
+    if isinstance(obj, dict):
+        return {k: _without_machine_figures(v) for k, v in obj.items()
+                if not any(k == m or k.endswith(m) for m in _MACHINE_KEYS)}
+    if isinstance(obj, list):
+        return [_without_machine_figures(v) for v in obj]
+    return obj
+
+
+def test_same_seed_gives_the_same_report(smoke_run, smoke_corpus, tmp_path):
+    """Determinism: a second run from scratch with the same seed, on the same machine, writes the
+    same report.json (label count, every accuracy and WER), up to timing."""
+    exp = tmp_path / "exp"
+    res = recipe(*smoke_args(smoke_corpus, exp), timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    first = json.loads((smoke_run / "report.json").read_text())
+    second = json.loads((exp / "report.json").read_text())
+    assert second["labels"]["num_pdfs"] == first["labels"]["num_pdfs"]
+    assert _without_machine_figures(second) == _without_machine_figures(first)
