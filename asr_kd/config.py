@@ -133,7 +133,10 @@ class TrainConfig:
     batch_size: int = 256
     max_epochs: int = 4
     early_stopping_patience: int = 0  # 0 = off; in epochs of no dev improvement
-    checkpoint_every_n_steps: int = 0  # also write last.ckpt every n steps (0 = at epoch ends only)
+    # last.ckpt is written at every epoch end and, inside an epoch, every checkpoint_every_s seconds
+    # of training (or every checkpoint_every_n_steps steps when > 0), so a killed run resumes there
+    checkpoint_every_n_steps: int = 0
+    checkpoint_every_s: float = 300.0
     in_memory_max_frames: int = 5_000_000  # smaller training sets are loaded into memory, not streamed
     eval_max_frames: int = 2_000_000  # cap on frames for the final train-set frame accuracy (0 = all)
     shuffle_buffer_utts: int = 200
@@ -152,6 +155,17 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("adam", "sgd"))
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "newbob", "constant"))
+
+
+# TrainConfig keys that say where and how often a run works, not what it computes: they never make
+# a finished training run (or stage) stale.
+TRAIN_WHERE_NOT_WHAT = ("accelerator", "devices", "num_nodes", "strategy", "num_workers", "log_every_n_steps",
+                        "checkpoint_every_n_steps", "checkpoint_every_s")
+
+
+def train_result_keys(train: TrainConfig) -> dict[str, Any]:
+    """The TrainConfig values that decide a training run's result (what its run key hashes)."""
+    return {k: v for k, v in to_dict(train).items() if k not in TRAIN_WHERE_NOT_WHAT}
 
 
 @dataclass(frozen=True)

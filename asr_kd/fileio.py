@@ -1,4 +1,9 @@
-"""Atomic file writes (temp file in the same directory, then ``os.replace``) and JSON helpers."""
+"""Atomic file writes (temp file in the same directory, then ``os.replace``) and JSON helpers.
+
+Temp files are made by ``tempfile.mkstemp`` (mode 0600); before the rename they get the mode a
+plain ``open()`` would give (0666 less the umask, e.g. 0644), so group members on shared cluster
+storage can read a run directory.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,15 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -23,6 +37,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs: Any) -> Iter
             yield f
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -39,6 +54,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from asr_kd.config import RecipeConfig, config_hash, to_dict
+from asr_kd.config import RecipeConfig, config_hash, to_dict, train_result_keys
 from asr_kd.data import FrameDataModule, shard_datamodule
 from asr_kd.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
 from asr_kd.fileio import read_json, write_json
@@ -100,7 +100,7 @@ def _curve(m: dict[str, Any]) -> list[dict[str, Any]]:
 # teachers
 # ---------------------------------------------------------------------------------------------
 def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int) -> str:
-    return config_hash({"model": to_dict(cfg.model), "train": to_dict(cfg.train), "seed": seed,
+    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "seed": seed,
                         "stacked": cfg.teachers.stacked, "data": data_key(paths)})
 
 
@@ -220,7 +220,7 @@ def stage_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 # distill
 # ---------------------------------------------------------------------------------------------
 def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
-    return config_hash({"model": to_dict(cfg.model), "train": to_dict(cfg.train), "distill": to_dict(cfg.distill),
+    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "distill": to_dict(cfg.distill),
                         "teachers": to_dict(cfg.teachers), "data": data_key(paths), **extra})
 
 

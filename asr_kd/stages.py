@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import Any
 
 from asr_kd.config import RecipeConfig, config_hash, to_dict
@@ -115,6 +116,21 @@ def versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return out
+
+
+def remove_stale_temp_files(root: Path) -> int:
+    """Delete the temp files (``.NAME.*.tmp*`` of asr_kd.fileio) a killed run left under ``root``.
+
+    Called at a stage's start, under the run lock, so no live writer owns them."""
+    removed = 0
+    if root.exists():
+        for f in root.rglob(".*.tmp*"):
+            if f.is_file():
+                removed += 1
+                f.unlink(missing_ok=True)
+    if removed:
+        log.info("removed %d temp file(s) left by an interrupted run under %s", removed, root)
+    return removed
 
 
 class StageRunner:
@@ -240,6 +256,8 @@ class StageRunner:
         log.info("stage %-9s running", stage.name)
         if rank == 0 and self.paths.marker(stage.name).exists():
             self.paths.marker(stage.name).unlink()
+        if rank == 0:
+            remove_stale_temp_files(self.paths.stage_dir(stage.name))
         t0 = time.time()
         try:
             summary = stage.run(self.cfg, self.paths)

@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import shutil
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +83,20 @@ def build_trainer(
 ) -> L.Trainer:
     """A Trainer for one run: best (dev frame accuracy) and last checkpoints, CSV/TB logs."""
     best = ModelCheckpoint(dirpath=run.checkpoints, filename=TrainRunDir.best_ckpt_stem, monitor=MONITOR,
-                           mode="max", save_top_k=1, save_last=False, auto_insert_metric_name=False)
-    every = train.checkpoint_every_n_steps or None
-    last = ModelCheckpoint(dirpath=run.checkpoints, save_top_k=0, save_last=True, every_n_train_steps=every)
+                           mode="max", save_top_k=1, save_last=False, auto_insert_metric_name=False,
+                           enable_version_counter=False)
+    # last.ckpt at every epoch end, and inside epochs every n steps or every so many seconds. No
+    # version counter: a resumed run overwrites best.ckpt / last.ckpt instead of adding best-v1.ckpt.
+    at_epoch_end = ModelCheckpoint(dirpath=run.checkpoints, save_top_k=0, save_last=True,
+                                   enable_version_counter=False)
+    if train.checkpoint_every_n_steps > 0:
+        inside = dict(every_n_train_steps=train.checkpoint_every_n_steps)
+    else:
+        inside = dict(train_time_interval=timedelta(seconds=train.checkpoint_every_s))
+    periodic = ModelCheckpoint(dirpath=run.checkpoints, save_top_k=0, save_last=True, enable_version_counter=False,
+                               **inside)
     bar_callbacks, show_bar = lightning_callbacks() if progress_bar else ([], False)
-    callbacks: list[Callback] = [best, last, *bar_callbacks, *extra_callbacks]
+    callbacks: list[Callback] = [best, at_epoch_end, periodic, *bar_callbacks, *extra_callbacks]
     if early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=early_stopping_patience))
     return L.Trainer(
@@ -180,7 +190,10 @@ def train_run(
                             early_stopping_patience=early_stopping_patience, progress_bar=progress_bar)
     ckpt = run.last_ckpt if run.last_ckpt.exists() else None
     if ckpt is not None:
-        log.info("resuming %s from %s", run.root, ckpt)
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        log.info("resuming %s from %s at epoch %s, step %s", run.root, ckpt.name, state.get("epoch"),
+                 state.get("global_step"))
+        del state
     t0 = time.time()
     trainer.fit(system, datamodule=data, ckpt_path=str(ckpt) if ckpt else None)
     wall = time.time() - t0

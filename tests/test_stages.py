@@ -3,7 +3,7 @@
 import pytest
 
 from asr_kd.config import load_config
-from asr_kd.fileio import read_json
+from asr_kd.fileio import _umask, read_json
 from asr_kd.paths import RunPaths
 from asr_kd.stages import Stage, StageError, StageRunner
 
@@ -103,3 +103,28 @@ def test_marker_records_peak_memory(tmp_path):
     runner.run(stop="first")
     marker = read_json(RunPaths(tmp_path).marker("first"))
     assert marker["peak_rss_mb"] > 10 and marker["peak_rss_children_mb"] >= 0
+
+
+def test_stage_start_removes_temp_files_of_a_killed_run_and_files_follow_the_umask(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    left = paths.stage_dir("first") / "graph" / ".HCLG.fst.abc123.tmp.fst"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"x" * 100)
+    keep = paths.stage_dir("first") / "graph" / "HCLG.fst"
+    keep.write_bytes(b"y")
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="first")
+    assert not left.exists() and keep.exists()
+    mode = paths.marker("first").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask()  # e.g. 0644, not mkstemp's 0600
+
+
+def test_check_refuses_a_changed_config_before_anything_runs(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="second")
+    changed = StageRunner(make_stages(calls), load_config("smoke", {"train.lr": "0.5"}), paths)
+    with pytest.raises(StageError, match="train.lr"):
+        changed.check(stop="second")
+    changed.check(stop="second", force=["second"])  # forced: accepted
+    changed.check(stop="first")  # the changed stage is not in range: accepted

@@ -18,6 +18,7 @@ from typing import Any
 from asr_kd.config import (
     DEFAULT_PRESET,
     PRESETS,
+    TRAIN_WHERE_NOT_WHAT,
     ConfigError,
     RecipeConfig,
     load_config,
@@ -144,8 +145,7 @@ def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 
 
 # Where and how a training stage runs, not what it computes: changing these never makes it stale.
-WHERE_NOT_WHAT = ("!train.accelerator", "!train.devices", "!train.num_nodes", "!train.strategy",
-                  "!train.num_workers", "!train.log_every_n_steps")
+WHERE_NOT_WHAT = tuple(f"!train.{key}" for key in TRAIN_WHERE_NOT_WHAT)
 
 STAGES: list[Stage] = [
     Stage("prepare", stage_prepare, reads=("data",), after=(), doc="corpus -> manifests"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -110,9 +111,11 @@ def test_second_run_skips_every_stage(smoke_run, smoke_corpus):
 
 
 def test_changed_config_is_refused_with_a_force_hint(smoke_run, smoke_corpus):
+    config = (smoke_run / "config.json").read_text()
     res = recipe(*smoke_args(smoke_corpus, smoke_run), "--set", "decode.beam=9", "--stage", "decode")
     assert res.returncode == 1
     assert "stage 'decode'" in res.stderr and "--force decode" in res.stderr and "decode.beam" in res.stderr
+    assert (smoke_run / "config.json").read_text() == config, "a refused change must not rewrite config.json"
 
 
 def _tables(report: dict) -> dict:
@@ -124,25 +127,33 @@ def _tables(report: dict) -> dict:
     return out
 
 
-def test_killed_teachers_stage_resumes_to_the_same_report(smoke_run, smoke_corpus, tmp_path):
+@pytest.mark.parametrize("stage", ["teachers", "distill"])
+def test_killed_training_stage_resumes_mid_epoch_to_the_same_report(stage, smoke_run, smoke_corpus, tmp_path):
+    """SIGKILL the recipe inside a training stage, right after its first mid-epoch last.ckpt; the
+    re-run must resume from that step (> 0) and reach the uninterrupted run's report."""
     exp = tmp_path / "exp"
     exp.mkdir()
-    for stage in STAGES[:5]:  # reuse the finished data stages; train again from scratch
-        shutil.copytree(smoke_run / stage, exp / stage, symlinks=True)
+    for done in STAGES[: STAGES.index(stage)]:  # reuse the finished upstream stages
+        shutil.copytree(smoke_run / done, exp / done, symlinks=True)
     shutil.copy(smoke_run / "config.json", exp / "config.json")
-    args = [sys.executable, "-m", "asr_kd.recipes.librispeech", *smoke_args(smoke_corpus, exp)]
+    every = ["--set", "train.checkpoint_every_n_steps=10"]  # where-not-what: the run keys stay the same
+    args = [sys.executable, "-m", "asr_kd.recipes.librispeech", *smoke_args(smoke_corpus, exp), *every]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 300
-    while not list((exp / "teachers").rglob("last.ckpt")):
+    while not list((exp / stage).rglob("last.ckpt")):
         assert proc.poll() is None, "the run ended before a checkpoint was written"
-        assert time.monotonic() < deadline, "no teacher checkpoint within 300 s"
+        assert time.monotonic() < deadline, f"no {stage} checkpoint within 300 s"
         time.sleep(0.2)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert not (exp / "teachers" / "DONE.json").exists(), "killed inside the teachers stage"
-    res = recipe(*smoke_args(smoke_corpus, exp), timeout=1200)
+    assert not (exp / stage / "DONE.json").exists(), f"killed inside the {stage} stage"
+    assert (exp / ".lock").exists()  # the dead run's lock is left behind ...
+    res = recipe(*smoke_args(smoke_corpus, exp), *every, timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
-    assert "resuming" in res.stderr.lower()
+    assert "no longer running" in res.stderr  # ... and taken over
+    steps = [int(m) for m in re.findall(r"resuming .* at epoch \d+, step (\d+)", res.stderr)]
+    assert steps and min(steps) > 0, res.stderr[-3000:]
+    assert not list((exp / stage).rglob("*-v1.ckpt")), "no versioned duplicate checkpoints"
     got = _tables(json.loads((exp / "report.json").read_text()))
     want = _tables(json.loads((smoke_run / "report.json").read_text()))
     assert got.keys() == want.keys()
