@@ -423,6 +423,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _epochs(e: float | None) -> str:
+    return "" if e is None else f"{e:g}" if isinstance(e, int) or float(e).is_integer() else f"{e:.1f}"
+
+
 def _ci(ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> str:
     """" [low, high]" for an interval (in percent by default), "" when there is none."""
     if not ci or any(math.isnan(v) for v in ci):
@@ -444,9 +448,26 @@ def _marker_summary(paths: RunPaths, stage: str) -> dict[str, Any]:
     return read_json(m).get("summary", {}) if m.exists() else {}
 
 
+def _epochs_used(paths: RunPaths) -> dict[str, int | float | None]:
+    """Epochs each system trained for (the training stages' summaries): what the convergence rule used."""
+    out: dict[str, int | float | None] = {}
+    teachers = _marker_summary(paths, "teachers").get("teachers", [])
+    if teachers:
+        out["baseline"] = teachers[0].get("epochs")
+        epochs = [t.get("epochs") for t in teachers if t.get("epochs") is not None]
+        out["baseline_mean"] = statistics.fmean(epochs) if epochs else None
+    distill = _marker_summary(paths, "distill")
+    for st in distill.get("students", []):
+        out[f"distilled_T{st['T']:g}"] = st.get("epochs")
+    for row in distill.get("table5", []):
+        out[f"table5:{row['system']}"] = row.get("epochs")
+    return out
+
+
 def table1_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     """Table 1: baseline (teacher 0), baseline_mean (+ std over teachers), ensemble, distilled_T<T>."""
     rows: list[dict[str, Any]] = []
+    epochs = _epochs_used(paths)
     teachers = [s for k in range(cfg.teachers.num_teachers) if (s := _read_summary(paths, f"teacher-{k}"))]
     t0 = _read_summary(paths, "teacher-0")
     if t0:
@@ -465,17 +486,22 @@ def table1_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     if ens:
         rows.append({"system": "ensemble", "frame_acc": ens["frame_acc"], "wer": ens["wer"],
                      "params": ens["params"] * cfg.teachers.num_teachers, "dev_frame_acc": ens.get("dev_frame_acc")})
+    for row in rows:
+        if row["system"] in epochs:
+            row["epochs"] = epochs[row["system"]]
     for t in cfg.distill.temperatures:
         s = _read_summary(paths, f"distilled_T{t:g}")
         if s:
             rows.append({"system": f"distilled_T{t:g}", "frame_acc": s["frame_acc"], "wer": s["wer"],
-                         "params": s["params"], "temperature": t, "dev_frame_acc": s.get("dev_frame_acc")})
+                         "params": s["params"], "temperature": t, "dev_frame_acc": s.get("dev_frame_acc"),
+                         "epochs": epochs.get(f"distilled_T{t:g}")})
     return rows
 
 
 def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     """Table 5: train/test frame accuracy and WER of the 100%-hard, 3%-hard and 3%-soft runs."""
     rows = []
+    epochs = _epochs_used(paths)
     for name in TABLE5_SYSTEMS:
         own = TrainRunDir(paths.table5_dir(name))
         decoded = name if own.model.exists() or name != "baseline_100" else "teacher-0"
@@ -485,7 +511,8 @@ def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
             continue
         train_acc = _metrics(run.metrics).get("train_frame_acc")
         rows.append({"system": name, "train_frame_acc": train_acc if isinstance(train_acc, float) else None,
-                     "test_frame_acc": s["frame_acc"], "wer": s["wer"], "decoded_as": decoded})
+                     "test_frame_acc": s["frame_acc"], "wer": s["wer"], "decoded_as": decoded,
+                     "epochs": epochs.get(f"table5:{name}")})
     return rows
 
 
@@ -735,7 +762,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              "Frame accuracy on the test split (speakers not seen in training); WER on test with the "
              "acoustic scale chosen on dev.", "",
              "## Table 1: distilling the ensemble", "",
-             "| system | test frame acc | WER | params | paper frame acc | paper WER |", "|---|---|---|---|---|---|"]
+             "| system | test frame acc | WER | params | epochs | paper frame acc | paper WER |",
+             "|---|---|---|---|---|---|---|"]
     for r in report["table1"]:
         paper_key = "distilled" if r["system"].startswith("distilled") else r["system"]
         paper = PAPER_TABLE1.get(paper_key) or (PAPER_TABLE1["baseline"] if r["system"] == "baseline_mean" else None)
@@ -746,16 +774,16 @@ def render_markdown(report: dict[str, Any]) -> str:
         acc += _ci(r.get("frame_acc_ci"))
         wer += _ci(r.get("wer_ci"))
         pa, pw = (f"{paper[0]}%", f"{paper[1]}%") if paper else ("", "")
-        lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {pa} | {pw} |")
+        lines.append(f"| {r['system']} | {acc} | {wer} | {r['params']:,} | {_epochs(r.get('epochs'))} | {pa} | {pw} |")
     share = f"{100 * report.get('subset_fraction', 0.03):g}%"
     lines += ["", f"## Table 5: soft targets as a regulariser ({share} of the training data; paper: 3%)", "",
-              "| system | train frame acc | test frame acc | WER | paper train | paper test |",
-              "|---|---|---|---|---|---|"]
+              "| system | train frame acc | test frame acc | WER | epochs | paper train | paper test |",
+              "|---|---|---|---|---|---|---|"]
     for r in report["table5"]:
         p = PAPER_TABLE5[r["system"]]
         lines.append(f"| {r['system']} | {_pct(r['train_frame_acc'])} | "
                      f"{_pct(r['test_frame_acc'])}{_ci(r.get('test_frame_acc_ci'))} | "
-                     f"{_pct(r['wer'])}{_ci(r.get('wer_ci'))} | {p[0]}% | {p[1]}% |")
+                     f"{_pct(r['wer'])}{_ci(r.get('wer_ci'))} | {_epochs(r.get('epochs'))} | {p[0]}% | {p[1]}% |")
     d = report.get("derived", {})
     lines += ["", "## Derived figures", ""]
     if d.get("gain_kept") is not None:
