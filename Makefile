@@ -20,6 +20,10 @@ smoke: apt venv
 test: apt venv
 	$(PY) -m pytest -q
 
+# Everything but the end-to-end recipe runs (pytest -m "not slow"): a couple of minutes.
+test-fast: apt venv
+	$(PY) -m pytest -q -m "not slow"
+
 bench: venv
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_train.py

@@ -184,11 +184,18 @@ class DistillConfig:
     student_hidden_layers: int = 0  # 0 = same as the teachers
     student_hidden_dim: int = 0  # 0 = same as the teachers
     student_max_epochs: int = 0  # epochs of each distilled student; 0 = train.max_epochs (as the teachers)
+    # The rule students, Table-5 runs and a baseline_100=train run are trained by ("" / < 0: train's):
+    # e.g. newbob with a stop threshold trains each to convergence on dev, capped by its max epochs.
+    lr_schedule: str = ""
+    newbob_stop_threshold: float = -1.0
+    subset_hard_weight: float = -1.0  # hard-target weight of the Table-5 soft_3 run; < 0 = hard_weight
     subset_fraction: float = 0.03  # Table 5: fraction of the training set
     # What the fraction is of: whole utterances, or windows (training examples) drawn from every
     # utterance, as 3 % of a 2,000-hour corpus still spans all of its speakers.
     subset_unit: str = "utterances"  # utterances | frames
     subset_seed: int = 7
+    # Table-5 runs count an epoch as round(1 / subset_fraction) passes over their subset (the steps
+    # of one full-data epoch): they are checked on dev, scheduled and stopped at that pace.
     subset_max_epochs: int = 0  # 0 = same as train.max_epochs
     cache_targets: bool = False  # precompute tempered ensemble posteriors (small corpora only)
     matching_logits: bool = False  # also train the high-T limit (L2 on logits)
@@ -200,6 +207,7 @@ class DistillConfig:
         _check_choice("distill.ensemble_mean", self.ensemble_mean, ("arithmetic", "geometric"))
         _check_choice("distill.baseline_100", self.baseline_100, ("teacher0", "train"))
         _check_choice("distill.subset_unit", self.subset_unit, ("utterances", "frames"))
+        _check_choice("distill.lr_schedule", self.lr_schedule, ("", "cosine", "newbob", "constant"))
         if not 0.0 <= self.hard_weight <= 1.0:
             raise ConfigError(f"distill.hard_weight must be in [0, 1], got {self.hard_weight}")
         if not 0.0 < self.subset_fraction <= 1.0:

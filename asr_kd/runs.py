@@ -17,6 +17,7 @@ Each stage function returns the JSON summary the recipe stores in the stage mark
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import statistics
@@ -25,7 +26,7 @@ from typing import Any
 
 import torch
 
-from asr_kd.config import RecipeConfig, config_hash, to_dict, train_result_keys
+from asr_kd.config import RecipeConfig, TrainConfig, config_hash, to_dict, train_result_keys
 from asr_kd.data import FrameDataModule, shard_datamodule
 from asr_kd.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
 from asr_kd.fileio import read_json, write_json
@@ -245,27 +246,49 @@ def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
     return cache
 
 
+def student_train_config(cfg: RecipeConfig) -> TrainConfig:
+    """The training rule of the distill stage's runs: ``train`` with distill.lr_schedule /
+    distill.newbob_stop_threshold where those are set."""
+    d, changes = cfg.distill, {}
+    if d.lr_schedule:
+        changes["lr_schedule"] = d.lr_schedule
+    if d.newbob_stop_threshold >= 0:
+        changes["newbob_stop_threshold"] = d.newbob_stop_threshold
+    return dataclasses.replace(cfg.train, **changes)
+
+
+def subset_period(cfg: RecipeConfig) -> int:
+    """Passes over the Table-5 subset per (dev-checked) epoch: the steps of one full-data epoch."""
+    return max(1, round(1.0 / cfg.distill.subset_fraction))
+
+
 def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble, run_dir: Any, *,
                  T: float, matching_logits: bool = False, max_epochs: int | None = None,
                  subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
     pdfs = ens.num_pdfs
-    student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=cfg.train.seed)
-    system = DistillSystem(student, ens, cfg.train, T=T, hard_weight=cfg.distill.hard_weight,
-                           matching_logits=matching_logits, cached_targets=cached,
-                           max_epochs=max_epochs or cfg.train.max_epochs, run_config=to_dict(cfg))
+    train = student_train_config(cfg)
+    d = cfg.distill
+    hard_weight = d.subset_hard_weight if subset and d.subset_hard_weight >= 0 else d.hard_weight
+    period = subset_period(cfg) if subset else 1
+    epochs = (max_epochs or train.max_epochs) * period
+    student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
+    system = DistillSystem(student, ens, train, T=T, hard_weight=hard_weight, matching_logits=matching_logits,
+                           cached_targets=cached, max_epochs=epochs, run_config=to_dict(cfg))
     key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
-    return train_run(system, dm, cfg.train, run_dir, key=key, max_epochs=max_epochs or cfg.train.max_epochs,
-                     early_stopping_patience=cfg.train.early_stopping_patience,
-                     model_extra={"T": T, "hard_weight": cfg.distill.hard_weight})
+    return train_run(system, dm, train, run_dir, key=key, max_epochs=epochs,
+                     early_stopping_patience=train.early_stopping_patience, val_every_n_epochs=period,
+                     model_extra={"T": T, "hard_weight": hard_weight})
 
 
 def _hard_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int, run_dir: Any, *,
               max_epochs: int, patience: int, subset: bool) -> dict[str, Any]:
-    model = AcousticDNN(**arch(cfg, pdfs, student=True), seed=cfg.train.seed)
-    system = TeacherSystem(model, cfg.train, max_epochs=max_epochs, run_config=to_dict(cfg))
+    train = student_train_config(cfg)
+    period = subset_period(cfg) if subset else 1
+    model = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
+    system = TeacherSystem(model, train, max_epochs=max_epochs * period, run_config=to_dict(cfg))
     key = _distill_key(cfg, paths, hard=True, subset=subset, patience=patience, max_epochs=max_epochs)
-    return train_run(system, dm, cfg.train, run_dir, key=key, max_epochs=max_epochs,
-                     early_stopping_patience=patience)
+    return train_run(system, dm, train, run_dir, key=key, max_epochs=max_epochs * period,
+                     early_stopping_patience=patience, val_every_n_epochs=period)
 
 
 def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]:
@@ -306,8 +329,9 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     if d.baseline_100 == "teacher0":
         base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
     else:
-        base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),
-                            max_epochs=cfg.train.max_epochs, patience=cfg.train.early_stopping_patience, subset=False)
+        base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
+                            max_epochs=d.student_max_epochs or cfg.train.max_epochs,
+                            patience=cfg.train.early_stopping_patience, subset=False)
     sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
                            subset_unit=d.subset_unit, return_ids=d.cache_targets)
     base3 = _hard_run(cfg, paths, sub, pdfs, paths.table5_dir("baseline_3"), max_epochs=epochs,

@@ -80,6 +80,7 @@ def build_trainer(
     early_stopping_patience: int = 0,
     progress_bar: bool = True,
     extra_callbacks: tuple[Callback, ...] = (),
+    val_every_n_epochs: int = 1,
 ) -> L.Trainer:
     """A Trainer for one run: best (dev frame accuracy) and last checkpoints, CSV/TB logs."""
     best = ModelCheckpoint(dirpath=run.checkpoints, filename=TrainRunDir.best_ckpt_stem, monitor=MONITOR,
@@ -106,6 +107,7 @@ def build_trainer(
         strategy=train.strategy,
         precision=resolve_precision(train.precision, train.accelerator),
         max_epochs=max_epochs,
+        check_val_every_n_epoch=val_every_n_epochs,
         default_root_dir=str(run.root),
         logger=make_loggers(run),
         callbacks=callbacks,
@@ -174,11 +176,13 @@ def train_run(
     early_stopping_patience: int = 0,
     model_extra: dict[str, Any] | None = None,
     progress_bar: bool = True,
+    val_every_n_epochs: int = 1,
 ) -> dict[str, Any]:
     """Train (or resume, or skip if finished) one run; returns its metrics on every rank.
 
     metrics: dev/test/train ``frame_acc`` of the selected model (stacked: per member lists),
-    ``best_epoch``, ``epochs``, ``history`` (per-epoch rows), ``params``, ``wall_time_s``.
+    ``best_epoch``, ``epochs`` (dev checks: one per ``val_every_n_epochs`` passes over the data),
+    ``history`` (a row per dev check), ``params``, ``wall_time_s``.
     """
     run = TrainRunDir(run_dir)
     done = _prepare_run_dir(run, key)
@@ -186,8 +190,8 @@ def train_run(
         log.info("run %s already finished, skipping", run.root)
         return done
     L.seed_everything(train.seed, workers=True, verbose=False)
-    trainer = build_trainer(train, run, max_epochs=max_epochs,
-                            early_stopping_patience=early_stopping_patience, progress_bar=progress_bar)
+    trainer = build_trainer(train, run, max_epochs=max_epochs, early_stopping_patience=early_stopping_patience,
+                            progress_bar=progress_bar, val_every_n_epochs=val_every_n_epochs)
     ckpt = run.last_ckpt if run.last_ckpt.exists() else None
     if ckpt is not None:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
