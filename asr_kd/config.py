@@ -194,9 +194,10 @@ class DistillConfig:
     # utterance, as 3 % of a 2,000-hour corpus still spans all of its speakers.
     subset_unit: str = "utterances"  # utterances | frames
     subset_seed: int = 7
-    # Table-5 runs count an epoch as round(1 / subset_fraction) passes over their subset (the steps
-    # of one full-data epoch): they are checked on dev, scheduled and stopped at that pace.
     subset_max_epochs: int = 0  # 0 = same as train.max_epochs
+    # Passes over the Table-5 subset per epoch (dev check, schedule step, early-stopping unit);
+    # 0 = round(1 / subset_fraction), i.e. the steps of one full-data epoch.
+    subset_passes_per_epoch: int = 1
     cache_targets: bool = False  # precompute tempered ensemble posteriors (small corpora only)
     matching_logits: bool = False  # also train the high-T limit (L2 on logits)
     subset_temperature: float = 0.0  # T of the Table-5 soft_3 run; 0 = the student T best on dev

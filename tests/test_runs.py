@@ -29,6 +29,8 @@ def test_students_follow_the_distill_rule_teachers_the_train_rule():
     assert student_train_config(load_config("smoke")) == load_config("smoke").train  # unset: the same rule
 
 
-def test_a_subset_epoch_has_the_steps_of_a_full_epoch():
-    assert subset_period(load_config("smoke", {"distill.subset_fraction": "0.03"})) == 33
-    assert subset_period(load_config("smoke", {"distill.subset_fraction": "1.0"})) == 1
+def test_a_subset_epoch_can_have_the_steps_of_a_full_epoch():
+    auto = {"distill.subset_passes_per_epoch": "0"}
+    assert subset_period(load_config("smoke", {**auto, "distill.subset_fraction": "0.03"})) == 33
+    assert subset_period(load_config("smoke", {**auto, "distill.subset_fraction": "1.0"})) == 1
+    assert subset_period(load_config("smoke", {"distill.subset_fraction": "0.03"})) == 1  # default: one pass
