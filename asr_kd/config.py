@@ -34,10 +34,12 @@ class DataConfig:
     synthetic_size: str = "tiny"  # smoke | tiny | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
-    # LibriSpeech subset directories that make each split.
-    train_subsets: tuple[str, ...] = ("train-clean-100",)
-    dev_subsets: tuple[str, ...] = ("dev-clean",)
-    test_subsets: tuple[str, ...] = ("test-clean",)
+    # Subset directories that make each split; empty = the corpus's own: train-synth/dev-synth/
+    # test-synth for a synthetic corpus (recognised by its marker), else LibriSpeech's
+    # train-clean-100/dev-clean/test-clean. A value given (preset or --set) always wins.
+    train_subsets: tuple[str, ...] = ()
+    dev_subsets: tuple[str, ...] = ()
+    test_subsets: tuple[str, ...] = ()
     max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
     sample_rate: int = 16000
     oov_policy: str = "error"  # error | skip (skipped utterances are counted)

@@ -8,7 +8,8 @@ This module owns the ``features`` stage:
   ``torchaudio.compliance.kaldi`` with Kaldi's framing (25 ms window, 10 ms shift,
   ``snip_edges=True``: ``1 + (num_samples - window) // shift`` frames) and no dither, so that
   the features are deterministic;
-* raw (un-normalised) float32 features go to Kaldi ark/scp files (``features/<split>/``);
+* raw (un-normalised) float32 features go to Kaldi ark/scp files (``features/<split>/``, the
+  ark named relative to the scp: :mod:`asr_kd.scp`);
 * CMVN statistics (count, sum, sum of squares) per speaker for every split, and global
   statistics from the training split only, go to ``features/cmvn.json``.
 
@@ -28,18 +29,19 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any
 
-import kaldiio
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.compliance.kaldi as ta_kaldi
 
+from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig
-from asr_kd.fileio import atomic_path, read_json, write_json
+from asr_kd.fileio import read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.progress import progress
+from asr_kd.scp import ark_scp_writer
 from data_prep.manifest import Utterance, read_manifest
 
 log = logging.getLogger(__name__)
@@ -53,7 +55,13 @@ VAR_FLOOR = 1e-10
 
 
 class AudioError(ValueError):
-    """Audio that cannot be used (unreadable, empty, wrong sample rate); names the file."""
+    """Audio that cannot be used (unreadable, empty, wrong sample rate); names the file.
+
+    ``reason`` is the loss reason counted in the stage summary (the prepare stage's names)."""
+
+    def __init__(self, message: str, reason: str = "unreadable_audio") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 # ---------------------------------------------------------------------------------------------
@@ -68,10 +76,10 @@ def read_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     if sr != sample_rate:
         raise AudioError(
             f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz; resample it "
-            f"(e.g. sox in.flac -r {sample_rate} out.flac) or set data.sample_rate"
+            f"(e.g. sox in.flac -r {sample_rate} out.flac) or set data.sample_rate", "wrong_sample_rate"
         )
     if samples.shape[0] == 0:
-        raise AudioError(f"{path}: no samples; remove the file and its transcript line")
+        raise AudioError(f"{path}: no samples; remove the file and its transcript line", "empty_audio")
     return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)  # (N,)
 
 
@@ -82,6 +90,13 @@ def num_frames(num_samples: int, sample_rate: int, cfg: FeatureConfig) -> int:
     if num_samples < window:
         return 0
     return 1 + (num_samples - window) // shift
+
+
+def samples_for_frames(frames: int, sample_rate: int, cfg: FeatureConfig) -> int:
+    """The fewest samples that make ``frames`` frames (the inverse of :func:`num_frames`)."""
+    window = int(sample_rate * cfg.frame_length_ms / 1000)
+    shift = int(sample_rate * cfg.frame_shift_ms / 1000)
+    return window + (frames - 1) * shift if frames > 0 else 0
 
 
 def _waveform(samples: np.ndarray) -> torch.Tensor:
@@ -128,6 +143,7 @@ class UttFeatures:
     mfcc: np.ndarray | None  # (T, num_ceps)
     duration: float  # seconds of audio
     error: str = ""  # why the utterance failed ("" = ok)
+    reason: str = ""  # the failure's loss reason (AudioError.reason)
 
 
 def utterance_features(utt: Utterance, cfg: FeatureConfig, sample_rate: int) -> UttFeatures:
@@ -135,11 +151,11 @@ def utterance_features(utt: Utterance, cfg: FeatureConfig, sample_rate: int) -> 
     try:
         samples = read_audio(utt.audio, sample_rate)
         if num_frames(len(samples), sample_rate, cfg) == 0:
-            raise AudioError(f"{utt.audio}: {len(samples)} samples, shorter than one frame")
+            raise AudioError(f"{utt.audio}: {len(samples)} samples, shorter than one frame", "too_short")
         fb = fbank(samples, sample_rate, cfg)
         mf = mfcc(samples, sample_rate, cfg)
     except AudioError as e:
-        return UttFeatures(utt.id, utt.speaker, None, None, 0.0, str(e))
+        return UttFeatures(utt.id, utt.speaker, None, None, 0.0, str(e), e.reason)
     return UttFeatures(utt.id, utt.speaker, fb, mf, len(samples) / sample_rate)
 
 
@@ -181,42 +197,6 @@ def feature_pool(cfg: FeatureConfig, audio_seconds: float) -> Iterator[Executor 
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=cfg.num_workers, mp_context=ctx) as pool:
         yield pool
-
-
-# ---------------------------------------------------------------------------------------------
-# Kaldi ark/scp output
-# ---------------------------------------------------------------------------------------------
-class ArkScpWriter:
-    """Appends matrices to an open ark file and its scp; the scp points at the *final* ark path.
-
-    The files are written under temp names (see :func:`_features_split`) and renamed when the
-    split is complete; the scp lines already name the final ark (absolute), e.g.
-    ``103-1240-0000 /exp/features/train/fbank.ark:14``.
-    """
-
-    def __init__(self, ark: BinaryIO, scp: TextIO, final_ark: Path) -> None:
-        self.ark = ark
-        self.scp = scp
-        self.final_ark = str(Path(final_ark).resolve())
-
-    def write(self, key: str, array: np.ndarray) -> None:
-        if not key or any(c.isspace() for c in key):
-            raise ValueError(f"utterance id {key!r} is not a valid Kaldi key (empty or has whitespace)")
-        offset = self.ark.tell() + len(key.encode()) + 1  # the scp offset points past "key "
-        kaldiio.save_ark(self.ark, {key: array})
-        self.scp.write(f"{key} {self.final_ark}:{offset}\n")
-
-
-@contextlib.contextmanager
-def ark_scp_writer(scp_path: Path) -> Iterator[ArkScpWriter]:
-    """Write ``<name>.ark`` + ``<name>.scp`` atomically: on success the ark is renamed, then the scp."""
-    ark_path = Path(scp_path).with_suffix(".ark")
-    with atomic_path(scp_path) as scp_tmp, atomic_path(ark_path) as ark_tmp:  # inner (ark) renamed first
-        with open(ark_tmp, "wb") as ark, open(scp_tmp, "w") as scp:
-            yield ArkScpWriter(ark, scp, ark_path)
-            for f in (ark, scp):
-                f.flush()
-                os.fsync(f.fileno())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,7 +295,7 @@ def _features_split(utts: list[Utterance], paths: RunPaths, split: str, cfg: Fea
         for res in iter_features(utts, cfg, sample_rate, pool, desc=f"features {split}"):
             if res.error:
                 log.warning("skipping %s: %s", res.id, res.error)
-                failures.append({"id": res.id, "audio": audio_of[res.id], "error": res.error})
+                failures.append({"id": res.id, "audio": audio_of[res.id], "error": res.error, "reason": res.reason})
                 continue
             assert res.fbank is not None and res.mfcc is not None
             fb_out.write(res.id, res.fbank)
@@ -331,6 +311,7 @@ def _features_split(utts: list[Utterance], paths: RunPaths, split: str, cfg: Fea
         "speakers": len(speakers),
         "failed": len(failures),
         "failures": failures[:MAX_NAMED_FAILURES],
+        "lost": tally((f["reason"], f["error"]) for f in failures),
         "wall_s": round(wall, 2),
         "x_real_time": round(seconds / wall, 1) if wall > 0 else None,
     }

@@ -23,6 +23,11 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     report.json report.md *.png      the paper-shaped report
+
+A run directory can be moved or copied: every path it records of its own files is relative
+(an scp names its ark relative to itself, :mod:`asr_kd.scp`; ``index.json`` its shards relative
+to itself; ``RUN_DONE.json`` relative to the run directory) and is resolved when read. Only the
+corpus (manifests' audio, ``data.root``) is named by absolute path.
 """
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from asr_kd.accounting import loss_account
 from asr_kd.config import RecipeConfig
 from asr_kd.decode import (
     Decoder,
@@ -102,12 +103,12 @@ def subset(data: SplitData, max_utts: int) -> SplitData:
 
 def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
     """log p(s) from the training alignments' pdf counts (``align/train/pdf.scp``)."""
-    import kaldiio
+    from asr_kd.scp import load_scp
 
     scp = paths.pdf_scp("train")
     if not scp.exists():
         raise FileNotFoundError(f"{scp} is missing; run the align stage (--stage align)")
-    table = kaldiio.load_scp(str(scp))
+    table = load_scp(scp)
     counts = count_pdfs((np.asarray(table[k]) for k in table.keys()), num_pdfs)
     return log_priors_from_counts(counts)
 
@@ -614,12 +615,35 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
         derived["wer_resolution_rel"] = (high - low) / 2.0 / rows[base]["wer"]
 
 
+def used_corpus(paths: RunPaths, split: str) -> dict[str, Any] | None:
+    """Hours, utterances and speakers of what training used: the utterances in ``split``'s shards
+    (durations and speakers from the manifest); None before the shards stage."""
+    from data_prep.manifest import read_manifest
+
+    index, manifest = paths.shard_index(split), paths.manifest(split)
+    if not (index.exists() and manifest.exists()):
+        return None
+    ids = {utt for shard in read_json(index)["shards"] for utt, _ in shard["utts"]}
+    utts = [u for u in read_manifest(manifest) if u.id in ids]
+    return {"hours": round(sum(u.duration for u in utts) / 3600, 4), "utterances": len(ids),
+            "speakers": len({u.speaker for u in utts})}
+
+
 def corpus_section(paths: RunPaths) -> dict[str, Any]:
+    """Per split: what training used (the shards), what prepare listed, and the one account of
+    every utterance lost on the way, by stage and reason (:mod:`asr_kd.accounting`)."""
     prep = _marker_summary(paths, "prepare")
-    splits = prep.get("splits", {})
+    splits: dict[str, Any] = {}
+    for split, v in prep.get("splits", {}).items():
+        used = used_corpus(paths, split)
+        splits[split] = {**(used or {k: v.get(k) for k in ("hours", "utterances", "speakers")}),
+                         "listed_by_prepare": v.get("utterances"), "counted_from": "shards" if used else "prepare"}
+    account = {split: a for split, a in loss_account(paths).items() if split in splits}
     return {
-        "splits": {s: {k: v.get(k) for k in ("hours", "utterances", "speakers")} for s, v in splits.items()},
-        "skipped": {s: v.get("skipped") for s, v in splits.items()},
+        "splits": splits,
+        "lost": account,
+        "lost_total": sum(r["count"] for a in account.values() for r in a["rows"]),
+        "skipped": {s: v.get("skipped") for s, v in prep.get("splits", {}).items()},
         "skipped_total": prep.get("skipped_total"),
         "lm_text": prep.get("lm_text"),
     }
@@ -821,16 +845,33 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{ll[1]} | {_pct(r['dev_wer'])} | {_pct(r['wer'])} | {r['acoustic_scale']:g} |")
     elif report.get("gmm"):
         lines.append(f"- GMM-HMM sanity baseline: {_pct(report['gmm']['wer'])} WER.")
-    lines += ["", "## Corpus and labels", "", "| split | hours | utterances | speakers |", "|---|---|---|---|"]
+    lines += ["", "## Corpus and labels", "",
+              "Hours, utterances and speakers count what training used (the utterances in the shards); "
+              "\"listed by prepare\" is what the corpus reader accepted, before the later losses below.", "",
+              "| split | hours | utterances | speakers | listed by prepare |", "|---|---|---|---|---|"]
     for split, v in report["corpus"].get("splits", {}).items():
-        lines.append(f"| {split} | {v.get('hours')} | {v.get('utterances')} | {v.get('speakers')} |")
+        lines.append(f"| {split} | {v.get('hours')} | {v.get('utterances')} | {v.get('speakers')} | "
+                     f"{v.get('listed_by_prepare', v.get('utterances'))} |")
     lab = report["labels"]
-    lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}); "
-              f"skipped utterances: {report['corpus'].get('skipped_total')}.", "",
-              "## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
+    lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}).", ""]
+    lines += _lost_table(report["corpus"].get("lost", {}))
+    lines += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timing"].items()]
     lines += ["", "Plots: `frame_acc_wer_vs_T.png`, `table5_curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _lost_table(account: dict[str, Any]) -> list[str]:
+    """report.md's "Utterances lost, by stage and reason" (prepare's rows count input files and lines)."""
+    lines = ["## Utterances lost, by stage and reason", ""]
+    rows = [(split, r) for split, a in account.items() for r in a.get("rows", [])]
+    if not rows:
+        return lines + ["None: every utterance of the corpus reached the shards.", ""]
+    lines += ["| split | stage | reason | count | first named |", "|---|---|---|---|---|"]
+    for split, r in rows:
+        first = r["examples"][0] if r.get("examples") else ""
+        lines.append(f"| {split} | {r['stage']} | {r['reason']} | {r['count']} | {first.replace('|', '/')} |")
+    return lines + [""]
 
 
 def plot_vs_temperature(report: dict[str, Any], out: Path) -> None:
@@ -918,6 +959,6 @@ def run_report_stage(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The report stage: report.json, report.md and the plots from the markers and decode summaries."""
     report = build_report(cfg, paths)
     write_report(report, paths, table5_curves(paths))
-    return {"report_json": str(paths.report_json), "table1_rows": len(report["table1"]),
+    return {"report_json": paths.report_json.name, "table1_rows": len(report["table1"]),
             "table5_rows": len(report["table5"]), "derived": report["derived"]}
 

@@ -143,7 +143,7 @@ def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs
                              for row in metrics.get("history", [])]
         member["trained_in"] = "stacked"
         write_json(run.metrics, member)
-        write_json(run.done, {"from": str(stacked.root)})
+        write_json(run.done, {"from": str(stacked.root.relative_to(paths.root))})  # run-dir relative: movable
 
 
 def stage_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

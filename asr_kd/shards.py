@@ -24,15 +24,16 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import kaldiio
 import numpy as np
 import webdataset as wds
 
+from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.features import CmvnStats, apply_cmvn, load_cmvn
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.progress import progress
+from asr_kd.scp import load_scp
 from data_prep.manifest import Utterance, read_manifest
 
 log = logging.getLogger(__name__)
@@ -103,7 +104,7 @@ def _load_labels(paths: RunPaths, split: str) -> dict[str, np.ndarray] | None:
     if not scp.exists():
         log.warning("%s is missing: %s shards get no labels", scp, split)
         return None
-    return dict(kaldiio.load_scp(str(scp)))
+    return dict(load_scp(scp))
 
 
 def _num_pdfs(paths: RunPaths) -> int | None:
@@ -127,7 +128,7 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
     feats_scp = paths.fbank_scp(split)
     if not feats_scp.exists():
         raise FileNotFoundError(f"{feats_scp} is missing; run the features stage first")
-    feats = kaldiio.load_scp(str(feats_scp))
+    feats = load_scp(feats_scp)
     cmvn = load_cmvn(paths.cmvn, split)
     labels = _load_labels(paths, split)
     out = ShardWriter(paths.shard_dir(split), shard_cfg.max_utts_per_shard)
@@ -155,7 +156,10 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
         "shards": out.shards,
     }
     write_json(paths.shard_index(split), index)
-    return {k: v for k, v in index.items() if k != "shards"} | {"shards": len(out.shards)}
+    # Only length mismatches are this stage's own losses: no_features / no_alignment were counted
+    # by the features and align stages (asr_kd.accounting).
+    lost = tally(("length_mismatch", u) for u in skipped["length_mismatch"])
+    return {k: v for k, v in index.items() if k != "shards"} | {"shards": len(out.shards), "lost": lost}
 
 
 def _sample(utt: Utterance, feats: Any, cmvn: CmvnStats, labels: dict[str, np.ndarray] | None,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import gzip
 import logging
+import math
 import re
 import struct
 from collections.abc import Iterator
@@ -249,11 +250,11 @@ def context_of(src: Path) -> str:
 # ------------------------------------------------------------------------------------------------
 def feature_lengths(scp: Path) -> dict[str, int]:
     """utt -> number of frames in a feature scp (reads each matrix)."""
-    import kaldiio
+    from asr_kd.scp import load_scp
 
     if not scp.exists():
         raise KaldiImportError(f"{scp} is missing; run the features stage before importing alignments")
-    return {utt: int(m.shape[0]) for utt, m in kaldiio.load_scp(str(scp)).items()}
+    return {utt: int(m.shape[0]) for utt, m in load_scp(scp).items()}
 
 
 def length_problem(n_ali: int, n_feat: int) -> str | None:
@@ -273,7 +274,8 @@ def import_alignments(
 
     Returns per-split summaries and the number of pdfs (from the model, else the labels).
     """
-    from asr_kd.features import ark_scp_writer
+    from asr_kd.align.stage import lost
+    from asr_kd.scp import ark_scp_writer
 
     tid2pdf = read_tid2pdf(mdl) if mdl is not None else None
     labels: dict[str, np.ndarray] = {}
@@ -318,6 +320,7 @@ def import_alignments(
             "length_mismatches": sum("labels for" in r for r in failed.values()),
             "frames": int(sum(len(v) for v in ok.values())),
             "failed_examples": dict(sorted(failed.items())[:20]),
+            "lost": lost(failed),
         }
     return summaries, num_pdfs
 
@@ -332,10 +335,12 @@ def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any
     splits, num_pdfs = import_alignments(files, mdl, lengths, paths)
     train = splits["train"]
     if train["utterances"] and train["failed"] / train["utterances"] > cfg.align.max_fail_fraction:
+        needed = math.ceil(train["failed"] / train["utterances"] * 1000) / 1000
         raise KaldiImportError(
             f"{train['failed']} of {train['utterances']} train utterances have no usable Kaldi alignment "
-            f"(more than align.max_fail_fraction={cfg.align.max_fail_fraction}); "
-            f"see {paths.align_failed('train')}"
+            f"(more than align.max_fail_fraction={cfg.align.max_fail_fraction:g}); their ids and reasons are in "
+            f"{paths.align_failed('train')}. Fix those alignments, or accept the loss with "
+            f"--set align.max_fail_fraction={needed:g}"
         )
     for split in ("dev", "test"):
         if splits[split]["aligned"] == 0:

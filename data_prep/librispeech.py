@@ -6,27 +6,45 @@ A corpus root holds subsets (``train-clean-100``, ``dev-clean``, ... or the synt
     <subset>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
     <subset>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt   lines like: 19-198-0001 THE WORDS ...
 
-Real LibriSpeech and the synthetic corpus go through the same code. Audio headers are read with
-``soundfile.info``-style opening plus a read of the last few samples (catches truncated files)
-without decoding whole files. Problems are skipped and counted by reason, with the first few file
-names, in the stage summary: ``unreadable_audio``, ``wrong_sample_rate``, ``not_mono``,
-``empty_audio``, ``empty_transcript``, ``bad_transcript_line``, ``duplicate_id``,
-``missing_transcript_file`` (a chapter's audio without its ``.trans.txt``),
-``transcript_without_audio``, ``audio_without_transcript``, and ``oov`` (with
-``data.oov_policy=skip``; the default policy ``error`` stops and lists the words). A missing
-corpus root or subset directory is an error naming it.
+Real LibriSpeech and the synthetic corpus go through the same code. Every audio file is decoded
+whole (soundfile, in threads), so that audio the later stages cannot use is caught here and not
+hours later in ``features`` or ``align``. Problems are skipped and counted by reason, with the
+first few file names, in the stage summary:
+
+* audio: ``unreadable_audio`` (cannot be opened, or fails to decode anywhere in the file),
+  ``truncated_audio`` (a WAV whose data is shorter than its header says), ``wrong_sample_rate``,
+  ``not_mono``, ``empty_audio`` (no samples), ``silent_audio`` (every sample zero: digital
+  silence), ``too_short`` (fewer samples than ``min_samples``: the recipe asks for one DNN input
+  window, 26 frames of 10 ms plus a 25 ms window = 0.275 s);
+* transcripts: ``empty_transcript``, ``bad_transcript_line``, ``non_utf8_transcript`` (a line
+  that is not UTF-8: named ``file:line``, its utterance skipped), ``duplicate_id`` (an id on two
+  transcript lines, named ``file:line``; or ``X.flac`` and ``X.wav`` in one chapter: the
+  ``.flac`` is kept, the order of ``AUDIO_SUFFIXES``, and the other file is named);
+* pairing: ``missing_transcript_file`` (a chapter's audio without its ``.trans.txt``),
+  ``transcript_without_audio``, ``audio_without_transcript``;
+* ``oov`` (with ``data.oov_policy=skip``; the default policy ``error`` stops and lists the words).
+
+A missing corpus root or subset directory is an error naming it. Which subsets make a split is
+the caller's choice; :data:`DEFAULT_SUBSETS` are LibriSpeech's own (train-clean-100, dev-clean,
+test-clean).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import soundfile as sf
 
 from asr_kd.config import DataConfig
@@ -38,11 +56,16 @@ from data_prep.manifest import Utterance, write_manifest
 
 log = logging.getLogger(__name__)
 
-AUDIO_SUFFIXES = (".flac", ".wav")
+AUDIO_SUFFIXES = (".flac", ".wav")  # in order of preference when one id has both
+DEFAULT_SUBSETS = {"train": ("train-clean-100",), "dev": ("dev-clean",), "test": ("test-clean",)}
 LM_TEXT_NAMES = ("lm-text.txt", "librispeech-lm-norm.txt")  # looked for in the corpus root
 MAX_EXAMPLES = 5  # offending file names kept per skip reason
+MAX_CHECK_THREADS = 8  # audio files decoded at once (libsndfile releases the GIL)
 _UTT_ID = re.compile(r"^(\d+)-(\d+)-(\d+)$")
-_TAIL_SAMPLES = 256
+_BLOCK = 1 << 20  # samples decoded at a time
+# libsndfile's header log of a WAV cut short: "data : 96582 (should be 48269)"
+_WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+_WAV_SIZE_UNKNOWN = 0x7FFFF000  # data sizes from here up are placeholders of streamed WAVs, not lengths
 
 
 class CorpusError(StageError):
@@ -69,16 +92,25 @@ class Skips:
 # -- scanning -------------------------------------------------------------------------------------
 def read_transcripts(path: Path, speaker: str, chapter: str, skips: Skips) -> tuple[dict[str, str], set[str]]:
     """Utterance id -> upper-case text from one ``<speaker>-<chapter>.trans.txt``, and every id it
-    names (also those of skipped lines, so their audio is not counted again as untranscribed)."""
+    names (also those of skipped lines, so their audio is not counted again as untranscribed).
+
+    Lines are decoded one by one: a line that is not UTF-8 skips its utterance
+    (``non_utf8_transcript``, named ``file:line``), not the whole corpus."""
     texts: dict[str, str] = {}
     named: set[str] = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            where = f"{path}:{lineno}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                named.add(raw.split(maxsplit=1)[0].decode("utf-8", "replace"))  # its audio is not "untranscribed"
+                skips.add("non_utf8_transcript", f"{where} (byte {raw[e.start]:#04x} at column {e.start + 1})")
+                continue
             if not line.strip():
                 continue
             utt_id, _, text = line.strip().partition(" ")
             m = _UTT_ID.match(utt_id)
-            where = f"{path}:{lineno}"
             if m is None or (m.group(1), m.group(2)) != (speaker, chapter):
                 skips.add("bad_transcript_line", where)
             elif not text.strip():
@@ -92,8 +124,8 @@ def read_transcripts(path: Path, speaker: str, chapter: str, skips: Skips) -> tu
     return texts, named
 
 
-def check_audio(path: Path, sample_rate: int) -> tuple[str | None, int]:
-    """(skip reason or None, number of samples) from the header and a read of the last samples."""
+def check_audio(path: Path, sample_rate: int, min_samples: int = 1) -> tuple[str | None, int]:
+    """(skip reason or None, number of samples): the header checked, then the whole file decoded."""
     try:
         with sf.SoundFile(path) as f:
             frames, sr, channels = f.frames, f.samplerate, f.channels
@@ -103,36 +135,69 @@ def check_audio(path: Path, sample_rate: int) -> tuple[str | None, int]:
                 return "not_mono", frames
             if frames <= 0:
                 return "empty_audio", frames
-            f.seek(max(0, frames - _TAIL_SAMPLES))
-            tail = f.read(_TAIL_SAMPLES)
-            if len(tail) != min(frames, _TAIL_SAMPLES):
-                return "unreadable_audio", frames
+            if _wav_cut_short(f.extra_info):
+                return "truncated_audio", frames
+            decoded, audible = 0, False
+            for block in f.blocks(blocksize=_BLOCK, dtype="float32"):  # (n,) float32
+                decoded += len(block)
+                audible = audible or bool(np.any(block))
     except (sf.LibsndfileError, RuntimeError, ValueError, OSError):
         return "unreadable_audio", 0
+    if decoded != frames:
+        return "unreadable_audio", decoded
+    if not audible:
+        return "silent_audio", frames
+    if frames < min_samples:
+        return "too_short", frames
     return None, frames
 
 
-def scan_chapter(chapter_dir: Path, sample_rate: int, skips: Skips) -> list[Utterance]:
-    """The good utterances of one ``<speaker>/<chapter>`` directory; everything else counted in ``skips``."""
+def _wav_cut_short(header_log: str) -> bool:
+    """True when libsndfile's header log says a WAV's data chunk is longer than the file holds."""
+    m = _WAV_SHORT.search(header_log or "")
+    return m is not None and int(m.group(2)) < int(m.group(1)) < _WAV_SIZE_UNKNOWN
+
+
+def chapter_audio(chapter_dir: Path, skips: Skips) -> dict[str, Path]:
+    """Utterance id -> audio file of one chapter directory. One id with several files (``X.flac``
+    and ``X.wav``): the first suffix of :data:`AUDIO_SUFFIXES` is kept, the others are
+    ``duplicate_id``."""
+    files = [p for p in chapter_dir.iterdir() if p.suffix.lower() in AUDIO_SUFFIXES]
+    files.sort(key=lambda p: (p.stem, AUDIO_SUFFIXES.index(p.suffix.lower()), p.name))
+    audio: dict[str, Path] = {}
+    for p in files:
+        if p.stem in audio:
+            skips.add("duplicate_id", f"{p} (same id as {audio[p.stem].name}, which is kept)")
+        else:
+            audio[p.stem] = p
+    return audio
+
+
+def scan_chapter(chapter_dir: Path, sample_rate: int, skips: Skips, min_samples: int = 1,
+                 pool: Executor | None = None) -> list[Utterance]:
+    """The good utterances of one ``<speaker>/<chapter>`` directory; everything else counted in
+    ``skips``. ``pool`` (threads) decodes several audio files at once."""
     speaker, chapter = chapter_dir.parent.name, chapter_dir.name
-    audio = {p.stem: p for p in sorted(chapter_dir.iterdir()) if p.suffix.lower() in AUDIO_SUFFIXES}
+    audio = chapter_audio(chapter_dir, skips)
     trans_path = chapter_dir / f"{speaker}-{chapter}.trans.txt"
     if not trans_path.exists():
         for p in audio.values():
             skips.add("missing_transcript_file", p)
         return []
     texts, named = read_transcripts(trans_path, speaker, chapter, skips)
-    utts = []
-    for utt_id, text in texts.items():
+    for utt_id in texts:
         if utt_id not in audio:
             skips.add("transcript_without_audio", f"{trans_path} ({utt_id})")
-            continue
-        reason, frames = check_audio(audio[utt_id], sample_rate)
+    ids = [u for u in texts if u in audio]
+    checked = _map(pool, partial(check_audio, sample_rate=sample_rate, min_samples=min_samples),
+                   [audio[u] for u in ids])
+    utts = []
+    for utt_id, (reason, frames) in zip(ids, checked):
         if reason:
             skips.add(reason, audio[utt_id])
             continue
         utts.append(Utterance(id=utt_id, speaker=speaker, chapter=chapter, audio=str(audio[utt_id].resolve()),
-                              text=text, num_samples=frames, sample_rate=sample_rate))
+                              text=texts[utt_id], num_samples=frames, sample_rate=sample_rate))
     for utt_id in sorted(set(audio) - named):
         skips.add("audio_without_transcript", audio[utt_id])
     return utts
@@ -150,13 +215,30 @@ def subset_dir(root: Path, subset: str) -> Path:
     )
 
 
-def scan_subset(root: Path, subset: str, sample_rate: int, skips: Skips) -> list[Utterance]:
+def scan_subset(root: Path, subset: str, sample_rate: int, skips: Skips, min_samples: int = 1,
+                pool: Executor | None = None) -> list[Utterance]:
     d = subset_dir(root, subset)
     chapters = sorted(c for s in d.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir())
     utts: list[Utterance] = []
     for chapter_dir in progress(chapters, desc=f"scanning {subset}", unit="chapter", leave=False):
-        utts.extend(scan_chapter(chapter_dir, sample_rate, skips))
+        utts.extend(scan_chapter(chapter_dir, sample_rate, skips, min_samples, pool))
     return utts
+
+
+@contextmanager
+def check_pool() -> Iterator[Executor | None]:
+    """Threads that decode audio files in parallel (None on a single core)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    n = min(MAX_CHECK_THREADS, cores)
+    if n <= 1:
+        yield None
+        return
+    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="check-audio") as pool:
+        yield pool
+
+
+def _map(pool: Executor | None, fn: Callable, items: Iterable) -> list:
+    return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
 
 
 # -- policies -------------------------------------------------------------------------------------
@@ -220,8 +302,10 @@ def locate_lm_text(root: Path, data_cfg: DataConfig) -> str:
 
 # -- the stage ------------------------------------------------------------------------------------
 def prepare_manifests(root: Path, split_subsets: dict[str, tuple[str, ...]], paths: RunPaths,
-                      data_cfg: DataConfig) -> dict[str, Any]:
-    """Scan ``root`` and write ``paths.manifest(split)`` for train/dev/test; returns the stage summary."""
+                      data_cfg: DataConfig, min_samples: int = 1) -> dict[str, Any]:
+    """Scan ``root`` and write ``paths.manifest(split)`` for train/dev/test; returns the stage summary.
+
+    Audio shorter than ``min_samples`` is skipped as ``too_short``."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus root {root} does not exist; pass --data-root with a LibriSpeech-layout "
@@ -229,14 +313,16 @@ def prepare_manifests(root: Path, split_subsets: dict[str, tuple[str, ...]], pat
     lm_text = locate_lm_text(root, data_cfg)
     skips = {split: Skips() for split in SPLITS}
     splits: dict[str, list[Utterance]] = {}
-    for split in SPLITS:
-        utts: list[Utterance] = []
-        for subset in split_subsets[split]:
-            utts.extend(scan_subset(root, subset, data_cfg.sample_rate, skips[split]))
-        splits[split] = utts
+    with check_pool() as pool:
+        for split in SPLITS:
+            utts: list[Utterance] = []
+            for subset in split_subsets[split]:
+                utts.extend(scan_subset(root, subset, data_cfg.sample_rate, skips[split], min_samples, pool))
+            splits[split] = utts
     lexicon = load_lexicon(data_cfg.extra_lexicon or None)
     splits = apply_oov_policy(splits, lexicon, data_cfg.oov_policy, skips)
-    summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_text, "splits": {}}
+    summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_text, "min_samples": min_samples,
+                               "splits": {}}
     words: set[str] = set()
     for split in SPLITS:
         found = len(splits[split])

@@ -209,3 +209,55 @@ def test_gmm_systems_decode_the_monophone_only_when_asked_and_present(run) -> No
         ("gmm", "triphone", paths.graph), ("gmm_mono", "monophone", paths.graph / "mono")]
     off = load_config("smoke", {"decode.gmm_monophone": "false"})
     assert [g.name for g in report.gmm_systems(off, paths)] == ["gmm"]
+
+
+def _lost(reason: str, names: list[str]) -> dict:
+    return {"counts": {reason: len(names)}, "examples": {reason: names}}
+
+
+def _account_markers(paths: RunPaths, shard_utts: int) -> None:
+    """A train split of 10 listed utterances: features lost 1, align 2, shards 1; ``shard_utts`` reached the shards."""
+    from data_prep.manifest import Utterance, write_manifest
+
+    utts = [Utterance(f"1-1-{i:04d}", str(1 + i % 2), "1", f"/c/1-1-{i:04d}.flac", "HI", 16000 * (i + 1), 16000)
+            for i in range(10)]
+    write_manifest(paths.manifest("train"), utts)
+    write_json(paths.marker("prepare"), {"summary": {"splits": {"train": {
+        "hours": 0.1, "utterances": 10, "speakers": 2,
+        "skipped": _lost("silent_audio", ["/c/1-1-0099.flac"])}}, "skipped_total": 1}})
+    write_json(paths.marker("features"), {"summary": {"splits": {"train": {
+        "lost": _lost("unreadable_audio", ["/c/1-1-0009.flac: cannot read audio"])}}}})
+    write_json(paths.marker("align"), {"summary": {"splits": {"train": {
+        "lost": _lost("too_few_frames", ["1-1-0007: equal alignment failed", "1-1-0008: equal alignment failed"])}}}})
+    write_json(paths.marker("shards"), {"summary": {"splits": {"train": {
+        "utterances": shard_utts, "lost": _lost("length_mismatch", ["1-1-0006 (labels 9, frames 10)"])}}}})
+    write_json(paths.shard_index("train"), {"shards": [{"file": "shard-000000.tar",
+                                                        "utts": [[u.id, 100] for u in utts[:shard_utts]]}]})
+
+
+def test_report_counts_what_training_used_and_every_loss(tmp_path) -> None:
+    """Issue 17: utterance counts are the shards' (not prepare's list), and one account per split
+    names every loss by stage and reason."""
+    paths = RunPaths(tmp_path / "exp")
+    _account_markers(paths, shard_utts=6)
+    corpus = report.corpus_section(paths)
+    train = corpus["splits"]["train"]
+    assert train["utterances"] == 6 and train["listed_by_prepare"] == 10 and train["counted_from"] == "shards"
+    assert train["speakers"] == 2 and train["hours"] == round(sum(range(1, 7)) / 3600, 4)
+    account = corpus["lost"]["train"]
+    assert [(r["stage"], r["reason"], r["count"]) for r in account["rows"]] == [
+        ("prepare", "silent_audio", 1), ("features", "unreadable_audio", 1), ("align", "too_few_frames", 2),
+        ("shards", "length_mismatch", 1)]
+    assert account["unaccounted"] == 0 and corpus["lost_total"] == 5
+    md = report.render_markdown({"table1": [], "table5": [], "corpus": corpus, "labels": {}, "timing": {}})
+    assert "## Utterances lost, by stage and reason" in md
+    assert "| train | align | too_few_frames | 2 | 1-1-0007: equal alignment failed |" in md
+    assert "| train | 0.0058 | 6 | 2 | 10 |" in md
+
+
+def test_an_utterance_dropped_silently_shows_as_unaccounted(tmp_path) -> None:
+    paths = RunPaths(tmp_path / "exp")
+    _account_markers(paths, shard_utts=5)
+    account = report.corpus_section(paths)["lost"]["train"]
+    assert account["unaccounted"] == 1
+    assert account["rows"][-1]["reason"] == "unaccounted" and account["rows"][-1]["count"] == 1

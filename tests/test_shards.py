@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from asr_kd.config import FeatureConfig, ShardConfig
-from asr_kd.features import Stats, apply_cmvn, ark_scp_writer, load_cmvn, write_cmvn
+from asr_kd.features import Stats, apply_cmvn, load_cmvn, write_cmvn
 from asr_kd.fileio import write_json
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.scp import ark_scp_writer, load_scp
 from asr_kd.shards import write_shards
 from asr_kd.windows import iter_utterances, read_index, shard_urls
 from data_prep.manifest import Utterance, write_manifest
@@ -55,8 +56,6 @@ def build_run(tmp: Path, labels_for: tuple[str, ...] = SPLITS) -> RunPaths:
 
 
 def test_shards_hold_normalised_features_labels_and_text(tmp_path: Path) -> None:
-    import kaldiio
-
     paths = build_run(tmp_path)
     summary = write_shards(paths, FeatureConfig(), ShardConfig(max_utts_per_shard=2))
     assert summary["num_pdfs"] == NUM_PDFS
@@ -65,8 +64,8 @@ def test_shards_hold_normalised_features_labels_and_text(tmp_path: Path) -> None
     assert [s["file"] for s in index["shards"]] == ["shard-000000.tar", "shard-000001.tar"]
     assert [s["utterances"] for s in index["shards"]] == [2, 1]
     assert index["feature_dim"] == 40 and index["num_pdfs"] == NUM_PDFS and index["has_labels"]
-    feats = dict(kaldiio.load_scp(str(paths.fbank_scp("train"))))
-    labels = dict(kaldiio.load_scp(str(paths.pdf_scp("train"))))
+    feats = dict(load_scp(paths.fbank_scp("train")))
+    labels = dict(load_scp(paths.pdf_scp("train")))
     stats = load_cmvn(paths.cmvn, "train")
     records = list(iter_utterances(shard_urls(paths.shard_index("train"))))
     assert [r.id for r in records] == ["train0-7-0000", "train0-7-0002", "train1-7-0001"]  # manifest order

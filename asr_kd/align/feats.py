@@ -52,11 +52,11 @@ def speaker_means(feats: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -
 
 def read_mfcc(scp: Path, utt_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     """MFCC matrices for ``utt_ids`` from a kaldiio scp; and the ids missing from it."""
-    import kaldiio
+    from asr_kd.scp import load_scp
 
     if not Path(scp).exists():
         raise FileNotFoundError(f"{scp} is missing; run the features stage (--stage features)")
-    table = kaldiio.load_scp(str(scp))
+    table = load_scp(scp)
     out: dict[str, np.ndarray] = {}
     missing: list[str] = []
     for utt in utt_ids:

@@ -12,7 +12,9 @@ Reads the lang directory, the manifests and ``features/<split>/mfcc.scp``; write
 Train, dev and test are all aligned with the final model and their reference transcripts, so
 frame accuracy can be measured on speakers never seen in training. An utterance that cannot be
 aligned (no features, an out-of-vocabulary word, too few frames, no path within the retry beam)
-is named in ``failed.txt`` and counted; the stage fails if more than
+is named in ``failed.txt`` and counted by reason (:func:`loss_reason`; those without features
+were lost, and are counted, by the features stage); the stage stops, naming ``failed.txt`` and
+the ``--set align.max_fail_fraction=...`` that accepts the loss, if more than
 ``align.max_fail_fraction`` of any split fails.
 """
 
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from asr_kd.accounting import tally
 from asr_kd.align.feats import gmm_features, read_mfcc
 from asr_kd.align.model import GmmHmm, init_monophone, save_model
 from asr_kd.align.train import AlignResult, TrainOptions, compile_graphs, realign, train
@@ -34,12 +38,41 @@ from asr_kd.config import AlignConfig, RecipeConfig
 from asr_kd.fileio import write_text
 from asr_kd.lang import Lang, load_lang
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.stages import StageError
 
 log = logging.getLogger(__name__)
 
 
-class AlignError(RuntimeError):
+class AlignError(StageError):
     """Too many utterances failed to align, or nothing to align."""
+
+
+NO_FEATURES = "no features in mfcc.scp"  # lost (and counted) by the features stage
+# Failure messages (failed.txt) -> the loss reason counted in the summary, by message prefix.
+FAILURE_REASONS = (
+    ("word ", "word_not_in_words_txt"),
+    ("empty training graph", "empty_training_graph"),
+    ("equal alignment failed", "too_few_frames"),
+    ("no alignment within beam", "no_alignment_within_beam"),
+    ("no Kaldi alignment", "no_kaldi_alignment"),
+    ("transition ids outside", "bad_transition_ids"),
+)
+
+
+def loss_reason(message: str) -> str | None:
+    """The loss reason of an alignment failure (None: no features, counted by the features stage)."""
+    if message == NO_FEATURES:
+        return None
+    for prefix, reason in FAILURE_REASONS:
+        if message.startswith(prefix):
+            return reason
+    return "length_mismatch" if "labels for" in message else "align_failed"
+
+
+def lost(failed: dict[str, str]) -> dict[str, Any]:
+    """The align stage's own losses of a split, by reason (``{"counts", "examples"}``)."""
+    items = ((loss_reason(msg), f"{utt}: {msg}") for utt, msg in sorted(failed.items()))
+    return tally((reason, name) for reason, name in items if reason is not None)
 
 
 @dataclass
@@ -66,7 +99,7 @@ def load_split(paths: RunPaths, split: str, lang: Lang, model: GmmHmm | None) ->
 
     utts = read_manifest(paths.manifest(split))
     raw, missing = read_mfcc(paths.mfcc_scp(split), [u.id for u in utts])
-    failed = {u: "no features in mfcc.scp" for u in missing}
+    failed = {u: NO_FEATURES for u in missing}
     utt2spk = {u.id: u.speaker for u in utts}
     feats = gmm_features(raw, utt2spk)
     texts = {u.id: u.words for u in utts}
@@ -91,7 +124,7 @@ def add_graphs(data: SplitData, lang: Lang, model: GmmHmm) -> None:
 
 def write_alignments(paths: RunPaths, split: str, result: AlignResult, tid2pdf: np.ndarray) -> None:
     """``ali.{ark,scp}`` (transition ids) and ``pdf.{ark,scp}`` (pdf ids), int32, sorted by utterance."""
-    from asr_kd.features import ark_scp_writer
+    from asr_kd.scp import ark_scp_writer
 
     with ark_scp_writer(paths.ali_scp(split)) as ali_out, ark_scp_writer(paths.pdf_scp(split)) as pdf_out:
         for utt in sorted(result.alignments):
@@ -117,18 +150,25 @@ def split_summary(data: SplitData, result: AlignResult, model: GmmHmm, silence_p
         "retried": result.retried,
         "aligned_with_final_beam": result.last_resort,
         "failed_examples": dict(sorted(failed.items())[:20]),
+        "lost": lost(failed),
     }
 
 
 def check_failures(split: str, summary: dict[str, Any], max_fail_fraction: float, failed_file: Path) -> None:
+    """One-line :class:`AlignError` when more than ``max_fail_fraction`` of ``split`` failed."""
     n, bad = summary["utterances"], summary["failed"]
     if n == 0:
         raise AlignError(f"split {split!r} has no utterances; check the prepare stage's manifest")
     if bad / n > max_fail_fraction:
+        needed = math.ceil(bad / n * 1000) / 1000  # the smallest 3-decimal fraction that lets them through
+        counts = dict(summary.get("lost", {}).get("counts", {}))
+        if bad > sum(counts.values()):
+            counts["no_features"] = bad - sum(counts.values())
+        reasons = ", ".join(f"{r} {c}" for r, c in counts.items())
         raise AlignError(
-            f"{bad} of {n} {split} utterances failed to align (more than align.max_fail_fraction="
-            f"{max_fail_fraction}); see {failed_file}. Check transcripts and features, or raise "
-            "align.retry_beam / align.max_fail_fraction."
+            f"{bad} of {n} {split} utterances failed to align ({reasons or 'see the file'}), more than "
+            f"align.max_fail_fraction={max_fail_fraction:g}; their ids and reasons are in {failed_file}. "
+            f"Fix or remove those inputs, or accept the loss with --set align.max_fail_fraction={needed:g}"
         )
 
 

@@ -46,18 +46,33 @@ def corpus_root(cfg: RecipeConfig) -> Path:
 
 
 def split_subsets(cfg: RecipeConfig) -> dict[str, tuple[str, ...]]:
-    """Subset directories per split: the synthetic corpus's own (also when it is passed as
-    --data-root, recognised by its marker), else data.{train,dev,test}_subsets."""
+    """Subset directories per split: data.{train,dev,test}_subsets where given, else the corpus's
+    own: the synthetic corpus's (also when it is passed as --data-root, recognised by its marker),
+    or LibriSpeech's train-clean-100 / dev-clean / test-clean."""
+    from data_prep.librispeech import DEFAULT_SUBSETS
     from data_prep.synthetic import MARKER_NAME, SUBSETS
 
-    if not cfg.data.root or (Path(cfg.data.root) / MARKER_NAME).exists():
-        return {split: (SUBSETS[split],) for split in SPLITS}
+    synthetic = not cfg.data.root or (Path(cfg.data.root) / MARKER_NAME).exists()
+    own = {split: (SUBSETS[split],) for split in SPLITS} if synthetic else DEFAULT_SUBSETS
     d = cfg.data
-    return {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
+    given = {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
+    return {split: tuple(given[split]) or own[split] for split in SPLITS}
+
+
+def min_utterance_samples(cfg: RecipeConfig) -> int:
+    """Samples an utterance needs for one DNN input window (left + 1 + right frames; 0.275 s with
+    the defaults). Shorter audio is skipped by prepare as too_short.
+
+    Not part of prepare's config keys on purpose: the windows are edge-padded, so this is a floor
+    for usable audio, and a changed model context must not re-run the data preparation."""
+    from asr_kd.features import samples_for_frames
+
+    frames = cfg.model.left_context + 1 + cfg.model.right_context
+    return samples_for_frames(frames, cfg.data.sample_rate, cfg.features)
 
 
 def stage_prepare(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Corpus (LibriSpeech layout) -> manifest-<split>.jsonl; bad input named and counted."""
+    """Corpus (LibriSpeech layout) -> manifest-<split>.jsonl; bad input (unusable audio included) named and counted."""
     from data_prep.librispeech import prepare_manifests
 
     root = corpus_root(cfg)
@@ -65,7 +80,7 @@ def stage_prepare(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         from data_prep.synthetic import ensure_corpus
 
         ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
-    return prepare_manifests(root, split_subsets(cfg), paths, cfg.data)
+    return prepare_manifests(root, split_subsets(cfg), paths, cfg.data, min_samples=min_utterance_samples(cfg))
 
 
 def stage_features(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

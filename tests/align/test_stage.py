@@ -11,6 +11,7 @@ from asr_kd.align import load_model
 from asr_kd.align.stage import run_align
 from asr_kd.config import load_config
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.scp import load_scp
 from data_prep.manifest import Utterance, write_manifest
 
 
@@ -44,8 +45,8 @@ def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
     assert summary["pdfs_with_zero_frames"] >= 0
     assert summary["dev_loglike_per_frame"] < 0 and summary["train_loglike_per_frame"] < 0
     for split in SPLITS:
-        pdfs = kaldiio.load_scp(str(paths.pdf_scp(split)))
-        alis = kaldiio.load_scp(str(paths.ali_scp(split)))
+        pdfs = load_scp(paths.pdf_scp(split))
+        alis = load_scp(paths.ali_scp(split))
         assert sorted(pdfs) == sorted(alis)
         for utt in pdfs:
             pdf, ali = np.asarray(pdfs[utt]), np.asarray(alis[utt])
@@ -53,3 +54,33 @@ def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
             assert ali.shape == pdf.shape
             assert 0 <= pdf.min() and pdf.max() < summary["num_pdfs"]
         assert paths.align_failed(split).exists()
+
+
+def test_too_many_failures_stop_in_one_line_naming_failed_txt_and_the_key(tmp_path, tiny_corpus):
+    """Issue 17: the align.max_fail_fraction stop is a one-line StageError naming failed.txt, the
+    reasons and the --set that accepts the loss; an utterance without features is the features
+    stage's loss, not counted again by align."""
+    import pytest
+
+    from asr_kd.align.stage import AlignError, loss_reason, lost
+    from asr_kd.stages import StageError
+
+    paths = make_run_dir(tmp_path, tiny_corpus)
+    dev = sorted(u for u in tiny_corpus.mfcc if u.startswith("spk1"))
+    scp = paths.mfcc_scp("dev")
+    feats = {u: tiny_corpus.mfcc[u] for u in dev[1:]}  # dev[0] has no features
+    feats[dev[1]] = feats[dev[1]][:2]  # two frames cannot hold the transcript
+    kaldiio.save_ark(str(scp.with_suffix(".ark")), feats, scp=str(scp))
+    cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "3", "align.mono_gaussians": "100",
+                                "align.num_jobs": "1"})
+    with pytest.raises(AlignError) as e:
+        run_align(cfg, paths)
+    msg = str(e.value)
+    assert isinstance(e.value, StageError) and "\n" not in msg
+    assert f"2 of {len(dev)} dev utterances failed to align" in msg and "no_features 1" in msg
+    assert str(paths.align_failed("dev")) in msg
+    assert f"--set align.max_fail_fraction={2 / len(dev):g}" in msg
+    failed = dict(line.split(" ", 1) for line in paths.align_failed("dev").read_text().splitlines())
+    assert set(failed) == {dev[0], dev[1]}
+    assert loss_reason(failed[dev[0]]) is None and lost(failed)["counts"] in ({"too_few_frames": 1},
+                                                                             {"no_alignment_within_beam": 1})

@@ -11,6 +11,7 @@ import pytest
 
 from asr_kd.config import load_config
 from asr_kd.paths import RunPaths
+from asr_kd.scp import load_scp
 from data_prep.kaldi_align import KaldiImportError, import_kaldi_alignments, length_problem, read_tid2pdf
 
 FRAMES = {"train": {"a": 10, "b": 8, "c": 6}, "dev": {"d": 5}, "test": {"e": 4}}
@@ -33,7 +34,7 @@ def cfg(src, max_fail: float = 0.01):
 
 
 def read_scp(path) -> dict[str, list[int]]:
-    return {u: np.asarray(v).tolist() for u, v in kaldiio.load_scp(str(path)).items()}
+    return {u: np.asarray(v).tolist() for u, v in load_scp(path).items()}
 
 
 def test_pdf_text_imports_and_a_length_mismatch_is_named(tmp_path, paths):

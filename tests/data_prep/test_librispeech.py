@@ -187,3 +187,79 @@ def test_split_with_nothing_usable_is_an_error(corpus: Path, tmp_path: Path) -> 
         t.unlink()
     with pytest.raises(CorpusError, match="test.*no usable utterances.*missing_transcript_file"):
         prepare(corpus, tmp_path)
+
+
+MIN_SAMPLES = 400 + 25 * 160  # one 26-frame DNN window (20 + 1 + 5 frames), as the recipe asks
+
+
+def test_unusable_audio_is_skipped_by_reason_and_named(corpus: Path, tmp_path: Path) -> None:
+    """Issue 17: audio that passed the header checks but breaks features/align is caught here."""
+    ch = chapters(corpus)
+    flacs = [sorted(c.glob("*.flac")) for c in ch]
+    silent, short, garbled, cut = flacs[0][0], flacs[1][0], flacs[2][0], flacs[3][0]
+    sf.write(str(silent), np.zeros(32000, dtype=np.float32), 16000, format="FLAC")  # digital silence
+    rng = np.random.default_rng(0)
+    sf.write(str(short), 0.1 * rng.standard_normal(800).astype(np.float32), 16000, format="FLAC")  # 0.05 s
+    data = bytearray(garbled.read_bytes())  # garbage inside the stream; header and tail intact
+    mid = len(data) // 2
+    data[mid : mid + 2000] = rng.integers(0, 256, 2000, dtype=np.uint8).tobytes()
+    garbled.write_bytes(bytes(data))
+    x, sr = sf.read(str(cut), dtype="float32")  # a WAV cut in half: its header promises every sample
+    cut.unlink()
+    wav = cut.with_suffix(".wav")
+    sf.write(str(wav), x, sr, subtype="PCM_16")
+    whole = wav.read_bytes()
+    wav.write_bytes(whole[: len(whole) // 2])
+
+    summary = prepare_manifests(corpus, SPLIT_SUBSETS, RunPaths(tmp_path / "exp"), DataConfig(),
+                                min_samples=MIN_SAMPLES)
+    train = summary["splits"]["train"]
+    assert train["skipped"]["counts"] == {"silent_audio": 1, "too_short": 1, "unreadable_audio": 1,
+                                          "truncated_audio": 1}
+    ex = train["skipped"]["examples"]
+    assert ex == {"silent_audio": [str(silent)], "too_short": [str(short)], "unreadable_audio": [str(garbled)],
+                  "truncated_audio": [str(wav)]}
+    assert train["utterances"] == TRAIN_UTTS - 4
+    ids = {u.id for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
+    assert not ids & {silent.stem, short.stem, garbled.stem, cut.stem}
+    assert summary["min_samples"] == MIN_SAMPLES
+
+
+def test_clean_corpus_passes_the_full_decode_unchanged(smoke_corpus: Path, tmp_path: Path) -> None:
+    a = prepare(smoke_corpus, tmp_path / "a")
+    b = prepare_manifests(smoke_corpus, SPLIT_SUBSETS, RunPaths(tmp_path / "b" / "exp"), DataConfig(),
+                          min_samples=MIN_SAMPLES)
+    assert b["skipped_total"] == 0
+    for split in SUBSETS:
+        assert read_manifest(RunPaths(tmp_path / "a" / "exp").manifest(split)) == \
+            read_manifest(RunPaths(tmp_path / "b" / "exp").manifest(split))
+        assert a["splits"][split]["utterances"] == b["splits"][split]["utterances"]
+
+
+def test_non_utf8_transcript_line_skips_its_utterance_and_names_file_and_line(corpus: Path, tmp_path: Path) -> None:
+    t = trans_file(chapters(corpus)[0])
+    lines = t.read_bytes().splitlines()
+    utt = lines[2].split()[0].decode()
+    lines[2] = lines[2].split()[0] + b" CAF\xe9 AU LAIT"  # Latin-1, not UTF-8
+    t.write_bytes(b"\n".join(lines) + b"\n")
+    summary = prepare(corpus, tmp_path)
+    train = summary["splits"]["train"]
+    assert train["skipped"]["counts"] == {"non_utf8_transcript": 1}  # not also audio_without_transcript
+    (example,) = train["skipped"]["examples"]["non_utf8_transcript"]
+    assert example.startswith(f"{t}:3 ") and "0xe9" in example
+    assert train["utterances"] == TRAIN_UTTS - 1
+    assert utt not in {u.id for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
+
+
+def test_flac_and_wav_with_one_id_keep_the_flac_and_count_the_wav(corpus: Path, tmp_path: Path) -> None:
+    flac = sorted(chapters(corpus)[0].glob("*.flac"))[0]
+    x, sr = sf.read(str(flac), dtype="float32")
+    wav = flac.with_suffix(".wav")
+    sf.write(str(wav), x, sr, subtype="PCM_16")
+    summary = prepare(corpus, tmp_path)
+    train = summary["splits"]["train"]
+    assert train["skipped"]["counts"] == {"duplicate_id": 1}
+    assert train["skipped"]["examples"]["duplicate_id"] == [f"{wav} (same id as {flac.name}, which is kept)"]
+    assert train["utterances"] == TRAIN_UTTS
+    kept = {u.id: u.audio for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
+    assert kept[flac.stem] == str(flac.resolve())

@@ -45,3 +45,41 @@ def test_print_config(tmp_path, capsys):
 def test_show_before_run_is_an_error(tmp_path, capsys):
     assert main(["--preset", "smoke", "--exp-dir", str(tmp_path), "--show", "prepare"]) == 1
     assert "has not run" in capsys.readouterr().err
+
+
+def test_split_subsets_given_win_else_the_corpus_own(tmp_path):
+    from asr_kd.config import load_config
+    from asr_kd.recipes.librispeech import split_subsets
+    from data_prep.synthetic import MARKER_NAME
+
+    synthetic = tmp_path / "synth"
+    synthetic.mkdir()
+    (synthetic / MARKER_NAME).write_text("{}")
+    assert split_subsets(load_config("smoke", {})) == {"train": ("train-synth",), "dev": ("dev-synth",),
+                                                       "test": ("test-synth",)}
+    marked = split_subsets(load_config("smoke", {"data.root": str(synthetic), "data.dev_subsets": "dev-other"}))
+    assert marked == {"train": ("train-synth",), "dev": ("dev-other",), "test": ("test-synth",)}
+    libri = split_subsets(load_config("tiny", {"data.root": str(tmp_path)}))
+    assert libri == {"train": ("train-clean-100",), "dev": ("dev-clean",), "test": ("test-clean",)}
+    paper = split_subsets(load_config("paper", {"data.root": str(tmp_path)}))
+    assert paper["train"] == ("train-clean-100", "train-clean-360", "train-other-500")
+
+
+def test_suggested_subset_fix_works_on_a_synthetic_corpus(smoke_corpus, tmp_path):
+    """Issue 17: the fix the missing-subset error suggests (--set data.dev_subsets=...) must take
+    effect also when --data-root is a synthetic corpus (recognised by its marker)."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    for entry in smoke_corpus.iterdir():
+        name = "dev-other" if entry.name == "dev-synth" else entry.name
+        (root / name).symlink_to(entry)
+    args = [sys.executable, "-m", "asr_kd.recipes.librispeech", "--preset", "smoke", "--data-root", str(root),
+            "--exp-dir", str(tmp_path / "exp"), "--stop-stage", "prepare"]
+    res = subprocess.run(args, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 1
+    assert "dev-synth does not exist" in res.stderr and "dev-other" in res.stderr
+    assert "--set data.train_subsets=" in res.stderr
+    res = subprocess.run([*args, "--set", "data.dev_subsets=dev-other"], capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads((tmp_path / "exp" / "prepare" / "DONE.json").read_text())["summary"]
+    assert summary["splits"]["dev"]["subsets"] == ["dev-other"] and summary["splits"]["dev"]["utterances"] == 20

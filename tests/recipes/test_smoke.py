@@ -179,6 +179,31 @@ def test_changed_training_key_retrains_students_with_cached_targets(smoke_run, s
     assert distill["table5"][0]["source"] == "hard-target run" and distill["table5"][0]["epochs"] == 2
 
 
+def test_a_finished_run_moved_elsewhere_decodes_and_reports(smoke_run, smoke_corpus, tmp_path):
+    """Issue 17: a run directory can be moved. A finished run copied to a new place, with the
+    original gone, re-runs decode and report to the same tables; no file it records names the old
+    place (Lightning checkpoints keep their own dirpath, read only to resume an unfinished fit)."""
+    moved = tmp_path / "moved" / "exp"
+    shutil.copytree(smoke_run, moved, symlinks=True)
+    hidden = smoke_run.with_name(smoke_run.name + ".away")
+    smoke_run.rename(hidden)  # the original is gone while the copy runs
+    try:
+        res = recipe(*smoke_args(smoke_corpus, moved), "--force", "decode", timeout=1200)
+        stale = [str(f.relative_to(moved)) for f in moved.rglob("*")
+                 if f.is_file() and f.suffix in (".scp", ".json", ".jsonl", ".txt", ".md")
+                 and str(smoke_run) in f.read_text(errors="replace")]
+    finally:
+        hidden.rename(smoke_run)
+    assert res.returncode == 0, res.stderr[-4000:]
+    assert "stage decode    running" in res.stderr and "stage report    running" in res.stderr
+    assert not stale, f"files naming the old run directory: {stale}"
+    got = _tables(json.loads((moved / "report.json").read_text()))
+    want = _tables(json.loads((smoke_run / "report.json").read_text()))
+    assert got.keys() == want.keys()
+    for key in want:
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
+
+
 # Report fields that measure the machine (seconds, real-time factors, memory), not the result.
 _MACHINE_KEYS = ("timing", "wall_time_s", "seconds", "_s", "rtf", "peak_rss")
 
