@@ -18,8 +18,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from typing import Any
 
-from asr_kd.fileio import read_json
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.runner import marker_summary
 
 MAX_EXAMPLES = 5  # names kept per reason (every loss is counted)
 STAGES_AFTER_PREPARE = ("features", "align", "shards")
@@ -36,11 +36,6 @@ def tally(losses: Iterable[tuple[str, str]]) -> dict[str, Any]:
     return {"counts": dict(sorted(counts.items())), "examples": {r: examples[r] for r in sorted(counts)}}
 
 
-def _summary(paths: RunPaths, stage: str) -> dict[str, Any]:
-    m = paths.marker(stage)
-    return read_json(m).get("summary", {}) if m.exists() else {}
-
-
 def _rows(stage: str, lost: dict[str, Any] | None) -> list[dict[str, Any]]:
     lost = lost or {}
     return [{"stage": stage, "reason": r, "count": n, "examples": lost.get("examples", {}).get(r, [])}
@@ -50,13 +45,13 @@ def _rows(stage: str, lost: dict[str, Any] | None) -> list[dict[str, Any]]:
 def split_account(paths: RunPaths, split: str) -> dict[str, Any]:
     """One split: ``rows`` (stage, reason, count, examples), ``listed`` (prepare's manifest),
     ``used`` (the shards), ``unaccounted`` (listed - lost after prepare - used)."""
-    prep = _summary(paths, "prepare").get("splits", {}).get(split, {})
+    prep = marker_summary(paths, "prepare").get("splits", {}).get(split, {})
     rows = _rows("prepare", prep.get("skipped"))
     after = []
     for stage in STAGES_AFTER_PREPARE:
-        after += _rows(stage, _summary(paths, stage).get("splits", {}).get(split, {}).get("lost"))
+        after += _rows(stage, marker_summary(paths, stage).get("splits", {}).get(split, {}).get("lost"))
     listed = prep.get("utterances")
-    used = _summary(paths, "shards").get("splits", {}).get(split, {}).get("utterances")
+    used = marker_summary(paths, "shards").get("splits", {}).get(split, {}).get("utterances")
     unaccounted = None
     if listed is not None and used is not None:
         unaccounted = listed - sum(r["count"] for r in after) - used

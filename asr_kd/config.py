@@ -82,7 +82,7 @@ class AlignConfig:
     tri_leaves: int = 500
     tri_gaussians: int = 4000
     tri_iters: int = 10
-    # Decision tree (asr_kd.tree): frames each side of a split must keep; leaf merging after the
+    # Decision tree (asr_kd.align.tree): frames each side of a split must keep; leaf merging after the
     # splits (loss threshold; <0 = the smallest split gain, 0 = off); question sets from
     # likelihood-based phone clustering ("auto"), the ARPAbet class table ("table"), or "both".
     tree_min_count: int = 50
@@ -150,7 +150,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto | ddp | ...
     # auto: bf16-mixed where the device runs bf16 fast (GPU; CPU with AMX/AVX512-BF16), else 32-true
-    # (asr_kd.precision); or a Lightning precision: 32-true | bf16-mixed | 16-mixed
+    # (asr_kd.nn.precision); or a Lightning precision: 32-true | bf16-mixed | 16-mixed
     precision: str = "auto"
     log_every_n_steps: int = 50
 
@@ -163,6 +163,8 @@ class TrainConfig:
 # a finished training run (or stage) stale.
 TRAIN_WHERE_NOT_WHAT = ("accelerator", "devices", "num_nodes", "strategy", "num_workers", "log_every_n_steps",
                         "checkpoint_every_n_steps", "checkpoint_every_s")
+# The same keys as a training stage's READS entries ("!train.devices"): left out of its config hash.
+TRAIN_WHERE_NOT_WHAT_READS = tuple(f"!train.{key}" for key in TRAIN_WHERE_NOT_WHAT)
 
 
 def train_result_keys(train: TrainConfig) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`` marker)::
 
     config.json                      resolved config, written before any stage runs
-    prepare/manifest-<split>.jsonl   one utterance a line (see data_prep.manifest)
+    prepare/manifest-<split>.jsonl   one utterance a line (see asr_kd.data.manifest)
     lang/phones.txt words.txt lexicon.txt topo L.fst L_disambig.fst
     features/<split>/fbank.{ark,scp} raw 40-dim log-Mel fbank (float32, Kaldi ark)
     features/<split>/mfcc.{ark,scp}  13-dim MFCC for the GMM aligner
@@ -18,14 +18,15 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     teachers/stacked/                all K teachers trained as one stacked model (teachers.stacked)
     ensemble/metrics.json            the ensemble's evaluation
     distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
-    graph/HCLG.fst G.fst lm.arpa words.txt graph_info.json
+    graph/HCLG.fst G.fst words.txt graph_info.json   (see GraphDir)
+    graph/lm.arpa lm-train-text.txt  the decoding LM and, without a corpus LM text, its training text
     graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     report.json report.md *.png      the paper-shaped report
 
 A run directory can be moved or copied: every path it records of its own files is relative
-(an scp names its ark relative to itself, :mod:`asr_kd.scp`; ``index.json`` its shards relative
+(an scp names its ark relative to itself, :mod:`asr_kd.data.scp`; ``index.json`` its shards relative
 to itself; ``RUN_DONE.json`` relative to the run directory) and is resolved when read. Only the
 corpus (manifests' audio, ``data.root``) is named by absolute path.
 """
@@ -37,6 +38,14 @@ from pathlib import Path
 
 SPLITS = ("train", "dev", "test")
 MARKER = "DONE.json"
+# The stage directories, in pipeline order (the recipe's STAGES list the same names: a test checks it).
+STAGE_NAMES = ("prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
+               "decode", "report")
+# The Table-5 runs (distill/table5-<name>/) and the systems decoded under those names.
+TABLE5_RUNS = ("baseline_100", "baseline_3", "soft_3")
+SHARD_INDEX = "index.json"  # beside a split's shards: their files, utterances and frame counts
+GMM_MODEL_FILE = "final.mdl"  # a GMM-HMM's Kaldi model: align/ and align/mono/
+GMM_TREE_FILE = "tree"  # its context-dependency tree (Kaldi binary)
 
 
 @dataclass(frozen=True)
@@ -89,11 +98,11 @@ class RunPaths:
 
     @property
     def final_mdl(self) -> Path:
-        return self.align / "final.mdl"
+        return self.align / GMM_MODEL_FILE
 
     @property
     def tree(self) -> Path:
-        return self.align / "tree"
+        return self.align / GMM_TREE_FILE
 
     def ali_scp(self, split: str) -> Path:
         return self.align / split / "ali.scp"
@@ -110,12 +119,20 @@ class RunPaths:
         """With align.context=triphone: the monophone system's final.mdl and tree."""
         return self.align / "mono"
 
+    @property
+    def mono_mdl(self) -> Path:
+        return self.mono_dir / GMM_MODEL_FILE
+
+    @property
+    def mono_tree(self) -> Path:
+        return self.mono_dir / GMM_TREE_FILE
+
     # -- shards ----------------------------------------------------------------
     def shard_dir(self, split: str) -> Path:
         return self.stage_dir("shards") / split
 
     def shard_index(self, split: str) -> Path:
-        return self.shard_dir(split) / "index.json"
+        return self.shard_dir(split) / SHARD_INDEX
 
     # -- training ----------------------------------------------------------------
     def teacher_dir(self, k: int) -> Path:
@@ -152,30 +169,21 @@ class RunPaths:
         return self.graph / "lm.arpa"
 
     @property
-    def hclg(self) -> Path:
-        return self.graph / "HCLG.fst"
+    def lm_train_text(self) -> Path:
+        """The training transcripts as LM text (when the corpus has no LM text of its own)."""
+        return self.graph / "lm-train-text.txt"
 
     @property
     def mono_graph(self) -> Path:
         """With align.context=triphone: the monophone system's HCLG.fst and words.txt."""
         return self.graph / "mono"
 
-    @property
-    def graph_words(self) -> Path:
-        """words.txt of the graph (the output symbols of HCLG.fst)."""
-        return self.graph / "words.txt"
-
-    @property
-    def graph_info(self) -> Path:
-        """Sizes, build time and cache key of HCLG.fst."""
-        return self.graph / "graph_info.json"
-
     def decode_dir(self, system: str, split: str) -> Path:
         """hyp.txt, per_utt, wer, wer.json of one system on one split."""
         return self.stage_dir("decode") / system / split
 
     def decode_utt_counts(self, system: str) -> Path:
-        """Per test utterance: word errors, reference words, frame hits, frames (asr_kd.stats)."""
+        """Per test utterance: word errors, reference words, frame hits, frames (asr_kd.decoding.stats)."""
         return self.decode_dir(system, "test") / "utt_stats.json"
 
     def decode_summary(self, system: str) -> Path:
@@ -209,6 +217,7 @@ class TrainRunDir:
         logs/                                         CSV (and TensorBoard) logs
         model.pt                                      the selected (best-on-dev) model, standalone
         metrics.json                                  final frame accuracies and per-epoch history
+        RUN_KEY.json                                  the key (config + data) the run belongs to
         RUN_DONE.json                                 written last: the run finished
     """
 
@@ -244,5 +253,41 @@ class TrainRunDir:
         return self.root / "metrics.json"
 
     @property
+    def key(self) -> Path:
+        """The key (config + data) the run was started with: another key clears the directory."""
+        return self.root / "RUN_KEY.json"
+
+    @property
     def done(self) -> Path:
         return self.root / "RUN_DONE.json"
+
+
+@dataclass(frozen=True)
+class GraphDir:
+    """Files of one decoding graph (``graph/``; ``graph/mono/`` for the monophone GMM)::
+
+        G.fst HCLG.fst words.txt graph_info.json
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def g_fst(self) -> Path:
+        return self.root / "G.fst"
+
+    @property
+    def hclg(self) -> Path:
+        return self.root / "HCLG.fst"
+
+    @property
+    def words(self) -> Path:
+        """words.txt of the graph (the output symbols of HCLG.fst)."""
+        return self.root / "words.txt"
+
+    @property
+    def info(self) -> Path:
+        """Sizes, build time and cache key of HCLG.fst."""
+        return self.root / "graph_info.json"

@@ -22,11 +22,12 @@ import torch
 from torch.utils.data import DataLoader
 
 from asr_kd.config import FeatureConfig
-from asr_kd.features import fbank, mfcc
+from asr_kd.data.features import fbank, mfcc
 from asr_kd.fileio import write_json
-from asr_kd.shards import ShardWriter, encode_sample
-from asr_kd.windows import FrameWindowDataset, InMemoryWindows, shard_urls
-from data_prep.manifest import Utterance
+from asr_kd.data.shards import ShardWriter, encode_sample
+from asr_kd.data.shards import shard_urls
+from asr_kd.data.windows import FrameWindowDataset, InMemoryWindows
+from asr_kd.data.manifest import Utterance
 
 SR = 16000
 

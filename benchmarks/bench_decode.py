@@ -20,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from asr_kd.align.model import MODEL_FILE, TREE_FILE, load_model
+from asr_kd.align.model import load_model
 from asr_kd.config import from_dict
-from asr_kd.decode import SearchConfig, hybrid_scores, read_hclg_decoder
+from asr_kd.decoding.search import SearchConfig, hybrid_scores, read_hclg_decoder
 from asr_kd.fileio import read_json
-from asr_kd.graph import GraphInputs, make_graph
-from asr_kd.lang import load_lang
+from asr_kd.decoding.graph import GraphInputs, make_graph
+from asr_kd.data.lang import load_lang
 from asr_kd.paths import RunPaths, TrainRunDir
-from asr_kd.report import read_split, train_log_priors
-from asr_kd.scoring import score
+from asr_kd.decoding.systems import read_split, train_log_priors
+from asr_kd.decoding.scoring import score
 
 
 def oracle_log_posteriors(labels: np.ndarray, num_pdfs: int, peak: float = 0.9) -> np.ndarray:
@@ -41,11 +41,10 @@ def oracle_log_posteriors(labels: np.ndarray, num_pdfs: int, peak: float = 0.9) 
 def build_graph(paths: RunPaths, self_loop_scale: float, out: Path) -> tuple[float, dict]:
     lang = load_lang(paths.lang)
     model = load_model(paths.align)
-    inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.dir / "words.txt",
+    inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.words_txt_path,
                          model.trans_model, model.ctx_dep, self_loop_scale=self_loop_scale)
     t0 = time.perf_counter()
-    info = make_graph(inputs, paths.lm_arpa, out, [lang.l_disambig_fst_path, paths.align / TREE_FILE,
-                                                   paths.align / MODEL_FILE])
+    info = make_graph(inputs, paths.lm_arpa, out, [lang.l_disambig_fst_path, paths.tree, paths.final_mdl])
     return time.perf_counter() - t0, info
 
 
@@ -76,8 +75,8 @@ def main() -> None:
         teacher = TrainRunDir(paths.teacher_dir(0)).model
         prior = train_log_priors(paths, model.num_pdfs)
         if teacher.exists():
-            from asr_kd.ensemble import utterance_log_posteriors
-            from asr_kd.models import load_model as load_dnn
+            from asr_kd.nn.ensemble import utterance_log_posteriors
+            from asr_kd.nn.models import load_model as load_dnn
 
             dnn, _ = load_dnn(teacher)
             t0 = time.perf_counter()
@@ -96,7 +95,7 @@ def main() -> None:
                         for u in test.utts]
             else:
                 from asr_kd.align.feats import gmm_features, read_mfcc
-                from data_prep.manifest import read_manifest
+                from asr_kd.data.manifest import read_manifest
 
                 raw, _ = read_mfcc(paths.mfcc_scp("test"), test.utts)
                 spk = {u.id: u.speaker for u in read_manifest(paths.manifest("test"))}

@@ -28,8 +28,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-from asr_kd.models import AcousticDNN, StackedDNN, _layer_dims, dnn_parameter_count, dnn_train_flops_per_frame
-from asr_kd.precision import device_has_fast_bf16
+from asr_kd.nn.models import AcousticDNN, StackedDNN, _layer_dims, dnn_parameter_count, dnn_train_flops_per_frame
+from asr_kd.nn.precision import device_has_fast_bf16
 
 SIZES = {
     # name: (hidden_layers, hidden_dim, num_pdfs)

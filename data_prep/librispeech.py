@@ -36,9 +36,6 @@ import os
 import random
 import re
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -47,12 +44,10 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from asr_kd.config import DataConfig
-from asr_kd.lexicon import find_oov, load_lexicon
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.data.lexicon import find_oov, load_lexicon
+from asr_kd.data.manifest import Utterance
+from asr_kd.parallel import worker_map
 from asr_kd.progress import progress
-from asr_kd.stages import StageError
-from data_prep.manifest import Utterance, write_manifest
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +63,16 @@ _WAV_SHORT = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE
 _WAV_SIZE_UNKNOWN = 0x7FFFF000  # data sizes from here up are placeholders of streamed WAVs, not lengths
 
 
-class CorpusError(StageError):
+class CorpusError(ValueError):
     """The corpus cannot be read as asked (missing directory, OOV words under policy 'error')."""
+
+
+@dataclass
+class Corpus:
+    """What the reader returns: the utterances of each split (the manifest) and its account."""
+
+    splits: dict[str, list[Utterance]]  # split -> utterances, in manifest order
+    summary: dict[str, Any]  # corpus root, LM text, per split: counts, hours, skipped by reason
 
 
 @dataclass
@@ -174,9 +177,9 @@ def chapter_audio(chapter_dir: Path, skips: Skips) -> dict[str, Path]:
 
 
 def scan_chapter(chapter_dir: Path, sample_rate: int, skips: Skips, min_samples: int = 1,
-                 pool: Executor | None = None) -> list[Utterance]:
+                 threads: int = 1) -> list[Utterance]:
     """The good utterances of one ``<speaker>/<chapter>`` directory; everything else counted in
-    ``skips``. ``pool`` (threads) decodes several audio files at once."""
+    ``skips``. ``threads`` audio files are decoded at once."""
     speaker, chapter = chapter_dir.parent.name, chapter_dir.name
     audio = chapter_audio(chapter_dir, skips)
     trans_path = chapter_dir / f"{speaker}-{chapter}.trans.txt"
@@ -189,8 +192,8 @@ def scan_chapter(chapter_dir: Path, sample_rate: int, skips: Skips, min_samples:
         if utt_id not in audio:
             skips.add("transcript_without_audio", f"{trans_path} ({utt_id})")
     ids = [u for u in texts if u in audio]
-    checked = _map(pool, partial(check_audio, sample_rate=sample_rate, min_samples=min_samples),
-                   [audio[u] for u in ids])
+    checked = list(worker_map(partial(check_audio, sample_rate=sample_rate, min_samples=min_samples),
+                              [audio[u] for u in ids], threads, start="thread"))
     utts = []
     for utt_id, (reason, frames) in zip(ids, checked):
         if reason:
@@ -216,29 +219,19 @@ def subset_dir(root: Path, subset: str) -> Path:
 
 
 def scan_subset(root: Path, subset: str, sample_rate: int, skips: Skips, min_samples: int = 1,
-                pool: Executor | None = None) -> list[Utterance]:
+                threads: int = 1) -> list[Utterance]:
     d = subset_dir(root, subset)
     chapters = sorted(c for s in d.iterdir() if s.is_dir() for c in s.iterdir() if c.is_dir())
     utts: list[Utterance] = []
     for chapter_dir in progress(chapters, desc=f"scanning {subset}", unit="chapter", leave=False):
-        utts.extend(scan_chapter(chapter_dir, sample_rate, skips, min_samples, pool))
+        utts.extend(scan_chapter(chapter_dir, sample_rate, skips, min_samples, threads))
     return utts
 
 
-@contextmanager
-def check_pool() -> Iterator[Executor | None]:
-    """Threads that decode audio files in parallel (None on a single core)."""
+def check_threads() -> int:
+    """Audio files decoded at once: one per core, at most MAX_CHECK_THREADS (libsndfile releases the GIL)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    n = min(MAX_CHECK_THREADS, cores)
-    if n <= 1:
-        yield None
-        return
-    with ThreadPoolExecutor(max_workers=n, thread_name_prefix="check-audio") as pool:
-        yield pool
-
-
-def _map(pool: Executor | None, fn: Callable, items: Iterable) -> list:
-    return list(pool.map(fn, items)) if pool is not None else [fn(x) for x in items]
+    return min(MAX_CHECK_THREADS, cores)
 
 
 # -- policies -------------------------------------------------------------------------------------
@@ -287,10 +280,10 @@ def cap_utterances(utts: list[Utterance], cap: int, split: str) -> list[Utteranc
     return random.Random(f"cap-{split}").sample(ordered, cap)
 
 
-def locate_lm_text(root: Path, data_cfg: DataConfig) -> str:
-    """The LM training text: ``data.lm_text`` if set (must exist), else one in the corpus root, else ""."""
-    if data_cfg.lm_text:
-        p = Path(data_cfg.lm_text)
+def locate_lm_text(root: Path, lm_text: str = "") -> str:
+    """The LM training text: ``lm_text`` if given (must exist), else one in the corpus root, else ""."""
+    if lm_text:
+        p = Path(lm_text)
         if not p.is_file():
             raise CorpusError(f"data.lm_text={p} does not exist; fix the path or set data.lm_text= (empty)")
         return str(p.resolve())
@@ -300,43 +293,48 @@ def locate_lm_text(root: Path, data_cfg: DataConfig) -> str:
     return ""
 
 
-# -- the stage ------------------------------------------------------------------------------------
-def prepare_manifests(root: Path, split_subsets: dict[str, tuple[str, ...]], paths: RunPaths,
-                      data_cfg: DataConfig, min_samples: int = 1) -> dict[str, Any]:
-    """Scan ``root`` and write ``paths.manifest(split)`` for train/dev/test; returns the stage summary.
+# -- the reader -----------------------------------------------------------------------------------
+def read_corpus(root: Path, split_subsets: dict[str, tuple[str, ...]], *, sample_rate: int = 16000,
+                extra_lexicon: str = "", oov_policy: str = "error", max_utts_per_split: int = 0,
+                lm_text: str = "", min_samples: int = 1) -> Corpus:
+    """Scan the subsets of ``root`` that make each split (``{"train": ("train-clean-100",), ...}``)
+    and return their utterances with the account of what was skipped and why.
 
-    Audio shorter than ``min_samples`` is skipped as ``too_short``."""
+    Audio shorter than ``min_samples`` is skipped as ``too_short``; words missing from the lexicon
+    (CMUdict plus ``extra_lexicon``) follow ``oov_policy``; ``max_utts_per_split`` (0: all) caps
+    each split at a fixed random choice; ``lm_text`` names the LM training text (else one in the
+    corpus root is used, :data:`LM_TEXT_NAMES`)."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus root {root} does not exist; pass --data-root with a LibriSpeech-layout "
                           "directory, or leave it out to use the synthetic corpus")
-    lm_text = locate_lm_text(root, data_cfg)
-    skips = {split: Skips() for split in SPLITS}
+    lm_path = locate_lm_text(root, lm_text)
+    skips = {split: Skips() for split in split_subsets}
     splits: dict[str, list[Utterance]] = {}
-    with check_pool() as pool:
-        for split in SPLITS:
-            utts: list[Utterance] = []
-            for subset in split_subsets[split]:
-                utts.extend(scan_subset(root, subset, data_cfg.sample_rate, skips[split], min_samples, pool))
-            splits[split] = utts
-    lexicon = load_lexicon(data_cfg.extra_lexicon or None)
-    splits = apply_oov_policy(splits, lexicon, data_cfg.oov_policy, skips)
-    summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_text, "min_samples": min_samples,
+    threads = check_threads()
+    for split, subsets in split_subsets.items():
+        utts: list[Utterance] = []
+        for subset in subsets:
+            utts.extend(scan_subset(root, subset, sample_rate, skips[split], min_samples, threads))
+        splits[split] = utts
+    lexicon = load_lexicon(extra_lexicon or None)
+    splits = apply_oov_policy(splits, lexicon, oov_policy, skips)
+    summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_path, "min_samples": min_samples,
                                "splits": {}}
     words: set[str] = set()
-    for split in SPLITS:
+    for split in split_subsets:
         found = len(splits[split])
-        utts = cap_utterances(splits[split], data_cfg.max_utts_per_split, split)
+        utts = cap_utterances(splits[split], max_utts_per_split, split)
         if not utts:
             raise CorpusError(f"split '{split}' ({', '.join(split_subsets[split])} under {root}) has no usable "
                               f"utterances; skipped: {dict(skips[split].counts) or 'none'}")
-        write_manifest(paths.manifest(split), utts)
+        splits[split] = utts
         words.update(w for u in utts for w in u.words)
         summary["splits"][split] = _split_summary(split_subsets[split], utts, found, skips[split])
         _log_skips(split, skips[split])
     summary["vocabulary_size"] = len(words)
     summary["skipped_total"] = sum(sum(s.counts.values()) for s in skips.values())
-    return summary
+    return Corpus(splits, summary)
 
 
 def _split_summary(subsets: tuple[str, ...], utts: list[Utterance], found: int, skips: Skips) -> dict[str, Any]:

@@ -25,7 +25,6 @@ import argparse
 import io
 import json
 import logging
-import multiprocessing
 import os
 import random
 import shutil
@@ -42,6 +41,7 @@ import numpy as np
 import soundfile as sf
 
 from asr_kd.fileio import write_json, write_text
+from asr_kd.parallel import worker_map
 from asr_kd.progress import progress
 from data_prep.librispeech import CorpusError
 from data_prep.synthetic_text import SentenceGenerator, vocabulary
@@ -331,12 +331,8 @@ def _plan(out: Path, spec: SizeSpec, seed: int, noise: bool) -> tuple[list[Job],
 
 def _synthesize_all(jobs: list[Job], workers: int) -> list[int]:
     """Render every job (in ``workers`` processes); returns samples per job in job order."""
-    desc = "synthesizing"
-    if workers <= 1:
-        return [_render_job(j) for j in progress(jobs, desc=desc, unit="utt")]
-    ctx = multiprocessing.get_context("fork" if sys.platform == "linux" else "spawn")
-    with ctx.Pool(workers) as pool:
-        return list(progress(pool.imap(_render_job, jobs, chunksize=4), total=len(jobs), desc=desc, unit="utt"))
+    rendered = worker_map(_render_job, jobs, workers, chunksize=4)
+    return list(progress(rendered, total=len(jobs), desc="synthesizing", unit="utt"))
 
 
 def _speakers_table(speakers: dict[str, dict[str, Any]], minutes: dict[str, float]) -> str:

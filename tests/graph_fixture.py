@@ -107,7 +107,7 @@ def build_tiny_graph(root: Path) -> tuple[TinyLang, object, dict]:
 
     Returns (lang, graph inputs, make_graph's info).
     """
-    from asr_kd import graph, lm
+    from asr_kd.decoding import graph, lm
 
     lang = make_tiny_lang(root / "lang")
     (root / "text.txt").write_text("\n".join(LM_TEXT) + "\n")

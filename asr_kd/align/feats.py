@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,10 @@ def speaker_means(feats: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -
 
 def read_mfcc(scp: Path, utt_ids: Sequence[str]) -> tuple[dict[str, np.ndarray], list[str]]:
     """MFCC matrices for ``utt_ids`` from a kaldiio scp; and the ids missing from it."""
-    from asr_kd.scp import load_scp
+    from asr_kd.data.scp import load_scp
 
     if not Path(scp).exists():
-        raise FileNotFoundError(f"{scp} is missing; run the features stage (--stage features)")
+        raise StageError(f"{scp} is missing; run the features stage (--stage features)")
     table = load_scp(scp)
     out: dict[str, np.ndarray] = {}
     missing: list[str] = []

@@ -26,11 +26,11 @@ import kaldi_hmm_gmm as khg
 import numpy as np
 
 from asr_kd.fileio import atomic_open, atomic_path
+from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE
+from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "final.mdl"
-TREE_FILE = "tree"
 
 
 @dataclass
@@ -240,10 +240,10 @@ def _non_self_loop_log_probs(tm: Any, log_probs: np.ndarray) -> list[float]:
 def load_model(align_dir: str | Path) -> GmmHmm:
     """Read ``final.mdl`` and ``tree`` from an align directory (see :func:`save_model`)."""
     align_dir = Path(align_dir)
-    mdl_path, tree_path = align_dir / MODEL_FILE, align_dir / TREE_FILE
+    mdl_path, tree_path = align_dir / GMM_MODEL_FILE, align_dir / GMM_TREE_FILE
     for p in (mdl_path, tree_path):
         if not p.exists():
-            raise FileNotFoundError(f"{p} is missing; run the align stage (--stage align)")
+            raise StageError(f"{p} is missing; run the align stage (--stage align)")
     ctx_dep = read_tree(tree_path)
     text = mdl_path.read_text()
     if text.startswith("\0B"):

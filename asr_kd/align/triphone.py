@@ -10,7 +10,7 @@ Steps, with the Kaldi tools they stand for:
 4. the monophone alignments rewritten for the triphone model      [convert-ali]
 5. training graphs with context width 3, then Viterbi training
    with realignment and mixing up to ``align.tri_gaussians`` over
-   ``align.tri_iters`` passes (:func:`asr_kd.align.train.train`)    [compile-train-graphs, gmm-est, gmm-align]
+   ``align.tri_iters`` passes (:func:`asr_kd.align.viterbi.train`)    [compile-train-graphs, gmm-est, gmm-align]
 
 :func:`train_triphone` runs them all and returns the model (whose ``ctx_dep`` is kaldi-hmm-gmm's
 own ContextDependency, loaded from our Kaldi-format tree), the Python tree, the training history,
@@ -29,11 +29,11 @@ from typing import Any
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from asr_kd import tree as T
+from asr_kd.align import tree as T
 from asr_kd.align.model import GmmHmm, single_gaussian
-from asr_kd.align.train import TrainHistory, TrainOptions, compile_graphs, train
+from asr_kd.align.viterbi import TrainHistory, TrainOptions, compile_graphs, train
 from asr_kd.config import AlignConfig
-from asr_kd.lang import Lang
+from asr_kd.data.lang import Lang
 
 log = logging.getLogger(__name__)
 

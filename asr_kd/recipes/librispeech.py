@@ -1,8 +1,9 @@
 """The LibriSpeech recipe: audio -> labels -> ten teachers -> ensemble -> distilled students -> WER.
 
 Run ``python -m asr_kd.recipes.librispeech --help``. Reads top to bottom like Kaldi's ``run.sh``:
-one function per stage, each a function of (config, run paths) that returns its summary; the
-ordered ``STAGES`` list at the bottom is the recipe.
+the ordered ``STAGES`` list is the recipe; each stage is a module of :mod:`asr_kd.stages` named
+after it, a function of (config, run paths) that returns its summary, with the config it reads
+declared beside it. Below the list: the command line (``main``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from typing import Any
 from asr_kd.config import (
     DEFAULT_PRESET,
     PRESETS,
-    TRAIN_WHERE_NOT_WHAT,
     ConfigError,
     RecipeConfig,
     load_config,
@@ -27,168 +27,30 @@ from asr_kd.config import (
 )
 from asr_kd.envcheck import check_environment
 from asr_kd.fileio import read_json, write_json
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.parallel import global_rank
+from asr_kd.paths import RunPaths
 from asr_kd.runlock import RunLocked, run_lock
-from asr_kd.stages import Stage, StageError, StageRunner, global_rank
+from asr_kd.runner import Stage, StageError, StageRunner
+from asr_kd.stages import align, decode, distill, ensemble, features, graph, lang, prepare, report, shards, teachers
 
 log = logging.getLogger("asr_kd.recipe")
 
 
 # ---------------------------------------------------------------------------------------------
-# Stages
+# Stages: each a module of asr_kd.stages (its run(cfg, paths), and the config it reads beside it)
 # ---------------------------------------------------------------------------------------------
-def corpus_root(cfg: RecipeConfig) -> Path:
-    """The corpus this run reads: --data-root, or the embedded synthetic corpus."""
-    if cfg.data.root:
-        return Path(cfg.data.root)
-    d = cfg.data
-    return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
-
-
-def split_subsets(cfg: RecipeConfig) -> dict[str, tuple[str, ...]]:
-    """Subset directories per split: data.{train,dev,test}_subsets where given, else the corpus's
-    own: the synthetic corpus's (also when it is passed as --data-root, recognised by its marker),
-    or LibriSpeech's train-clean-100 / dev-clean / test-clean."""
-    from data_prep.librispeech import DEFAULT_SUBSETS
-    from data_prep.synthetic import MARKER_NAME, SUBSETS
-
-    synthetic = not cfg.data.root or (Path(cfg.data.root) / MARKER_NAME).exists()
-    own = {split: (SUBSETS[split],) for split in SPLITS} if synthetic else DEFAULT_SUBSETS
-    d = cfg.data
-    given = {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
-    return {split: tuple(given[split]) or own[split] for split in SPLITS}
-
-
-def min_utterance_samples(cfg: RecipeConfig) -> int:
-    """Samples an utterance needs for one DNN input window (left + 1 + right frames; 0.275 s with
-    the defaults). Shorter audio is skipped by prepare as too_short.
-
-    Not part of prepare's config keys on purpose: the windows are edge-padded, so this is a floor
-    for usable audio, and a changed model context must not re-run the data preparation."""
-    from asr_kd.features import samples_for_frames
-
-    frames = cfg.model.left_context + 1 + cfg.model.right_context
-    return samples_for_frames(frames, cfg.data.sample_rate, cfg.features)
-
-
-def stage_prepare(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Corpus (LibriSpeech layout) -> manifest-<split>.jsonl; bad input (unusable audio included) named and counted."""
-    from data_prep.librispeech import prepare_manifests
-
-    root = corpus_root(cfg)
-    if not cfg.data.root:
-        from data_prep.synthetic import ensure_corpus
-
-        ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
-    return prepare_manifests(root, split_subsets(cfg), paths, cfg.data, min_samples=min_utterance_samples(cfg))
-
-
-def stage_features(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Manifests -> fbank (DNN) + MFCC (aligner) ark/scp per split, CMVN stats (global from train)."""
-    from asr_kd.features import compute_features
-
-    return compute_features(paths, cfg.features, sample_rate=cfg.data.sample_rate)
-
-
-def stage_shards(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Features + CMVN + alignments -> webdataset shards and index.json per split."""
-    from asr_kd.shards import write_shards
-
-    return write_shards(paths, cfg.features, cfg.shards)
-
-
-def stage_lang(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Manifest (+ LM text) words and the lexicon -> phones.txt, words.txt, topo, L.fst (Kaldi formats)."""
-    from asr_kd.lang import prepare_lang
-    from asr_kd.lexicon import load_lexicon
-
-    lm_text = read_json(paths.marker("prepare"))["summary"].get("lm_text") or None
-    return prepare_lang(
-        paths.lang, [paths.manifest(split) for split in SPLITS], Path(lm_text) if lm_text else None,
-        load_lexicon(cfg.data.extra_lexicon or None), cfg.lang.sil_prob,
-        cfg.lang.position_dependent_phones, cfg.data.oov_policy,
-    )
-
-
-def stage_align(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """GMM-HMM forced alignment (built-in, or a Kaldi import) -> per-frame HMM-state (pdf) ids."""
-    from asr_kd.align.stage import run_align
-
-    return run_align(cfg, paths)
-
-
-def stage_graph(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """LM text (or decode.arpa) -> lm.arpa -> G.fst; with L, the tree and the model -> HCLG.fst."""
-    from asr_kd.graph import run_graph_stage
-
-    return run_graph_stage(cfg, paths)
-
-
-def stage_decode(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Every system (teachers, ensemble, students, Table-5 runs, GMM) through HCLG -> WER."""
-    from asr_kd.report import run_decode_stage
-
-    return run_decode_stage(cfg, paths)
-
-
-def stage_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Markers + decode summaries -> report.json, report.md, plots (Tables 1 and 5 beside the paper's)."""
-    from asr_kd.report import run_report_stage
-
-    return run_report_stage(cfg, paths)
-
-
-def stage_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """K teacher DNNs, resumable per teacher (teachers.only=k: one job-array task; stacked: all at once)."""
-    from asr_kd.runs import stage_teachers as run_teachers
-
-    return run_teachers(cfg, paths)
-
-
-def stage_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """The K teachers as one batched ensemble: dev/test frame accuracy beside each teacher's."""
-    from asr_kd.runs import stage_ensemble as run_ensemble
-
-    return run_ensemble(cfg, paths)
-
-
-def stage_distill(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """One student per temperature from the ensemble (online, or cached targets on small corpora); Table-5 runs."""
-    from asr_kd.runs import stage_distill as run_distill
-
-    return run_distill(cfg, paths)
-
-
-# Where and how a training stage runs, not what it computes: changing these never makes it stale.
-WHERE_NOT_WHAT = tuple(f"!train.{key}" for key in TRAIN_WHERE_NOT_WHAT)
-
 STAGES: list[Stage] = [
-    Stage("prepare", stage_prepare, reads=("data",), after=(), doc="corpus -> manifests"),
-    Stage("lang", stage_lang, reads=("data.oov_policy", "data.extra_lexicon", "lang"), after=("prepare",),
-          doc="lexicon, phones.txt, words.txt, topology, L.fst"),
-    Stage("features", stage_features,
-          reads=("features.num_mel_bins", "features.frame_length_ms", "features.frame_shift_ms",
-                 "features.num_ceps", "data.sample_rate"),
-          after=("prepare",), doc="fbank + MFCC, CMVN stats"),
-    Stage("align", stage_align, reads=("align", "features.num_ceps"), after=("lang", "features"),
-          doc="GMM-HMM forced alignment (or Kaldi import) -> per-frame HMM-state ids"),
-    Stage("shards", stage_shards, reads=("shards", "features.cmvn", "features.storage_dtype"),
-          after=("features", "align"), doc="webdataset shards of normalised feats + labels"),
-    Stage("teachers", stage_teachers,
-          reads=("model", "train", *WHERE_NOT_WHAT, "teachers.num_teachers", "teachers.stacked",
-                 "teachers.seed_base", "features.num_mel_bins"),
-          after=("shards",), distributed=True,
-          doc="K teacher DNNs (Lightning)"),
-    Stage("ensemble", stage_ensemble, reads=("distill.ensemble_mean",), after=("teachers",),
-          doc="average of the K teachers' soft targets"),
-    Stage("distill", stage_distill, reads=("model", "train", *WHERE_NOT_WHAT, "distill"), after=("ensemble",),
-          distributed=True,
-          doc="students at each T; Table-5 3%-data runs"),
-    Stage("graph", stage_graph,
-          reads=("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "decode.gmm_monophone", "lang"),
-          after=("lang", "align"), doc="n-gram LM and HCLG"),
-    Stage("decode", stage_decode, reads=("decode", "!decode.num_jobs"), after=("graph", "distill"), doc="hybrid decoding, WER"),
-    Stage("report", stage_report, reads=(), after=("decode",), doc="report.json, report.md, plots"),
+    Stage.of(prepare),   # corpus -> manifests
+    Stage.of(lang),      # lexicon -> phones.txt, words.txt, topo, L.fst
+    Stage.of(features),  # manifests -> fbank + MFCC, CMVN stats
+    Stage.of(align),     # GMM-HMM forced alignment -> per-frame HMM-state (pdf) labels
+    Stage.of(shards),    # features + labels -> webdataset shards
+    Stage.of(teachers),  # K teacher DNNs
+    Stage.of(ensemble),  # the K teachers as one ensemble
+    Stage.of(distill),   # a student per temperature; the Table-5 runs
+    Stage.of(graph),     # n-gram LM -> G.fst -> HCLG.fst
+    Stage.of(decode),    # every system through HCLG -> WER
+    Stage.of(report),    # report.json, report.md, plots
 ]
 
 

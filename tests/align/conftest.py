@@ -66,8 +66,8 @@ def _mfcc(wave) -> np.ndarray:
 def tiny_corpus(tmp_path_factory) -> TinyCorpus:
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng is not installed (apt-get install espeak-ng)")
-    from asr_kd.lang import build_lexicon, write_lang
-    from asr_kd.lexicon import load_lexicon
+    from asr_kd.data.lang import build_lexicon, write_lang
+    from asr_kd.data.lexicon import load_lexicon
 
     root = tmp_path_factory.mktemp("tiny_corpus")
     corpus = TinyCorpus(lang_dir=root / "lang", mfcc={}, text={}, utt2spk={})

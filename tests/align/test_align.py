@@ -10,9 +10,9 @@ import torch
 import torchaudio
 
 from asr_kd.align import feats as gf
-from asr_kd.align import train as tr
+from asr_kd.align import viterbi as tr
 from asr_kd.align.model import init_monophone, load_model, save_model
-from asr_kd.lang import load_lang
+from asr_kd.data.lang import load_lang
 
 OPTS = tr.TrainOptions(num_iters=8, total_gaussians=200, progress=False)
 

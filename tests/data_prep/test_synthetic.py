@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr_kd.lexicon import in_cmudict
+from asr_kd.data.lexicon import in_cmudict
 from data_prep import synthetic
 from data_prep.librispeech import CorpusError
 from data_prep.synthetic import (

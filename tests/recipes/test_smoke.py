@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from asr_kd.report import validate_report
+from asr_kd.stages.report import validate_report
 
 pytestmark = pytest.mark.slow
 

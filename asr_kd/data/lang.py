@@ -1,0 +1,409 @@
+"""The lang stage: phone set, HMM topology, lexicon FSTs and Kaldi-format symbol tables.
+
+Owns everything under ``<exp>/lang/`` (see :mod:`asr_kd.paths`), written in the text formats of
+Kaldi's ``utils/prepare_lang.sh`` so that Kaldi users recognise them::
+
+    phones.txt      "<eps> 0", "SIL 1", the ARPAbet phones (no stress), then "#0" .. "#N"
+    words.txt       "<eps> 0", the words sorted, then "#0", "<s>", "</s>"
+    lexicon.txt     "WORD PH1 PH2 ..." one pronunciation a line (after position marking)
+    lexicon_disambig.txt   the same with "#k" appended to homophones and prefixes
+    topo            Kaldi text HMM topology: 3-state left-to-right phones, 5-state SIL
+    phones/silence.csl, phones/nonsilence.csl   colon-separated phone ids
+    phones/disambig.int                        ids of "#0" .. "#N", one a line
+    L.fst, L_disambig.fst                      lexicon transducers (phones -> words)
+
+The lexicon FST has optional silence between words (probability ``LangConfig.sil_prob``), as
+Kaldi's ``make_lexicon_fst.py``: a loop state where words start and end, and a silence state
+reached instead of the loop state with probability ``sil_prob``. ``L_disambig.fst`` adds the
+disambiguation symbols and a ``#0:#0`` self-loop at the loop state (for the LM's back-off arcs).
+
+:func:`load_lang` reads the directory back into a :class:`Lang` for the aligner and the graphs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import kaldifst
+
+from asr_kd.fileio import atomic_path, read_json, write_text
+from asr_kd.data.lexicon import SIL, strip_stress
+from asr_kd.runner import StageError
+
+log = logging.getLogger(__name__)
+
+EPS = "<eps>"
+POSITION_SUFFIXES = ("_B", "_I", "_E", "_S")
+
+# Kaldi's prototype topologies (utils/gen_topo.pl): 3 emitting states for a phone, 5 for silence.
+_PHONE_STATES = 3
+_SIL_STATES = 5
+
+
+@dataclass(frozen=True)
+class Lang:
+    """A lang directory read back: symbol tables, lexicon, topology text, disambiguation ids."""
+
+    dir: Path
+    phones: dict[str, int]  # phones.txt, including <eps> and the #k disambiguation symbols
+    words: dict[str, int]  # words.txt, including <eps>, #0, <s>, </s>
+    lexicon: dict[str, list[tuple[str, ...]]]  # word -> pronunciations (as in lexicon.txt)
+    silence_phones: tuple[int, ...]
+    nonsilence_phones: tuple[int, ...]
+    disambig_phones: tuple[int, ...]  # ids of #0..#N in phones.txt
+    topo_text: str  # Kaldi text topology (HmmTopology.read accepts it)
+    sil_prob: float
+    position_dependent: bool
+
+    @property
+    def sil_phone(self) -> int:
+        return self.phones[SIL]
+
+    @property
+    def phone_symbols(self) -> dict[int, str]:
+        return {i: p for p, i in self.phones.items()}
+
+    @property
+    def word_symbols(self) -> dict[int, str]:
+        return {i: w for w, i in self.words.items()}
+
+    @property
+    def words_txt_path(self) -> Path:
+        return self.dir / "words.txt"
+
+    @property
+    def l_fst_path(self) -> Path:
+        return self.dir / "L.fst"
+
+    @property
+    def l_disambig_fst_path(self) -> Path:
+        return self.dir / "L_disambig.fst"
+
+    def read_l_fst(self, disambig: bool = False) -> kaldifst.StdVectorFst:
+        """L.fst (or L_disambig.fst) as a kaldifst.StdVectorFst."""
+        return kaldifst.StdVectorFst.read(str(self.l_disambig_fst_path if disambig else self.l_fst_path))
+
+    def topology(self) -> Any:
+        """A ``kaldi_hmm_gmm.HmmTopology`` read from the topo text."""
+        import kaldi_hmm_gmm as khg
+
+        topo = khg.HmmTopology()
+        topo.read(self.topo_text)
+        return topo
+
+    def word_ids(self, words: Sequence[str]) -> list[int]:
+        """Word ids of a transcript; KeyError naming the first word not in words.txt."""
+        out = []
+        for w in words:
+            if w not in self.words:
+                raise KeyError(w)
+            out.append(self.words[w])
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Phone set and pronunciations
+# ------------------------------------------------------------------------------------------------
+def mark_positions(pron: Sequence[str]) -> tuple[str, ...]:
+    """Word-position-dependent phones as Kaldi: ``_B`` begin, ``_I`` inside, ``_E`` end, ``_S`` single.
+
+    SIL (a word pronounced as silence, e.g. ``!SIL SIL`` in an extra lexicon) stays unmarked.
+    """
+    def mark(p: str, suffix: str) -> str:
+        return p if p == SIL else f"{p}{suffix}"
+
+    if len(pron) == 1:
+        return (mark(pron[0], "_S"),)
+    return tuple(
+        mark(p, "_B" if i == 0 else "_E" if i == len(pron) - 1 else "_I") for i, p in enumerate(pron)
+    )
+
+
+def phone_inventory(base_phones: Iterable[str], position_dependent: bool) -> list[str]:
+    """Non-silence phone symbols in phones.txt order (sorted base phones, positions B I E S)."""
+    base = sorted(set(base_phones) - {SIL})
+    if not position_dependent:
+        return base
+    return [f"{p}{s}" for p in base for s in POSITION_SUFFIXES]
+
+
+def add_disambig(lexicon: Sequence[tuple[str, tuple[str, ...]]]) -> tuple[list[tuple[str, tuple[str, ...]]], int]:
+    """Append ``#1``, ``#2`` ... to pronunciations that are homophones or prefixes of another.
+
+    As Kaldi's ``add_lex_disambig.pl``: a pronunciation gets a disambiguation symbol when another
+    word has the identical phone sequence or a sequence that starts with it. Returns the new
+    lexicon and the largest ``k`` used (0 if none).
+    """
+    counts = Counter(pron for _, pron in lexicon)
+    prefixes = {pron[:i] for _, pron in lexicon for i in range(1, len(pron))}
+    next_k: dict[tuple[str, ...], int] = {}
+    out: list[tuple[str, tuple[str, ...]]] = []
+    max_k = 0
+    for word, pron in lexicon:
+        if counts[pron] > 1 or pron in prefixes:
+            k = next_k.get(pron, 1)
+            next_k[pron] = k + 1
+            max_k = max(max_k, k)
+            out.append((word, pron + (f"#{k}",)))
+        else:
+            out.append((word, pron))
+    return out, max_k
+
+
+# ------------------------------------------------------------------------------------------------
+# Topology
+# ------------------------------------------------------------------------------------------------
+def _phone_entry(phone_ids: Sequence[int]) -> list[str]:
+    lines = ["<TopologyEntry>", "<ForPhones>", " ".join(map(str, phone_ids)), "</ForPhones>"]
+    for s in range(_PHONE_STATES):
+        lines.append(f"<State> {s} <PdfClass> {s} <Transition> {s} 0.75 <Transition> {s + 1} 0.25 </State>")
+    lines += [f"<State> {_PHONE_STATES} </State>", "</TopologyEntry>"]
+    return lines
+
+
+def _sil_entry(phone_ids: Sequence[int]) -> list[str]:
+    """Kaldi's silence prototype: state 0 enters 0-3, states 1-3 are fully connected, state 4 exits."""
+    n = _SIL_STATES
+    lines = ["<TopologyEntry>", "<ForPhones>", " ".join(map(str, phone_ids)), "</ForPhones>"]
+    p0 = 1.0 / (n - 1)
+    lines.append("<State> 0 <PdfClass> 0 " + " ".join(f"<Transition> {d} {p0:g}" for d in range(n - 1)) + " </State>")
+    for s in range(1, n - 1):
+        lines.append(
+            f"<State> {s} <PdfClass> {s} " + " ".join(f"<Transition> {d} {p0:g}" for d in range(1, n)) + " </State>"
+        )
+    lines.append(f"<State> {n - 1} <PdfClass> {n - 1} <Transition> {n - 1} 0.75 <Transition> {n} 0.25 </State>")
+    lines += [f"<State> {n} </State>", "</TopologyEntry>"]
+    return lines
+
+
+def make_topo(nonsil_ids: Sequence[int], sil_ids: Sequence[int]) -> str:
+    """Kaldi text topology: 3-state left-to-right for ``nonsil_ids``, 5-state for ``sil_ids``."""
+    lines = ["<Topology>", *_phone_entry(nonsil_ids), *_sil_entry(sil_ids), "</Topology>"]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------
+# Lexicon FST
+# ------------------------------------------------------------------------------------------------
+def make_lexicon_fst(
+    lexicon: Sequence[tuple[str, tuple[str, ...]]],
+    phones: Mapping[str, int],
+    words: Mapping[str, int],
+    sil_prob: float,
+    disambig_loop: bool = False,
+) -> kaldifst.StdVectorFst:
+    """Phones -> words with optional silence between words (Kaldi's make_lexicon_fst with --sil-prob).
+
+    States: 0 start, 1 loop (words start and end here; final), 2 silence. From start: to the loop
+    state (cost -log(1-p)) or through SIL to it (cost -log p). Each pronunciation leaves the loop
+    state with the word on its first arc and returns to the loop state (cost -log(1-p)) or to the
+    silence state (cost -log p), which goes back to the loop state through SIL. With
+    ``disambig_loop`` a ``#0:#0`` self-loop sits on the loop state (for L_disambig.fst).
+    """
+    if not 0.0 < sil_prob < 1.0:
+        raise ValueError(f"lang.sil_prob must be in (0, 1), got {sil_prob}")
+    sil_cost, no_sil_cost = -math.log(sil_prob), -math.log(1.0 - sil_prob)
+    sil = phones[SIL]
+    fst = kaldifst.StdVectorFst()
+    start, loop, sil_state = fst.add_state(), fst.add_state(), fst.add_state()
+    fst.start = start
+    fst.add_arc(start, kaldifst.StdArc(0, 0, no_sil_cost, loop))
+    fst.add_arc(start, kaldifst.StdArc(sil, 0, sil_cost, loop))
+    fst.add_arc(sil_state, kaldifst.StdArc(sil, 0, 0.0, loop))
+    for word, pron in lexicon:
+        if not pron:
+            raise ValueError(f"word {word!r} has an empty pronunciation")
+        src = loop
+        for i, p in enumerate(pron[:-1]):
+            nxt = fst.add_state()
+            fst.add_arc(src, kaldifst.StdArc(phones[p], words[word] if i == 0 else 0, 0.0, nxt))
+            src = nxt
+        olabel = words[word] if len(pron) == 1 else 0
+        last = phones[pron[-1]]
+        fst.add_arc(src, kaldifst.StdArc(last, olabel, no_sil_cost, loop))
+        fst.add_arc(src, kaldifst.StdArc(last, olabel, sil_cost, sil_state))
+    if disambig_loop:
+        fst.add_arc(loop, kaldifst.StdArc(phones["#0"], words["#0"], 0.0, loop))
+    fst.set_final(loop, 0.0)
+    kaldifst.arcsort(fst, sort_type="olabel")
+    return fst
+
+
+# ------------------------------------------------------------------------------------------------
+# Building and writing a lang directory
+# ------------------------------------------------------------------------------------------------
+def build_lexicon(
+    words: Iterable[str], pronounce: Mapping[str, Sequence[Sequence[str]]], position_dependent: bool
+) -> tuple[list[tuple[str, tuple[str, ...]]], list[str]]:
+    """(word, phones) pairs for ``words`` in sorted order, and the words with no pronunciation."""
+    lexicon: list[tuple[str, tuple[str, ...]]] = []
+    missing: list[str] = []
+    for w in sorted(set(words)):
+        prons = pronounce.get(w)
+        if not prons:
+            missing.append(w)
+            continue
+        seen: set[tuple[str, ...]] = set()
+        for pron in prons:
+            base = tuple(strip_stress(p) for p in (pron.split() if isinstance(pron, str) else pron))
+            marked = mark_positions(base) if position_dependent else base
+            if marked and marked not in seen:
+                seen.add(marked)
+                lexicon.append((w, marked))
+    return lexicon, missing
+
+
+def write_lang(
+    lang_dir: Path,
+    lexicon: Sequence[tuple[str, tuple[str, ...]]],
+    sil_prob: float,
+    position_dependent: bool,
+) -> Lang:
+    """Write every file of a lang directory for ``lexicon`` (words already chosen) and read it back."""
+    lang_dir = Path(lang_dir)
+    base = {p.rsplit("_", 1)[0] if position_dependent else p for _, pron in lexicon for p in pron}
+    nonsil = phone_inventory(base, position_dependent)
+    lex_disambig, max_k = add_disambig(lexicon)
+    phone_syms = [EPS, SIL, *nonsil, *[f"#{k}" for k in range(max_k + 1)]]
+    phones = {p: i for i, p in enumerate(phone_syms)}
+    word_list = sorted({w for w, _ in lexicon})
+    word_syms = [EPS, *word_list, "#0", "<s>", "</s>"]
+    words = {w: i for i, w in enumerate(word_syms)}
+
+    write_text(lang_dir / "phones.txt", "".join(f"{p} {i}\n" for p, i in phones.items()))
+    write_text(lang_dir / "words.txt", "".join(f"{w} {i}\n" for w, i in words.items()))
+    write_text(lang_dir / "lexicon.txt", "".join(f"{w} {' '.join(p)}\n" for w, p in lexicon))
+    write_text(lang_dir / "lexicon_disambig.txt", "".join(f"{w} {' '.join(p)}\n" for w, p in lex_disambig))
+    nonsil_ids = [phones[p] for p in nonsil]
+    write_text(lang_dir / "topo", make_topo(nonsil_ids, [phones[SIL]]))
+    write_text(lang_dir / "phones" / "silence.csl", f"{phones[SIL]}\n")
+    write_text(lang_dir / "phones" / "nonsilence.csl", ":".join(map(str, nonsil_ids)) + "\n")
+    write_text(lang_dir / "phones" / "disambig.int", "".join(f"{phones[f'#{k}']}\n" for k in range(max_k + 1)))
+    write_text(lang_dir / "phones" / "optional_silence.txt", f"{SIL}\n")
+    for name, lex, loop in (("L.fst", lexicon, False), ("L_disambig.fst", lex_disambig, True)):
+        fst = make_lexicon_fst(lex, phones, words, sil_prob, disambig_loop=loop)
+        with atomic_path(lang_dir / name) as tmp:
+            fst.write(str(tmp))
+    write_text(
+        lang_dir / "lang_info.json",
+        json.dumps({"sil_prob": sil_prob, "position_dependent_phones": position_dependent}) + "\n",
+    )
+    return load_lang(lang_dir)
+
+
+def _read_table(path: Path) -> dict[str, int]:
+    table: dict[str, int] = {}
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) != 2 or not parts[1].isdigit():
+                raise ValueError(f"{path}:{lineno}: expected 'symbol id', got {line.rstrip()!r}")
+            table[parts[0]] = int(parts[1])
+    return table
+
+
+def _read_ids(path: Path, sep: str | None) -> tuple[int, ...]:
+    text = path.read_text().strip()
+    return tuple(int(x) for x in text.split(sep)) if text else ()
+
+
+def load_lang(lang_dir: str | Path) -> Lang:
+    """Read a lang directory written by :func:`write_lang` (or by Kaldi's prepare_lang.sh)."""
+    lang_dir = Path(lang_dir)
+    for name in ("phones.txt", "words.txt", "topo"):
+        if not (lang_dir / name).exists():
+            raise StageError(f"{lang_dir / name} is missing; run the lang stage (--stage lang)")
+    lexicon: dict[str, list[tuple[str, ...]]] = {}
+    lex_path = lang_dir / "lexicon.txt"
+    if lex_path.exists():
+        for line in lex_path.read_text().splitlines():
+            parts = line.split()
+            if parts:
+                lexicon.setdefault(parts[0], []).append(tuple(parts[1:]))
+    info_path = lang_dir / "lang_info.json"
+    info = read_json(info_path) if info_path.exists() else {}
+    return Lang(
+        dir=lang_dir,
+        phones=_read_table(lang_dir / "phones.txt"),
+        words=_read_table(lang_dir / "words.txt"),
+        lexicon=lexicon,
+        silence_phones=_read_ids(lang_dir / "phones" / "silence.csl", ":"),
+        nonsilence_phones=_read_ids(lang_dir / "phones" / "nonsilence.csl", ":"),
+        disambig_phones=_read_ids(lang_dir / "phones" / "disambig.int", None),
+        topo_text=(lang_dir / "topo").read_text(),
+        sil_prob=float(info.get("sil_prob", 0.5)),
+        position_dependent=bool(info.get("position_dependent_phones", False)),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# The stage
+# ------------------------------------------------------------------------------------------------
+def corpus_words(manifests: Iterable[Path], lm_text: Path | None) -> tuple[set[str], int]:
+    """Words of the manifests' transcripts and (optionally) of the LM text; and the LM-only count."""
+    from asr_kd.data.manifest import iter_manifest
+
+    words: set[str] = set()
+    for path in manifests:
+        for utt in iter_manifest(path):
+            words.update(utt.words)
+    lm_only = 0
+    if lm_text is not None:
+        lm_words: set[str] = set()
+        with open(lm_text) as f:
+            for line in f:
+                lm_words.update(line.split())
+        lm_only = len(lm_words - words)
+        words |= lm_words
+    return words, lm_only
+
+
+def prepare_lang(
+    lang_dir: Path,
+    manifests: Sequence[Path],
+    lm_text: Path | None,
+    pronounce: Mapping[str, Sequence[Sequence[str]]],
+    sil_prob: float,
+    position_dependent: bool,
+    oov_policy: str,
+) -> dict[str, Any]:
+    """Build and write the lang directory for the corpus words; returns the stage summary.
+
+    Transcript words without a pronunciation are an error with ``oov_policy="error"`` (naming
+    them) and are left out, counted, with ``"skip"``. LM-text words without one are always
+    left out and counted (the LM text is larger and noisier than the transcripts).
+    """
+    transcript_words, _ = corpus_words(manifests, None)
+    all_words, lm_only = corpus_words(manifests, lm_text)
+    lexicon, missing = build_lexicon(all_words, pronounce, position_dependent)
+    missing_transcript = sorted(set(missing) & transcript_words)
+    if missing_transcript and oov_policy == "error":
+        shown = ", ".join(missing_transcript[:20])
+        raise ValueError(
+            f"{len(missing_transcript)} transcript word(s) have no pronunciation: {shown}; "
+            "add them to a lexicon file given with --set data.extra_lexicon=PATH, "
+            "or use --set data.oov_policy=skip"
+        )
+    lang = write_lang(lang_dir, lexicon, sil_prob, position_dependent)
+    log.info("lang: %d words, %d pronunciations, %d phones", len(lang.lexicon), len(lexicon),
+             len(lang.nonsilence_phones))
+    return {
+        "num_words": len(lang.lexicon),
+        "num_pronunciations": len(lexicon),
+        "num_nonsilence_phones": len(lang.nonsilence_phones),
+        "num_disambig_symbols": len(lang.disambig_phones),
+        "lm_only_words": lm_only,
+        "words_without_pronunciation": len(missing),
+        "transcript_words_without_pronunciation": missing_transcript[:100],
+        "position_dependent_phones": position_dependent,
+        "sil_prob": sil_prob,
+    }

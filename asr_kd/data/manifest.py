@@ -1,0 +1,62 @@
+"""The standard manifest every corpus reader ends in: one JSON object per utterance per line.
+
+A line looks like::
+
+    {"id": "103-1240-0000", "speaker": "103", "chapter": "1240",
+     "audio": "/data/LibriSpeech/train-clean-100/103/1240/103-1240-0000.flac",
+     "text": "CHAPTER ONE MISSUS RACHEL LYNDE IS SURPRISED", "num_samples": 225360,
+     "sample_rate": 16000}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+
+from asr_kd.fileio import atomic_open
+from asr_kd.runner import StageError
+
+
+@dataclass(frozen=True)
+class Utterance:
+    id: str
+    speaker: str
+    chapter: str
+    audio: str
+    text: str
+    num_samples: int
+    sample_rate: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_samples / self.sample_rate
+
+    @property
+    def words(self) -> list[str]:
+        return self.text.split()
+
+
+def write_manifest(path: str | os.PathLike, utts: Iterable[Utterance]) -> int:
+    """Write utterances (sorted by id, as Kaldi sorts) atomically; returns how many."""
+    rows = sorted(utts, key=lambda u: u.id)
+    with atomic_open(path, "w") as f:
+        for u in rows:
+            f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+def read_manifest(path: str | os.PathLike) -> list[Utterance]:
+    return list(iter_manifest(path))
+
+
+def iter_manifest(path: str | os.PathLike) -> Iterator[Utterance]:
+    with open(path) as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                yield Utterance(**json.loads(line))
+            except (json.JSONDecodeError, TypeError) as e:
+                raise StageError(f"{path}:{lineno}: not a manifest line ({e}); re-run the prepare stage") from e

@@ -1,0 +1,9 @@
+"""The decoding layer: language model, graph, search, scoring.
+
+- :mod:`asr_kd.decoding.lm`: Kneser-Ney n-gram LM (ARPA).
+- :mod:`asr_kd.decoding.graph`: G.fst and HCLG.fst.
+- :mod:`asr_kd.decoding.search`: hybrid scores and the lattice search through HCLG.
+- :mod:`asr_kd.decoding.systems`: the systems of a run and their decoding (DNN and GMM).
+- :mod:`asr_kd.decoding.scoring`: WER alignment and scoring files.
+- :mod:`asr_kd.decoding.stats`: bootstrap intervals over test utterances.
+"""

@@ -1,0 +1,395 @@
+"""The systems of a run and their decoding: every DNN system and GMM-HMM through its graph -> WER.
+
+Owns ``<exp>/decode/`` (per system: ``summary.json``, ``test/utt_stats.json`` and per split the
+scoring files of :mod:`asr_kd.decoding.scoring`; names in :mod:`asr_kd.paths`).
+:func:`decode_systems` is the decode stage's work (:mod:`asr_kd.stages.decode`).
+
+Systems decoded (names used in ``decode/`` and in the report):
+    teacher-<k>      each of the K teachers (``decode.teachers=first``: teacher 0 only)
+    ensemble         the K teachers' averaged posteriors (``distill.ensemble_mean``)
+    distilled_T<T>   the student distilled at temperature T
+    baseline_3, soft_3, baseline_100   the Table-5 runs (baseline_100 is teacher 0 unless the
+                     distill stage trained its own)
+    gmm              the GMM-HMM of the align stage (its pdfs are the DNN labels)
+    gmm_mono         with align.context=triphone: the monophone GMM it was built from
+                     (``decode.gmm_monophone``), through the monophone graph ``graph/mono``
+Each DNN system: log-posteriors of the dev and test utterances (from the shards, features as in
+training), test frame accuracy against the test alignments (speakers unseen in training), the
+acoustic scale chosen on dev from ``decode.acoustic_scales`` by WER, then the test WER at that scale.
+The GMM systems are chosen the same way from ``decode.gmm_acoustic_scales``.
+
+"DnnSystem" here is the speech-recognition sense (a model decoded through a graph): :class:`DnnSystem`,
+:class:`GmmSystem`. The Lightning modules that train a network are :mod:`asr_kd.nn.systems`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asr_kd.config import RecipeConfig
+from asr_kd.decoding.scoring import score, write_scoring
+from asr_kd.decoding.search import (
+    Decoder,
+    Hypothesis,
+    PosteriorFn,
+    SearchConfig,
+    count_pdfs,
+    hybrid_scores,
+    log_priors_from_counts,
+)
+from asr_kd.decoding.stats import UttCounts
+from asr_kd.fileio import write_json
+from asr_kd.parallel import worker_map
+from asr_kd.paths import TABLE5_RUNS, RunPaths, TrainRunDir
+from asr_kd.progress import progress
+from asr_kd.runner import StageError, marker_summary
+
+log = logging.getLogger(__name__)
+
+MIN_UTTS_PER_JOB = 20  # below this many utterances per process, decode in this process
+CHUNK_UTTS = 64  # utterances whose posteriors are held in memory at once
+
+
+# ---------------------------------------------------------------------------------------------
+# Data: utterances of a split, with features, labels and transcripts
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class EvalSplit:
+    """The dev or test utterances a system is evaluated on (from the shards)."""
+
+    split: str
+    utts: list[str]
+    feats: dict[str, np.ndarray]  # (T, D) normalised as in training
+    labels: dict[str, np.ndarray]  # (T,) pdf ids (alignments of the reference transcript)
+    refs: dict[str, list[str]]
+
+
+def read_split(paths: RunPaths, split: str, max_utts: int = 0) -> EvalSplit:
+    """The utterances of ``split`` from its shards (the features the networks were trained on)."""
+    from asr_kd.data.shards import iter_utterances, shard_urls
+
+    data = EvalSplit(split, [], {}, {}, {})
+    for rec in iter_utterances(shard_urls(paths.shard_index(split))):
+        data.utts.append(rec.id)
+        data.feats[rec.id] = rec.feats
+        if rec.labels is not None:
+            data.labels[rec.id] = rec.labels
+        data.refs[rec.id] = rec.text.split()
+        if max_utts and len(data.utts) >= max_utts:
+            break
+    if not data.utts:
+        raise StageError(f"no utterances in the {split} shards ({paths.shard_index(split)}); re-run the shards stage")
+    return data
+
+
+def subset(data: EvalSplit, max_utts: int) -> EvalSplit:
+    if not max_utts or max_utts >= len(data.utts):
+        return data
+    keep = data.utts[:max_utts]
+    return EvalSplit(data.split, keep, {u: data.feats[u] for u in keep},
+                     {u: data.labels[u] for u in keep if u in data.labels}, {u: data.refs[u] for u in keep})
+
+
+def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
+    """log p(s) from the training alignments' pdf counts (``align/train/pdf.scp``)."""
+    from asr_kd.data.scp import load_scp
+
+    scp = paths.pdf_scp("train")
+    if not scp.exists():
+        raise StageError(f"{scp} is missing; run the align stage (--stage align)")
+    table = load_scp(scp)
+    counts = count_pdfs((np.asarray(table[k]) for k in table.keys()), num_pdfs)
+    return log_priors_from_counts(counts)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parallel search
+# ---------------------------------------------------------------------------------------------
+def parallel_search(fn: Callable[..., Hypothesis], items: Sequence[tuple[Any, ...]], num_jobs: int) -> list[Hypothesis]:
+    """``[fn(*item) for item in items]``, over ``num_jobs`` forked processes when there are enough items.
+
+    ``fn`` is inherited by the forked workers, not pickled, so it may hold a decoder and its graph."""
+    jobs = min(num_jobs, len(items) // MIN_UTTS_PER_JOB)
+    chunksize = max(1, len(items) // (4 * jobs)) if jobs > 1 else 1
+    return list(worker_map(lambda item: fn(*item), items, jobs, chunksize=chunksize))
+
+
+def search_all(decoder: Decoder, items: Sequence[tuple[str, np.ndarray]], num_jobs: int) -> list[Hypothesis]:
+    """Decode (utt, score matrix) pairs, over ``num_jobs`` forked processes when there are enough."""
+    return parallel_search(decoder.decode, items, num_jobs)
+
+
+# ---------------------------------------------------------------------------------------------
+# One system
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class SplitResult:
+    """Hypotheses of one split at each acoustic scale, and the frame accuracy counts."""
+
+    hyps: dict[float, list[Hypothesis]]
+    hits: int = 0
+    frames: int = 0  # frames with labels (for frame accuracy)
+    utt_frames: dict[str, tuple[int, int]] = field(default_factory=dict)  # utt -> (hits, frames)
+    forward_s: float = 0.0
+    search_s: float = 0.0
+
+    @property
+    def frame_acc(self) -> float | None:
+        return self.hits / self.frames if self.frames else None
+
+
+def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """``items`` in consecutive batches of ``size`` (the last may be shorter)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def run_split(name: str, decoder: Decoder, data: EvalSplit, post_fn: PosteriorFn, log_prior: np.ndarray,
+              scales: Sequence[float], num_jobs: int) -> SplitResult:
+    """Posteriors of each utterance once (in chunks, so memory stays bounded), searched at every scale."""
+    res = SplitResult({s: [] for s in scales})
+    for chunk in progress(batches(data.utts, CHUNK_UTTS), desc=f"{name} {data.split}", unit="chunk", leave=False):
+        t0 = time.time()
+        lps = {u: post_fn(data.feats[u]) for u in chunk}  # utt -> (T, N)
+        res.forward_s += time.time() - t0
+        for u, lp in lps.items():
+            if u in data.labels and len(data.labels[u]) == len(lp):
+                hits = int((lp.argmax(axis=1) == data.labels[u]).sum())
+                res.hits += hits
+                res.frames += len(lp)
+                res.utt_frames[u] = (hits, len(lp))
+        t0 = time.time()
+        items = [(u, hybrid_scores(lps[u], log_prior, decoder.tid_pdf, s)) for s in scales for u in chunk]
+        hyps = search_all(decoder, items, num_jobs)
+        res.search_s += time.time() - t0
+        for i, s in enumerate(scales):
+            res.hyps[s] += hyps[i * len(chunk) : (i + 1) * len(chunk)]
+    return res
+
+
+def best_scale(refs: dict[str, list[str]], hyps: dict[float, list[Hypothesis]]) -> tuple[float, dict[str, float]]:
+    """The acoustic scale with the lowest WER (ties: the first in the grid), and WER per scale."""
+    wer = {s: score(refs, {h.utt: h.words for h in hs})[0].wer for s, hs in hyps.items()}
+    return min(wer, key=lambda s: (wer[s], list(wer).index(s))), {f"{s:g}": w for s, w in wer.items()}
+
+
+def finish_system(name: str, paths: RunPaths, dev: EvalSplit, test: EvalSplit, dev_hyps: list[Hypothesis],
+                  test_hyps: list[Hypothesis], scale: float, dev_wer: dict[str, float],
+                  search_s: float) -> dict[str, Any]:
+    """Write both splits' scoring files; the common part of a system's summary."""
+    dev_stats = write_scoring(paths.decode_dir(name, "dev"), dev.refs, {h.utt: h.words for h in dev_hyps},
+                              title=f"{name} dev, acoustic scale {scale:g}")
+    test_stats = write_scoring(paths.decode_dir(name, "test"), test.refs, {h.utt: h.words for h in test_hyps},
+                               title=f"{name} test, acoustic scale {scale:g} (chosen on dev)")
+    frames = sum(h.num_frames for h in test_hyps)
+    return {
+        "system": name,
+        "acoustic_scale": scale,
+        "dev_wer_by_scale": dev_wer,
+        "dev": dev_stats.as_dict(),
+        "test": test_stats.as_dict(),
+        "wer": test_stats.wer,
+        "failed_utts": sum(not h.ok for h in test_hyps),
+        "search_rtf": search_s / max(frames * 0.01, 1e-9),  # search seconds per second of audio (10 ms frames)
+    }
+
+
+def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decoder, log_prior: np.ndarray,
+               dev: EvalSplit, test: EvalSplit, scales: Sequence[float], num_jobs: int,
+               params: int | None = None) -> dict[str, Any]:
+    """One hybrid system: the acoustic scale chosen by dev WER, test decoded at it; frame accuracies."""
+    dev_res = run_split(name, decoder, dev, post_fn, log_prior, scales, num_jobs)
+    scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
+    test_res = run_split(name, decoder, test, post_fn, log_prior, [scale], num_jobs)
+    summary = finish_system(name, paths, dev, test, dev_res.hyps[scale], test_res.hyps[scale], scale, dev_wer,
+                            test_res.search_s)
+    summary.update(kind="dnn", frame_acc=test_res.frame_acc, dev_frame_acc=dev_res.frame_acc, params=params,
+                   forward_s=round(dev_res.forward_s + test_res.forward_s, 2))
+    write_utt_counts(paths, name, test, test_res.hyps[scale], test_res.utt_frames)
+    write_json(paths.decode_summary(name), summary)
+    acc = "n/a" if summary["frame_acc"] is None else f"{100 * summary['frame_acc']:.1f}%"
+    log.info("%s: test frame acc %s, test WER %.2f%% (scale %g)", name, acc, 100 * summary["wer"], scale)
+    return summary
+
+
+def write_utt_counts(paths: RunPaths, name: str, test: EvalSplit, hyps: list[Hypothesis],
+                     utt_frames: dict[str, tuple[int, int]]) -> None:
+    """Per test utterance: word errors, reference words, frame hits and frames (for the bootstrap)."""
+    _, aligned = score(test.refs, {h.utt: h.words for h in hyps})
+    frames = [utt_frames.get(a.utt, (0, 0)) for a in aligned]
+    counts = UttCounts(tuple(a.utt for a in aligned), np.array([a.stats.errors for a in aligned]),
+                       np.array([a.stats.ref_words for a in aligned]), np.array([f[0] for f in frames]),
+                       np.array([f[1] for f in frames]))
+    write_json(paths.decode_utt_counts(name), counts.to_json())
+
+
+@dataclass(frozen=True)
+class GmmSystem:
+    """A GMM-HMM of the align stage and the graph it is decoded with."""
+
+    name: str  # gmm (the final model: the labels' source) or gmm_mono (the monophone it started from)
+    model_dir: Path
+    graph_dir: Path
+    context: str  # monophone | triphone
+
+
+def gmm_systems(cfg: RecipeConfig, paths: RunPaths) -> list[GmmSystem]:
+    """The align stage's final GMM-HMM, and with align.context=triphone its monophone system too
+    (``decode.gmm_monophone``), whose graph the graph stage builds in ``graph/mono``."""
+    context = marker_summary(paths, "align").get("context") or cfg.align.context
+    out = [GmmSystem("gmm", paths.align, paths.graph, context)]
+    if cfg.decode.gmm_monophone and context == "triphone" and paths.mono_mdl.exists():
+        out.append(GmmSystem("gmm_mono", paths.mono_dir, paths.mono_graph, "monophone"))
+    return out
+
+
+def gmm_eval_features(paths: RunPaths, dev: EvalSplit, test: EvalSplit) -> dict[str, np.ndarray]:
+    """utt -> the GMMs' features (MFCC + deltas, per-speaker CMN) of the dev and test utterances."""
+    from asr_kd.align.feats import gmm_features, read_mfcc
+
+    feats: dict[str, np.ndarray] = {}
+    for data in (dev, test):
+        raw, missing = read_mfcc(paths.mfcc_scp(data.split), data.utts)
+        if missing:
+            log.warning("GMM decoding: %d %s utterances have no MFCCs (e.g. %s); they count as empty "
+                        "hypotheses", len(missing), data.split, missing[0])
+        feats.update(gmm_features(raw, {u: _speaker_of(paths, data.split, u) for u in raw}))
+    return feats
+
+
+def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: Decoder, dev: EvalSplit,
+                      test: EvalSplit, feats: dict[str, np.ndarray], scales: Sequence[float],
+                      num_jobs: int) -> dict[str, Any]:
+    """One GMM-HMM of the align stage through its graph, on its own features (:func:`gmm_eval_features`)."""
+
+    def decode(utt: str, scale: float) -> Hypothesis:
+        return decoder.decode_gmm(utt, model.am, feats[utt], scale)
+
+    def run(data: EvalSplit, grid: Sequence[float]) -> dict[float, list[Hypothesis]]:
+        utts = [u for u in data.utts if u in feats]
+        hyps = parallel_search(decode, [(u, s) for s in grid for u in utts], num_jobs)
+        return {s: hyps[i * len(utts) : (i + 1) * len(utts)] for i, s in enumerate(grid)}
+
+    dev_hyps = run(dev, scales)
+    scale, dev_wer = best_scale(dev.refs, dev_hyps)
+    t0 = time.time()
+    test_hyps = run(test, [scale])[scale]
+    summary = finish_system(system.name, paths, dev, test, dev_hyps[scale], test_hyps, scale, dev_wer,
+                            time.time() - t0)
+    summary.update(kind="gmm", context=system.context, num_pdfs=int(model.num_pdfs),
+                   num_gaussians=int(model.num_gauss), frame_acc=None,
+                   params=int(model.num_gauss) * (2 * model.dim + 1))
+    write_utt_counts(paths, system.name, test, test_hyps, {})
+    write_json(paths.decode_summary(system.name), summary)
+    log.info("%s (%s, %d pdfs): test WER %.2f%% (scale %g)", system.name, system.context, model.num_pdfs,
+             100 * summary["wer"], scale)
+    return summary
+
+
+_SPEAKERS: dict[tuple[str, str], dict[str, str]] = {}
+
+
+def _speaker_of(paths: RunPaths, split: str, utt: str) -> str:
+    from asr_kd.data.manifest import read_manifest
+
+    key = (str(paths.root), split)
+    if key not in _SPEAKERS:
+        _SPEAKERS[key] = {u.id: u.speaker for u in read_manifest(paths.manifest(split))}
+    return _SPEAKERS[key][utt]
+
+
+# ---------------------------------------------------------------------------------------------
+# The systems of a run
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DnnSystem:
+    """A trained network of the run (or the K teachers as the ensemble), to decode under ``name``."""
+
+    name: str
+    model_files: tuple[Path, ...]  # one model, or the K teachers of the ensemble
+    metrics: Path | None  # the training run's metrics.json (train frame accuracy, history)
+
+
+def discover_systems(cfg: RecipeConfig, paths: RunPaths) -> list[DnnSystem]:
+    """The trained systems of this run whose model files exist (missing ones are logged)."""
+    k_total = cfg.teachers.num_teachers
+    teachers = [TrainRunDir(paths.teacher_dir(k)) for k in range(k_total)]
+    systems: list[DnnSystem] = []
+    for k, run in enumerate(teachers if cfg.decode.teachers == "all" else teachers[:1]):
+        systems.append(DnnSystem(f"teacher-{k}", (run.model,), run.metrics))
+    systems.append(DnnSystem("ensemble", tuple(r.model for r in teachers), None))
+    for t in cfg.distill.temperatures:
+        run = TrainRunDir(paths.student_dir(t))
+        systems.append(DnnSystem(f"distilled_T{t:g}", (run.model,), run.metrics))
+    for name in TABLE5_RUNS:
+        run = TrainRunDir(paths.table5_dir(name))
+        if run.model.exists() or name != "baseline_100":
+            systems.append(DnnSystem(name, (run.model,), run.metrics))
+    present = [s for s in systems if all(p.exists() for p in s.model_files)]
+    for s in systems:
+        if s not in present:
+            log.warning("system %s: model file(s) missing (%s); not decoded", s.name,
+                        ", ".join(str(p) for p in s.model_files if not p.exists()))
+    return present
+
+
+def posterior_fn(system: DnnSystem, cfg: RecipeConfig) -> tuple[PosteriorFn, int]:
+    """(feats (T, D) -> log-posteriors (T, N), parameter count of one model) for a system."""
+    import torch
+
+    from asr_kd.nn.ensemble import load_teachers, utterance_log_posteriors
+    from asr_kd.nn.models import count_parameters, load_model
+
+    if len(system.model_files) > 1:
+        model = load_teachers(system.model_files, cfg.distill.ensemble_mean)
+        params = count_parameters(model) // len(system.model_files)
+    else:
+        model, _ = load_model(system.model_files[0])
+        params = count_parameters(model)
+    left, right = cfg.model.left_context, cfg.model.right_context
+
+    def fn(feats: np.ndarray) -> np.ndarray:
+        lp = utterance_log_posteriors(model, torch.from_numpy(np.asarray(feats, np.float32)), left, right,
+                                      precision=cfg.train.precision)
+        return lp.numpy()  # (T, N)
+
+    return fn, params
+
+
+def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The decode stage's work: every system of the run through HCLG; returns WERs and frame accuracies."""
+    from asr_kd.align.model import load_model
+    from asr_kd.decoding.search import read_hclg_decoder
+
+    gmm = load_model(paths.align)
+    search = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
+    decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search)
+    log_prior = train_log_priors(paths, gmm.num_pdfs)
+    dev_all, test = read_split(paths, "dev"), read_split(paths, "test")
+    dev = subset(dev_all, cfg.decode.tune_max_utts)
+    scales = cfg.decode.acoustic_scales
+    results: dict[str, Any] = {}
+    systems = discover_systems(cfg, paths)
+    for system in systems:
+        fn, params = posterior_fn(system, cfg)
+        results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
+                                          cfg.decode.num_jobs, params)
+    gmm_feats = gmm_eval_features(paths, dev, test)
+    for gs in gmm_systems(cfg, paths):
+        model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
+        gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
+        results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
+                                             cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
+    return {
+        "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
+                                          "search_rtf")} for n, r in results.items()},
+        "dev_utts_for_tuning": len(dev.utts),
+        "test_utts": len(test.utts),
+        "acoustic_scales": list(scales),
+    }

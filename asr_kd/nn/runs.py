@@ -1,0 +1,351 @@
+"""The training runs of the recipe: which runs the ``teachers``, ``ensemble`` and ``distill``
+stages make, with what keys, on what data (the stages, :mod:`asr_kd.stages.teachers` etc., call
+:func:`train_teachers`, :func:`evaluate_ensemble` and :func:`train_students`).
+
+* teachers: K AcousticDNNs differing only by their seed (``teachers.seed_base + k``), each in
+  ``teachers/teacher-k/`` with its own done marker (a killed stage resumes at the first unfinished
+  teacher, inside it at ``last.ckpt``). ``teachers.stacked=true`` trains all K in one batched
+  model (``teachers/stacked/``) and then writes each member to its teacher directory;
+  ``teachers.only=k`` trains teacher k alone (one task of a cluster job array).
+* ensemble: the K teachers stacked into one frozen model; its dev/test frame accuracy beside each
+  teacher's.
+* distill: one student per temperature (``distill.temperatures``, hard-target weight
+  ``distill.hard_weight``), and the paper's Table-5 runs: ``baseline_100`` (hard targets, all
+  data), ``baseline_3`` (hard targets on ``distill.subset_fraction`` of the training utterances,
+  early stopping on dev), ``soft_3`` (the same subset, soft targets from the full-data ensemble).
+
+Each returns the JSON summary the stage stores in its marker.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import shutil
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from asr_kd.config import RecipeConfig, TrainConfig, config_hash, to_dict, train_result_keys
+from asr_kd.data.datamodule import FrameDataModule, shard_datamodule
+from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
+from asr_kd.fileio import read_json, write_json
+from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
+from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
+from asr_kd.parallel import global_rank
+from asr_kd.runner import StageError, StageIncomplete
+from asr_kd.nn.systems import DistillSystem, TeacherSystem
+from asr_kd.nn.train import run_finished, train_run
+from asr_kd.data.windows import InMemoryWindows
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------------------------
+def num_pdfs(paths: RunPaths) -> int:
+    from asr_kd.data.shards import read_index
+
+    n = read_index(paths.shard_index("train")).get("num_pdfs")
+    if not n:
+        raise StageError(f"{paths.shard_index('train')} has no num_pdfs (training shards without labels?); "
+                         "re-run the align and shards stages")
+    return int(n)
+
+
+def data_key(paths: RunPaths) -> str:
+    """Identity of the shards a run reads (their index files), so new shards retrain."""
+    return config_hash({s: read_json(paths.shard_index(s)) for s in SPLITS})
+
+
+def teacher_seeds(cfg: RecipeConfig) -> list[int]:
+    return [cfg.teachers.seed_base + k for k in range(cfg.teachers.num_teachers)]
+
+
+def arch(cfg: RecipeConfig, pdfs: int, student: bool = False) -> dict[str, Any]:
+    m = cfg.model
+    layers, dim = m.hidden_layers, m.hidden_dim
+    if student:
+        layers = cfg.distill.student_hidden_layers or layers
+        dim = cfg.distill.student_hidden_dim or dim
+    return {"input_dim": (m.left_context + 1 + m.right_context) * cfg.features.num_mel_bins,
+            "hidden_layers": layers, "hidden_dim": dim, "num_pdfs": pdfs, "dropout": m.dropout}
+
+
+def _params(a: dict[str, Any]) -> int:
+    return dnn_parameter_count(a["input_dim"], a["hidden_layers"], a["hidden_dim"], a["num_pdfs"])
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _split_metrics(m: dict[str, Any], k: int | None = None) -> dict[str, Any]:
+    """{'dev': {'frame_acc': ..}, 'test': .., 'train': ..} from a run's metrics (member k if stacked)."""
+    out = {}
+    for split in ("dev", "test", "train"):
+        v = m.get(f"{split}_frame_acc")
+        if v is not None:
+            out[split] = {"frame_acc": v[k] if k is not None else v}
+    return out
+
+
+def _curve(m: dict[str, Any]) -> list[dict[str, Any]]:
+    keep = ("epoch", "train_loss", "train_frame_acc_running", "dev_frame_acc", "lr")
+    return [{key: row[key] for key in keep if key in row} for row in m.get("history", [])]
+
+
+# ---------------------------------------------------------------------------------------------
+# teachers
+# ---------------------------------------------------------------------------------------------
+def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int) -> str:
+    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "seed": seed,
+                        "stacked": cfg.teachers.stacked, "data": data_key(paths)})
+
+
+def _train_one_teacher(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, k: int, pdfs: int) -> dict[str, Any]:
+    seed = teacher_seeds(cfg)[k]
+    model = AcousticDNN(**arch(cfg, pdfs), seed=seed)
+    system = TeacherSystem(model, cfg.train, max_epochs=cfg.train.max_epochs, run_config=to_dict(cfg))
+    log.info("teacher %d/%d (seed %d)", k + 1, cfg.teachers.num_teachers, seed)
+    return train_run(system, dm, cfg.train, paths.teacher_dir(k), key=_teacher_key(cfg, paths, seed),
+                     max_epochs=cfg.train.max_epochs, early_stopping_patience=cfg.train.early_stopping_patience,
+                     model_extra={"teacher": k, "seed": seed})
+
+
+def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int) -> None:
+    """All K teachers in one batched model; then each member goes to its teacher directory."""
+    seeds = teacher_seeds(cfg)
+    pending = [k for k, seed in enumerate(seeds)
+               if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed))]
+    if not pending:
+        return
+    model = StackedDNN(seeds, **arch(cfg, pdfs))
+    system = TeacherSystem(model, cfg.train, max_epochs=cfg.train.max_epochs, run_config=to_dict(cfg))
+    key = config_hash({"seeds": seeds, "teacher": _teacher_key(cfg, paths, -1)})
+    metrics = train_run(system, dm, cfg.train, paths.teachers_stacked_dir, key=key,
+                        max_epochs=cfg.train.max_epochs, early_stopping_patience=cfg.train.early_stopping_patience)
+    if global_rank() != 0:
+        return
+    stacked = TrainRunDir(paths.teachers_stacked_dir)
+    for k, seed in enumerate(seeds):
+        run = TrainRunDir(paths.teacher_dir(k))
+        run.root.mkdir(parents=True, exist_ok=True)
+        write_json(run.key, {"key": _teacher_key(cfg, paths, seed)})
+        tmp = run.model.with_suffix(".pt.tmp")
+        shutil.copyfile(stacked.member_model(k), tmp)
+        tmp.replace(run.model)
+        member = {key_: (v[k] if isinstance(v, list) and key_.endswith("frame_acc") else v)
+                  for key_, v in metrics.items() if key_ != "history"}
+        member["history"] = [{**row, "dev_frame_acc": row.get("dev_member_frame_acc", [row["dev_frame_acc"]] * len(seeds))[k]}
+                             for row in metrics.get("history", [])]
+        member["trained_in"] = "stacked"
+        write_json(run.metrics, member)
+        write_json(run.done, {"from": str(stacked.root.relative_to(paths.root))})  # run-dir relative: movable
+
+
+def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Train the K teachers (resumable per teacher); summary lists each with dev/test frame_acc."""
+    K, only = cfg.teachers.num_teachers, cfg.teachers.only
+    if only >= K:
+        raise StageError(f"teachers.only={only} but teachers.num_teachers={K}")
+    pdfs = num_pdfs(paths)
+    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    if cfg.teachers.stacked and only < 0:
+        _train_stacked(cfg, paths, dm, pdfs)
+    else:
+        for k in ([only] if only >= 0 else range(K)):
+            _train_one_teacher(cfg, paths, dm, k, pdfs)
+    missing = [k for k, seed in enumerate(teacher_seeds(cfg))
+               if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed))]
+    if missing:
+        raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
+                              f"is complete once all {K} are: run the other teachers.only tasks, or the "
+                              f"stage without teachers.only")
+    return teachers_summary(cfg, paths, pdfs)
+
+
+def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str, Any]:
+    teachers = []
+    for k, seed in enumerate(teacher_seeds(cfg)):
+        m = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
+        teachers.append({"teacher": k, "seed": seed, **_split_metrics(m), "epochs": m.get("epochs"),
+                         "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s"),
+                         "trained_in": m.get("trained_in", "own run")})
+    summary: dict[str, Any] = {"num_teachers": len(teachers), "num_pdfs": pdfs, "stacked": cfg.teachers.stacked,
+                               "params": _params(arch(cfg, pdfs)), "teachers": teachers}
+    for split in ("dev", "test"):
+        accs = [t[split]["frame_acc"] for t in teachers if split in t]
+        if accs:
+            summary[f"{split}_frame_acc_mean"] = statistics.fmean(accs)
+            summary[f"{split}_frame_acc_std"] = statistics.pstdev(accs)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# ensemble
+# ---------------------------------------------------------------------------------------------
+def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
+    files = [TrainRunDir(paths.teacher_dir(k)).model for k in range(cfg.teachers.num_teachers)]
+    missing = [str(f) for f in files if not f.exists()]
+    if missing:
+        raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
+    return load_teachers(files, cfg.distill.ensemble_mean)
+
+
+def evaluate_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The ensemble's dev/test frame accuracy beside its members' (one batched forward)."""
+    ens = load_ensemble(cfg, paths).to(_device())
+    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    summary: dict[str, Any] = {"num_teachers": ens.num_members, "mean": ens.mean}
+    for split in ("dev", "test"):
+        res = frame_accuracy(ens, dm.eval_loader(split), device=_device(), desc=f"ensemble {split}",
+                             precision=cfg.train.precision)
+        members = res["member_frame_acc"]
+        summary[split] = {
+            "frame_acc": res["frame_acc"], "frames": res["frames"],
+            "teacher_frame_acc": members,
+            "teacher_frame_acc_mean": statistics.fmean(members),
+            "teacher_frame_acc_std": statistics.pstdev(members),
+            "gain_over_mean_teacher": res["frame_acc"] - statistics.fmean(members),
+        }
+        log.info("ensemble %s frame acc %.4f (teachers %.4f +- %.4f)", split, res["frame_acc"],
+                 summary[split]["teacher_frame_acc_mean"], summary[split]["teacher_frame_acc_std"])
+    write_json(paths.ensemble_metrics, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# distill
+# ---------------------------------------------------------------------------------------------
+def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
+    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "distill": to_dict(cfg.distill),
+                        "teachers": to_dict(cfg.teachers), "data": data_key(paths), **extra})
+
+
+def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logits: bool = False,
+                 subset: bool = False) -> str:
+    return _distill_key(cfg, paths, T=T, matching=matching_logits, subset=subset)
+
+
+def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
+                  temperatures: Sequence[float]) -> dict[float, torch.Tensor]:
+    """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
+    ds = dm.train_set
+    if not isinstance(ds, InMemoryWindows):
+        raise StageError("distill.cache_targets needs the in-memory training set (small corpora)")
+    n, k = ds.num_ordered_windows, len(temperatures)
+    log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",
+             n, ens.num_pdfs, k, n * ens.num_pdfs * k * 2 / 1e9)
+    device = _device()
+    cache = cache_targets(ens.to(device), ds.ordered_windows(4096), n, temperatures, device=device,
+                          precision=cfg.train.precision)
+    ens.to("cpu")
+    return cache
+
+
+def student_train_config(cfg: RecipeConfig) -> TrainConfig:
+    """The training rule of the distill stage's runs: ``train`` with distill.lr_schedule /
+    distill.newbob_stop_threshold where those are set."""
+    d, changes = cfg.distill, {}
+    if d.lr_schedule:
+        changes["lr_schedule"] = d.lr_schedule
+    if d.newbob_stop_threshold >= 0:
+        changes["newbob_stop_threshold"] = d.newbob_stop_threshold
+    return dataclasses.replace(cfg.train, **changes)
+
+
+def subset_period(cfg: RecipeConfig) -> int:
+    """Passes over the Table-5 subset per (dev-checked) epoch (0: the steps of one full-data epoch)."""
+    passes = cfg.distill.subset_passes_per_epoch
+    return passes if passes > 0 else max(1, round(1.0 / cfg.distill.subset_fraction))
+
+
+def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble, run_dir: Any, *,
+                 T: float, matching_logits: bool = False, max_epochs: int | None = None,
+                 subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
+    pdfs = ens.num_pdfs
+    train = student_train_config(cfg)
+    d = cfg.distill
+    hard_weight = d.subset_hard_weight if subset and d.subset_hard_weight >= 0 else d.hard_weight
+    period = subset_period(cfg) if subset else 1
+    epochs = (max_epochs or train.max_epochs) * period
+    student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
+    system = DistillSystem(student, ens, train, T=T, hard_weight=hard_weight, matching_logits=matching_logits,
+                           cached_targets=cached, max_epochs=epochs, run_config=to_dict(cfg))
+    key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
+    return train_run(system, dm, train, run_dir, key=key, max_epochs=epochs,
+                     early_stopping_patience=train.early_stopping_patience, val_every_n_epochs=period,
+                     model_extra={"T": T, "hard_weight": hard_weight})
+
+
+def _hard_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int, run_dir: Any, *,
+              max_epochs: int, patience: int, subset: bool) -> dict[str, Any]:
+    train = student_train_config(cfg)
+    period = subset_period(cfg) if subset else 1
+    model = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
+    system = TeacherSystem(model, train, max_epochs=max_epochs * period, run_config=to_dict(cfg))
+    key = _distill_key(cfg, paths, hard=True, subset=subset, patience=patience, max_epochs=max_epochs)
+    return train_run(system, dm, train, run_dir, key=key, max_epochs=max_epochs * period,
+                     early_stopping_patience=patience, val_every_n_epochs=period)
+
+
+def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]:
+    return {"system": name, "train_fraction": fraction, "train_frame_acc": m.get("train_frame_acc"),
+            "dev_frame_acc": m.get("dev_frame_acc"), "test_frame_acc": m.get("test_frame_acc"),
+            "epochs": m.get("epochs"), "best_epoch": m.get("best_epoch"), "curve": _curve(m)}
+
+
+def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """One student per T, optional matching-logits student, and the three Table-5 runs."""
+    d = cfg.distill
+    ens = load_ensemble(cfg, paths)
+    pdfs = ens.num_pdfs
+    full = shard_datamodule(paths, cfg.model, cfg.train, return_ids=d.cache_targets)
+    todo = [T for T in d.temperatures if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T))]
+    cache = _target_cache(cfg, ens, full, todo) if d.cache_targets and todo else {}
+    students = []
+    for T in d.temperatures:
+        m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None),
+                         max_epochs=d.student_max_epochs or None)
+        students.append({"T": T, **_split_metrics(m), "epochs": m.get("epochs"), "best_epoch": m.get("best_epoch"),
+                         "wall_time_s": m.get("wall_time_s")})
+    summary: dict[str, Any] = {"hard_weight": d.hard_weight, "ensemble_mean": d.ensemble_mean,
+                               "student_params": _params(arch(cfg, pdfs, student=True)),
+                               "teacher_params": _params(arch(cfg, pdfs)), "students": students}
+    if d.matching_logits:
+        m = _distill_run(cfg, paths, full, ens, paths.matching_logits_dir, T=float("inf"), matching_logits=True)
+        summary["matching_logits"] = {**_split_metrics(m), "epochs": m.get("epochs")}
+    summary["table5"] = _table5(cfg, paths, ens, full, students)
+    return summary
+
+
+def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataModule,
+            students: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    d = cfg.distill
+    pdfs = ens.num_pdfs
+    epochs = d.subset_max_epochs or cfg.train.max_epochs
+    if d.baseline_100 == "teacher0":
+        base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
+    else:
+        base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
+                            max_epochs=d.student_max_epochs or cfg.train.max_epochs,
+                            patience=cfg.train.early_stopping_patience, subset=False)
+    sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
+                           subset_unit=d.subset_unit, return_ids=d.cache_targets)
+    base3 = _hard_run(cfg, paths, sub, pdfs, paths.table5_dir("baseline_3"), max_epochs=epochs,
+                      patience=d.subset_early_stopping_patience, subset=True)
+    T = d.subset_temperature or max(students, key=lambda s: s["dev"]["frame_acc"])["T"]
+    cached = None
+    if d.cache_targets and not run_finished(paths.table5_dir("soft_3"), _student_key(cfg, paths, T, subset=True)):
+        cached = _target_cache(cfg, ens, sub, [T])[float(T)]
+    soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True,
+                         cached=cached)
+    rows = [_table5_row("baseline_100", base100, 1.0), _table5_row("baseline_3", base3, d.subset_fraction),
+            _table5_row("soft_3", soft3, d.subset_fraction)]
+    rows[0]["source"] = "teacher 0" if d.baseline_100 == "teacher0" else "hard-target run"
+    rows[2]["T"] = T
+    return rows

@@ -1,0 +1,28 @@
+"""The align stage: GMM-HMM forced alignment -> per-frame HMM-state (pdf) ids, the DNN's labels.
+
+``align.source=builtin`` trains and aligns with :mod:`asr_kd.align.builtin`; ``align.source=kaldi``
+imports the alignments of a Kaldi experiment (:mod:`asr_kd.align.kaldi_import`). Outputs under
+``<exp>/align/`` (names in :mod:`asr_kd.paths`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr_kd.config import RecipeConfig
+from asr_kd.paths import RunPaths
+
+DOC = "GMM-HMM forced alignment (or Kaldi import) -> per-frame HMM-state ids"
+READS = ("align", "features.num_ceps")
+AFTER = ("lang", "features")
+
+
+def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """The built-in aligner, or the Kaldi import with ``align.source=kaldi``."""
+    if cfg.align.source == "kaldi":
+        from asr_kd.align.kaldi_import import import_kaldi_alignments
+
+        return import_kaldi_alignments(cfg, paths)
+    from asr_kd.align.builtin import align_builtin
+
+    return align_builtin(cfg, paths)

@@ -1,0 +1,21 @@
+"""The decode stage: every system of the run (teachers, ensemble, students, Table-5 runs, the GMMs)
+through its HCLG -> WER on dev (choosing the acoustic scale) and test (:mod:`asr_kd.decoding.systems`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr_kd.config import RecipeConfig
+from asr_kd.paths import RunPaths
+
+DOC = "hybrid decoding, WER"
+READS = ("decode", "!decode.num_jobs")
+AFTER = ("graph", "distill")
+
+
+def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """WER and frame accuracy of every system; the decode summaries under ``<exp>/decode``."""
+    from asr_kd.decoding.systems import decode_systems
+
+    return decode_systems(cfg, paths)

@@ -1,0 +1,83 @@
+"""Lightning systems: a teacher (single and stacked) learns a tiny task; checkpoints hold config + metrics."""
+
+import torch
+
+from asr_kd.nn.ensemble import Ensemble
+from asr_kd.nn.models import AcousticDNN, StackedDNN, load_model
+from asr_kd.paths import TrainRunDir
+from asr_kd.nn.systems import DistillSystem, TeacherSystem
+from asr_kd.nn.train import train_run
+from tests.train_helpers import NUM_PDFS, tiny_datamodule, tiny_train_config
+
+ARCH = dict(hidden_layers=2, hidden_dim=32, num_pdfs=NUM_PDFS)
+
+
+def test_teacher_learns_and_checkpoint_has_config_and_metrics(tmp_path):
+    cfg = tiny_train_config(max_epochs=3)
+    system = TeacherSystem(AcousticDNN(**ARCH, seed=0), cfg, steps_per_epoch=16, max_epochs=3,
+                           run_config={"preset": "test"})
+    metrics = train_run(system, tiny_datamodule(), cfg, tmp_path / "t0", key="k", max_epochs=3, progress_bar=False)
+    hist = metrics["history"]
+    assert len(hist) == 3 and metrics["epochs"] == 3
+    assert hist[-1]["train_loss"] < 0.8 * hist[0]["train_loss"]
+    assert metrics["dev_frame_acc"] > 1.5 / NUM_PDFS  # well above chance
+    assert 0 <= metrics["test_frame_acc"] <= 1 and metrics["train_frames"] == 512
+    run = TrainRunDir(tmp_path / "t0")
+    ckpt = torch.load(run.last_ckpt, weights_only=False)
+    assert ckpt["asr_kd"]["config"] == {"preset": "test"}
+    assert ckpt["asr_kd"]["metrics"]["dev_frame_acc"] == hist[-1]["dev_frame_acc"]
+    assert ckpt["asr_kd"]["train"]["lr"] == cfg.lr
+    model, blob = load_model(run.model)
+    assert blob["metrics"]["dev_frame_acc"] == metrics["dev_frame_acc"]
+    assert run.done.exists()
+    # a second call finds the finished run and trains nothing
+    again = train_run(system, tiny_datamodule(), cfg, tmp_path / "t0", key="k", max_epochs=3, progress_bar=False)
+    assert again == metrics
+
+
+def test_stacked_teachers_match_separate_training(tmp_path):
+    """Adam acts per element, so K stacked members trained on the same batches == K separate runs."""
+    cfg = tiny_train_config(max_epochs=1)
+    stacked = TeacherSystem(StackedDNN([10, 11], **ARCH), cfg, steps_per_epoch=16, max_epochs=1)
+    m = train_run(stacked, tiny_datamodule(), cfg, tmp_path / "s", key="k", max_epochs=1, progress_bar=False)
+    assert len(m["dev_frame_acc"]) == 2 and "dev_ensemble_frame_acc" in m
+    for k, seed in enumerate([10, 11]):
+        single = TeacherSystem(AcousticDNN(**ARCH, seed=seed), cfg, steps_per_epoch=16, max_epochs=1)
+        ms = train_run(single, tiny_datamodule(), cfg, tmp_path / f"t{k}", key="k", max_epochs=1, progress_bar=False)
+        assert abs(ms["dev_frame_acc"] - m["dev_frame_acc"][k]) < 0.02
+        a, _ = load_model(TrainRunDir(tmp_path / "s").member_model(k))
+        b, _ = load_model(TrainRunDir(tmp_path / f"t{k}").model)
+        x = torch.randn(8, 26, 40)
+        torch.testing.assert_close(a(x), b(x), rtol=1e-3, atol=1e-3)
+
+
+def test_distill_student_learns_from_frozen_ensemble(tmp_path):
+    cfg = tiny_train_config(max_epochs=2)
+    teacher = Ensemble(StackedDNN([1, 2, 3], **ARCH))
+    before = [p.clone() for p in teacher.parameters()]
+    system = DistillSystem(AcousticDNN(**ARCH, seed=9), teacher, cfg, T=2.0, hard_weight=0.5,
+                           steps_per_epoch=16, max_epochs=2)
+    m = train_run(system, tiny_datamodule(), cfg, tmp_path / "d", key="k", max_epochs=2, progress_bar=False)
+    assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
+    assert all(torch.equal(p, q) for p, q in zip(before, teacher.parameters()))  # teachers frozen
+    ckpt = torch.load(TrainRunDir(tmp_path / "d").last_ckpt, weights_only=False)
+    assert ckpt["asr_kd"]["T"] == 2.0
+    assert not any(k.startswith("_teacher") or "stacked" in k for k in ckpt["state_dict"])
+
+
+def test_lr_schedules():
+    cfg = tiny_train_config(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.0)
+    s = TeacherSystem(AcousticDNN(**ARCH), cfg, steps_per_epoch=50, max_epochs=2)
+    import math
+
+    assert abs(s.lr_factor(0) - 0.1 * 0.5 * (1 + math.cos(0.0))) < 1e-12  # warm-up: 1/10 of the rate
+    assert abs(s.lr_factor(9) - 0.5 * (1 + math.cos(math.pi * 9 / 100))) < 1e-12  # warm-up done
+    assert abs(s.lr_factor(50) - 0.5) < 1e-9  # half way through 100 planned steps
+    assert s.lr_factor(100) < 1e-9
+    nb = TeacherSystem(AcousticDNN(**ARCH), tiny_train_config(lr_schedule="newbob", warmup_steps=0,
+                                                              newbob_threshold=0.01), max_epochs=5)
+    scales = []
+    for acc in (0.30, 0.40, 0.405, 0.45, 0.46):  # ramping stops at the first gain < 0.01, then halves
+        nb._newbob_update(acc)
+        scales.append(nb.lr_factor(0))
+    assert scales == [1.0, 1.0, 0.5, 0.25, 0.125]

@@ -1,0 +1,202 @@
+"""The report stage: schema validation, the paper's numbers in report.md, plots, the loss account."""
+
+from __future__ import annotations
+
+import json
+import zlib
+
+import numpy as np
+import pytest
+
+from asr_kd.stages import report
+from asr_kd.config import load_config
+from asr_kd.fileio import write_json
+from asr_kd.paths import RunPaths, TrainRunDir
+
+
+def _summary(frame_acc: float, wer: float, params: int = 1000) -> dict:
+    return {"frame_acc": frame_acc, "wer": wer, "params": params, "acoustic_scale": 0.1}
+
+
+def _utt_counts(paths: RunPaths, name: str, frame_acc: float, wer: float, n: int = 40) -> None:
+    """Per-utterance counts that add up to the summary's figures (10 words, 100 frames each)."""
+    rng = np.random.default_rng(zlib.crc32(name.encode()))
+    errors = rng.multinomial(round(wer * 10 * n), [1 / n] * n)
+    hits = np.clip(rng.multinomial(round(frame_acc * 100 * n), [1 / n] * n), 0, 100)
+    hits[0] += round(frame_acc * 100 * n) - hits.sum()
+    write_json(paths.decode_utt_counts(name), {"utts": [f"u{i:02d}" for i in range(n)], "errors": errors.tolist(),
+                                               "words": [10] * n, "hits": hits.tolist(), "frames": [100] * n})
+
+
+@pytest.fixture()
+def run(tmp_path):
+    cfg = load_config("smoke", {"teachers.num_teachers": "3", "distill.temperatures": "1,5"})
+    paths = RunPaths(tmp_path / "exp")
+    for k, (acc, wer) in enumerate([(0.60, 0.12), (0.62, 0.10), (0.58, 0.14)]):
+        write_json(paths.decode_summary(f"teacher-{k}"), _summary(acc, wer))
+    write_json(paths.decode_summary("ensemble"), _summary(0.66, 0.08))
+    write_json(paths.decode_summary("distilled_T1"), _summary(0.63, 0.09))
+    write_json(paths.decode_summary("distilled_T5"), _summary(0.645, 0.085))
+    write_json(paths.decode_summary("baseline_3"), _summary(0.45, 0.30))
+    write_json(paths.decode_summary("soft_3"), _summary(0.55, 0.20))
+    for name in ("teacher-0", "teacher-1", "teacher-2", "ensemble", "distilled_T1", "distilled_T5", "baseline_3",
+                 "soft_3"):
+        summary = json.loads(paths.decode_summary(name).read_text())
+        _utt_counts(paths, name, summary["frame_acc"], summary["wer"])
+    for name, context, pdfs, dev_wer, wer in (("gmm", "triphone", 300, 0.22, 0.25), ("gmm_mono", "monophone", 120, 0.3, 0.32)):
+        write_json(paths.decode_summary(name), {"wer": wer, "acoustic_scale": 0.08, "dev": {"wer": dev_wer},
+                                                "context": context, "num_pdfs": pdfs, "num_gaussians": 4 * pdfs})
+    write_json(TrainRunDir(paths.teacher_dir(0)).metrics, {"train_frame_acc": 0.70})
+    hist = [{"epoch": e, "train_frame_acc_running": 0.5 + 0.1 * e, "dev_frame_acc": 0.45 + 0.01 * e} for e in range(3)]
+    write_json(TrainRunDir(paths.table5_dir("baseline_3")).metrics, {"train_frame_acc": 0.80, "history": hist})
+    write_json(TrainRunDir(paths.table5_dir("soft_3")).metrics, {"train_frame_acc": 0.65, "history": hist})
+    write_json(paths.marker("prepare"), {"wall_time_s": 3.5, "summary": {
+        "splits": {"train": {"hours": 0.1, "utterances": 50, "speakers": 6, "skipped": {}}},
+        "skipped_total": 0, "lm_text": ""}})
+    write_json(paths.marker("align"), {"wall_time_s": 20.0, "summary": {
+        "num_pdfs": 300, "context": "triphone", "train_loglike_per_frame": -80.5, "dev_loglike_per_frame": -85.25,
+        "monophone": {"num_pdfs": 120, "train_loglike_per_frame": -82.0, "dev_loglike_per_frame": -86.0}}})
+    return cfg, paths
+
+
+def test_report_follows_schema_and_numbers(run) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    report.validate_report(out)
+    rows = {r["system"]: r for r in out["table1"]}
+    assert list(rows) == ["baseline", "baseline_mean", "ensemble", "distilled_T1", "distilled_T5"]
+    assert rows["baseline"]["frame_acc"] == 0.60
+    assert rows["baseline_mean"]["frame_acc"] == pytest.approx(0.60)
+    assert rows["baseline_mean"]["wer_std"] == pytest.approx(np.std([0.12, 0.10, 0.14], ddof=1))
+    assert rows["ensemble"]["params"] == 3000
+    t5 = {r["system"]: r for r in out["table5"]}
+    assert t5["baseline_100"]["decoded_as"] == "teacher-0" and t5["baseline_100"]["train_frame_acc"] == 0.70
+    assert t5["soft_3"]["test_frame_acc"] == 0.55
+    d = out["derived"]
+    assert d["best_student"] == "distilled_T5"
+    assert d["gain_kept"] == pytest.approx((0.645 - 0.60) / (0.66 - 0.60))
+    assert d["gap_recovered"] == pytest.approx((0.55 - 0.45) / (0.60 - 0.45))
+    assert out["timing"] == {"prepare": 3.5, "align": 20.0}
+    assert out["labels"]["num_pdfs"] == 300
+    gmm = out["gmm_systems"]
+    assert [r["system"] for r in gmm] == ["gmm_mono", "gmm"]
+    assert gmm[0] == {"system": "gmm_mono", "context": "monophone", "num_pdfs": 120, "num_gaussians": 480,
+                           "train_loglike_per_frame": -82.0, "dev_loglike_per_frame": -86.0, "dev_wer": 0.3,
+                           "wer": 0.32, "acoustic_scale": 0.08}
+    assert gmm[1]["train_loglike_per_frame"] == -80.5 and gmm[1]["wer"] == 0.25
+
+
+def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    report.validate_report(out)
+    for row in out["table1"] + out["table5"]:
+        low, high = row["wer_ci"]
+        assert low <= row["wer"] <= high, row
+    d = out["derived"]
+    for key in ("gain_kept", "gap_recovered"):
+        low, high = d[f"{key}_ci"]
+        assert low <= d[key] <= high
+    tests = d["paired_tests"]
+    assert tests["ensemble_vs_mean_teacher"]["systems"] == ["ensemble", "baseline_mean"]
+    assert tests["ensemble_vs_mean_teacher"]["difference"] == pytest.approx(0.08 - 0.12)
+    assert 0.0 <= tests["ensemble_vs_mean_teacher"]["p_value"] <= 1.0
+    assert d["bootstrap"]["test_utterances"] == 40 and d["wer_resolution_rel"] > 0
+    md = report.render_markdown(out)
+    assert "paired bootstrap p =" in md and f"keeps {100 * d['gain_kept']:.0f}% [" in md
+
+
+def test_best_student_is_chosen_on_dev_not_test(run) -> None:
+    cfg, paths = run
+    for name, dev in (("distilled_T1", 0.70), ("distilled_T5", 0.65)):
+        summary = json.loads(paths.decode_summary(name).read_text())
+        write_json(paths.decode_summary(name), {**summary, "dev_frame_acc": dev})
+    d = report.build_report(cfg, paths)["derived"]
+    assert d["best_student"] == "distilled_T1"  # although T5 is better on test
+    assert d["gain_kept"] == pytest.approx((0.63 - 0.60) / (0.66 - 0.60))
+
+
+def test_report_files_markdown_and_plots(run) -> None:
+    cfg, paths = run
+    summary = report.run(cfg, paths)
+    assert summary["table1_rows"] == 5
+    obj = json.loads(paths.report_json.read_text())
+    report.validate_report(obj)
+    md = paths.report_md.read_text()
+    for number in ("58.9%", "61.1%", "60.8%", "10.9%", "10.7%", "63.4%", "44.5%", "57.0%", "67.3%", "65.4%"):
+        assert number in md
+    assert "| ensemble | 66.0% [" in md
+    assert "| gmm_mono | monophone | 120 | 480 | -82.00 | -86.00 | 30.0% | 32.0% | 0.08 |" in md
+    assert "| gmm | triphone | 300 | 1200 | -80.50 | -85.25 | 22.0% | 25.0% | 0.08 |" in md
+    for png in (paths.plot_vs_temperature, paths.plot_table5_curves):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: r.pop("timing"), "timing"),
+    (lambda r: r["table1"][0].pop("wer"), "wer"),
+    (lambda r: r["table1"][0].update(frame_acc=58.9), "fractions"),
+    (lambda r: r["table1"][1].pop("wer_std"), "wer_std"),
+    (lambda r: r["table1"].append({"system": "mystery", "frame_acc": 0.5, "wer": 0.1, "params": 1}), "mystery"),
+    (lambda r: r["table5"][0].update(system="baseline_50"), "baseline_50"),
+    (lambda r: r["gmm_systems"][0].pop("train_loglike_per_frame"), "train_loglike_per_frame"),
+    (lambda r: r["gmm_systems"][1].update(num_pdfs="300"), "num_pdfs"),
+])
+def test_validate_report_rejects_broken_reports(run, breakage, message) -> None:
+    cfg, paths = run
+    out = report.build_report(cfg, paths)
+    breakage(out)
+    with pytest.raises(report.ReportError, match=message):
+        report.validate_report(out)
+
+
+def _lost(reason: str, names: list[str]) -> dict:
+    return {"counts": {reason: len(names)}, "examples": {reason: names}}
+
+
+def _account_markers(paths: RunPaths, shard_utts: int) -> None:
+    """A train split of 10 listed utterances: features lost 1, align 2, shards 1; ``shard_utts`` reached the shards."""
+    from asr_kd.data.manifest import Utterance, write_manifest
+
+    utts = [Utterance(f"1-1-{i:04d}", str(1 + i % 2), "1", f"/c/1-1-{i:04d}.flac", "HI", 16000 * (i + 1), 16000)
+            for i in range(10)]
+    write_manifest(paths.manifest("train"), utts)
+    write_json(paths.marker("prepare"), {"summary": {"splits": {"train": {
+        "hours": 0.1, "utterances": 10, "speakers": 2,
+        "skipped": _lost("silent_audio", ["/c/1-1-0099.flac"])}}, "skipped_total": 1}})
+    write_json(paths.marker("features"), {"summary": {"splits": {"train": {
+        "lost": _lost("unreadable_audio", ["/c/1-1-0009.flac: cannot read audio"])}}}})
+    write_json(paths.marker("align"), {"summary": {"splits": {"train": {
+        "lost": _lost("too_few_frames", ["1-1-0007: equal alignment failed", "1-1-0008: equal alignment failed"])}}}})
+    write_json(paths.marker("shards"), {"summary": {"splits": {"train": {
+        "utterances": shard_utts, "lost": _lost("length_mismatch", ["1-1-0006 (labels 9, frames 10)"])}}}})
+    write_json(paths.shard_index("train"), {"shards": [{"file": "shard-000000.tar",
+                                                        "utts": [[u.id, 100] for u in utts[:shard_utts]]}]})
+
+
+def test_report_counts_what_training_used_and_every_loss(tmp_path) -> None:
+    """Issue 17: utterance counts are the shards' (not prepare's list), and one account per split
+    names every loss by stage and reason."""
+    paths = RunPaths(tmp_path / "exp")
+    _account_markers(paths, shard_utts=6)
+    corpus = report.corpus_section(paths)
+    train = corpus["splits"]["train"]
+    assert train["utterances"] == 6 and train["listed_by_prepare"] == 10 and train["counted_from"] == "shards"
+    assert train["speakers"] == 2 and train["hours"] == round(sum(range(1, 7)) / 3600, 4)
+    account = corpus["lost"]["train"]
+    assert [(r["stage"], r["reason"], r["count"]) for r in account["rows"]] == [
+        ("prepare", "silent_audio", 1), ("features", "unreadable_audio", 1), ("align", "too_few_frames", 2),
+        ("shards", "length_mismatch", 1)]
+    assert account["unaccounted"] == 0 and corpus["lost_total"] == 5
+    md = report.render_markdown({"table1": [], "table5": [], "corpus": corpus, "labels": {}, "timing": {}})
+    assert "## Utterances lost, by stage and reason" in md
+    assert "| train | align | too_few_frames | 2 | 1-1-0007: equal alignment failed |" in md
+    assert "| train | 0.0058 | 6 | 2 | 10 |" in md
+
+
+def test_an_utterance_dropped_silently_shows_as_unaccounted(tmp_path) -> None:
+    paths = RunPaths(tmp_path / "exp")
+    _account_markers(paths, shard_utts=5)
+    account = report.corpus_section(paths)["lost"]["train"]
+    assert account["unaccounted"] == 1
+    assert account["rows"][-1]["reason"] == "unaccounted" and account["rows"][-1]["count"] == 1

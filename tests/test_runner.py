@@ -1,0 +1,130 @@
+"""Stage runner: markers, skip on re-run, stale detection, --force, upstream re-runs."""
+
+import pytest
+
+from asr_kd.config import load_config
+from asr_kd.fileio import _umask, read_json
+from asr_kd.paths import RunPaths
+from asr_kd.runner import Stage, StageError, StageRunner
+
+
+def make_stages(calls):
+    def first(cfg, paths):
+        calls.append("first")
+        (paths.stage_dir("first")).mkdir(parents=True, exist_ok=True)
+        return {"n": 1}
+
+    def second(cfg, paths):
+        calls.append("second")
+        return {"lr": cfg.train.lr}
+
+    return [
+        Stage("first", first, reads=("data",), after=()),
+        Stage("second", second, reads=("train.lr",), after=("first",)),
+        Stage("third", None, reads=(), after=("second",)),
+    ]
+
+
+def test_runs_then_skips_and_writes_markers(tmp_path):
+    calls = []
+    cfg = load_config("smoke")
+    paths = RunPaths(tmp_path)
+    runner = StageRunner(make_stages(calls), cfg, paths)
+    runner.run(stop="second")
+    assert calls == ["first", "second"]
+    marker = read_json(paths.marker("second"))
+    assert marker["summary"] == {"lr": cfg.train.lr}
+    assert "config_hash" in marker and "wall_time_s" in marker and "upstream" in marker
+    runner.run(stop="second")
+    assert calls == ["first", "second"], "a second run must skip finished stages"
+    assert [r[2] for r in runner.listing()] == ["done", "done", "unavailable"]
+
+
+def test_changed_config_stops_with_force_hint_then_force_reruns(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="second")
+    changed = StageRunner(make_stages(calls), load_config("smoke", {"train.lr": "0.5"}), paths)
+    assert changed.status(changed.by_name["second"]) == "stale"
+    with pytest.raises(StageError, match=r"--force second") as e:
+        changed.run(stop="second")
+    assert "train.lr" in str(e.value)
+    changed.run(stop="second", force=["second"])
+    assert calls == ["first", "second", "second"]
+    assert changed.status(changed.by_name["second"]) == "done"
+
+
+def test_forcing_upstream_reruns_downstream(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    runner = StageRunner(make_stages(calls), load_config("smoke"), paths)
+    runner.run(stop="second")
+    runner.run(stop="second", force=["first"])
+    assert calls == ["first", "second", "first", "second"]
+
+
+def test_unavailable_stage_stops_with_clear_message(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    with pytest.raises(StageError, match="'third' is not built yet"):
+        runner.run()
+
+
+def test_stage_needs_upstream(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    with pytest.raises(StageError, match="needs stage 'first'"):
+        runner.run(start="second", stop="second")
+
+
+def test_stage_names_and_numbers(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    assert runner.resolve("1", 0) == runner.resolve("second", 0) == 1
+    with pytest.raises(StageError, match="unknown stage"):
+        runner.resolve("nope", 0)
+
+
+def test_excluded_keys_do_not_make_a_stage_stale(tmp_path):
+    calls = []
+
+    def train(cfg, paths):
+        calls.append("train")
+        return {}
+
+    stages = [Stage("train", train, reads=("train", "!train.devices"), after=())]
+    paths = RunPaths(tmp_path)
+    StageRunner(stages, load_config("smoke"), paths).run()
+    moved = StageRunner(stages, load_config("smoke", {"train.devices": "4"}), paths)
+    assert moved.status(stages[0]) == "done"
+    changed = StageRunner(stages, load_config("smoke", {"train.lr": "0.3"}), paths)
+    assert changed.status(stages[0]) == "stale"
+
+
+def test_marker_records_peak_memory(tmp_path):
+    runner = StageRunner(make_stages([]), load_config("smoke"), RunPaths(tmp_path))
+    runner.run(stop="first")
+    marker = read_json(RunPaths(tmp_path).marker("first"))
+    assert marker["peak_rss_mb"] > 10 and marker["peak_rss_children_mb"] >= 0
+
+
+def test_stage_start_removes_temp_files_of_a_killed_run_and_files_follow_the_umask(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    left = paths.stage_dir("first") / "graph" / ".HCLG.fst.abc123.tmp.fst"
+    left.parent.mkdir(parents=True)
+    left.write_bytes(b"x" * 100)
+    keep = paths.stage_dir("first") / "graph" / "HCLG.fst"
+    keep.write_bytes(b"y")
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="first")
+    assert not left.exists() and keep.exists()
+    mode = paths.marker("first").stat().st_mode & 0o777
+    assert mode == 0o666 & ~_umask()  # e.g. 0644, not mkstemp's 0600
+
+
+def test_check_refuses_a_changed_config_before_anything_runs(tmp_path):
+    calls = []
+    paths = RunPaths(tmp_path)
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="second")
+    changed = StageRunner(make_stages(calls), load_config("smoke", {"train.lr": "0.5"}), paths)
+    with pytest.raises(StageError, match="train.lr"):
+        changed.check(stop="second")
+    changed.check(stop="second", force=["second"])  # forced: accepted
+    changed.check(stop="first")  # the changed stage is not in range: accepted
