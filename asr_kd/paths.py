@@ -3,6 +3,7 @@
 Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`` marker)::
 
     config.json                      resolved config, written before any stage runs
+    recipe.log .lock                 the recipe's log (appended); the owning process (asr_kd.runlock)
     prepare/manifest-<split>.jsonl   one utterance a line (see asr_kd.data.manifest)
     lang/phones.txt words.txt lexicon.txt topo L.fst L_disambig.fst
     features/<split>/fbank.{ark,scp} raw 40-dim log-Mel fbank (float32, Kaldi ark)
@@ -21,7 +22,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     graph/HCLG.fst G.fst words.txt graph_info.json   (see GraphDir)
     graph/lm.arpa lm-train-text.txt  the decoding LM and, without a corpus LM text, its training text
     graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
-    decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json
+    decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json (see ScoringDir)
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     report.json report.md *.png      the paper-shaped report
 
@@ -43,6 +44,8 @@ STAGE_NAMES = ("prepare", "lang", "features", "align", "shards", "teachers", "en
                "decode", "report")
 # The Table-5 runs (distill/table5-<name>/) and the systems decoded under those names.
 TABLE5_RUNS = ("baseline_100", "baseline_3", "soft_3")
+LOCK_NAME = ".lock"  # <exp>/.lock: the PID and host of the recipe process that owns the run directory
+SHARD_FILE = "shard-{:06d}.tar"  # shards/<split>/shard-000000.tar, ...
 SHARD_INDEX = "index.json"  # beside a split's shards: their files, utterances and frame counts
 GMM_MODEL_FILE = "final.mdl"  # a GMM-HMM's Kaldi model: align/ and align/mono/
 GMM_TREE_FILE = "tree"  # its context-dependency tree (Kaldi binary)
@@ -179,7 +182,7 @@ class RunPaths:
         return self.graph / "mono"
 
     def decode_dir(self, system: str, split: str) -> Path:
-        """hyp.txt, per_utt, wer, wer.json of one system on one split."""
+        """hyp.txt, per_utt, wer, wer.json of one system on one split (see ScoringDir)."""
         return self.stage_dir("decode") / system / split
 
     def decode_utt_counts(self, system: str) -> Path:
@@ -260,6 +263,38 @@ class TrainRunDir:
     @property
     def done(self) -> Path:
         return self.root / "RUN_DONE.json"
+
+
+@dataclass(frozen=True)
+class ScoringDir:
+    """Scoring files of one system on one split (``decode/<system>/<split>/``)::
+
+        hyp.txt   the hypotheses, one ``utt words...`` a line
+        per_utt   per utterance: ref, hyp, alignment ops, #csid
+        wer       the sclite-style summary lines
+        wer.json  the same as numbers
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    @property
+    def hyp(self) -> Path:
+        return self.root / "hyp.txt"
+
+    @property
+    def per_utt(self) -> Path:
+        return self.root / "per_utt"
+
+    @property
+    def wer(self) -> Path:
+        return self.root / "wer"
+
+    @property
+    def wer_json(self) -> Path:
+        return self.root / "wer.json"
 
 
 @dataclass(frozen=True)

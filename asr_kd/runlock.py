@@ -24,9 +24,10 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from asr_kd.paths import LOCK_NAME
+
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
 
 
 class RunLocked(RuntimeError):

@@ -56,7 +56,10 @@ class StageIncomplete(Exception):
 class Stage:
     name: str
     run: StageFn | None  # None: not built yet ("unavailable")
-    reads: tuple[str, ...]  # config sections ("train") or keys ("decode.lm_order") it depends on
+    # The config it reads: sections ("train") or keys ("decode.lm_order"), hashed into its marker;
+    # with "!" ("!train.devices", "!teachers"): read, but not hashed (where a run happens, not what;
+    # or a value whose change reaches it through an upstream stage that re-runs).
+    reads: tuple[str, ...]
     after: tuple[str, ...]  # upstream stages whose outputs it reads
     distributed: bool = False  # runs on every rank under DDP (training); else rank 0 only
     doc: str = ""
@@ -77,8 +80,9 @@ def marker_summary(paths: RunPaths, stage: str) -> dict[str, Any]:
 
 
 def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
-    """The config values a stage depends on: ``"train"`` (a section), ``"decode.beam"`` (a key),
-    ``"!train.devices"`` (leave out a key of a section read whole: where a run happens, not what)."""
+    """The config values a stage's marker hashes: ``"train"`` (a section), ``"decode.beam"`` (a key);
+    ``"!..."`` entries are read but not hashed (``"!train.devices"`` leaves a key out of a section
+    read whole)."""
     tree = to_dict(cfg)
     out: dict[str, Any] = {}
     for key in reads:

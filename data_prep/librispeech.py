@@ -24,9 +24,11 @@ first few file names, in the stage summary:
   ``transcript_without_audio``, ``audio_without_transcript``;
 * ``oov`` (with ``data.oov_policy=skip``; the default policy ``error`` stops and lists the words).
 
-A missing corpus root or subset directory is an error naming it. Which subsets make a split is
-the caller's choice; :data:`DEFAULT_SUBSETS` are LibriSpeech's own (train-clean-100, dev-clean,
-test-clean).
+A missing corpus root or subset directory is a :class:`CorpusError` naming it. Which subsets make
+a split is the caller's choice; :data:`DEFAULT_SUBSETS` are LibriSpeech's own (train-clean-100,
+dev-clean, test-clean). :func:`read_corpus` takes plain arguments and returns the manifest (the
+utterances of each split) with its account; it knows nothing of run directories or the recipe's
+config: the prepare stage (:mod:`asr_kd.stages.prepare`) writes the manifests.
 """
 
 from __future__ import annotations

@@ -11,7 +11,8 @@ import sys
 
 import pytest
 
-from asr_kd.runlock import LOCK_NAME, RunLocked, acquire, release, run_lock
+from asr_kd.paths import LOCK_NAME
+from asr_kd.runlock import RunLocked, acquire, release, run_lock
 
 
 def _write_lock(root, pid: int, host: str | None = None) -> None:

@@ -36,7 +36,7 @@ from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.data.features import CmvnStats, apply_cmvn, load_cmvn
 from asr_kd.fileio import atomic_path, read_json, write_json
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.paths import SHARD_FILE, SPLITS, RunPaths
 from asr_kd.progress import progress
 from asr_kd.data.scp import load_scp
 from asr_kd.data.manifest import Utterance, read_manifest
@@ -44,7 +44,6 @@ from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
 
-SHARD_PATTERN = "shard-{:06d}.tar"
 MAX_NAMED_SKIPS = 50
 
 
@@ -89,7 +88,7 @@ class ShardWriter:
     def flush(self) -> None:
         if not self._pending:
             return
-        name = SHARD_PATTERN.format(len(self.shards))
+        name = SHARD_FILE.format(len(self.shards))
         keys: set[str] = set()
         with atomic_path(self.out_dir / name) as tmp, open(tmp, "wb") as f:
             writer = wds.TarWriter(f, encoder=False, mtime=0.0)

@@ -12,11 +12,11 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import jiwer
 
 from asr_kd.fileio import atomic_open, write_json
+from asr_kd.paths import ScoringDir
 
 
 @dataclass(frozen=True)
@@ -107,19 +107,19 @@ def _per_utt_block(a: UttAlignment) -> str:
 def write_scoring(out_dir: str | os.PathLike, refs: Mapping[str, Sequence[str]],
                   hyps: Mapping[str, Sequence[str]], title: str = "") -> WerStats:
     """Score ``hyps`` against ``refs`` and write ``hyp.txt``, ``per_utt``, ``wer`` and ``wer.json``."""
-    out_dir = Path(out_dir)
+    out = ScoringDir(out_dir)
     stats, aligned = score(refs, hyps)
-    with atomic_open(out_dir / "hyp.txt", "w", encoding="utf-8") as f:
+    with atomic_open(out.hyp, "w", encoding="utf-8") as f:
         for utt in sorted(hyps):
             f.write(f"{utt} {' '.join(hyps[utt])}".rstrip() + "\n")
-    with atomic_open(out_dir / "per_utt", "w", encoding="utf-8") as f:
+    with atomic_open(out.per_utt, "w", encoding="utf-8") as f:
         for a in aligned:
             f.write(_per_utt_block(a))
-    with atomic_open(out_dir / "wer", "w", encoding="utf-8") as f:
+    with atomic_open(out.wer, "w", encoding="utf-8") as f:
         if title:
             f.write(f"# {title}\n")
         f.write(stats.summary_line() + "\n")
         ser = 100 * stats.sentence_errors / max(stats.sentences, 1)
         f.write(f"%SER {ser:.2f} [ {stats.sentence_errors} / {stats.sentences} ]\n")
-    write_json(out_dir / "wer.json", stats.as_dict())
+    write_json(out.wer_json, stats.as_dict())
     return stats

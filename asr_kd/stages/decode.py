@@ -10,7 +10,8 @@ from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "hybrid decoding, WER"
-READS = ("decode", "!decode.num_jobs")
+# The systems to decode and how the networks run: via the training stages, not hashed here.
+READS = ("decode", "!decode.num_jobs", "!model", "!train.precision", "!teachers", "!distill", "!align.context")
 AFTER = ("graph", "distill")
 
 

@@ -11,7 +11,7 @@ from asr_kd.config import TRAIN_WHERE_NOT_WHAT_READS, RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "students at each T; Table-5 3%-data runs"
-READS = ("model", "train", *TRAIN_WHERE_NOT_WHAT_READS, "distill")
+READS = ("model", "train", *TRAIN_WHERE_NOT_WHAT_READS, "distill", "!teachers", "!features.num_mel_bins")
 AFTER = ("ensemble",)
 DISTRIBUTED = True  # every rank of a DDP run joins
 

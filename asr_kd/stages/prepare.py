@@ -16,7 +16,9 @@ from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError
 
 DOC = "corpus -> manifests"
-READS = ("data",)
+# model and features: the shortest usable audio (min_utterance_samples), deliberately not hashed
+READS = ("data", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
+         "!features.frame_shift_ms")
 AFTER = ()
 
 

@@ -19,14 +19,12 @@ import numpy as np
 
 from asr_kd.accounting import loss_account
 from asr_kd.config import RecipeConfig
-from asr_kd.data.manifest import read_manifest
-from asr_kd.decoding.stats import Bootstrap, UttCounts, interval, mean_over, paired_test, ratio_of_gains
 from asr_kd.fileio import atomic_path, read_json, write_json, write_text
 from asr_kd.paths import STAGE_NAMES, TABLE5_RUNS, RunPaths, TrainRunDir
 from asr_kd.runner import marker_summary
 
 DOC = "report.json, report.md, plots"
-READS = ()
+READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
 AFTER = ("decode",)
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
@@ -181,6 +179,8 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
                     table5: list[dict[str, Any]], derived: dict[str, Any]) -> None:
     """Add ``wer_ci`` (and ``frame_acc_ci``) to every row, ``gain_kept_ci``, ``gap_recovered_ci`` and
     paired tests to ``derived``: one paired bootstrap over the test utterances for all systems."""
+    from asr_kd.decoding.stats import Bootstrap, UttCounts, interval, mean_over, paired_test, ratio_of_gains
+
     counts: dict[str, UttCounts] = {}
     for row in table1 + table5:
         for name in _decoded_systems(cfg, row):
@@ -234,6 +234,8 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
 def used_corpus(paths: RunPaths, split: str) -> dict[str, Any] | None:
     """Hours, utterances and speakers of what training used: the utterances in ``split``'s shards
     (durations and speakers from the manifest); None before the shards stage."""
+    from asr_kd.data.manifest import read_manifest
+
     index, manifest = paths.shard_index(split), paths.manifest(split)
     if not (index.exists() and manifest.exists()):
         return None

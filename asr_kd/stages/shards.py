@@ -10,7 +10,7 @@ from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "webdataset shards of normalised feats + labels"
-READS = ("shards", "features.cmvn", "features.storage_dtype")
+READS = ("shards", "features.cmvn", "features.storage_dtype", "!features")  # the rest: via the features stage
 AFTER = ("features", "align")
 
 

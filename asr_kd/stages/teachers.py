@@ -12,7 +12,7 @@ from asr_kd.paths import RunPaths
 
 DOC = "K teacher DNNs (Lightning)"
 READS = ("model", "train", *TRAIN_WHERE_NOT_WHAT_READS, "teachers.num_teachers", "teachers.stacked",
-         "teachers.seed_base", "features.num_mel_bins")
+         "teachers.seed_base", "features.num_mel_bins", "!teachers.only")  # only: which share this process trains
 AFTER = ("shards",)
 DISTRIBUTED = True  # every rank of a DDP run joins
 

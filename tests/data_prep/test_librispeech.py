@@ -264,3 +264,14 @@ def test_flac_and_wav_with_one_id_keep_the_flac_and_count_the_wav(corpus: Path, 
     assert train["utterances"] == TRAIN_UTTS
     kept = {u.id: u.audio for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
     assert kept[flac.stem] == str(flac.resolve())
+
+
+def test_the_reader_takes_plain_arguments_and_returns_the_manifest(smoke_corpus):
+    """read_corpus knows nothing of run directories: it returns the utterances and their account."""
+    from data_prep.librispeech import read_corpus
+
+    corpus = read_corpus(smoke_corpus, SPLIT_SUBSETS, sample_rate=16000)
+    assert list(corpus.splits) == ["train", "dev", "test"]
+    for split, utts in corpus.splits.items():
+        assert utts and corpus.summary["splits"][split]["utterances"] == len(utts)
+    assert corpus.summary["corpus_root"] == str(smoke_corpus.resolve())

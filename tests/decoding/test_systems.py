@@ -16,14 +16,21 @@ from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths
 
 
-def test_decode_dnn_with_a_callable_posterior_source(tmp_path) -> None:
-    """The decode flow (tuning on dev, test WER, frame accuracy, files) with a fake acoustic model."""
+@pytest.fixture
+def tiny_graph(tmp_path):
+    """(lang, decoder) of the tiny YES/NO/MAYBE lexicon with a trigram LM."""
     lang = make_tiny_lang(tmp_path / "lang")
     (tmp_path / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
     lm.build_arpa(tmp_path / "text.txt", tmp_path / "lm.arpa", order=3, vocab=set(LEXICON))
     inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
     graph.make_graph(inputs, tmp_path / "lm.arpa", tmp_path / "graph", [lang.words_txt])
     dec = decode.read_hclg_decoder(tmp_path / "graph", lang.trans_model, decode.SearchConfig())
+    return lang, dec
+
+
+def test_decode_dnn_with_a_callable_posterior_source(tmp_path, tiny_graph) -> None:
+    """The decode flow (tuning on dev, test WER, frame accuracy, files) with a fake acoustic model."""
+    lang, dec = tiny_graph
     sentences = [["NO", "YES"], ["MAYBE", "YES"], ["NO", "MAYBE", "YES"]]
 
     def split(name: str) -> systems.EvalSplit:
@@ -47,13 +54,8 @@ def test_decode_dnn_with_a_callable_posterior_source(tmp_path) -> None:
     assert json.loads(paths.decode_summary("fake").read_text())["params"] == 42
 
 
-def test_parallel_search_matches_serial(tmp_path) -> None:
-    lang = make_tiny_lang(tmp_path / "lang")
-    (tmp_path / "text.txt").write_text("\n".join(LM_TEXT) + "\n")
-    lm.build_arpa(tmp_path / "text.txt", tmp_path / "lm.arpa", order=3, vocab=set(LEXICON))
-    inputs = graph.GraphInputs(lang.l_disambig, lang.disambig_phones, lang.words_txt, lang.trans_model, lang.tree)
-    graph.make_graph(inputs, tmp_path / "lm.arpa", tmp_path / "graph", [lang.words_txt])
-    dec = decode.read_hclg_decoder(tmp_path / "graph", lang.trans_model, decode.SearchConfig())
+def test_parallel_search_matches_serial(tiny_graph) -> None:
+    lang, dec = tiny_graph
     prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
     sents = [["YES"], ["MAYBE", "YES"], ["NO", "MAYBE"], ["NO", "YES"]] * 10
     items = [(f"u{i}", decode.hybrid_scores(posteriorgram(lang, s, peak=0.6, seed=i), prior, dec.tid_pdf, 1.0))

@@ -84,3 +84,23 @@ def test_suggested_subset_fix_works_on_a_synthetic_corpus(smoke_corpus, tmp_path
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads((tmp_path / "exp" / "prepare" / "DONE.json").read_text())["summary"]
     assert summary["splits"]["dev"]["subsets"] == ["dev-other"] and summary["splits"]["dev"]["utterances"] == 20
+
+
+def test_any_failure_is_one_error_line_and_the_traceback_goes_to_the_log(tmp_path, capsys, monkeypatch):
+    import asr_kd.recipes.librispeech as recipe
+    from asr_kd.runner import Stage, StageError
+
+    def boom(cfg, paths):
+        raise KeyError("something unexpected")
+
+    def missing(cfg, paths):
+        raise StageError(f"{paths.manifest('train')} is missing; run the prepare stage first")
+
+    for fn, kind in ((boom, "KeyError"), (missing, "manifest-train.jsonl is missing")):
+        monkeypatch.setattr(recipe, "STAGES", [Stage("prepare", fn, reads=(), after=())])
+        assert recipe.main(["--preset", "smoke", "--exp-dir", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.startswith("error:")]
+        assert len(lines) == 1 and kind in lines[0], err
+        assert "Traceback" not in err
+    assert "Traceback" in (tmp_path / "recipe.log").read_text()
