@@ -1,8 +1,8 @@
 """Processes: which rank this one is, and the one way to map a function over worker processes.
 
-* :func:`rank_and_world` / :func:`global_rank`: the process's place in a distributed run
-  (torch.distributed when initialised, else the launcher's environment: torchrun's ``RANK``,
-  SLURM's ``SLURM_PROCID``, Lightning's DDP launcher's ``LOCAL_RANK``/``NODE_RANK``).
+* :func:`process_group`, :func:`rank_and_world`, :func:`global_rank`: the process's place in a
+  distributed run (torch.distributed when initialised, else the launcher's environment:
+  torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, Lightning's DDP launcher's ``LOCAL_RANK``/``NODE_RANK``).
 * :func:`worker_map`: ``fn`` over items, in order, in ``jobs`` worker processes (or threads), or in
   this process when ``jobs <= 1``. With ``start="fork"`` the workers inherit ``fn`` instead of
   receiving it pickled, so ``fn`` may be a closure over a decoder, a graph or a model.
@@ -22,12 +22,15 @@ START_METHODS = ("fork", "spawn", "thread")
 # ---------------------------------------------------------------------------------------------
 # Rank
 # ---------------------------------------------------------------------------------------------
-def _dist_initialized() -> bool:
+def process_group() -> tuple[int, int] | None:
+    """``(rank, world_size)`` of the initialised torch.distributed process group; None outside one."""
     try:
         import torch.distributed as dist
     except ImportError:  # pragma: no cover - torch is a dependency
-        return False
-    return dist.is_available() and dist.is_initialized()
+        return None
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return None
 
 
 def _env_rank() -> int:
@@ -49,11 +52,8 @@ def _env_rank() -> int:
 def global_rank() -> int:
     """This process's rank (0 outside distributed runs): torch.distributed's when initialised, else
     the one torchrun / SLURM / Lightning's launcher set in the environment."""
-    if _dist_initialized():
-        import torch.distributed as dist
-
-        return dist.get_rank()
-    return _env_rank()
+    group = process_group()
+    return group[0] if group else _env_rank()
 
 
 def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
@@ -61,12 +61,8 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
     ``RANK`` / ``WORLD_SIZE`` of the environment (0, 1 outside distributed runs)."""
     if rank is not None and world_size is not None:
         r, w = rank, world_size
-    elif _dist_initialized():
-        import torch.distributed as dist
-
-        r, w = dist.get_rank(), dist.get_world_size()
     else:
-        r, w = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        r, w = process_group() or (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")))
     if not 0 <= r < w:
         raise ValueError(f"rank {r} is not in [0, world_size={w})")
     return r, w

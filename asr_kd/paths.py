@@ -52,11 +52,18 @@ GMM_TREE_FILE = "tree"  # its context-dependency tree (Kaldi binary)
 
 
 @dataclass(frozen=True)
-class RunPaths:
+class _Dir:
+    """A directory whose files are named by properties; ``root`` may be given as a string."""
+
     root: Path
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
+
+
+@dataclass(frozen=True)
+class RunPaths(_Dir):
+    """A run directory (the layout above)."""
 
     # -- whole run -----------------------------------------------------------
     @property
@@ -213,7 +220,7 @@ class RunPaths:
 
 
 @dataclass(frozen=True)
-class TrainRunDir:
+class TrainRunDir(_Dir):
     """Files of one training run (a teacher, a student, a Table-5 run)::
 
         checkpoints/last.ckpt checkpoints/best.ckpt   Lightning checkpoints (config + history inside)
@@ -223,11 +230,6 @@ class TrainRunDir:
         RUN_KEY.json                                  the key (config + data) the run belongs to
         RUN_DONE.json                                 written last: the run finished
     """
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def checkpoints(self) -> Path:
@@ -266,7 +268,7 @@ class TrainRunDir:
 
 
 @dataclass(frozen=True)
-class ScoringDir:
+class ScoringDir(_Dir):
     """Scoring files of one system on one split (``decode/<system>/<split>/``)::
 
         hyp.txt   the hypotheses, one ``utt words...`` a line
@@ -274,11 +276,6 @@ class ScoringDir:
         wer       the sclite-style summary lines
         wer.json  the same as numbers
     """
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def hyp(self) -> Path:
@@ -298,16 +295,11 @@ class ScoringDir:
 
 
 @dataclass(frozen=True)
-class GraphDir:
+class GraphDir(_Dir):
     """Files of one decoding graph (``graph/``; ``graph/mono/`` for the monophone GMM)::
 
         G.fst HCLG.fst words.txt graph_info.json
     """
-
-    root: Path
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "root", Path(self.root))
 
     @property
     def g_fst(self) -> Path:

@@ -128,3 +128,23 @@ def test_check_refuses_a_changed_config_before_anything_runs(tmp_path):
         changed.check(stop="second")
     changed.check(stop="second", force=["second"])  # forced: accepted
     changed.check(stop="first")  # the changed stage is not in range: accepted
+
+
+def test_read_but_unhashed_entries_leave_the_hash_alone():
+    """'!' entries of READS (read, but reached through an upstream stage) change no stage's hash:
+    a run directory made before they were declared stays done."""
+    from asr_kd.runner import selected_config
+
+    cfg = load_config("smoke")
+    plain = ("decode", "!decode.num_jobs")
+    more = (*plain, "!model", "!train.precision", "!teachers", "!distill", "!preset")
+    assert selected_config(cfg, more) == selected_config(cfg, plain)
+    assert "num_jobs" not in selected_config(cfg, plain)["decode"]
+
+
+def test_a_stage_module_becomes_a_stage():
+    from asr_kd.stages import teachers
+
+    stage = Stage.of(teachers)
+    assert (stage.name, stage.run, stage.reads, stage.after) == ("teachers", teachers.run, teachers.READS, ("shards",))
+    assert stage.distributed and stage.doc == teachers.DOC

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
 from asr_kd.config import ModelConfig, TrainConfig
+from asr_kd.parallel import process_group
 from asr_kd.paths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,7 @@ class EpochShuffleSampler(Sampler[int]):
         self.epoch = epoch
 
     def _rank_world(self) -> tuple[int, int]:
-        if self.distributed and torch.distributed.is_available() and torch.distributed.is_initialized():
-            return torch.distributed.get_rank(), torch.distributed.get_world_size()
-        return 0, 1
+        return (process_group() if self.distributed else None) or (0, 1)
 
     def __iter__(self) -> Iterator[int]:
         order = list(range(self.n))
@@ -180,7 +179,7 @@ class FrameDataModule(L.LightningDataModule):
     def eval_loader(self, split: str) -> DataLoader:
         """A plain (non-shuffled) loader over 'train', 'dev' or 'test' for final evaluation."""
         ds = {"train": self.train_set, "dev": self.dev_set, "test": self.test_set}[split]
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        distributed = process_group() is not None
         if distributed and self.eval_builder is not None and ds is not None:
             ds = self.eval_builder(split)
         if ds is None:

@@ -1,5 +1,9 @@
-"""One module per stage of the recipe, named after it; each exposes ``run(cfg, paths) -> summary``
-and declares beside it the config it reads (``READS``), the stages whose outputs it reads
-(``AFTER``) and its one-line ``DOC``. The recipe (:mod:`asr_kd.recipes.librispeech`) lists them
-in order; :mod:`asr_kd.runner` runs them.
+"""One module per stage of the recipe, named after it. Each exposes ``run(cfg, paths) -> summary``
+and declares beside it ``DOC`` (one line), ``READS`` (the config it reads; see
+:class:`asr_kd.runner.Stage`), ``AFTER`` (the stages whose outputs it reads) and, for the training
+stages, ``DISTRIBUTED = True`` (every DDP rank joins). At module level a stage imports only the
+core; its library (data, align, nn, decoding, data_prep) is imported inside ``run``.
+
+The recipe (:mod:`asr_kd.recipes.librispeech`) lists them in order; :mod:`asr_kd.runner` runs them.
+Map: ``docs/ARCHITECTURE.md``.
 """
