@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 
 from asr_kd.config import FeatureConfig
 from asr_kd.data.features import fbank, mfcc
-from asr_kd.fileio import write_json
+from asr_kd.data.manifest import Utterance
 from asr_kd.data.shards import ShardWriter, encode_sample
 from asr_kd.data.shards import shard_urls
 from asr_kd.data.windows import FrameWindowDataset, InMemoryWindows
-from asr_kd.data.manifest import Utterance
+from asr_kd.fileio import write_json
 
 SR = 16000
 

@@ -22,13 +22,13 @@ import torch
 
 from asr_kd.align.model import load_model
 from asr_kd.config import from_dict
-from asr_kd.decoding.search import SearchConfig, hybrid_scores, read_hclg_decoder
-from asr_kd.fileio import read_json
-from asr_kd.decoding.graph import GraphInputs, make_graph
 from asr_kd.data.lang import load_lang
-from asr_kd.paths import RunPaths, TrainRunDir
-from asr_kd.decoding.systems import read_split, train_log_priors
+from asr_kd.decoding.graph import GraphInputs, make_graph
 from asr_kd.decoding.scoring import score
+from asr_kd.decoding.search import SearchConfig, hybrid_scores, read_hclg_decoder
+from asr_kd.decoding.systems import read_split, train_log_priors
+from asr_kd.fileio import read_json
+from asr_kd.paths import RunPaths, TrainRunDir
 
 
 def oracle_log_posteriors(labels: np.ndarray, num_pdfs: int, peak: float = 0.9) -> np.ndarray:

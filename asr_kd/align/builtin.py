@@ -35,8 +35,8 @@ from asr_kd.align.feats import gmm_features, read_mfcc
 from asr_kd.align.model import GmmHmm, init_monophone, save_model
 from asr_kd.align.viterbi import NO_FEATURES, AlignResult, TrainOptions, compile_graphs, lost, realign, train
 from asr_kd.config import AlignConfig, RecipeConfig
-from asr_kd.fileio import write_text
 from asr_kd.data.lang import Lang, load_lang
+from asr_kd.fileio import write_text
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError
 

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)

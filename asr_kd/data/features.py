@@ -35,12 +35,12 @@ import torchaudio.compliance.kaldi as ta_kaldi
 
 from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig
-from asr_kd.fileio import read_json, write_json
-from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.parallel import worker_map
-from asr_kd.progress import progress
-from asr_kd.data.scp import ark_scp_writer
 from asr_kd.data.manifest import Utterance, read_manifest
+from asr_kd.data.scp import ark_scp_writer
+from asr_kd.fileio import read_json, write_json
+from asr_kd.parallel import worker_map
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.progress import progress
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ from typing import Any
 
 import kaldifst
 
-from asr_kd.fileio import atomic_path, read_json, write_text
 from asr_kd.data.lexicon import SIL, strip_stress
+from asr_kd.fileio import atomic_path, read_json, write_text
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)

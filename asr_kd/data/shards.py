@@ -35,11 +35,11 @@ import webdataset as wds
 from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.data.features import CmvnStats, apply_cmvn, load_cmvn
+from asr_kd.data.manifest import Utterance, read_manifest
+from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.paths import SHARD_FILE, SPLITS, RunPaths
 from asr_kd.progress import progress
-from asr_kd.data.scp import load_scp
-from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)

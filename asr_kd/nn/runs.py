@@ -30,15 +30,15 @@ import torch
 
 from asr_kd.config import RecipeConfig, TrainConfig, config_hash, to_dict, train_result_keys
 from asr_kd.data.datamodule import FrameDataModule, shard_datamodule
-from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
+from asr_kd.data.windows import InMemoryWindows
 from asr_kd.fileio import read_json, write_json
+from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
 from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
-from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
-from asr_kd.parallel import global_rank
-from asr_kd.runner import StageError, StageIncomplete
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.train import run_finished, train_run
-from asr_kd.data.windows import InMemoryWindows
+from asr_kd.parallel import global_rank
+from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
+from asr_kd.runner import StageError, StageIncomplete
 
 log = logging.getLogger(__name__)
 

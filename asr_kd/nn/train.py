@@ -34,14 +34,14 @@ from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
 
 from asr_kd.config import TrainConfig
 from asr_kd.data.datamodule import FrameDataModule
-from asr_kd.nn.ensemble import frame_accuracy
 from asr_kd.fileio import atomic_path, read_json, write_json
+from asr_kd.nn.ensemble import frame_accuracy
 from asr_kd.nn.models import AcousticDNN, StackedDNN, count_parameters, save_model
-from asr_kd.paths import TrainRunDir
 from asr_kd.nn.precision import resolve_precision
-from asr_kd.progress import lightning_callbacks
-from asr_kd.parallel import global_rank
 from asr_kd.nn.systems import MONITOR, FrameSystem
+from asr_kd.parallel import global_rank
+from asr_kd.paths import TrainRunDir
+from asr_kd.progress import lightning_callbacks
 
 log = logging.getLogger(__name__)
 

@@ -8,11 +8,11 @@ import kaldiio
 import numpy as np
 
 from asr_kd.align.model import load_model
-from asr_kd.stages.align import run as run_align
 from asr_kd.config import load_config
-from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.data.scp import load_scp
 from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.data.scp import load_scp
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.stages.align import run as run_align
 
 
 def make_run_dir(tmp_path, corpus) -> RunPaths:

@@ -9,10 +9,10 @@ import kaldiio
 import numpy as np
 import pytest
 
-from asr_kd.config import load_config
-from asr_kd.paths import RunPaths
-from asr_kd.data.scp import load_scp
 from asr_kd.align.kaldi_import import import_kaldi_alignments, length_problem, read_tid2pdf
+from asr_kd.config import load_config
+from asr_kd.data.scp import load_scp
+from asr_kd.paths import RunPaths
 from asr_kd.runner import StageError
 
 FRAMES = {"train": {"a": 10, "b": 8, "c": 6}, "dev": {"d": 5}, "test": {"e": 4}}

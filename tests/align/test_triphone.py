@@ -8,8 +8,8 @@ import pytest
 from asr_kd.align import tree as T
 from asr_kd.align.feats import gmm_features
 from asr_kd.align.model import init_monophone, load_model, save_model
-from asr_kd.align.viterbi import TrainOptions, compile_graphs, realign, train
 from asr_kd.align.triphone import convert_alignments, train_triphone
+from asr_kd.align.viterbi import TrainOptions, compile_graphs, realign, train
 from asr_kd.data.lang import load_lang
 
 

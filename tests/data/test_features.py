@@ -21,10 +21,10 @@ from asr_kd.data.features import (
     num_frames,
     read_audio,
 )
-from asr_kd.runner import StageError
-from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.data.scp import load_scp
 from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.data.scp import load_scp
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.runner import StageError
 
 SR = 16000
 CFG = FeatureConfig(num_workers=1)

@@ -10,13 +10,13 @@ import pytest
 
 from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.data.features import Stats, apply_cmvn, load_cmvn, write_cmvn
-from asr_kd.fileio import write_json
-from asr_kd.runner import StageError
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import ark_scp_writer, load_scp
 from asr_kd.data.shards import write_shards
 from asr_kd.data.shards import iter_utterances, read_index, shard_urls
-from asr_kd.data.manifest import Utterance, write_manifest
+from asr_kd.fileio import write_json
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.runner import StageError
 
 NUM_PDFS = 17
 FRAMES = {"train": [30, 41, 52, 23, 34], "dev": [20, 21], "test": [25]}

@@ -9,10 +9,10 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from asr_kd.fileio import write_json
+from asr_kd.data.manifest import Utterance
 from asr_kd.data.shards import ShardWriter, encode_sample, shard_urls
 from asr_kd.data.windows import FrameWindowDataset, InMemoryWindows, utterance_windows
-from asr_kd.data.manifest import Utterance
+from asr_kd.fileio import write_json
 
 NUM_UTTS = 40
 

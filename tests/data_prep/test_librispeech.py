@@ -11,10 +11,10 @@ import pytest
 import soundfile as sf
 
 from asr_kd.config import DataConfig
+from asr_kd.data.manifest import read_manifest
 from asr_kd.paths import RunPaths
 from asr_kd.stages.prepare import prepare_manifests
 from data_prep.librispeech import CorpusError
-from asr_kd.data.manifest import read_manifest
 from data_prep.synthetic import MARKER_NAME, SIZES, SUBSETS
 
 PER_CHAPTER = SIZES["smoke"].utts_per_chapter

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from tests.graph_fixture import LEXICON, build_tiny_graph, posteriorgram
 
 from asr_kd.decoding import search as decode

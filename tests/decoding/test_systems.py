@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+
 from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
 
 from asr_kd.config import load_config

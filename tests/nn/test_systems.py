@@ -4,9 +4,9 @@ import torch
 
 from asr_kd.nn.ensemble import Ensemble
 from asr_kd.nn.models import AcousticDNN, StackedDNN, load_model
-from asr_kd.paths import TrainRunDir
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.train import train_run
+from asr_kd.paths import TrainRunDir
 from tests.train_helpers import NUM_PDFS, tiny_datamodule, tiny_train_config
 
 ARCH = dict(hidden_layers=2, hidden_dim=32, num_pdfs=NUM_PDFS)

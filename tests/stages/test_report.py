@@ -8,10 +8,10 @@ import zlib
 import numpy as np
 import pytest
 
-from asr_kd.stages import report
 from asr_kd.config import load_config
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths, TrainRunDir
+from asr_kd.stages import report
 
 
 def _summary(frame_acc: float, wer: float, params: int = 1000) -> dict:
