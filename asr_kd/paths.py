@@ -24,6 +24,9 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json (see ScoringDir)
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
+    models/<system>/                 a self-contained model directory (asr_kd.decoding.modeldir)
+    models/index.json                the exported systems and the best student on dev
+    eval/<name>/                     python -m asr_kd.evaluate on another test set (asr_kd.decoding.evaluate)
     report.json report.md *.png      the paper-shaped report
 
 A run directory can be moved or copied: every path it records of its own files is relative
@@ -41,7 +44,7 @@ SPLITS = ("train", "dev", "test")
 MARKER = "DONE.json"
 # The stage directories, in pipeline order (the recipe's STAGES list the same names: a test checks it).
 STAGE_NAMES = ("prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
-               "decode", "report")
+               "decode", "export", "report")
 # The Table-5 runs (distill/table5-<name>/) and the systems decoded under those names.
 TABLE5_RUNS = ("baseline_100", "baseline_3", "soft_3")
 LOCK_NAME = ".lock"  # <exp>/.lock: the PID and host of the recipe process that owns the run directory
@@ -199,6 +202,25 @@ class RunPaths(_Dir):
     def decode_summary(self, system: str) -> Path:
         """One system's decoding summary: dev WER per acoustic scale, chosen scale, test WER, frame accuracy."""
         return self.stage_dir("decode") / system / "summary.json"
+
+    # -- export ------------------------------------------------------------------------
+    @property
+    def models_dir(self) -> Path:
+        """<exp>/models/: the export stage's model directories (its DONE.json stays in export/)."""
+        return self.root / "models"
+
+    def model_dir(self, system: str) -> Path:
+        """A self-contained model directory (asr_kd.decoding.modeldir): what transcribe reads."""
+        return self.models_dir / system
+
+    @property
+    def models_index(self) -> Path:
+        """The exported systems, the best student on dev, the default for transcribe --exp-dir."""
+        return self.models_dir / "index.json"
+
+    def eval_dir(self, name: str) -> Path:
+        """``python -m asr_kd.evaluate``'s results on another test set (asr_kd.decoding.evaluate)."""
+        return self.root / "eval" / name
 
     @property
     def plot_vs_temperature(self) -> Path:

@@ -2,7 +2,7 @@
 
 One uninterrupted run (module fixture) is checked for the report, the stage summaries and the
 quality floor; a second invocation must skip every stage; a changed config must be refused; and a
-run killed inside the teachers stage must resume to the same report.
+run killed inside a training stage must resume to the same models.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from asr_kd.stages.report import validate_report
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
-          "decode", "report"]
+          "decode", "export", "report"]
 
 
 def recipe(*args: str, **kw) -> subprocess.CompletedProcess:
@@ -127,10 +127,31 @@ def _tables(report: dict) -> dict:
     return out
 
 
+def _frame_accuracies(exp: Path) -> dict:
+    """Every frame accuracy in the teachers' and distill stages' summaries, by its path."""
+    out = {}
+
+    def walk(obj, where):
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(v, f"{where}/{k}")
+        elif isinstance(obj, list):
+            for i, v in enumerate(obj):
+                walk(v, f"{where}/{i}")
+        elif isinstance(obj, float) and "frame_acc" in where:
+            out[where] = obj
+
+    for stage in ("teachers", "distill"):
+        walk(json.loads((exp / stage / "DONE.json").read_text())["summary"], stage)
+    return out
+
+
 @pytest.mark.parametrize("stage", ["teachers", "distill"])
-def test_killed_training_stage_resumes_mid_epoch_to_the_same_report(stage, smoke_run, smoke_corpus, tmp_path):
+def test_killed_training_stage_resumes_mid_epoch_to_the_same_models(stage, smoke_run, smoke_corpus, tmp_path):
     """SIGKILL the recipe inside a training stage, right after its first mid-epoch last.ckpt; the
-    re-run must resume from that step (> 0) and reach the uninterrupted run's report."""
+    re-run must resume from that step (> 0) and train the uninterrupted run's models: every dev,
+    test and train frame accuracy of the teachers, students and Table-5 runs the same. (Graph,
+    decode and report are deterministic functions of those models and are not re-run here.)"""
     exp = tmp_path / "exp"
     exp.mkdir()
     for done in STAGES[: STAGES.index(stage)]:  # reuse the finished upstream stages
@@ -148,18 +169,16 @@ def test_killed_training_stage_resumes_mid_epoch_to_the_same_report(stage, smoke
     proc.wait()
     assert not (exp / stage / "DONE.json").exists(), f"killed inside the {stage} stage"
     assert (exp / ".lock").exists()  # the dead run's lock is left behind ...
-    res = recipe(*smoke_args(smoke_corpus, exp), *every, timeout=1200)
+    res = recipe(*smoke_args(smoke_corpus, exp), *every, "--stop-stage", "distill", timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "no longer running" in res.stderr  # ... and taken over
     steps = [int(m) for m in re.findall(r"resuming .* at epoch \d+, step (\d+)", res.stderr)]
     assert steps and min(steps) > 0, res.stderr[-3000:]
     assert not list((exp / stage).rglob("*-v1.ckpt")), "no versioned duplicate checkpoints"
-    got = _tables(json.loads((exp / "report.json").read_text()))
-    want = _tables(json.loads((smoke_run / "report.json").read_text()))
-    assert got.keys() == want.keys()
+    got, want = _frame_accuracies(exp), _frame_accuracies(smoke_run)
+    assert got.keys() == want.keys() and len(want) > 10
     for key in want:
-        tol = 0.02 if key[1].startswith("wer") else 2e-3
-        assert got[key] == pytest.approx(want[key], abs=tol), key
+        assert got[key] == pytest.approx(want[key], abs=2e-3), key
 
 
 def test_changed_training_key_retrains_students_with_cached_targets(smoke_run, smoke_corpus, tmp_path):
@@ -227,3 +246,65 @@ def test_same_seed_gives_the_same_report(smoke_run, smoke_corpus, tmp_path):
     second = json.loads((exp / "report.json").read_text())
     assert second["labels"]["num_pdfs"] == first["labels"]["num_pdfs"]
     assert _without_machine_figures(second) == _without_machine_figures(first)
+
+
+def test_the_exported_student_transcribes_test_audio_as_the_decode_stage_did(smoke_run):
+    """Issue 16: <exp>/models/<best student>/ alone (TorchScript = PyTorch) turns the test set's
+    audio files into words; its WER is the system's own test WER up to the CMVN it can do (each
+    file normalised by itself instead of by its speaker), and --json gives word times."""
+    import jiwer
+
+    index = json.loads((smoke_run / "models" / "index.json").read_text())
+    best = index["best_student"]
+    model_dir = smoke_run / "models" / best
+    info = json.loads((model_dir / "model.json").read_text())
+    assert info["acoustic_model"]["torchscript_max_abs_diff"] <= 1e-4
+    assert set(info["sha256"]) >= {"am.pt", "HCLG.fst", "words.txt", "final.mdl", "log_priors.npy", "cmvn.json"}
+    utts = [json.loads(line) for line in (smoke_run / "prepare" / "manifest-test.jsonl").read_text().splitlines()][:10]
+    away = smoke_run.with_name(smoke_run.name + ".hidden")  # only the model directory may be read
+    shutil.copytree(model_dir, away / "model")
+    res = subprocess.run([sys.executable, "-m", "asr_kd.transcribe", str(away / "model"), "--json",
+                          *[u["audio"] for u in utts]], capture_output=True, text=True, timeout=600)
+    shutil.rmtree(away)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = [json.loads(line) for line in res.stdout.splitlines()]
+    assert [o["utt"] for o in out] == [u["id"] for u in utts]
+    wer = jiwer.wer([u["text"] for u in utts], [o["text"] or "<empty>" for o in out])
+    report = json.loads((smoke_run / "report.json").read_text())
+    row = next(r for r in report["table1"] if r["system"] == best)
+    low, high = row["wer_ci"]
+    assert wer <= high + 0.05, (wer, row["wer"], row["wer_ci"])
+    timed = [w for o in out for w in o["words"] if w["start"] is not None]
+    assert len(timed) >= 0.9 * sum(len(o["words"]) for o in out)
+    assert all(0 <= w["start"] < w["end"] <= o["duration"] + 0.05 for o in out for w in o["words"] if w["start"] is not None)
+    assert all(o["rtf"] > 0 for o in out)
+    md = (smoke_run / "report.md").read_text()
+    assert "## Deployment" in md and "ensemble" in md
+
+
+def test_evaluate_on_a_resynthesised_test_set_and_again_skips_finished_work(smoke_run, tmp_path):
+    """Issue 16: `python -m asr_kd.evaluate` scores the run's systems on new audio (the smoke test
+    sentences spoken again by the generator with another seed) into EXP/eval/<name>/, touching
+    nothing else in the run; a second call reuses its features, labels and decodes."""
+    corpus = tmp_path / "seed1"
+    gen = subprocess.run([sys.executable, "-m", "data_prep.synthetic", "--out", str(corpus), "--size", "smoke",
+                          "--seed", "1"], capture_output=True, text=True, timeout=900)
+    assert gen.returncode == 0, gen.stderr[-3000:]
+    before = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file()}
+    args = [sys.executable, "-m", "asr_kd.evaluate", "--exp-dir", str(smoke_run), "--data-root", str(corpus),
+            "--systems", "ensemble,distilled_T5", "--max-utts", "8", "--name", "seed1"]
+    first = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((smoke_run / "eval" / "seed1" / "report.json").read_text())
+    assert report["utterances"] == 8 and [s["system"] for s in report["systems"]] == ["ensemble", "distilled_T5"]
+    for s in report["systems"]:
+        assert s["wer"] < 0.8 and s["wer_ci"][0] <= s["wer"] <= s["wer_ci"][1]
+        assert 0.2 < s["frame_acc"] < 1.0 and s["wer_per_speaker"]
+    assert "## WER per speaker" in (smoke_run / "eval" / "seed1" / "report.md").read_text()
+    after = {p: p.stat().st_mtime_ns for p in smoke_run.rglob("*") if p.is_file() and "eval" not in p.parts}
+    assert after == before, "evaluate must not change the run directory outside eval/"
+    second = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "reusing" in second.stderr and second.stderr.count("done, skipping") == 2
+    assert json.loads((smoke_run / "eval" / "seed1" / "report.json").read_text()) == report
+    shutil.rmtree(smoke_run / "eval")

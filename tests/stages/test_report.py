@@ -116,6 +116,22 @@ def test_best_student_is_chosen_on_dev_not_test(run) -> None:
     assert d["gain_kept"] == pytest.approx((0.63 - 0.60) / (0.66 - 0.60))
 
 
+def test_gain_is_also_measured_from_a_same_rule_hard_model(run) -> None:
+    """With baseline_100=train the students' share is also given against that model, with its interval."""
+    cfg, paths = run
+    assert "gain_kept_same_rule" not in report.build_report(cfg, paths)["derived"]  # baseline_100 = teacher 0
+    write_json(paths.decode_summary("baseline_100"), _summary(0.62, 0.11))
+    _utt_counts(paths, "baseline_100", 0.62, 0.11)
+    write_json(TrainRunDir(paths.table5_dir("baseline_100")).metrics, {"train_frame_acc": 0.75})
+    TrainRunDir(paths.table5_dir("baseline_100")).model.write_bytes(b"x")
+    out = report.build_report(cfg, paths)
+    d = out["derived"]
+    assert d["gain_kept_same_rule"] == pytest.approx((0.645 - 0.62) / (0.66 - 0.62))
+    low, high = d["gain_kept_same_rule_ci"]
+    assert low <= d["gain_kept_same_rule"] <= high
+    assert "trained by the students' own rule" in report.render_markdown(out)
+
+
 def test_report_files_markdown_and_plots(run) -> None:
     cfg, paths = run
     summary = report.run(cfg, paths)

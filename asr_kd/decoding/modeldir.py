@@ -1,0 +1,482 @@
+"""A trained system outside its run: a self-contained model directory, and a transcriber over it.
+
+The export stage writes one directory per system (``<exp>/models/<system>/``) holding everything
+that turns audio into words, and nothing that needs the run directory or its config::
+
+    am.pt                 TorchScript: normalised fbank (T, D) -> log p(state | 26-frame window) (T, N)
+    final.mdl, tree       the HMM (transition model) the labels and the graph were built with
+    HCLG.fst, words.txt   the decoding graph and its word table
+    phones.txt, lexicon.txt   to put times on the words of the best path
+    log_priors.npy        log p(state) counted on the training alignments
+    cmvn.json             the training set's global CMVN statistics (count, sum, sum of squares)
+    model.json            what all of this is: features, CMVN, acoustic scale, sizes, checksums
+
+:class:`Transcriber` reads such a directory: audio (any format soundfile reads, any sample rate)
+-> Kaldi fbank -> CMVN -> the TorchScript network -> scaled likelihoods -> the HCLG search. It
+imports neither Lightning nor the run's config; fbank and resampling come from torchaudio.
+
+CMVN at transcription time: a system trained with per-speaker CMVN normalises each file by its
+own statistics (one file, one speaker; Kaldi's usual fallback when speakers are unknown); a
+system trained with global CMVN uses the training statistics stored here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FORMAT = "asr_kd.model_dir.v1"
+AM_FILE = "am.pt"
+MODEL_JSON = "model.json"
+PRIORS_FILE = "log_priors.npy"
+CMVN_FILE = "cmvn.json"
+# Files copied from the run as they are (name in the model dir: name in its source directory).
+GRAPH_FILES = ("HCLG.fst", "words.txt")
+HMM_FILES = ("final.mdl", "tree")
+LANG_FILES = ("phones.txt", "lexicon.txt")
+EXPORT_ATOL = 1e-4  # the TorchScript network must match the PyTorch model to this (log-posteriors)
+
+
+class FramePosteriors(nn.Module):
+    """feats (T, D) -> log-posteriors (T, N): edge-padded 26-frame windows through one network, or
+    the arithmetic/geometric mean of K stacked networks' softmaxes (the ensemble)."""
+
+    def __init__(self, net: nn.Module, left: int, right: int, mean: str = "arithmetic") -> None:
+        super().__init__()
+        self.net = net
+        self.left = left
+        self.right = right
+        self.geometric = mean == "geometric"
+        self.log_members = math.log(int(getattr(net, "num_members", 1)))
+
+    def forward(self, feats: torch.Tensor) -> torch.Tensor:
+        first = feats[:1].expand(self.left, feats.shape[1])  # (L, D)
+        last = feats[-1:].expand(self.right, feats.shape[1])  # (R, D)
+        padded = torch.cat([first, feats, last], dim=0)  # (T + L + R, D)
+        windows = padded.unfold(0, self.left + 1 + self.right, 1).transpose(1, 2)  # (T, L+1+R, D)
+        out = self.net(windows)
+        if out.dim() == 3:  # (K, T, N): K stacked members
+            logp = F.log_softmax(out.float(), dim=-1)
+            if self.geometric:
+                return F.log_softmax(logp.mean(dim=0), dim=-1)
+            return torch.logsumexp(logp, dim=0) - self.log_members
+        return F.log_softmax(out.float(), dim=-1)  # (T, N)
+
+
+def forward_flops_per_frame(net: nn.Module) -> int:
+    """2 x multiply-adds of one frame through every affine layer (all K members of a stacked net):
+    twice the weights' size, biases ((N,) or (K, 1, N)) left out."""
+    return sum(2 * p.numel() for p in net.parameters() if p.dim() >= 2 and 1 not in p.shape[-2:])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _place(src: Path, dst: Path) -> None:
+    """``dst`` as a hard link to ``src`` where the filesystem allows (graphs are shared by every
+    system's directory), else a copy."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+@dataclass(frozen=True)
+class ExportSources:
+    """Where a run keeps the files every model directory shares."""
+
+    graph_dir: Path
+    hmm_dir: Path
+    lang_dir: Path
+    log_priors: np.ndarray  # (N,)
+    cmvn_global: dict[str, Any]  # asr_kd.data.features.Stats.to_json() of the training set
+    features: dict[str, Any]  # num_mel_bins, frame_length_ms, frame_shift_ms, sample_rate
+    cmvn_mode: str  # speaker | global | none (as the network was trained)
+
+
+def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSources, *, left: int, right: int,
+                     mean: str, acoustic_scale: float, check_feats: np.ndarray,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``out_dir`` (atomically: a temp directory renamed into place) for one system.
+
+    The network is traced to TorchScript and read back; its log-posteriors on ``check_feats`` (a
+    real utterance) must equal the PyTorch model's within :data:`EXPORT_ATOL`, else ValueError.
+    Returns the ``model.json`` written."""
+    net = net.eval().float()
+    module = FramePosteriors(net, left, right, mean).eval()
+    feats = torch.from_numpy(np.ascontiguousarray(check_feats, dtype=np.float32))
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        # torch 2.11 marks TorchScript deprecated in favour of torch.export, but it is still
+        # what C++ (libtorch) and most deployment stacks load; the warnings say nothing new here.
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced = torch.jit.trace(module, feats[: min(len(feats), 64)], check_trace=False)
+            torch.jit.save(traced, str(tmp / AM_FILE))
+            loaded = torch.jit.load(str(tmp / AM_FILE))
+            want, got = module(feats), loaded(feats)
+        max_diff = float((want - got).abs().max())
+        if not max_diff <= EXPORT_ATOL:
+            raise ValueError(f"{name}: the TorchScript network differs from the PyTorch model by {max_diff:.2e} "
+                             f"(> {EXPORT_ATOL}) on a {len(feats)}-frame utterance; not exported")
+        for names, where in ((GRAPH_FILES, src.graph_dir), (HMM_FILES, src.hmm_dir), (LANG_FILES, src.lang_dir)):
+            for f in names:
+                if not (where / f).exists():
+                    raise FileNotFoundError(f"{where / f} is missing; re-run the stage that writes it")
+                _place(where / f, tmp / f)
+        np.save(tmp / PRIORS_FILE, np.asarray(src.log_priors, dtype=np.float32))
+        (tmp / CMVN_FILE).write_text(json.dumps(src.cmvn_global))
+        params = sum(p.numel() for p in net.parameters())
+        members = int(getattr(net, "num_members", 1))
+        info = {
+            "format": FORMAT,
+            "system": name,
+            "acoustic_model": {"file": AM_FILE, "kind": "ensemble" if members > 1 else "dnn", "members": members,
+                               "mean": mean if members > 1 else None, "params": params,
+                               "mflops_per_frame": forward_flops_per_frame(net) / 1e6,
+                               "input": f"(T, {feats.shape[1]}) normalised fbank", "context": [left, right],
+                               "num_pdfs": int(got.shape[1]), "output": "(T, num_pdfs) log p(state | window)",
+                               "torchscript_max_abs_diff": max_diff},
+            "features": {"type": "kaldi fbank", **src.features, "dither": 0.0, "snip_edges": True,
+                         "energy_floor": 0.0, "samples_scaled_to_int16": True},
+            "cmvn": {"trained_with": src.cmvn_mode, "file": CMVN_FILE,
+                     "at_transcription": {"speaker": "utterance", "global": "global", "none": "none"}[src.cmvn_mode]},
+            "decoding": {"graph": "HCLG.fst", "words": "words.txt", "hmm": "final.mdl", "tree": "tree",
+                         "log_priors": PRIORS_FILE, "acoustic_scale": acoustic_scale,
+                         "score": "acoustic_scale * (log p(s|x) - log p(s))"},
+            "lexicon": {"phones": "phones.txt", "lexicon": "lexicon.txt"},
+            "torch": torch.__version__,
+            **(extra or {}),
+        }
+        info["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Inference cost
+# ---------------------------------------------------------------------------------------------
+def measure_rtf(am: nn.Module, feats: np.ndarray, *, streaming_frames: int = 200, repeats: int = 5) -> dict[str, float]:
+    """Acoustic-model real-time factors on one CPU thread: the whole utterance in one call, and
+    streaming-style (one 26-frame window a call, batch 1) over ``streaming_frames`` frames."""
+    x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.no_grad():
+            am(x[:32])  # warm-up (TorchScript profiling runs)
+            whole = min(_timed(lambda: am(x)) for _ in range(repeats))
+            n = min(streaming_frames, len(x))
+            frames = [x[max(0, t - 20) : t + 6] for t in range(n)]
+            stream = min(_timed(lambda: [am(f) for f in frames]) for _ in range(repeats))
+    finally:
+        torch.set_num_threads(threads)
+    # Streaming: each call returns posteriors for all the frames it is given; the cost per frame
+    # is the call's cost (a window of <= 26 frames stands for one output frame).
+    return {"rtf_whole_utterance": whole / (len(x) * 0.01), "rtf_streaming_batch1": stream / (n * 0.01),
+            "frames": int(len(x))}
+
+
+def _timed(fn: Any) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading a model directory back: the transcriber
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Word:
+    word: str
+    start: float | None  # seconds (None: the word could not be matched to the path's phones)
+    end: float | None
+
+
+@dataclass(frozen=True)
+class Transcript:
+    utt: str
+    words: list[Word]
+    ok: bool  # False: no path reached a final state (the best partial path is given)
+    duration: float  # seconds of audio
+    rtf: float  # (features + network + search) seconds / audio seconds
+
+    @property
+    def text(self) -> str:
+        return " ".join(w.word for w in self.words)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"utt": self.utt, "text": self.text, "ok": self.ok, "duration": round(self.duration, 3),
+                "rtf": round(self.rtf, 4),
+                "words": [{"word": w.word, "start": w.start, "end": w.end} for w in self.words]}
+
+
+class ModelDirError(ValueError):
+    """A directory that is not a complete model directory; names the missing or bad file."""
+
+
+class Transcriber:
+    """Audio files -> words with one model directory (see the module docstring)."""
+
+    def __init__(self, model_dir: str | os.PathLike, *, beam: float = 13.0, max_active: int = 7000,
+                 acoustic_scale: float | None = None) -> None:
+        from asr_kd.align.model import load_model
+        from asr_kd.decoding.graph import read_hclg, read_word_symbols
+        from asr_kd.decoding.search import Decoder, SearchConfig
+
+        self.dir = Path(model_dir)
+        meta = self.dir / MODEL_JSON
+        if not meta.exists():
+            raise ModelDirError(f"{self.dir}: no {MODEL_JSON}; a model directory is written by the export stage "
+                                f"(<exp>/models/<system>/)")
+        self.info = json.loads(meta.read_text())
+        if self.info.get("format") != FORMAT:
+            raise ModelDirError(f"{meta}: format {self.info.get('format')!r}, this version reads {FORMAT!r}")
+        for f in self.info.get("sha256", {}):
+            if not (self.dir / f).exists():
+                raise ModelDirError(f"{self.dir / f} is missing; copy the whole model directory")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.am = torch.jit.load(str(self.dir / AM_FILE)).eval()
+        hmm = load_model(self.dir)
+        self.decoder = Decoder(read_hclg(self.dir / "HCLG.fst"), hmm.trans_model,
+                               read_word_symbols(self.dir / "words.txt"), SearchConfig(beam, max_active, 6.0))
+        self.trans_model = hmm.trans_model
+        self.log_prior = np.load(self.dir / PRIORS_FILE)
+        self.scale = acoustic_scale or float(self.info["decoding"]["acoustic_scale"])
+        cmvn = json.loads((self.dir / CMVN_FILE).read_text())
+        count = float(cmvn["count"])
+        self.global_mean = np.asarray(cmvn["sum"], np.float64) / count
+        self.global_std = np.sqrt(np.maximum(np.asarray(cmvn["sumsq"], np.float64) / count - self.global_mean ** 2,
+                                             1e-10))
+        self.cmvn = self.info["cmvn"]["at_transcription"]
+        self.fc = self.info["features"]
+        self.phone_names = _read_symbols(self.dir / "phones.txt")
+        self.prons = _read_lexicon(self.dir / "lexicon.txt")
+
+    # -- features -------------------------------------------------------------------------
+    def read_audio(self, path: str | os.PathLike) -> np.ndarray:
+        """Mono float samples at the model's sample rate (resampled when the file differs)."""
+        import soundfile as sf
+
+        try:
+            samples, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        except (sf.LibsndfileError, RuntimeError, OSError) as e:
+            raise ModelDirError(f"{path}: cannot read audio ({e})") from e
+        if samples.shape[0] == 0:
+            raise ModelDirError(f"{path}: no samples")
+        mono = samples.mean(axis=1)
+        want = int(self.fc["sample_rate"])
+        if sr != want:
+            import torchaudio.functional as taf
+
+            mono = taf.resample(torch.from_numpy(mono), sr, want).numpy()
+        return mono
+
+    def features(self, samples: np.ndarray) -> np.ndarray:
+        """Kaldi fbank with the run's settings, normalised as the model directory says: (T, D)."""
+        import torchaudio.compliance.kaldi as ta_kaldi
+
+        wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32) * 32768.0)[None]
+        feats = ta_kaldi.fbank(wave, num_mel_bins=int(self.fc["num_mel_bins"]),
+                               frame_length=float(self.fc["frame_length_ms"]),
+                               frame_shift=float(self.fc["frame_shift_ms"]),
+                               sample_frequency=float(self.fc["sample_rate"]), dither=0.0, energy_floor=0.0,
+                               snip_edges=True).numpy().astype(np.float64)
+        if self.cmvn == "utterance":
+            mean = feats.mean(axis=0)
+            std = np.sqrt(np.maximum(feats.var(axis=0), 1e-10))
+        elif self.cmvn == "global":
+            mean, std = self.global_mean, self.global_std
+        else:
+            return feats.astype(np.float32)
+        return ((feats - mean) / std).astype(np.float32)
+
+    # -- search ---------------------------------------------------------------------------
+    def transcribe_samples(self, utt: str, samples: np.ndarray) -> Transcript:
+        import kaldi_hmm_gmm as khg
+
+        from asr_kd.decoding.search import hybrid_scores
+
+        t0 = time.perf_counter()
+        feats = self.features(samples)
+        duration = len(samples) / float(self.fc["sample_rate"])
+        if len(feats) == 0:
+            return Transcript(utt, [], False, duration, 0.0)
+        with torch.no_grad():
+            lp = self.am(torch.from_numpy(feats)).numpy()
+        scores = hybrid_scores(lp, self.log_prior, self.decoder.tid_pdf, self.scale)
+        ok, ali, word_ids, _cost = khg.decode_utterance_lattice_faster(
+            decoder=self.decoder.decoder, decodable=khg.DecodableCtc(scores), trans_model=self.trans_model, utt=utt,
+            allow_partial=True)
+        words = [self.decoder.word_symbols[i] for i in word_ids]
+        shift = float(self.fc["frame_shift_ms"]) / 1000.0
+        timed = word_times(words, phone_segments(ali, self.trans_model), self.phone_names, self.prons, shift)
+        return Transcript(utt, timed, bool(ok), duration, (time.perf_counter() - t0) / max(duration, 1e-9))
+
+    def transcribe(self, path: str | os.PathLike, utt: str | None = None) -> Transcript:
+        return self.transcribe_samples(utt or Path(path).stem, self.read_audio(path))
+
+
+def phone_segments(ali: Sequence[int], trans_model: Any) -> list[tuple[int, int, int]]:
+    """(phone id, first frame, last frame + 1) of each phone on a transition-id path.
+
+    A phone is over once its HMM has taken the transition out of its final state; the next frame
+    whose transition belongs to a first HMM state starts the next phone. This holds with Kaldi's
+    reordered transitions (the self-loops of a state after its forward transition) and without,
+    for phones of two or more states."""
+    segs: list[tuple[int, int, int]] = []
+    ended = True
+    for t, tid in enumerate(map(int, ali)):
+        if ended and trans_model.transition_ids_is_start_of_phone(tid):
+            segs.append((int(trans_model.transition_id_to_phone(tid)), t, t + 1))
+            ended = False
+        elif segs:
+            p, s, _ = segs[-1]
+            segs[-1] = (p, s, t + 1)
+        ended = ended or trans_model.is_final(tid)
+    return segs
+
+
+def word_times(words: Sequence[str], segs: Sequence[tuple[int, int, int]], phone_names: dict[int, str],
+               prons: dict[str, list[tuple[str, ...]]], shift: float) -> list[Word]:
+    """Times of the best path's words: walk its phones, skipping optional silence, and match each
+    word to one of its pronunciations. A word that does not match gets no times (and the walk
+    stops matching), never wrong ones."""
+    names = [phone_names.get(p, "") for p, _, _ in segs]
+    out: list[Word] = []
+    i = 0
+    for w in words:
+        while i < len(names) and _is_silence(names[i]) and not any(pr and _is_silence(pr[0])
+                                                                     for pr in prons.get(w, [])):
+            i += 1
+        match = next((pr for pr in sorted(prons.get(w, []), key=len, reverse=True)
+                      if tuple(names[i : i + len(pr)]) == pr), None)
+        if match is None:
+            out.append(Word(w, None, None))
+            i = len(names) + 1  # lost: no times for the rest
+            continue
+        start, end = segs[i][1], segs[i + len(match) - 1][2]
+        out.append(Word(w, round(start * shift, 3), round(end * shift, 3)))
+        i += len(match)
+    return out
+
+
+def _is_silence(phone: str) -> bool:
+    return phone.split("_")[0] == "SIL"
+
+
+def _read_symbols(path: Path) -> dict[int, str]:
+    table = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            table[int(parts[1])] = parts[0]
+    return table
+
+
+def _read_lexicon(path: Path) -> dict[str, list[tuple[str, ...]]]:
+    prons: dict[str, list[tuple[str, ...]]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        parts = line.split()
+        if parts:
+            prons.setdefault(parts[0], []).append(tuple(parts[1:]))
+    return prons
+
+
+# ---------------------------------------------------------------------------------------------
+# The export stage's work: a model directory per deployable system, and what each costs
+# ---------------------------------------------------------------------------------------------
+def deployable_systems(cfg: Any, paths: Any) -> list[Any]:
+    """The systems worth shipping: teacher 0 (the baseline), the ensemble, every student."""
+    from asr_kd.decoding.systems import discover_systems
+
+    return [s for s in discover_systems(cfg, paths)
+            if s.name in ("teacher-0", "ensemble") or s.name.startswith("distilled_T")]
+
+
+def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
+    """Write ``<exp>/models/<system>/`` for every deployable system that was decoded, then measure
+    each acoustic model's inference cost on one CPU thread; ``models/index.json`` lists them."""
+    from asr_kd.decoding.systems import read_split, train_log_priors
+    from asr_kd.fileio import read_json, write_json
+    from asr_kd.nn.ensemble import load_teachers
+    from asr_kd.nn.models import load_model as load_dnn
+    from asr_kd.runner import StageError
+
+    test = read_split(paths, "test", max_utts=8)
+    check = test.feats[test.utts[0]]
+    timing_feats = np.concatenate([test.feats[u] for u in test.utts])  # a few utterances: >= ~10 s
+    cmvn = read_json(paths.cmvn)
+    rows, index = [], {}
+    for system in deployable_systems(cfg, paths):
+        summary_file = paths.decode_summary(system.name)
+        if not summary_file.exists():
+            raise StageError(f"{summary_file} is missing: {system.name} was not decoded; re-run the decode stage "
+                             "(--stage decode)")
+        decoded = read_json(summary_file)
+        if len(system.model_files) > 1:
+            net, mean = load_teachers(system.model_files, cfg.distill.ensemble_mean).stacked, cfg.distill.ensemble_mean
+        else:
+            net, mean = load_dnn(system.model_files[0])[0], "arithmetic"
+        src = ExportSources(graph_dir=paths.graph, hmm_dir=paths.align, lang_dir=paths.lang,
+                            log_priors=train_log_priors(paths, _num_outputs(net)), cmvn_global=cmvn["global"],
+                            features={"num_mel_bins": cfg.features.num_mel_bins,
+                                      "frame_length_ms": cfg.features.frame_length_ms,
+                                      "frame_shift_ms": cfg.features.frame_shift_ms,
+                                      "sample_rate": cfg.data.sample_rate},
+                            cmvn_mode=cfg.features.cmvn)
+        out = paths.model_dir(system.name)
+        info = export_model_dir(system.name, net, out, src, left=cfg.model.left_context,
+                                right=cfg.model.right_context, mean=mean, acoustic_scale=decoded["acoustic_scale"],
+                                check_feats=check,
+                                extra={"test_wer": decoded.get("wer"), "test_frame_acc": decoded.get("frame_acc"),
+                                       "dev_frame_acc": decoded.get("dev_frame_acc")})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            am = torch.jit.load(str(out / AM_FILE)).eval()
+        cost = measure_rtf(am, timing_feats)
+        am_info = info["acoustic_model"]
+        rows.append({"system": system.name, "params": am_info["params"],
+                     "mflops_per_frame": am_info["mflops_per_frame"], **cost, "wer": decoded.get("wer"),
+                     "frame_acc": decoded.get("frame_acc"), "torchscript_max_abs_diff": am_info["torchscript_max_abs_diff"]})
+        index[system.name] = {"dir": system.name, "dev_frame_acc": decoded.get("dev_frame_acc"), "wer": decoded.get("wer")}
+    students = {n: v for n, v in index.items() if n.startswith("distilled_T") and v["dev_frame_acc"] is not None}
+    best = max(students, key=lambda n: students[n]["dev_frame_acc"]) if students else None
+    write_json(paths.models_index, {"systems": index, "best_student": best,
+                                    "default": best or next(iter(index), None)})
+    return {"systems": rows, "best_student": best, "timing_frames": int(len(timing_feats)),
+            "threads": 1}
+
+
+def _num_outputs(net: nn.Module) -> int:
+    return int(getattr(net, "num_pdfs"))

@@ -1,0 +1,24 @@
+"""The export stage: a self-contained model directory per deployable system (teacher 0, the
+ensemble, every student) under ``<exp>/models/<system>/``, and what each costs at inference: parameters,
+MFLOPs per frame, real-time factor on one CPU thread (:mod:`asr_kd.decoding.modeldir`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr_kd.config import RecipeConfig
+from asr_kd.paths import RunPaths
+
+DOC = "model dirs (TorchScript + graph) and inference cost"
+# What the systems are and how their features were made: hashed by the stages that made them.
+READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode.teachers",
+         "!features", "!data.sample_rate")
+AFTER = ("decode",)
+
+
+def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Write every model directory (checked against PyTorch) and measure its inference cost."""
+    from asr_kd.decoding.modeldir import export_systems
+
+    return export_systems(cfg, paths)
