@@ -304,14 +304,12 @@ class Transcriber:
 
     def features(self, samples: np.ndarray) -> np.ndarray:
         """Kaldi fbank with the run's settings, normalised as the model directory says: (T, D)."""
-        import torchaudio.compliance.kaldi as ta_kaldi
+        from asr_kd.config import FeatureConfig
+        from asr_kd.data.features import fbank
 
-        wave = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32) * 32768.0)[None]
-        feats = ta_kaldi.fbank(wave, num_mel_bins=int(self.fc["num_mel_bins"]),
-                               frame_length=float(self.fc["frame_length_ms"]),
-                               frame_shift=float(self.fc["frame_shift_ms"]),
-                               sample_frequency=float(self.fc["sample_rate"]), dither=0.0, energy_floor=0.0,
-                               snip_edges=True).numpy().astype(np.float64)
+        fc = FeatureConfig(num_mel_bins=int(self.fc["num_mel_bins"]), frame_length_ms=float(self.fc["frame_length_ms"]),
+                           frame_shift_ms=float(self.fc["frame_shift_ms"]))
+        feats = fbank(samples, int(self.fc["sample_rate"]), fc).astype(np.float64)  # (T, D)
         if self.cmvn == "utterance":
             mean = feats.mean(axis=0)
             std = np.sqrt(np.maximum(feats.var(axis=0), 1e-10))
