@@ -37,10 +37,10 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     from asr_kd.config import from_dict
-    from asr_kd.decoding.evaluate import eval_paths, evaluate_systems, prepare_data, render_eval_markdown
+    from asr_kd.decoding.evaluate import evaluate_systems, prepare_data, render_eval_markdown
     from asr_kd.envcheck import check_environment
     from asr_kd.fileio import read_json
-    from asr_kd.paths import RunPaths
+    from asr_kd.paths import EvalDir, RunPaths
     from asr_kd.runner import StageError
     from data_prep.librispeech import CorpusError, read_corpus
     from data_prep.synthetic import MARKER_NAME
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         corpus = read_corpus(root, {"test": (subset,)}, sample_rate=cfg.data.sample_rate, oov_policy="skip",
                              max_utts_per_split=args.max_utts)
-        ep = eval_paths(paths, name)
+        ep = EvalDir(paths.eval_dir(name))
         data = prepare_data(cfg, paths, ep, corpus.splits["test"])
         systems = [s for s in args.systems.split(",") if s] or None
         report = evaluate_systems(cfg, paths, ep, data, systems)

@@ -317,6 +317,136 @@ class ScoringDir(_Dir):
 
 
 @dataclass(frozen=True)
+class ModelDir(_Dir):
+    """A self-contained model directory (``models/<system>/``; asr_kd.decoding.modeldir)::
+
+        am.pt model.json log_priors.npy cmvn.json      written by the export stage
+        HCLG.fst words.txt final.mdl tree phones.txt lexicon.txt   copied from graph/, align/, lang/
+    """
+
+    @property
+    def am(self) -> Path:
+        """TorchScript: normalised fbank (T, D) -> log-posteriors (T, N)."""
+        return self.root / "am.pt"
+
+    @property
+    def model_json(self) -> Path:
+        return self.root / "model.json"
+
+    @property
+    def log_priors(self) -> Path:
+        return self.root / "log_priors.npy"
+
+    @property
+    def cmvn(self) -> Path:
+        """The training set's global CMVN statistics."""
+        return self.root / "cmvn.json"
+
+    @property
+    def hclg(self) -> Path:
+        return self.root / GraphDir(self.root).hclg.name
+
+    @property
+    def words(self) -> Path:
+        return self.root / GraphDir(self.root).words.name
+
+    @property
+    def final_mdl(self) -> Path:
+        return self.root / GMM_MODEL_FILE
+
+    @property
+    def tree(self) -> Path:
+        return self.root / GMM_TREE_FILE
+
+    @property
+    def phones(self) -> Path:
+        return self.root / LangDir(self.root).phones.name
+
+    @property
+    def lexicon(self) -> Path:
+        return self.root / LangDir(self.root).lexicon.name
+
+
+@dataclass(frozen=True)
+class EvalDir(_Dir):
+    """``python -m asr_kd.evaluate``'s work on one test set (``eval/<name>/``; asr_kd.decoding.evaluate)::
+
+        data.npz data.json                normalised fbank and GMM labels per utterance; their key
+        decode/<system>/summary.json      per system: WER, frame accuracy, per-utterance counts
+        decode/<system>/hyp.txt per_utt wer wer.json   (see ScoringDir)
+        report.json report.md
+    """
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data.npz"
+
+    @property
+    def data_info(self) -> Path:
+        return self.root / "data.json"
+
+    def system_dir(self, system: str) -> Path:
+        return self.root / "decode" / system
+
+    def summary(self, system: str) -> Path:
+        return self.system_dir(system) / "summary.json"
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+
+@dataclass(frozen=True)
+class LangDir(_Dir):
+    """A lang directory in Kaldi's ``data/lang`` format (``lang/``; asr_kd.data.lang)::
+
+        phones.txt words.txt lexicon.txt lexicon_disambig.txt topo L.fst L_disambig.fst lang_info.json
+        phones/silence.csl phones/nonsilence.csl phones/disambig.int phones/optional_silence.txt
+    """
+
+    @property
+    def phones(self) -> Path:
+        return self.root / "phones.txt"
+
+    @property
+    def words(self) -> Path:
+        return self.root / "words.txt"
+
+    @property
+    def lexicon(self) -> Path:
+        return self.root / "lexicon.txt"
+
+    @property
+    def lexicon_disambig(self) -> Path:
+        return self.root / "lexicon_disambig.txt"
+
+    @property
+    def topo(self) -> Path:
+        return self.root / "topo"
+
+    @property
+    def l_fst(self) -> Path:
+        return self.root / "L.fst"
+
+    @property
+    def l_disambig_fst(self) -> Path:
+        return self.root / "L_disambig.fst"
+
+    @property
+    def info(self) -> Path:
+        """sil_prob and position-dependent phones, as the lexicon FSTs were made."""
+        return self.root / "lang_info.json"
+
+    def phone_list(self, name: str) -> Path:
+        """phones/silence.csl, phones/nonsilence.csl, phones/disambig.int, phones/optional_silence.txt."""
+        return self.root / "phones" / name
+
+
+@dataclass(frozen=True)
 class GraphDir(_Dir):
     """Files of one decoding graph (``graph/``; ``graph/mono/`` for the monophone GMM)::
 

@@ -35,6 +35,7 @@ import kaldifst
 
 from asr_kd.data.lexicon import SIL, strip_stress
 from asr_kd.fileio import atomic_path, read_json, write_text
+from asr_kd.paths import LangDir
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
@@ -76,15 +77,15 @@ class Lang:
 
     @property
     def words_txt_path(self) -> Path:
-        return self.dir / "words.txt"
+        return LangDir(self.dir).words
 
     @property
     def l_fst_path(self) -> Path:
-        return self.dir / "L.fst"
+        return LangDir(self.dir).l_fst
 
     @property
     def l_disambig_fst_path(self) -> Path:
-        return self.dir / "L_disambig.fst"
+        return LangDir(self.dir).l_disambig_fst
 
     def read_l_fst(self, disambig: bool = False) -> kaldifst.StdVectorFst:
         """L.fst (or L_disambig.fst) as a kaldifst.StdVectorFst."""
@@ -277,22 +278,23 @@ def write_lang(
     word_syms = [EPS, *word_list, "#0", "<s>", "</s>"]
     words = {w: i for i, w in enumerate(word_syms)}
 
-    write_text(lang_dir / "phones.txt", "".join(f"{p} {i}\n" for p, i in phones.items()))
-    write_text(lang_dir / "words.txt", "".join(f"{w} {i}\n" for w, i in words.items()))
-    write_text(lang_dir / "lexicon.txt", "".join(f"{w} {' '.join(p)}\n" for w, p in lexicon))
-    write_text(lang_dir / "lexicon_disambig.txt", "".join(f"{w} {' '.join(p)}\n" for w, p in lex_disambig))
+    d = LangDir(lang_dir)
+    write_text(d.phones, "".join(f"{p} {i}\n" for p, i in phones.items()))
+    write_text(d.words, "".join(f"{w} {i}\n" for w, i in words.items()))
+    write_text(d.lexicon, "".join(f"{w} {' '.join(p)}\n" for w, p in lexicon))
+    write_text(d.lexicon_disambig, "".join(f"{w} {' '.join(p)}\n" for w, p in lex_disambig))
     nonsil_ids = [phones[p] for p in nonsil]
-    write_text(lang_dir / "topo", make_topo(nonsil_ids, [phones[SIL]]))
-    write_text(lang_dir / "phones" / "silence.csl", f"{phones[SIL]}\n")
-    write_text(lang_dir / "phones" / "nonsilence.csl", ":".join(map(str, nonsil_ids)) + "\n")
-    write_text(lang_dir / "phones" / "disambig.int", "".join(f"{phones[f'#{k}']}\n" for k in range(max_k + 1)))
-    write_text(lang_dir / "phones" / "optional_silence.txt", f"{SIL}\n")
-    for name, lex, loop in (("L.fst", lexicon, False), ("L_disambig.fst", lex_disambig, True)):
+    write_text(d.topo, make_topo(nonsil_ids, [phones[SIL]]))
+    write_text(d.phone_list("silence.csl"), f"{phones[SIL]}\n")
+    write_text(d.phone_list("nonsilence.csl"), ":".join(map(str, nonsil_ids)) + "\n")
+    write_text(d.phone_list("disambig.int"), "".join(f"{phones[f'#{k}']}\n" for k in range(max_k + 1)))
+    write_text(d.phone_list("optional_silence.txt"), f"{SIL}\n")
+    for path, lex, loop in ((d.l_fst, lexicon, False), (d.l_disambig_fst, lex_disambig, True)):
         fst = make_lexicon_fst(lex, phones, words, sil_prob, disambig_loop=loop)
-        with atomic_path(lang_dir / name) as tmp:
+        with atomic_path(path) as tmp:
             fst.write(str(tmp))
     write_text(
-        lang_dir / "lang_info.json",
+        d.info,
         json.dumps({"sil_prob": sil_prob, "position_dependent_phones": position_dependent}) + "\n",
     )
     return load_lang(lang_dir)
@@ -319,27 +321,28 @@ def _read_ids(path: Path, sep: str | None) -> tuple[int, ...]:
 def load_lang(lang_dir: str | Path) -> Lang:
     """Read a lang directory written by :func:`write_lang` (or by Kaldi's prepare_lang.sh)."""
     lang_dir = Path(lang_dir)
-    for name in ("phones.txt", "words.txt", "topo"):
-        if not (lang_dir / name).exists():
-            raise StageError(f"{lang_dir / name} is missing; run the lang stage (--stage lang)")
+    d = LangDir(lang_dir)
+    for path in (d.phones, d.words, d.topo):
+        if not path.exists():
+            raise StageError(f"{path} is missing; run the lang stage (--stage lang)")
     lexicon: dict[str, list[tuple[str, ...]]] = {}
-    lex_path = lang_dir / "lexicon.txt"
+    lex_path = d.lexicon
     if lex_path.exists():
         for line in lex_path.read_text().splitlines():
             parts = line.split()
             if parts:
                 lexicon.setdefault(parts[0], []).append(tuple(parts[1:]))
-    info_path = lang_dir / "lang_info.json"
+    info_path = d.info
     info = read_json(info_path) if info_path.exists() else {}
     return Lang(
         dir=lang_dir,
-        phones=_read_table(lang_dir / "phones.txt"),
-        words=_read_table(lang_dir / "words.txt"),
+        phones=_read_table(d.phones),
+        words=_read_table(d.words),
         lexicon=lexicon,
-        silence_phones=_read_ids(lang_dir / "phones" / "silence.csl", ":"),
-        nonsilence_phones=_read_ids(lang_dir / "phones" / "nonsilence.csl", ":"),
-        disambig_phones=_read_ids(lang_dir / "phones" / "disambig.int", None),
-        topo_text=(lang_dir / "topo").read_text(),
+        silence_phones=_read_ids(d.phone_list("silence.csl"), ":"),
+        nonsilence_phones=_read_ids(d.phone_list("nonsilence.csl"), ":"),
+        disambig_phones=_read_ids(d.phone_list("disambig.int"), None),
+        topo_text=d.topo.read_text(),
         sil_prob=float(info.get("sil_prob", 0.5)),
         position_dependent=bool(info.get("position_dependent_phones", False)),
     )

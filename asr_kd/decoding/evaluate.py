@@ -1,6 +1,6 @@
 """Evaluate a finished run's systems on new data, without retraining and without touching the run.
 
-Everything goes to ``<exp>/eval/<name>/`` (:class:`EvalPaths`); the run directory is only read:
+Everything goes to ``<exp>/eval/<name>/`` (:class:`asr_kd.paths.EvalDir`); the run directory is only read:
 
 1. the utterances (a manifest given by the caller, e.g. ``python -m asr_kd.evaluate`` reading a
    LibriSpeech-layout corpus);
@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,42 +31,10 @@ import numpy as np
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import atomic_path, read_json, write_json, write_text
-from asr_kd.paths import RunPaths
+from asr_kd.paths import EvalDir, RunPaths
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvalPaths:
-    root: Path  # <exp>/eval/<name>
-
-    @property
-    def data(self) -> Path:
-        """Normalised fbank, labels and references of every utterance (npz) and their key."""
-        return self.root / "data.npz"
-
-    @property
-    def data_info(self) -> Path:
-        return self.root / "data.json"
-
-    def system_dir(self, system: str) -> Path:
-        return self.root / "decode" / system
-
-    def summary(self, system: str) -> Path:
-        return self.system_dir(system) / "summary.json"
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
-
-
-def eval_paths(paths: RunPaths, name: str) -> EvalPaths:
-    return EvalPaths(paths.eval_dir(name))
 
 
 @dataclass
@@ -88,7 +55,7 @@ def data_key(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance]) -> s
                         "sample_rate": cfg.data.sample_rate, "gmm": [gmm.stat().st_size, gmm.stat().st_mtime_ns]})
 
 
-def prepare_data(cfg: RecipeConfig, paths: RunPaths, ep: EvalPaths, utts: Sequence[Utterance]) -> EvalData:
+def prepare_data(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, utts: Sequence[Utterance]) -> EvalData:
     """Features and GMM labels of ``utts`` (read back from ``data.npz`` when its key matches)."""
     key = data_key(cfg, paths, utts)
     if ep.data.exists() and ep.data_info.exists() and read_json(ep.data_info).get("key") == key:
@@ -105,7 +72,7 @@ def prepare_data(cfg: RecipeConfig, paths: RunPaths, ep: EvalPaths, utts: Sequen
     return data
 
 
-def _load_data(ep: EvalPaths) -> EvalData:
+def _load_data(ep: EvalDir) -> EvalData:
     info = read_json(ep.data_info)
     with np.load(ep.data) as z:
         feats = {u: z[f"feats/{u}"] for u in info["utts"]}
@@ -163,7 +130,7 @@ def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray],
     return {u: ((f - ms[speakers[u]][0]) / ms[speakers[u]][1]).astype(np.float32) for u, f in fbank.items()}
 
 
-def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalPaths, data: EvalData,
+def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: EvalData,
                      systems: Sequence[str] | None = None) -> dict[str, Any]:
     """Decode every chosen system (skipping those already done for this data) and write the report."""
     from asr_kd.align.model import load_model

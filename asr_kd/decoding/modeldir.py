@@ -40,15 +40,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_kd.paths import ModelDir
+
 FORMAT = "asr_kd.model_dir.v1"
-AM_FILE = "am.pt"
-MODEL_JSON = "model.json"
-PRIORS_FILE = "log_priors.npy"
-CMVN_FILE = "cmvn.json"
-# Files copied from the run as they are (name in the model dir: name in its source directory).
-GRAPH_FILES = ("HCLG.fst", "words.txt")
-HMM_FILES = ("final.mdl", "tree")
-LANG_FILES = ("phones.txt", "lexicon.txt")
 EXPORT_ATOL = 1e-4  # the TorchScript network must match the PyTorch model to this (log-posteriors)
 
 
@@ -103,11 +97,10 @@ def _place(src: Path, dst: Path) -> None:
 
 @dataclass(frozen=True)
 class ExportSources:
-    """Where a run keeps the files every model directory shares."""
+    """What every model directory of a run shares: the files copied in as they are (model-dir
+    path -> the run's file), the priors, CMVN and feature settings."""
 
-    graph_dir: Path
-    hmm_dir: Path
-    lang_dir: Path
+    copies: dict[str, Path]
     log_priors: np.ndarray  # (N,)
     cmvn_global: dict[str, Any]  # asr_kd.data.features.Stats.to_json() of the training set
     features: dict[str, Any]  # num_mel_bins, frame_length_ms, frame_shift_ms, sample_rate
@@ -128,32 +121,32 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    md = ModelDir(tmp)
     try:
         # torch 2.11 marks TorchScript deprecated in favour of torch.export, but it is still
         # what C++ (libtorch) and most deployment stacks load; the warnings say nothing new here.
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
             traced = torch.jit.trace(module, feats[: min(len(feats), 64)], check_trace=False)
-            torch.jit.save(traced, str(tmp / AM_FILE))
-            loaded = torch.jit.load(str(tmp / AM_FILE))
+            torch.jit.save(traced, str(md.am))
+            loaded = torch.jit.load(str(md.am))
             want, got = module(feats), loaded(feats)
         max_diff = float((want - got).abs().max())
         if not max_diff <= EXPORT_ATOL:
             raise ValueError(f"{name}: the TorchScript network differs from the PyTorch model by {max_diff:.2e} "
                              f"(> {EXPORT_ATOL}) on a {len(feats)}-frame utterance; not exported")
-        for names, where in ((GRAPH_FILES, src.graph_dir), (HMM_FILES, src.hmm_dir), (LANG_FILES, src.lang_dir)):
-            for f in names:
-                if not (where / f).exists():
-                    raise FileNotFoundError(f"{where / f} is missing; re-run the stage that writes it")
-                _place(where / f, tmp / f)
-        np.save(tmp / PRIORS_FILE, np.asarray(src.log_priors, dtype=np.float32))
-        (tmp / CMVN_FILE).write_text(json.dumps(src.cmvn_global))
+        for name, source in src.copies.items():
+            if not source.exists():
+                raise FileNotFoundError(f"{source} is missing; re-run the stage that writes it")
+            _place(source, tmp / name)
+        np.save(md.log_priors, np.asarray(src.log_priors, dtype=np.float32))
+        md.cmvn.write_text(json.dumps(src.cmvn_global))
         params = sum(p.numel() for p in net.parameters())
         members = int(getattr(net, "num_members", 1))
         info = {
             "format": FORMAT,
             "system": name,
-            "acoustic_model": {"file": AM_FILE, "kind": "ensemble" if members > 1 else "dnn", "members": members,
+            "acoustic_model": {"file": md.am.name, "kind": "ensemble" if members > 1 else "dnn", "members": members,
                                "mean": mean if members > 1 else None, "params": params,
                                "mflops_per_frame": forward_flops_per_frame(net) / 1e6,
                                "input": f"(T, {feats.shape[1]}) normalised fbank", "context": [left, right],
@@ -161,17 +154,17 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
                                "torchscript_max_abs_diff": max_diff},
             "features": {"type": "kaldi fbank", **src.features, "dither": 0.0, "snip_edges": True,
                          "energy_floor": 0.0, "samples_scaled_to_int16": True},
-            "cmvn": {"trained_with": src.cmvn_mode, "file": CMVN_FILE,
+            "cmvn": {"trained_with": src.cmvn_mode, "file": md.cmvn.name,
                      "at_transcription": {"speaker": "utterance", "global": "global", "none": "none"}[src.cmvn_mode]},
-            "decoding": {"graph": "HCLG.fst", "words": "words.txt", "hmm": "final.mdl", "tree": "tree",
-                         "log_priors": PRIORS_FILE, "acoustic_scale": acoustic_scale,
+            "decoding": {"graph": md.hclg.name, "words": md.words.name, "hmm": md.final_mdl.name,
+                         "tree": md.tree.name, "log_priors": md.log_priors.name, "acoustic_scale": acoustic_scale,
                          "score": "acoustic_scale * (log p(s|x) - log p(s))"},
-            "lexicon": {"phones": "phones.txt", "lexicon": "lexicon.txt"},
+            "lexicon": {"phones": md.phones.name, "lexicon": md.lexicon.name},
             "torch": torch.__version__,
             **(extra or {}),
         }
         info["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
-        (tmp / MODEL_JSON).write_text(json.dumps(info, indent=2) + "\n")
+        md.model_json.write_text(json.dumps(info, indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -254,9 +247,10 @@ class Transcriber:
         from asr_kd.decoding.search import Decoder, SearchConfig
 
         self.dir = Path(model_dir)
-        meta = self.dir / MODEL_JSON
+        md = ModelDir(self.dir)
+        meta = md.model_json
         if not meta.exists():
-            raise ModelDirError(f"{self.dir}: no {MODEL_JSON}; a model directory is written by the export stage "
+            raise ModelDirError(f"{self.dir}: no {meta.name}; a model directory is written by the export stage "
                                 f"(<exp>/models/<system>/)")
         self.info = json.loads(meta.read_text())
         if self.info.get("format") != FORMAT:
@@ -266,22 +260,22 @@ class Transcriber:
                 raise ModelDirError(f"{self.dir / f} is missing; copy the whole model directory")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            self.am = torch.jit.load(str(self.dir / AM_FILE)).eval()
+            self.am = torch.jit.load(str(md.am)).eval()
         hmm = load_model(self.dir)
-        self.decoder = Decoder(read_hclg(self.dir / "HCLG.fst"), hmm.trans_model,
-                               read_word_symbols(self.dir / "words.txt"), SearchConfig(beam, max_active, 6.0))
+        self.decoder = Decoder(read_hclg(md.hclg), hmm.trans_model, read_word_symbols(md.words),
+                               SearchConfig(beam, max_active, 6.0))
         self.trans_model = hmm.trans_model
-        self.log_prior = np.load(self.dir / PRIORS_FILE)
+        self.log_prior = np.load(md.log_priors)
         self.scale = acoustic_scale or float(self.info["decoding"]["acoustic_scale"])
-        cmvn = json.loads((self.dir / CMVN_FILE).read_text())
+        cmvn = json.loads(md.cmvn.read_text())
         count = float(cmvn["count"])
         self.global_mean = np.asarray(cmvn["sum"], np.float64) / count
         self.global_std = np.sqrt(np.maximum(np.asarray(cmvn["sumsq"], np.float64) / count - self.global_mean ** 2,
                                              1e-10))
         self.cmvn = self.info["cmvn"]["at_transcription"]
         self.fc = self.info["features"]
-        self.phone_names = _read_symbols(self.dir / "phones.txt")
-        self.prons = _read_lexicon(self.dir / "lexicon.txt")
+        self.phone_names = _read_symbols(md.phones)
+        self.prons = _read_lexicon(md.lexicon)
 
     # -- features -------------------------------------------------------------------------
     def read_audio(self, path: str | os.PathLike) -> np.ndarray:
@@ -446,7 +440,7 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
             net, mean = load_teachers(system.model_files, cfg.distill.ensemble_mean).stacked, cfg.distill.ensemble_mean
         else:
             net, mean = load_dnn(system.model_files[0])[0], "arithmetic"
-        src = ExportSources(graph_dir=paths.graph, hmm_dir=paths.align, lang_dir=paths.lang,
+        src = ExportSources(copies=_shared_files(paths),
                             log_priors=train_log_priors(paths, _num_outputs(net)), cmvn_global=cmvn["global"],
                             features={"num_mel_bins": cfg.features.num_mel_bins,
                                       "frame_length_ms": cfg.features.frame_length_ms,
@@ -461,7 +455,7 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
                                        "dev_frame_acc": decoded.get("dev_frame_acc")})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)
-            am = torch.jit.load(str(out / AM_FILE)).eval()
+            am = torch.jit.load(str(ModelDir(out).am)).eval()
         cost = measure_rtf(am, timing_feats)
         am_info = info["acoustic_model"]
         rows.append({"system": system.name, "params": am_info["params"],
@@ -474,6 +468,15 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
                                     "default": best or next(iter(index), None)})
     return {"systems": rows, "best_student": best, "timing_frames": int(len(timing_feats)),
             "threads": 1}
+
+
+def _shared_files(paths: Any) -> dict[str, Path]:
+    """The run's files every model directory holds a copy of: model-dir name -> the run's file."""
+    from asr_kd.paths import GraphDir, LangDir
+
+    md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(paths.lang)
+    return {md.hclg.name: graph.hclg, md.words.name: graph.words, md.final_mdl.name: paths.final_mdl,
+            md.tree.name: paths.tree, md.phones.name: lang.phones, md.lexicon.name: lang.lexicon}
 
 
 def _num_outputs(net: nn.Module) -> int:
