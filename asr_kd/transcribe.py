@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", help="with --exp-dir: which system (default: the best student on dev)")
     p.add_argument("--json", action="store_true", help="one JSON object a line: text, words with start/end "
                                                        "seconds, ok, duration, rtf")
-    p.add_argument("--beam", type=float, default=13.0, help="search beam (default 13)")
-    p.add_argument("--max-active", type=int, default=7000, help="max active states (default 7000)")
+    p.add_argument("--beam", type=float, help="search beam (default: the run's decode.beam, in model.json)")
+    p.add_argument("--max-active", type=int, help="max active states (default: the run's decode.max_active)")
     p.add_argument("--acoustic-scale", type=float, help="override the scale chosen on dev")
     return p
 

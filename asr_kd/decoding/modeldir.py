@@ -108,7 +108,7 @@ class ExportSources:
 
 
 def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSources, *, left: int, right: int,
-                     mean: str, acoustic_scale: float, check_feats: np.ndarray,
+                     mean: str, acoustic_scale: float, check_feats: np.ndarray, search: dict[str, float],
                      extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``out_dir`` (atomically: a temp directory renamed into place) for one system.
 
@@ -158,7 +158,7 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
                      "at_transcription": {"speaker": "utterance", "global": "global", "none": "none"}[src.cmvn_mode]},
             "decoding": {"graph": md.hclg.name, "words": md.words.name, "hmm": md.final_mdl.name,
                          "tree": md.tree.name, "log_priors": md.log_priors.name, "acoustic_scale": acoustic_scale,
-                         "score": "acoustic_scale * (log p(s|x) - log p(s))"},
+                         "score": "acoustic_scale * (log p(s|x) - log p(s))", "search": search},
             "lexicon": {"phones": md.phones.name, "lexicon": md.lexicon.name},
             "torch": torch.__version__,
             **(extra or {}),
@@ -240,7 +240,7 @@ class ModelDirError(ValueError):
 class Transcriber:
     """Audio files -> words with one model directory (see the module docstring)."""
 
-    def __init__(self, model_dir: str | os.PathLike, *, beam: float = 13.0, max_active: int = 7000,
+    def __init__(self, model_dir: str | os.PathLike, *, beam: float | None = None, max_active: int | None = None,
                  acoustic_scale: float | None = None) -> None:
         from asr_kd.align.model import load_model
         from asr_kd.decoding.graph import read_hclg, read_word_symbols
@@ -262,8 +262,10 @@ class Transcriber:
             warnings.simplefilter("ignore", DeprecationWarning)
             self.am = torch.jit.load(str(md.am)).eval()
         hmm = load_model(self.dir)
-        self.decoder = Decoder(read_hclg(md.hclg), hmm.trans_model, read_word_symbols(md.words),
-                               SearchConfig(beam, max_active, 6.0))
+        run = self.info["decoding"].get("search", {})  # the run's decode settings, unless overridden
+        search = SearchConfig(beam or run.get("beam", 13.0), max_active or int(run.get("max_active", 7000)),
+                              run.get("lattice_beam", 6.0))
+        self.decoder = Decoder(read_hclg(md.hclg), hmm.trans_model, read_word_symbols(md.words), search)
         self.trans_model = hmm.trans_model
         self.log_prior = np.load(md.log_priors)
         self.scale = acoustic_scale or float(self.info["decoding"]["acoustic_scale"])
@@ -450,6 +452,8 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
         out = paths.model_dir(system.name)
         info = export_model_dir(system.name, net, out, src, left=cfg.model.left_context,
                                 right=cfg.model.right_context, mean=mean, acoustic_scale=decoded["acoustic_scale"],
+                                search={"beam": cfg.decode.beam, "max_active": cfg.decode.max_active,
+                                        "lattice_beam": cfg.decode.lattice_beam},
                                 check_feats=check,
                                 extra={"test_wer": decoded.get("wer"), "test_frame_acc": decoded.get("frame_acc"),
                                        "dev_frame_acc": decoded.get("dev_frame_acc")})

@@ -12,7 +12,7 @@ from asr_kd.paths import RunPaths
 
 DOC = "model dirs (TorchScript + graph) and inference cost"
 # What the systems are and how their features were made: hashed by the stages that made them.
-READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode.teachers",
+READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
          "!features", "!data.sample_rate")
 AFTER = ("decode",)
 
