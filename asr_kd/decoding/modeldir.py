@@ -195,7 +195,7 @@ def measure_rtf(am: nn.Module, feats: np.ndarray, *, streaming_frames: int = 200
         torch.set_num_threads(threads)
     # Streaming: each call returns posteriors for all the frames it is given; the cost per frame
     # is the call's cost (a window of <= 26 frames stands for one output frame).
-    return {"rtf_whole_utterance": whole / (len(x) * 0.01), "rtf_streaming_batch1": stream / (n * 0.01),
+    return {"whole_utterance_rtf": whole / (len(x) * 0.01), "streaming_batch1_rtf": stream / (n * 0.01),
             "frames": int(len(x))}
 
 

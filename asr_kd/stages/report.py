@@ -474,7 +474,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                   "| test frame acc |", "|---|---|---|---|---|---|---|"]
         for r in dep["systems"]:
             lines.append(f"| {r['system']} | {r['params']:,} | {r['mflops_per_frame']:.2f} | "
-                         f"{r['rtf_whole_utterance']:.4f} | {r['rtf_streaming_batch1']:.4f} | {_pct(r['wer'])} | "
+                         f"{r['whole_utterance_rtf']:.4f} | {r['streaming_batch1_rtf']:.4f} | {_pct(r['wer'])} | "
                          f"{_pct(r['frame_acc'])} |")
         by = {r["system"]: r for r in dep["systems"]}
         best = dep.get("best_student")
@@ -482,7 +482,7 @@ def render_markdown(report: dict[str, Any]) -> str:
             e, b = by["ensemble"], by[best]
             lines += ["", f"The best student on dev ({best}) needs {e['mflops_per_frame'] / b['mflops_per_frame']:.1f}x "
                           f"fewer operations per frame than the ensemble and runs "
-                          f"{e['rtf_whole_utterance'] / b['rtf_whole_utterance']:.1f}x faster (whole utterance)."]
+                          f"{e['whole_utterance_rtf'] / b['whole_utterance_rtf']:.1f}x faster (whole utterance)."]
     if report.get("gmm_systems"):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "

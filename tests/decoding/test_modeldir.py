@@ -47,7 +47,7 @@ def test_rtf_figures_are_positive_and_named() -> None:
     module = torch.jit.trace(modeldir.FramePosteriors(AcousticDNN(1040, 2, 64, 30), 20, 5).eval(),
                              torch.randn(40, 40), check_trace=False)
     out = modeldir.measure_rtf(module, np.random.randn(300, 40).astype(np.float32), streaming_frames=50, repeats=1)
-    assert out["frames"] == 300 and out["rtf_whole_utterance"] > 0 and out["rtf_streaming_batch1"] > 0
+    assert out["frames"] == 300 and out["whole_utterance_rtf"] > 0 and out["streaming_batch1_rtf"] > 0
 
 
 @pytest.fixture(scope="module")
