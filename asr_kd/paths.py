@@ -65,7 +65,20 @@ class _Dir:
 
 
 @dataclass(frozen=True)
-class RunPaths(_Dir):
+class _Reported(_Dir):
+    """A directory that ends in a report: the run's, or one evaluation's."""
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / "report.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / "report.md"
+
+
+@dataclass(frozen=True)
+class RunPaths(_Reported):
     """A run directory (the layout above)."""
 
     # -- whole run -----------------------------------------------------------
@@ -232,14 +245,6 @@ class RunPaths(_Dir):
         """Per-epoch train/test frame accuracy of the 3%-data hard- and soft-target runs."""
         return self.root / "table5_curves.png"
 
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
-
 
 @dataclass(frozen=True)
 class TrainRunDir(_Dir):
@@ -368,7 +373,7 @@ class ModelDir(_Dir):
 
 
 @dataclass(frozen=True)
-class EvalDir(_Dir):
+class EvalDir(_Reported):
     """``python -m asr_kd.evaluate``'s work on one test set (``eval/<name>/``; asr_kd.decoding.evaluate)::
 
         data.npz data.json                normalised fbank and GMM labels per utterance; their key
@@ -390,14 +395,6 @@ class EvalDir(_Dir):
 
     def summary(self, system: str) -> Path:
         return self.system_dir(system) / "summary.json"
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / "report.json"
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / "report.md"
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,7 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
     from asr_kd.align.feats import gmm_features
     from asr_kd.align.model import load_model
     from asr_kd.align.viterbi import realign
-    from asr_kd.data.features import Stats, load_cmvn, utterance_features
+    from asr_kd.data.features import utterance_features
     from asr_kd.data.lang import load_lang
     from asr_kd.progress import progress
 
@@ -98,7 +98,7 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
         fbank[u.id], mfcc[u.id], speakers[u.id] = f.fbank, f.mfcc, u.speaker
     if not fbank:
         raise StageError(f"none of the {len(utts)} utterances could be read (e.g. {next(iter(lost.values()))})")
-    feats = _normalise(cfg, paths, fbank, speakers, load_cmvn, Stats)
+    feats = _normalise(cfg, paths, fbank, speakers)
     lang = load_lang(paths.lang)
     model = load_model(paths.align)
     refs = {u.id: u.words for u in utts if u.id in fbank}
@@ -114,9 +114,11 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
     return EvalData(ids, speakers, feats, labels, refs, unlabelled, lost)
 
 
-def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray], speakers: dict[str, str],
-               load_cmvn: Any, Stats: Any) -> dict[str, np.ndarray]:
+def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray],
+               speakers: dict[str, str]) -> dict[str, np.ndarray]:
     """CMVN as the run's networks were trained: per speaker of the new data, global, or none."""
+    from asr_kd.data.features import Stats, load_cmvn
+
     mode = cfg.features.cmvn
     if mode == "none":
         return {u: f.astype(np.float32) for u, f in fbank.items()}

@@ -13,7 +13,8 @@ that turns audio into words, and nothing that needs the run directory or its con
 
 :class:`Transcriber` reads such a directory: audio (any format soundfile reads, any sample rate)
 -> Kaldi fbank -> CMVN -> the TorchScript network -> scaled likelihoods -> the HCLG search. It
-imports neither Lightning nor the run's config; fbank and resampling come from torchaudio.
+reads neither the run's config nor its directory and imports no Lightning; fbank and resampling come
+from torchaudio (through asr_kd.data.features).
 
 CMVN at transcription time: a system trained with per-speaker CMVN normalises each file by its
 own statistics (one file, one speaker; Kaldi's usual fallback when speakers are unknown); a
@@ -276,7 +277,7 @@ class Transcriber:
                                              1e-10))
         self.cmvn = self.info["cmvn"]["at_transcription"]
         self.fc = self.info["features"]
-        self.phone_names = _read_symbols(md.phones)
+        self.phone_names = read_word_symbols(md.phones)  # the same 'symbol id' table format
         self.prons = _read_lexicon(md.lexicon)
 
     # -- features -------------------------------------------------------------------------
@@ -387,15 +388,6 @@ def word_times(words: Sequence[str], segs: Sequence[tuple[int, int, int]], phone
 
 def _is_silence(phone: str) -> bool:
     return phone.split("_")[0] == "SIL"
-
-
-def _read_symbols(path: Path) -> dict[int, str]:
-    table = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            table[int(parts[1])] = parts[0]
-    return table
 
 
 def _read_lexicon(path: Path) -> dict[str, list[tuple[str, ...]]]:
