@@ -230,6 +230,10 @@ class DecodeConfig:
     self_loop_scale: float = 0.1
     num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
     teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
+    # each | first: every teacher's acoustic scale chosen on dev, or teacher 0's used for all ten
+    # (they differ only by initialisation; "first" skips 9 dev grid searches; every other system,
+    # the ensemble included, still chooses its own)
+    teacher_scale: str = "each"
     tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
     # The GMM-HMMs of the align stage are decoded too, with their own scale grid (GMM likelihoods
     # are far sharper than DNN posteriors); with align.context=triphone the monophone system it was
@@ -239,6 +243,7 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         _check_choice("decode.teachers", self.teachers, ("all", "first"))
+        _check_choice("decode.teacher_scale", self.teacher_scale, ("each", "first"))
         for key in ("acoustic_scales", "gmm_acoustic_scales"):
             grid = getattr(self, key)
             if not grid or min(grid) <= 0:

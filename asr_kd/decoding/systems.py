@@ -179,20 +179,24 @@ def best_scale(refs: dict[str, list[str]], hyps: dict[float, list[Hypothesis]]) 
     return min(wer, key=lambda s: (wer[s], list(wer).index(s))), {f"{s:g}": w for s, w in wer.items()}
 
 
-def finish_system(name: str, paths: RunPaths, dev: EvalSplit, test: EvalSplit, dev_hyps: list[Hypothesis],
+def finish_system(name: str, paths: RunPaths, dev: EvalSplit, test: EvalSplit, dev_hyps: list[Hypothesis] | None,
                   test_hyps: list[Hypothesis], scale: float, dev_wer: dict[str, float],
-                  search_s: float) -> dict[str, Any]:
-    """Write both splits' scoring files; the common part of a system's summary."""
-    dev_stats = write_scoring(paths.decode_dir(name, "dev"), dev.refs, {h.utt: h.words for h in dev_hyps},
-                              title=f"{name} dev, acoustic scale {scale:g}")
+                  search_s: float, scale_from: str | None = None) -> dict[str, Any]:
+    """Write both splits' scoring files (dev's only when dev was searched); the common part of a
+    system's summary."""
+    dev_stats = None if dev_hyps is None else write_scoring(
+        paths.decode_dir(name, "dev"), dev.refs, {h.utt: h.words for h in dev_hyps},
+        title=f"{name} dev, acoustic scale {scale:g}")
+    chosen = f"taken from {scale_from}" if scale_from else "chosen on dev"
     test_stats = write_scoring(paths.decode_dir(name, "test"), test.refs, {h.utt: h.words for h in test_hyps},
-                               title=f"{name} test, acoustic scale {scale:g} (chosen on dev)")
+                               title=f"{name} test, acoustic scale {scale:g} ({chosen})")
     frames = sum(h.num_frames for h in test_hyps)
     return {
         "system": name,
         "acoustic_scale": scale,
+        "acoustic_scale_from": scale_from or "dev",
         "dev_wer_by_scale": dev_wer,
-        "dev": dev_stats.as_dict(),
+        "dev": dev_stats.as_dict() if dev_stats else {},
         "test": test_stats.as_dict(),
         "wer": test_stats.wer,
         "failed_utts": sum(not h.ok for h in test_hyps),
@@ -202,13 +206,21 @@ def finish_system(name: str, paths: RunPaths, dev: EvalSplit, test: EvalSplit, d
 
 def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decoder, log_prior: np.ndarray,
                dev: EvalSplit, test: EvalSplit, scales: Sequence[float], num_jobs: int,
-               params: int | None = None) -> dict[str, Any]:
-    """One hybrid system: the acoustic scale chosen by dev WER, test decoded at it; frame accuracies."""
-    dev_res = run_split(name, decoder, dev, post_fn, log_prior, scales, num_jobs)
-    scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
+               params: int | None = None, scale_from: tuple[str, float] | None = None) -> dict[str, Any]:
+    """One hybrid system: the acoustic scale chosen by dev WER, test decoded at it; frame accuracies.
+
+    With ``scale_from = (system, scale)`` the scale is that system's: dev is only scored for frame
+    accuracy (no search), test is decoded at it."""
+    if scale_from is None:
+        dev_res = run_split(name, decoder, dev, post_fn, log_prior, scales, num_jobs)
+        scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
+        dev_hyps = dev_res.hyps[scale]
+    else:
+        dev_res = run_split(name, decoder, dev, post_fn, log_prior, [], num_jobs)
+        scale, dev_wer, dev_hyps = scale_from[1], {}, None
     test_res = run_split(name, decoder, test, post_fn, log_prior, [scale], num_jobs)
-    summary = finish_system(name, paths, dev, test, dev_res.hyps[scale], test_res.hyps[scale], scale, dev_wer,
-                            test_res.search_s)
+    summary = finish_system(name, paths, dev, test, dev_hyps, test_res.hyps[scale], scale, dev_wer,
+                            test_res.search_s, scale_from=scale_from[0] if scale_from else None)
     summary.update(kind="dnn", frame_acc=test_res.frame_acc, dev_frame_acc=dev_res.frame_acc, params=params,
                    forward_s=round(dev_res.forward_s + test_res.forward_s, 2))
     write_utt_counts(paths, name, test, test_res.hyps[scale], test_res.utt_frames)
@@ -362,6 +374,14 @@ def posterior_fn(system: DnnSystem, cfg: RecipeConfig) -> tuple[PosteriorFn, int
     return fn, params
 
 
+def shared_scale(cfg: RecipeConfig, system: DnnSystem, done: dict[str, Any]) -> tuple[str, float] | None:
+    """With ``decode.teacher_scale = "first"``: (teacher 0, its dev-chosen scale) for teachers 1..K-1."""
+    first = done.get("teacher-0")
+    if cfg.decode.teacher_scale != "first" or first is None or not system.name.startswith("teacher-"):
+        return None
+    return "teacher-0", first["acoustic_scale"]
+
+
 def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The decode stage's work: every system of the run through HCLG; returns WERs and frame accuracies."""
     from asr_kd.align.model import load_model
@@ -379,7 +399,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     for system in systems:
         fn, params = posterior_fn(system, cfg)
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
-                                          cfg.decode.num_jobs, params)
+                                          cfg.decode.num_jobs, params, scale_from=shared_scale(cfg, system, results))
     gmm_feats = gmm_eval_features(paths, dev, test)
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)

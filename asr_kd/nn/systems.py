@@ -67,7 +67,11 @@ class FrameSystem(L.LightningModule):
         o = self.optim
         if o.optimizer == "sgd":
             return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay)
+        # The fused kernel does Adam's update in one pass over each tensor: on the tiny demo's stacked
+        # teachers (8.7M parameters in 8 tensors) the update is ~3x faster than the default
+        # per-tensor loop, which took a fifth of a training step on CPU (benchmarks/README.md).
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
 
     def planned_steps(self) -> int:
         """Optimiser steps of the whole run (for the cosine decay); 0 if unknown."""

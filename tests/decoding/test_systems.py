@@ -53,6 +53,27 @@ def test_decode_dnn_with_a_callable_posterior_source(tmp_path, tiny_graph) -> No
     assert set(out["dev_wer_by_scale"]) == {"0.5", "1"}
     assert (paths.decode_dir("fake", "test") / "per_utt").exists()
     assert json.loads(paths.decode_summary("fake").read_text())["params"] == 42
+    assert out["acoustic_scale_from"] == "dev"
+
+    # a scale taken from another system: no dev search (no dev scoring), test decoded at that scale
+    shared = systems.decode_dnn("fake2", lambda feats: feats, paths, dec, prior, split("dev"), split("test"),
+                                scales=(0.5, 1.0), num_jobs=1, scale_from=("fake", 1.0))
+    assert shared["acoustic_scale"] == 1.0 and shared["acoustic_scale_from"] == "fake"
+    assert shared["dev_wer_by_scale"] == {} and shared["dev"] == {}
+    assert shared["wer"] == 0.0 and shared["frame_acc"] == out["frame_acc"]
+    assert shared["dev_frame_acc"] == out["dev_frame_acc"]
+    assert not paths.decode_dir("fake2", "dev").exists() and (paths.decode_dir("fake2", "test") / "per_utt").exists()
+
+
+def test_teachers_share_teacher_zeros_scale_only_when_asked() -> None:
+    done = {"teacher-0": {"acoustic_scale": 0.11}}
+    first = load_config(overrides={"decode.teacher_scale": "first"})
+    each = load_config(overrides={"decode.teacher_scale": "each"})
+    sys = lambda name: systems.DnnSystem(name, (), None)  # noqa: E731
+    assert systems.shared_scale(first, sys("teacher-3"), done) == ("teacher-0", 0.11)
+    assert systems.shared_scale(first, sys("teacher-0"), {}) is None  # teacher 0 chooses its own
+    assert systems.shared_scale(first, sys("ensemble"), done) is None
+    assert systems.shared_scale(each, sys("teacher-3"), done) is None
 
 
 def test_parallel_search_matches_serial(tiny_graph) -> None:
