@@ -381,8 +381,16 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
                                           cfg.decode.num_jobs, params)
     gmm_feats = gmm_eval_features(paths, dev, test)
+    feat_dim = next((int(f.shape[1]) for f in gmm_feats.values()), None)
+    not_decoded: dict[str, str] = {}
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
+        if feat_dim is not None and model.dim != feat_dim:
+            # An imported Kaldi model trained on transformed features (LDA+MLLT, fMLLR): not ours to compute.
+            not_decoded[gs.name] = (f"its features are {model.dim}-dimensional, the recipe's MFCC + deltas "
+                                    f"{feat_dim}-dimensional")
+            log.warning("%s not decoded: %s", gs.name, not_decoded[gs.name])
+            continue
         gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
         results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
                                              cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
@@ -392,4 +400,5 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "dev_utts_for_tuning": len(dev.utts),
         "test_utts": len(test.utts),
         "acoustic_scales": list(scales),
+        **({"gmm_not_decoded": not_decoded} if not_decoded else {}),
     }
