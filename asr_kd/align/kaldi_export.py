@@ -50,7 +50,7 @@ def write_ali_gz(path: Path, alignments: dict[str, np.ndarray]) -> None:
     element, Kaldi's Int32VectorWriter), sorted by utterance, atomically; the same bytes every time."""
     buf = io.BytesIO()
     kaldiio.save_ark(buf, {u: np.asarray(alignments[u], dtype=np.int32) for u in sorted(alignments)})
-    with atomic_open(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as gz:
+    with atomic_open(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as gz:
         gz.write(buf.getvalue())
 
 

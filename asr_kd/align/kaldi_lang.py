@@ -30,7 +30,7 @@ from typing import Any
 import kaldifst
 
 from asr_kd.align.kaldi_format import MdlFile
-from asr_kd.data.lang import EPS, load_lang
+from asr_kd.data.lang import EPS, load_lang, run_lang_dir
 from asr_kd.data.manifest import iter_manifest
 from asr_kd.fileio import atomic_path, write_text
 from asr_kd.paths import LangDir, RunPaths
@@ -128,7 +128,7 @@ def copy_kaldi_lang(src: Path, dst: Path, mdl: MdlFile, exp_phones: Path | None,
         log.warning("%s has neither phones/align_lexicon.txt nor lexicon.txt: lexicon.txt written empty, so "
                     "transcribe gives no word times", src)
         write_text(out.lexicon, "")
-    return {"source": f"Kaldi lang {src}", "dir": str(dst), "phones_checked_against": str(exp_phones or mdl_name)}
+    return {"source": f"Kaldi lang {src}", "phones_checked_against": str(exp_phones or mdl_name)}
 
 
 def _kaldi_lexicon(src: Path) -> str | None:
@@ -215,16 +215,16 @@ def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_nam
             raise StageError(f"{e}. Kaldi's phones.txt is not beside {mdl_name} to map them by name: copy it there "
                              "or set --set align.kaldi_lang_dir=PATH to Kaldi's data/lang") from None
         log.warning("no phones.txt beside %s: our lang/ is used with its phone ids unchecked by name", mdl_name)
-        return {"source": "ours (lang/)", "dir": str(paths.lang), "phones_checked_against": None}
+        return {"source": "ours (lang/)", "phones_checked_against": None}
     kaldi_phones = read_symbols(exp_phones)
     mapping = phone_id_map(our_phones, kaldi_phones, ours.phones, exp_phones)
     if all(mapping[i] == i for p, i in our_phones.items() if not is_disambig(p)):
         check_model_phones(our_phones, mdl, ours.phones, mdl_name)
-        return {"source": "ours (lang/)", "dir": str(paths.lang), "phones_checked_against": str(exp_phones)}
+        return {"source": "ours (lang/)", "phones_checked_against": str(exp_phones)}
     renumber_lang(paths.lang, paths.align_lang, mapping, mdl)
     check_model_phones(read_symbols(LangDir(paths.align_lang).phones), mdl, paths.align_lang / "phones.txt", mdl_name)
     log.info("our lang/ renumbered to the phone ids of %s into %s", exp_phones, paths.align_lang)
-    return {"source": f"ours (lang/), renumbered to the phone ids of {exp_phones}", "dir": str(paths.align_lang),
+    return {"source": f"ours (lang/), renumbered to the phone ids of {exp_phones}",
             "phones_checked_against": str(exp_phones)}
 
 
@@ -263,7 +263,8 @@ def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Pa
         summary = copy_kaldi_lang(src, paths.align_lang, mdl, exp_phones, mdl_name)
     else:
         summary = use_our_lang(paths, mdl, exp_phones, mdl_name)
-    words = LangDir(Path(summary["dir"])).words
+    lang_dir = run_lang_dir(paths)
+    summary["dir"] = str(lang_dir.relative_to(paths.root))  # relative: a run directory can be moved
     if paths.manifest("train").exists():
-        summary.update(transcript_coverage(words, paths.manifest("train")))
+        summary.update(transcript_coverage(LangDir(lang_dir).words, paths.manifest("train")))
     return summary

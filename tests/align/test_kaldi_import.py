@@ -88,7 +88,7 @@ def test_transition_ids_map_to_pdfs_with_final_mdl(tmp_path, paths):
         assert pdfs[u] == tid2pdf[tids[u]].tolist()
     assert read_scp(paths.ali_scp("test"))["e"] == tids["e"].tolist()
     # the model and tree come along for the graph stage, byte for byte; our lang/ serves (no phones.txt to map)
-    assert summary["model"]["decodable"] and summary["model"]["lang"]["dir"] == str(paths.lang)
+    assert summary["model"]["decodable"] and summary["model"]["lang"]["dir"] == "lang"
     assert paths.final_mdl.read_bytes() == (src / "final.mdl").read_bytes()
     assert paths.tree.read_bytes() == (src / "tree").read_bytes()
 
