@@ -18,7 +18,7 @@ writes, from ``EXP/align/`` and the lang its model goes with (``EXP/lang/``)::
 With Kaldi installed, e.g. ``ali-to-pdf OUT/final.mdl "ark:gunzip -c OUT/ali.1.gz|" ark,t:-`` or
 ``show-alignments OUT/phones.txt OUT/final.mdl "ark:gunzip -c OUT/ali.2.gz|"``. The recipe takes it
 back with ``--set align.source=kaldi --set align.kaldi_ali_dir=OUT`` (same labels, same HCLG:
-``tests/align/test_kaldi_roundtrip.py``). The features are not exported: Kaldi's own MFCC + deltas
+``tests/recipes/test_kaldi_roundtrip.py``). The features are not exported: Kaldi's own MFCC + deltas
 with per-speaker CMN (``features.num_ceps`` cepstra) is what the GMM was trained on.
 """
 
