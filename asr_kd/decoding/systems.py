@@ -249,6 +249,16 @@ def gmm_systems(cfg: RecipeConfig, paths: RunPaths) -> list[GmmSystem]:
     return out
 
 
+def gmm_feature_mismatch(model_dim: int, feats: dict[str, np.ndarray]) -> str | None:
+    """Why a GMM cannot be decoded on the recipe's GMM features, or None: an imported Kaldi model
+    trained on transformed features (LDA+MLLT, fMLLR) has another dimension, and those transforms
+    are Kaldi's, not the recipe's."""
+    dim = next((int(f.shape[1]) for f in feats.values()), model_dim)
+    if model_dim == dim:
+        return None
+    return f"its features are {model_dim}-dimensional, the recipe's MFCC + deltas {dim}-dimensional"
+
+
 def gmm_eval_features(paths: RunPaths, dev: EvalSplit, test: EvalSplit) -> dict[str, np.ndarray]:
     """utt -> the GMMs' features (MFCC + deltas, per-speaker CMN) of the dev and test utterances."""
     from asr_kd.align.feats import gmm_features, read_mfcc
@@ -381,15 +391,13 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
                                           cfg.decode.num_jobs, params)
     gmm_feats = gmm_eval_features(paths, dev, test)
-    feat_dim = next((int(f.shape[1]) for f in gmm_feats.values()), None)
     not_decoded: dict[str, str] = {}
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
-        if feat_dim is not None and model.dim != feat_dim:
-            # An imported Kaldi model trained on transformed features (LDA+MLLT, fMLLR): not ours to compute.
-            not_decoded[gs.name] = (f"its features are {model.dim}-dimensional, the recipe's MFCC + deltas "
-                                    f"{feat_dim}-dimensional")
-            log.warning("%s not decoded: %s", gs.name, not_decoded[gs.name])
+        problem = gmm_feature_mismatch(model.dim, gmm_feats)
+        if problem:
+            not_decoded[gs.name] = problem
+            log.warning("%s (%s) not decoded: %s", gs.name, gs.model_dir, problem)
             continue
         gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
         results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
