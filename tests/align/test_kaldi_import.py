@@ -46,6 +46,8 @@ def test_pdf_text_imports_and_a_length_mismatch_is_named(tmp_path, paths):
     assert read_scp(paths.pdf_scp("train")) == {"a": labels["a"], "b": labels["b"]}
     assert read_scp(paths.pdf_scp("dev")) == {"d": labels["d"]}
     assert summary["num_pdfs"] == 6 and summary["source"] == "kaldi"
+    assert summary["model"] == {"decodable": False, "missing": "final.mdl and tree"}  # labels only: no HMM
+    assert not paths.final_mdl.exists()
     assert summary["success_rate"] == pytest.approx(2 / 3)
     assert summary["length_mismatches"] == 1
     assert "c 5 labels for 6 frames" in (paths.align / "train" / "failed.txt").read_text()
