@@ -76,8 +76,8 @@ class LangConfig:
 class AlignConfig:
     source: str = "builtin"  # builtin | kaldi
     kaldi_ali_dir: str = ""  # with source=kaldi: a Kaldi exp dir (final.mdl + ali.*.gz) or pdf text/ark
-    # With source=kaldi: Kaldi's data/lang the model was trained with ("" = our lang/, checked against
-    # the phones.txt beside final.mdl); the graph stage decodes with its lexicon and words.
+    # With source=kaldi: Kaldi's data/lang the model was trained with ("" = the lang files beside
+    # final.mdl if it has them, else our lang/ checked against its phones.txt); the graph uses it.
     kaldi_lang_dir: str = ""
     context: str = "monophone"  # monophone | triphone
     mono_iters: int = 25

@@ -5,7 +5,8 @@ With ``align.source=kaldi`` the align stage takes Kaldi's ``final.mdl`` and ``tr
 needs a lexicon FST (``L_disambig.fst``) over the same ids, and one of these gives it:
 
 1. ``align.kaldi_lang_dir`` (Kaldi's ``data/lang``, or any directory with ``phones.txt``,
-   ``words.txt`` and ``L_disambig.fst``): copied to ``align/lang/``. Its ``phones.txt`` must equal
+   ``words.txt`` and ``L_disambig.fst``; unset, the experiment directory itself when it holds
+   those three): copied to ``align/lang/``. Its ``phones.txt`` must equal
    the experiment's, disambiguation symbols aside (what Kaldi's
    ``utils/lang/check_phones_compatible.sh`` checks); Kaldi's ``phones/align_lexicon.txt`` becomes
    ``lexicon.txt`` (for word times in ``transcribe``).
@@ -256,6 +257,9 @@ def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Pa
     exp_phones = exp_dir / "phones.txt"
     exp_phones = exp_phones if exp_phones.exists() else None
     shutil.rmtree(paths.align_lang, ignore_errors=True)
+    if not kaldi_lang_dir and all((exp_dir / name).exists() for name in ("L_disambig.fst", "words.txt", "phones.txt")):
+        kaldi_lang_dir = str(exp_dir)  # the experiment carries its lang files itself
+        log.info("%s holds phones.txt, words.txt and L_disambig.fst: decoding with that lang", exp_dir)
     if kaldi_lang_dir:
         src = Path(kaldi_lang_dir)
         if not src.is_dir():

@@ -140,6 +140,15 @@ def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
         resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
 
 
+def test_an_experiment_dir_holding_its_lang_files_is_its_lang(tmp_path, run):
+    src, exp, mdl = write_kaldi_lang(tmp_path, run)
+    for name in ("words.txt", "L_disambig.fst"):
+        (exp / name).write_bytes((src / name).read_bytes())
+    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
+    assert summary["source"] == f"Kaldi lang {exp}" and summary["dir"] == "align/lang"
+    assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
+
+
 def test_a_words_txt_sharing_no_transcript_word_is_refused(tmp_path, run):
     words = tmp_path / "words.txt"
     words.write_text("<eps> 0\ncat 1\ndog 2\n")
