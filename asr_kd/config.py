@@ -76,6 +76,9 @@ class LangConfig:
 class AlignConfig:
     source: str = "builtin"  # builtin | kaldi
     kaldi_ali_dir: str = ""  # with source=kaldi: a Kaldi exp dir (final.mdl + ali.*.gz) or pdf text/ark
+    # With source=kaldi: Kaldi's data/lang the model was trained with ("" = the lang files beside
+    # final.mdl if it has them, else our lang/ checked against its phones.txt); the graph uses it.
+    kaldi_lang_dir: str = ""
     context: str = "monophone"  # monophone | triphone
     mono_iters: int = 25
     mono_gaussians: int = 1000

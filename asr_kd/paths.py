@@ -14,6 +14,8 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     align/<split>/pdf.{ark,scp}      HMM-state (pdf) ids (int32 per frame): the DNN labels
     align/<split>/failed.txt         utterances that could not be aligned, with the reason
     align/mono/final.mdl tree        the monophone system (when the final one is triphone)
+    align/lang/                      align.source=kaldi: the lang the imported model decodes with, when it
+                                     is Kaldi's or ours renumbered to Kaldi's phone ids (else lang/ is)
     shards/<split>/shard-NNNNNN.tar  webdataset shards; shards/<split>/index.json
     teachers/teacher-K/              teacher K: model.pt, metrics.json, checkpoints/ (see TrainRunDir)
     teachers/stacked/                all K teachers trained as one stacked model (teachers.stacked)
@@ -144,6 +146,11 @@ class RunPaths(_Reported):
     def mono_dir(self) -> Path:
         """With align.context=triphone: the monophone system's final.mdl and tree."""
         return self.align / "mono"
+
+    @property
+    def align_lang(self) -> Path:
+        """With align.source=kaldi: Kaldi's lang (or ours renumbered to its phone ids), when lang/ is not it."""
+        return self.align / "lang"
 
     @property
     def mono_mdl(self) -> Path:

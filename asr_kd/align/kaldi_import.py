@@ -14,6 +14,14 @@ Every alignment must have exactly one label per feature frame of ``features/<spl
 a third of the features' is reported as frame subsampling (chain models), which this recipe
 does not use. The outputs are the builtin aligner's: ``align/<split>/pdf.{ark,scp}`` and, with
 transition ids, ``align/<split>/ali.{ark,scp}``.
+
+When ``final.mdl`` and ``tree`` are both in the directory (with either kind of labels), they are
+checked to load together and copied into ``align/`` as they are, so the graph and decode stages
+build and search HCLG with Kaldi's tree and model; the lexicon they need over Kaldi's phone ids
+is ``align.kaldi_lang_dir`` (Kaldi's ``data/lang``) or our ``lang/`` checked against the
+experiment's ``phones.txt`` (:mod:`asr_kd.align.kaldi_lang`). The GMM itself is decoded (the
+report's GMM row) only when its feature dimension is our MFCC + deltas' (a model on LDA+MLLT or
+fMLLR features is not: those transforms are Kaldi's, not ours).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import gzip
 import logging
 import math
 import re
-import struct
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -30,8 +38,8 @@ from typing import IO, Any
 import numpy as np
 
 from asr_kd.config import RecipeConfig
-from asr_kd.fileio import write_text
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.fileio import atomic_path, write_text
+from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS, RunPaths
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
@@ -73,132 +81,11 @@ def read_int_vectors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
             raise StageError(f"{path}:{lineno}: expected 'utt-id int int ...', got {line[:80]!r}") from None
 
 
-# ------------------------------------------------------------------------------------------------
-# The transition model of final.mdl: transition id -> pdf id
-# ------------------------------------------------------------------------------------------------
-def _tid2pdf(entries: list[list[tuple[int, int, list[int]]]], phone2entry: dict[int, int],
-             tuples: list[tuple[int, int, int, int]]) -> np.ndarray:
-    """Kaldi's transition-id numbering: per transition state (tuple) in order, one id per HMM
-    transition of its state; a self-loop maps to the self-loop pdf, others to the forward pdf.
-
-    entries: per topology entry, per HMM state (forward pdf class, self-loop pdf class, [dest...]).
-    """
-    out = [0]  # index 0 is a dummy, as in TransitionModel
-    for phone, hmm_state, forward_pdf, self_loop_pdf in tuples:
-        dests = entries[phone2entry[phone]][hmm_state][2]
-        out += [self_loop_pdf if d == hmm_state else forward_pdf for d in dests]
-    return np.array(out, dtype=np.int32)
-
-
-def _text_topology(text: str) -> tuple[list[list[tuple[int, int, list[int]]]], dict[int, int]]:
-    entries: list[list[tuple[int, int, list[int]]]] = []
-    phone2entry: dict[int, int] = {}
-    for block in re.findall(r"<TopologyEntry>(.*?)</TopologyEntry>", text, flags=re.S):
-        phones = [int(x) for x in re.search(r"<ForPhones>(.*?)</ForPhones>", block, flags=re.S).group(1).split()]
-        states = []
-        for st in re.findall(r"<State>(.*?)</State>", block, flags=re.S):
-            pdf = re.search(r"<PdfClass>\s+(-?\d+)", st)
-            fwd = re.search(r"<ForwardPdfClass>\s+(-?\d+)", st)
-            slp = re.search(r"<SelfLoopPdfClass>\s+(-?\d+)", st)
-            f = int(pdf.group(1)) if pdf else int(fwd.group(1)) if fwd else -1
-            s = int(slp.group(1)) if slp else f
-            dests = [int(d) for d in re.findall(r"<Transition>\s+(\d+)", st)]
-            states.append((f, s, dests))
-        for p in phones:
-            phone2entry[p] = len(entries)
-        entries.append(states)
-    return entries, phone2entry
-
-
-class _Binary:
-    """A reader of Kaldi's binary basic types (size byte + little-endian value) and tokens."""
-
-    def __init__(self, blob: bytes, path: Path) -> None:
-        self.b, self.i, self.path = blob, 0, path
-
-    def token(self) -> str:
-        j = self.b.index(b" ", self.i)
-        tok, self.i = self.b[self.i : j].decode(), j + 1
-        return tok
-
-    def expect(self, tok: str) -> None:
-        got = self.token()
-        if got != tok:
-            raise StageError(f"{self.path}: expected {tok} in the binary model, found {got!r}")
-
-    def int32(self) -> int:
-        size = self.b[self.i]
-        if size != 4:
-            raise StageError(f"{self.path}: expected a 4-byte integer at byte {self.i}")
-        (v,) = struct.unpack_from("<i", self.b, self.i + 1)
-        self.i += 5
-        return v
-
-    def float32(self) -> float:
-        (v,) = struct.unpack_from("<f", self.b, self.i + 1)
-        self.i += 5
-        return v
-
-    def int_vector(self) -> list[int]:
-        self.i += 1  # element size
-        (n,) = struct.unpack_from("<i", self.b, self.i)
-        vals = list(struct.unpack_from(f"<{n}i", self.b, self.i + 4))
-        self.i += 4 + 4 * n
-        return vals
-
-
-def _binary_transition_model(blob: bytes, path: Path) -> tuple[Any, dict[int, int], list[tuple[int, ...]]]:
-    r = _Binary(blob, path)
-    r.expect("<TransitionModel>")
-    r.expect("<Topology>")
-    phones, phone2idx = r.int_vector(), r.int_vector()
-    n = r.int32()
-    is_hmm = n != -1
-    if not is_hmm:
-        n = r.int32()
-    entries = []
-    for _ in range(n):
-        states = []
-        for _ in range(r.int32()):
-            f = r.int32()
-            s = f if is_hmm else r.int32()
-            dests = []
-            for _ in range(r.int32()):
-                dests.append(r.int32())
-                r.float32()
-            states.append((f, s, dests))
-        entries.append(states)
-    r.expect("</Topology>")
-    kind = r.token()
-    width = 3 if kind == "<Triples>" else 4
-    tuples = []
-    for _ in range(r.int32()):
-        t = tuple(r.int32() for _ in range(width))
-        tuples.append(t if width == 4 else (t[0], t[1], t[2], t[2]))
-    phone2entry = {p: phone2idx[p] for p in phones}
-    return entries, phone2entry, tuples
-
-
 def read_tid2pdf(mdl: Path) -> np.ndarray:
     """transition id -> pdf id (index 0 a dummy) from a Kaldi ``final.mdl`` (binary or text)."""
-    blob = Path(mdl).read_bytes()
-    if blob.startswith(b"\0B"):
-        entries, phone2entry, tuples = _binary_transition_model(blob[2:], mdl)
-        return _tid2pdf(entries, phone2entry, tuples)
-    text = blob.decode(errors="replace")
-    end = text.find("</TransitionModel>")
-    if end < 0:
-        raise StageError(f"{mdl}: no <TransitionModel> found; is it a Kaldi final.mdl?")
-    head = text[:end]
-    entries, phone2entry = _text_topology(head)
-    m = re.search(r"<(Tuples|Triples)>\s+(\d+)(.*?)</(Tuples|Triples)>", head, flags=re.S)
-    if not m:
-        raise StageError(f"{mdl}: no <Tuples>/<Triples> section in the transition model")
-    nums = [int(x) for x in m.group(3).split()]
-    width = 4 if m.group(1) == "Tuples" else 3
-    rows = [tuple(nums[i : i + width]) for i in range(0, len(nums), width)]
-    tuples = [r if width == 4 else (r[0], r[1], r[2], r[2]) for r in rows]
-    return _tid2pdf(entries, phone2entry, tuples)
+    from asr_kd.align.kaldi_format import read_mdl
+
+    return read_mdl(mdl, with_am=False).tid2pdf()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -322,12 +209,50 @@ def import_alignments(
     return summaries, num_pdfs
 
 
+# ------------------------------------------------------------------------------------------------
+# The model, the tree and the lang, for the graph and decode stages
+# ------------------------------------------------------------------------------------------------
+def import_model(src: Path, kaldi_lang_dir: str, paths: RunPaths) -> dict[str, Any]:
+    """Copy Kaldi's ``final.mdl`` and ``tree`` (beside the alignments) into ``align/`` as they are,
+    after checking that they load together, and choose the lang they decode with
+    (:func:`asr_kd.align.kaldi_lang.resolve_lang`). Without both files the run has labels but no
+    HMM: the summary says so and the graph stage will stop, naming what is missing."""
+    from asr_kd.align.kaldi_format import read_mdl
+    from asr_kd.align.kaldi_lang import resolve_lang
+    from asr_kd.align.model import from_mdl, read_tree
+
+    exp = src if src.is_dir() else src.parent
+    mdl_path, tree_path = exp / GMM_MODEL_FILE, exp / GMM_TREE_FILE
+    shutil.rmtree(paths.mono_dir, ignore_errors=True)  # the built-in aligner's monophone system, if any
+    if not (mdl_path.exists() and tree_path.exists()):
+        for stale in (paths.final_mdl, paths.tree):
+            stale.unlink(missing_ok=True)
+        shutil.rmtree(paths.align_lang, ignore_errors=True)
+        absent = " and ".join(p.name for p in (mdl_path, tree_path) if not p.exists())
+        log.warning("no %s in %s: labels imported, but the graph and decode stages need Kaldi's final.mdl and "
+                    "tree there", absent, exp)
+        return {"decodable": False, "missing": absent}
+    mdl = read_mdl(mdl_path)
+    try:
+        model = from_mdl(mdl, read_tree(tree_path), mdl_path)
+    except ValueError as e:
+        raise StageError(str(e)) from None
+    lang = resolve_lang(paths, mdl, kaldi_lang_dir, exp, mdl_path)
+    for s_, d in ((mdl_path, paths.final_mdl), (tree_path, paths.tree)):
+        with atomic_path(d) as tmp:
+            shutil.copyfile(s_, tmp)
+    return {"decodable": True, "final_mdl": str(mdl_path), "binary": mdl.binary, "num_pdfs": model.num_pdfs,
+            "num_gaussians": model.num_gauss, "feature_dim": model.dim,
+            "num_transition_ids": int(model.trans_model.num_transition_ids), "lang": lang}
+
+
 def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The align stage with ``align.source=kaldi``: Kaldi alignments -> pdf.scp (+ ali.scp) per split."""
     if not cfg.align.kaldi_ali_dir:
         raise StageError("align.source=kaldi needs --set align.kaldi_ali_dir=PATH (a Kaldi ali dir or pdf file)")
     src = Path(cfg.align.kaldi_ali_dir)
     mode, files, mdl = find_inputs(src)
+    model = import_model(src, cfg.align.kaldi_lang_dir, paths)
     lengths = {split: feature_lengths(paths.fbank_scp(split)) for split in SPLITS}
     splits, num_pdfs = import_alignments(files, mdl, lengths, paths)
     train = splits["train"]
@@ -352,5 +277,6 @@ def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any
         "success_rate_per_split": {s: v["success_rate"] for s, v in splits.items()},
         "utterances_per_split": {s: v["utterances"] for s, v in splits.items()},
         "length_mismatches": sum(v["length_mismatches"] for v in splits.values()),
+        "model": model,
         "splits": splits,
     }

@@ -4,11 +4,14 @@ On disk, as Kaldi's ``exp/mono``:
 
 - ``tree``: the context dependency in Kaldi's binary format (``ContextDependency.write``), read
   back through its pickle state (the same bytes without Kaldi's ``\\0B`` binary header).
-- ``final.mdl``: Kaldi's *text* model format (``gmm-copy --binary=false`` writes the same):
-  ``<TransitionModel>`` (topology, ``<Tuples>`` phone / HMM state / forward pdf / self-loop pdf,
-  ``<LogProbs>``) followed by the ``AmDiagGmm`` (``<DIMENSION> <NUMPDFS>`` then one ``<DiagGMM>``
-  per pdf with ``<GCONSTS> <WEIGHTS> <MEANS_INVVARS> <INV_VARS>``). Kaldi tools read it as is;
-  kaldi-hmm-gmm has no model writer, so this module writes and parses that text.
+- ``final.mdl``: the built-in aligner writes Kaldi's *text* model format (``gmm-copy
+  --binary=false`` writes the same): ``<TransitionModel>`` (topology, ``<Tuples>`` phone / HMM
+  state / forward pdf / self-loop pdf, ``<LogProbs>``) followed by the ``AmDiagGmm``
+  (``<DIMENSION> <NUMPDFS>`` then one ``<DiagGMM>`` per pdf with ``<GCONSTS> <WEIGHTS>
+  <MEANS_INVVARS> <INV_VARS>``). Kaldi tools read it as is. :func:`load_model` reads it, or a
+  Kaldi binary model (an imported Kaldi experiment's), through :mod:`asr_kd.align.kaldi_format`;
+  :func:`save_model_binary` writes the binary form (the Kaldi export). kaldi-hmm-gmm itself has
+  no reader or writer for either.
 
 :func:`load_model` returns a :class:`GmmHmm` that decoding and triphone training reuse.
 """
@@ -17,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from typing import Any
 import kaldi_hmm_gmm as khg
 import numpy as np
 
+from asr_kd.align.kaldi_format import DiagGmmParams, MdlFile, read_mdl, write_mdl_binary
 from asr_kd.fileio import atomic_open, atomic_path
 from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE
 from asr_kd.runner import StageError
@@ -161,6 +164,11 @@ def save_model(model: GmmHmm, mdl_path: Path, tree_path: Path) -> None:
         model.ctx_dep.write(True, str(tmp))
 
 
+def save_model_binary(model: GmmHmm, mdl_path: Path) -> None:
+    """Write ``final.mdl`` in Kaldi's binary format (what ``gmm-copy`` writes by default), atomically."""
+    write_mdl_binary(to_mdl(model), mdl_path)
+
+
 def read_tree(path: Path) -> Any:
     """A khg.ContextDependency from a Kaldi binary tree file (as written by ``write(True, ...)``)."""
     blob = Path(path).read_bytes()
@@ -171,49 +179,39 @@ def read_tree(path: Path) -> Any:
     return ctx_dep
 
 
-def _between(text: str, start: str, end: str, path: Path) -> str:
-    i, j = text.find(start), text.find(end)
-    if i < 0 or j < 0 or j < i:
-        raise ValueError(f"{path}: no {start} ... {end} section; is it a Kaldi text model (gmm-copy --binary=false)?")
-    return text[i + len(start) : j]
+def to_mdl(model: GmmHmm) -> MdlFile:
+    """The model as the numbers of a Kaldi ``final.mdl`` (for :func:`asr_kd.align.kaldi_format.write_mdl_binary`)."""
+    tm = model.trans_model
+    phones, phone2idx, entries = tm.topo.__getstate__()
+    gmms = []
+    for pdf in range(model.am.num_pdfs):
+        g = model.am.get_pdf(pdf)
+        gmms.append(DiagGmmParams(np.asarray(g.gconsts, np.float32), np.asarray(g.weights, np.float32),
+                                  np.asarray(g.means_invvars, np.float32), np.asarray(g.inv_vars, np.float32)))
+    return MdlFile(
+        phones=list(phones),
+        phone2entry={p: phone2idx[p] for p in phones},
+        entries=[[st.__getstate__() for st in states] for states in entries],
+        tuples=[tuple(t.__getstate__()) for t in tm.tuples],
+        log_probs=np.asarray(tm.log_probs, np.float32),
+        dim=int(model.am.dim),
+        gmms=gmms,
+    )
 
 
-def _numbers(block: str) -> np.ndarray:
-    return np.array(block.replace("[", " ").replace("]", " ").split(), dtype=np.float64)
-
-
-def _parse_am(text: str, path: Path) -> Any:
-    m = re.search(r"<DIMENSION>\s+(\d+)\s+<NUMPDFS>\s+(\d+)", text)
-    if not m:
-        raise ValueError(f"{path}: no <DIMENSION> <NUMPDFS> header of an AmDiagGmm")
-    dim, num_pdfs = int(m.group(1)), int(m.group(2))
-    blocks = re.findall(r"<DiagGMM>(.*?)</DiagGMM>", text[m.end() :], flags=re.S)
-    if len(blocks) != num_pdfs:
-        raise ValueError(f"{path}: {len(blocks)} <DiagGMM> blocks, header says {num_pdfs}")
-    am = khg.AmDiagGmm()
-    for block in blocks:
-        fields = dict(re.findall(r"<(\w+)>\s*(\[[^\]]*\])", block))
-        weights = _numbers(fields["WEIGHTS"]).astype(np.float32)  # (G,)
-        inv_vars = _numbers(fields["INV_VARS"]).reshape(len(weights), dim)  # (G, D)
-        means = _numbers(fields["MEANS_INVVARS"]).reshape(len(weights), dim) / inv_vars  # (G, D)
-        gmm = khg.DiagGmm(nmix=len(weights), dim=dim)
-        gmm.set_weights(weights)
-        gmm.set_invvars_and_means(inv_vars.astype(np.float32), means.astype(np.float32))
-        gmm.compute_gconsts()
-        am.add_pdf(gmm)
-    return am
-
-
-def _parse_transition_model(text: str, ctx_dep: Any, path: Path) -> tuple[Any, Any]:
+def from_mdl(mdl: MdlFile, ctx_dep: Any, path: Path) -> GmmHmm:
+    """kaldi-hmm-gmm objects from a ``final.mdl`` read by :func:`asr_kd.align.kaldi_format.read_mdl`
+    and the tree it was trained with; ValueError naming ``path`` when they do not belong together."""
     topo = khg.HmmTopology()
-    topo.read("<Topology>" + _between(text, "<Topology>", "</Topology>", path) + "</Topology>\n")
-    tm = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
-    rows = _between(text, "<Tuples>", "</Tuples>", path).split("\n")[1:]
-    file_tuples = [tuple(int(x) for x in r.split()) for r in rows if r.strip()]
-    ours = [tuple(t.__getstate__()) for t in tm.tuples]
-    if file_tuples != ours:
+    topo.read(mdl.topology_text())
+    try:
+        tm = khg.TransitionModel(ctx_dep=ctx_dep, hmm_topo=topo)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: its topology does not fit the tree beside it ({e}); were they written "
+                         "by the same training run?") from None
+    if [tuple(t.__getstate__()) for t in tm.tuples] != list(mdl.tuples):
         raise ValueError(f"{path}: its transition tuples do not match the tree beside it; were they written together?")
-    log_probs = _numbers(_between(text, "<LogProbs>", "</LogProbs>", path))
+    log_probs = np.asarray(mdl.log_probs, np.float64)
     if len(log_probs) != tm.num_transition_ids + 1:
         raise ValueError(f"{path}: {len(log_probs)} log-probs for {tm.num_transition_ids} transition ids")
     # The pickle state is (tuples, topology, state2id, id2state, id2pdf, num_pdfs, log_probs,
@@ -223,7 +221,14 @@ def _parse_transition_model(text: str, ctx_dep: Any, path: Path) -> tuple[Any, A
     state[7] = _non_self_loop_log_probs(tm, log_probs)
     loaded = khg.TransitionModel.__new__(khg.TransitionModel)
     loaded.__setstate__(tuple(state))
-    return loaded, topo
+    am = khg.AmDiagGmm()
+    for g in mdl.gmms or []:
+        gmm = khg.DiagGmm.__new__(khg.DiagGmm)
+        gmm.__setstate__((g.weights, g.inv_vars, g.means_invvars))  # recomputes the gconsts, as Kaldi's reader
+        am.add_pdf(gmm)
+    if am.num_pdfs != loaded.num_pdfs:
+        raise ValueError(f"{path}: the AM has {am.num_pdfs} pdfs, the transition model {loaded.num_pdfs}")
+    return GmmHmm(ctx_dep=ctx_dep, trans_model=loaded, am=am, topo=topo)
 
 
 def _non_self_loop_log_probs(tm: Any, log_probs: np.ndarray) -> list[float]:
@@ -238,18 +243,11 @@ def _non_self_loop_log_probs(tm: Any, log_probs: np.ndarray) -> list[float]:
 
 
 def load_model(align_dir: str | Path) -> GmmHmm:
-    """Read ``final.mdl`` and ``tree`` from an align directory (see :func:`save_model`)."""
+    """Read ``final.mdl`` (Kaldi binary or text) and ``tree`` (Kaldi binary) from a directory."""
     align_dir = Path(align_dir)
     mdl_path, tree_path = align_dir / GMM_MODEL_FILE, align_dir / GMM_TREE_FILE
     for p in (mdl_path, tree_path):
         if not p.exists():
-            raise StageError(f"{p} is missing; run the align stage (--stage align)")
-    ctx_dep = read_tree(tree_path)
-    text = mdl_path.read_text()
-    if text.startswith("\0B"):
-        raise ValueError(f"{mdl_path} is a Kaldi binary model; convert it with gmm-copy --binary=false")
-    tm, topo = _parse_transition_model(text, ctx_dep, mdl_path)
-    am = _parse_am(text[text.find("</TransitionModel>") :], mdl_path)
-    if am.num_pdfs != tm.num_pdfs:
-        raise ValueError(f"{mdl_path}: the AM has {am.num_pdfs} pdfs, the transition model {tm.num_pdfs}")
-    return GmmHmm(ctx_dep=ctx_dep, trans_model=tm, am=am, topo=topo)
+            raise StageError(f"{p} is missing; run the align stage (--stage align); with align.source=kaldi, "
+                             "align.kaldi_ali_dir needs final.mdl and tree for the graph and decode stages")
+    return from_mdl(read_mdl(mdl_path), read_tree(tree_path), mdl_path)

@@ -32,7 +32,7 @@ import kaldifst
 
 from asr_kd.align.model import load_model
 from asr_kd.config import RecipeConfig
-from asr_kd.data.lang import load_lang
+from asr_kd.data.lang import load_lang, run_lang_dir
 from asr_kd.data.manifest import Utterance, iter_manifest, read_manifest
 from asr_kd.decoding import lm
 from asr_kd.fileio import atomic_open, atomic_path, read_json, write_json
@@ -291,7 +291,7 @@ def _manifest(paths: RunPaths, split: str) -> list[Utterance]:
 
 def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The graph stage's work: LM -> G -> HCLG under ``<exp>/graph`` (and ``graph/mono``); its summary."""
-    lang = load_lang(paths.lang)
+    lang = load_lang(run_lang_dir(paths))  # lang/, or align/lang/ with an imported Kaldi model
     model = load_model(paths.align)
     vocab = {w for w in lang.words if w not in ("<eps>", "#0", "<s>", "</s>")}
     lm_summary = prepare_lm(cfg, paths, vocab)

@@ -468,9 +468,10 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
 
 def _shared_files(paths: Any) -> dict[str, Path]:
     """The run's files every model directory holds a copy of: model-dir name -> the run's file."""
+    from asr_kd.data.lang import run_lang_dir
     from asr_kd.paths import GraphDir, LangDir
 
-    md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(paths.lang)
+    md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(run_lang_dir(paths))
     return {md.hclg.name: graph.hclg, md.words.name: graph.words, md.final_mdl.name: paths.final_mdl,
             md.tree.name: paths.tree, md.phones.name: lang.phones, md.lexicon.name: lang.lexicon}
 

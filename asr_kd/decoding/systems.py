@@ -261,6 +261,16 @@ def gmm_systems(cfg: RecipeConfig, paths: RunPaths) -> list[GmmSystem]:
     return out
 
 
+def gmm_feature_mismatch(model_dim: int, feats: dict[str, np.ndarray]) -> str | None:
+    """Why a GMM cannot be decoded on the recipe's GMM features, or None: an imported Kaldi model
+    trained on transformed features (LDA+MLLT, fMLLR) has another dimension, and those transforms
+    are Kaldi's, not the recipe's."""
+    dim = next((int(f.shape[1]) for f in feats.values()), model_dim)
+    if model_dim == dim:
+        return None
+    return f"its features are {model_dim}-dimensional, the recipe's MFCC + deltas {dim}-dimensional"
+
+
 def gmm_eval_features(paths: RunPaths, dev: EvalSplit, test: EvalSplit) -> dict[str, np.ndarray]:
     """utt -> the GMMs' features (MFCC + deltas, per-speaker CMN) of the dev and test utterances."""
     from asr_kd.align.feats import gmm_features, read_mfcc
@@ -401,8 +411,14 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
                                           cfg.decode.num_jobs, params, scale_from=shared_scale(cfg, system, results))
     gmm_feats = gmm_eval_features(paths, dev, test)
+    not_decoded: dict[str, str] = {}
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
+        problem = gmm_feature_mismatch(model.dim, gmm_feats)
+        if problem:
+            not_decoded[gs.name] = problem
+            log.warning("%s (%s) not decoded: %s", gs.name, gs.model_dir, problem)
+            continue
         gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
         results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
                                              cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
@@ -412,4 +428,5 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "dev_utts_for_tuning": len(dev.utts),
         "test_utts": len(test.utts),
         "acoustic_scales": list(scales),
+        **({"gmm_not_decoded": not_decoded} if not_decoded else {}),
     }

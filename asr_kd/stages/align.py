@@ -1,12 +1,14 @@
 """The align stage: GMM-HMM forced alignment -> per-frame HMM-state (pdf) ids, the DNN's labels.
 
 ``align.source=builtin`` trains and aligns with :mod:`asr_kd.align.builtin`; ``align.source=kaldi``
-imports the alignments of a Kaldi experiment (:mod:`asr_kd.align.kaldi_import`). Outputs under
-``<exp>/align/`` (names in :mod:`asr_kd.paths`).
+imports the alignments of a Kaldi experiment, and its final.mdl, tree and lang for the graph
+(:mod:`asr_kd.align.kaldi_import`). Outputs under ``<exp>/align/`` (names in :mod:`asr_kd.paths`).
+``python -m asr_kd.align.kaldi_export`` writes the result back out as a Kaldi experiment.
 """
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from asr_kd.config import RecipeConfig
@@ -25,4 +27,5 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         return import_kaldi_alignments(cfg, paths)
     from asr_kd.align.builtin import align_builtin
 
+    shutil.rmtree(paths.align_lang, ignore_errors=True)  # a Kaldi import's lang: the built-in model uses lang/
     return align_builtin(cfg, paths)

@@ -1,6 +1,7 @@
 """The graph stage: LM text (or ``decode.arpa``) -> ``graph/lm.arpa`` -> G.fst; with L, the tree
 and the model -> HCLG.fst, and with a triphone align stage the monophone GMM's graph in
-``graph/mono`` too (:mod:`asr_kd.decoding.graph`, :mod:`asr_kd.decoding.lm`).
+``graph/mono`` too (:mod:`asr_kd.decoding.graph`, :mod:`asr_kd.decoding.lm`). L and the words are
+``lang/``'s, or ``align/lang/``'s when the align stage imported a Kaldi model with its lang.
 """
 
 from __future__ import annotations

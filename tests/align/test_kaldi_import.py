@@ -46,6 +46,8 @@ def test_pdf_text_imports_and_a_length_mismatch_is_named(tmp_path, paths):
     assert read_scp(paths.pdf_scp("train")) == {"a": labels["a"], "b": labels["b"]}
     assert read_scp(paths.pdf_scp("dev")) == {"d": labels["d"]}
     assert summary["num_pdfs"] == 6 and summary["source"] == "kaldi"
+    assert summary["model"] == {"decodable": False, "missing": "final.mdl and tree"}  # labels only: no HMM
+    assert not paths.final_mdl.exists()
     assert summary["success_rate"] == pytest.approx(2 / 3)
     assert summary["length_mismatches"] == 1
     assert "c 5 labels for 6 frames" in (paths.align / "train" / "failed.txt").read_text()
@@ -65,7 +67,7 @@ def test_transition_ids_map_to_pdfs_with_final_mdl(tmp_path, paths):
 
     lex = {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")]}
     lexicon, _ = build_lexicon(lex, lex, position_dependent=False)
-    lang = write_lang(tmp_path / "lang", lexicon, 0.5, False)
+    lang = write_lang(paths.lang, lexicon, 0.5, False)
     model = init_monophone(lang.topology(), np.zeros(39), np.ones(39))
     src = tmp_path / "tri_ali"
     save_model(model, src / "final.mdl", src / "tree")
@@ -87,6 +89,10 @@ def test_transition_ids_map_to_pdfs_with_final_mdl(tmp_path, paths):
     for u in ("a", "b", "c"):
         assert pdfs[u] == tid2pdf[tids[u]].tolist()
     assert read_scp(paths.ali_scp("test"))["e"] == tids["e"].tolist()
+    # the model and tree come along for the graph stage, byte for byte; our lang/ serves (no phones.txt to map)
+    assert summary["model"]["decodable"] and summary["model"]["lang"]["dir"] == "lang"
+    assert paths.final_mdl.read_bytes() == (src / "final.mdl").read_bytes()
+    assert paths.tree.read_bytes() == (src / "tree").read_bytes()
 
 
 def test_missing_source_is_a_clear_error(tmp_path, paths):
@@ -98,13 +104,13 @@ def test_missing_source_is_a_clear_error(tmp_path, paths):
 
 
 def kaldi_binary_transition_model(topo_text: str, tuples: list[tuple[int, int, int, int]]) -> bytes:
-    """Kaldi's binary TransitionModel layout (HmmTopology::Write + <Triples>), written for this test."""
+    """Kaldi's binary TransitionModel layout (HmmTopology::Write + <Triples> + <LogProbs>), encoded
+    here by hand from Kaldi's Write functions, independently of asr_kd.align.kaldi_format's writer."""
     import struct
 
-    from asr_kd.align.kaldi_import import _text_topology
+    from asr_kd.align.kaldi_format import _text_topology
 
-    entries, phone2entry = _text_topology(topo_text)
-    phones = sorted(phone2entry)
+    phones, phone2entry, entries = _text_topology(topo_text)
     phone2idx = [phone2entry.get(p, -1) for p in range(max(phones) + 1)]
 
     def i32(v: int) -> bytes:
@@ -114,16 +120,19 @@ def kaldi_binary_transition_model(topo_text: str, tuples: list[tuple[int, int, i
         return b"\x04" + struct.pack(f"<i{len(v)}i", len(v), *v)
 
     out = b"\0B<TransitionModel> <Topology> " + ivec(phones) + ivec(phone2idx) + i32(len(entries))
+    num_tids = 0
     for states in entries:
         out += i32(len(states))
-        for forward, _self_loop, dests in states:
-            out += i32(forward) + i32(len(dests))
-            for d in dests:
+        for forward, _self_loop, transitions in states:
+            out += i32(forward) + i32(len(transitions))
+            for d, _prob in transitions:
                 out += i32(d) + b"\x04" + struct.pack("<f", 0.5)
     out += b"</Topology> <Triples> " + i32(len(tuples))
     for phone, hmm_state, forward_pdf, _ in tuples:
         out += i32(phone) + i32(hmm_state) + i32(forward_pdf)
-    return out + b"</Triples> <LogProbs> "
+        num_tids += len(entries[phone2entry[phone]][hmm_state][2])
+    log_probs = b"FV " + i32(num_tids + 1) + struct.pack(f"<{num_tids + 1}f", *([0.0] + [-0.5] * num_tids))
+    return out + b"</Triples> <LogProbs> " + log_probs + b"</LogProbs> </TransitionModel> "
 
 
 def test_binary_final_mdl_gives_the_same_mapping(tmp_path):

@@ -99,3 +99,11 @@ def test_gmm_systems_decode_the_monophone_only_when_asked_and_present(tmp_path) 
         ("gmm", "triphone", paths.graph), ("gmm_mono", "monophone", paths.graph / "mono")]
     off = load_config("smoke", {"decode.gmm_monophone": "false"})
     assert [g.name for g in systems.gmm_systems(off, paths)] == ["gmm"]
+
+
+def test_a_gmm_on_other_features_than_ours_is_not_decoded() -> None:
+    """An imported Kaldi model on LDA+MLLT features (40-dim) beside our MFCC + deltas (39-dim)."""
+    feats = {"u1": np.zeros((7, 39), np.float32)}
+    assert systems.gmm_feature_mismatch(39, feats) is None
+    assert systems.gmm_feature_mismatch(40, feats) == (
+        "its features are 40-dimensional, the recipe's MFCC + deltas 39-dimensional")
