@@ -1,6 +1,6 @@
 """Kaldi out and back in, on the smoke corpus through the command lines a user types.
 
-One built-in run (its align stage with fewer passes, then the graph stage) is exported with
+The session's smoke run (``smoke_run``, shared with the other end-to-end tests) is exported with
 ``python -m asr_kd.align.kaldi_export``; a second run imports that directory with
 ``align.source=kaldi`` and builds its graph from the imported tree, model and lang; a third uses
 the exported ``lang/`` as ``align.kaldi_lang_dir``. Labels, HCLG and GMM decoding must be the same.
@@ -25,8 +25,8 @@ from asr_kd.paths import SPLITS, RunPaths
 
 pytestmark = pytest.mark.slow
 
-# Fewer GMM passes than the smoke preset (the labels need not be good, only the same) and no monophone graph.
-FAST = ["--set", "align.mono_iters=4", "--set", "align.tri_iters=2", "--set", "decode.gmm_monophone=false"]
+# The imported runs build no monophone graph (only the main HCLG is compared).
+FAST = ["--set", "decode.gmm_monophone=false"]
 
 
 @dataclass
@@ -45,11 +45,9 @@ def recipe(corpus: Path, exp: Path, *args: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, smoke_corpus) -> Runs:
+def runs(tmp_path_factory, smoke_corpus, smoke_run) -> Runs:
     root = tmp_path_factory.mktemp("kaldi-roundtrip")
-    a, out, b, c = root / "builtin", root / "kaldi_exp", root / "imported", root / "imported_lang"
-    recipe(smoke_corpus, a, "--stop-stage", "align")
-    recipe(smoke_corpus, a, "--stage", "graph", "--stop-stage", "graph")
+    a, out, b, c = smoke_run, root / "kaldi_exp", root / "imported", root / "imported_lang"
     res = subprocess.run([sys.executable, "-m", "asr_kd.align.kaldi_export", "--exp-dir", str(a), str(out)],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr

@@ -1,6 +1,6 @@
 """The smoke preset end to end, through the command line a user types.
 
-One uninterrupted run (module fixture) is checked for the report, the stage summaries and the
+One uninterrupted run (the session fixture `smoke_run`, tests/conftest.py) is checked for the report, the stage summaries and the
 quality floor; a second invocation must skip every stage; a changed config must be refused; and a
 run killed inside a training stage must resume to the same models.
 """
@@ -40,14 +40,6 @@ def show(corpus: Path, exp: Path, stage: str) -> dict:
     res = recipe(*smoke_args(corpus, exp), "--show", stage)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, smoke_corpus) -> Path:
-    exp = tmp_path_factory.mktemp("smoke") / "exp"
-    res = recipe(*smoke_args(smoke_corpus, exp), timeout=1200)
-    assert res.returncode == 0, res.stderr[-4000:]
-    return exp
 
 
 def test_report_is_written_and_valid(smoke_run):
