@@ -18,7 +18,7 @@ smoke: apt venv
 	$(PY) -m asr_kd.recipes.librispeech --preset smoke $(RECIPE_ARGS)
 
 test: apt venv
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Everything but the end-to-end recipe runs (pytest -m "not slow"): a couple of minutes.
 test-fast: apt venv
