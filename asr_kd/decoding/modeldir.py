@@ -16,9 +16,8 @@ that turns audio into words, and nothing that needs the run directory or its con
 
 :class:`Transcriber` reads such a directory: audio (any format soundfile reads, any sample rate)
 -> Kaldi fbank -> CMVN -> the network (TorchScript, or ONNX through onnxruntime on CPU) -> scaled
-likelihoods -> the HCLG search. It
-reads neither the run's config nor its directory and imports no Lightning; fbank and resampling come
-from torchaudio (through asr_kd.data.features).
+likelihoods -> the HCLG search. It reads neither the run's config nor its directory and imports no
+Lightning; fbank and resampling come from torchaudio (through asr_kd.data.features).
 
 CMVN at transcription time: a system trained with per-speaker CMVN normalises each file by its
 own statistics (one file, one speaker; Kaldi's usual fallback when speakers are unknown); a
@@ -203,8 +202,8 @@ def onnx_unavailable() -> str | None:
         except (ImportError, OSError):  # OSError: a native library that does not load
             missing.append(module)
     if missing:
-        return (f"{', '.join(missing)} not importable (install the 'onnx' extra: "
-                "pip install -r requirements.lock, or pip install 'asr-kd[onnx]')")
+        return (f"{', '.join(missing)} not importable; the 'onnx' extra installs it "
+                "(pip install -r requirements.lock, or pip install 'asr-kd[onnx]')")
     return None
 
 
@@ -426,8 +425,8 @@ class Transcriber:
         onnx_info = self.info["acoustic_model"].get("onnx") or {}
         if not onnx_info.get("file"):
             why = onnx_info.get("skipped") or "exported before ONNX was written"
-            raise ModelDirError(f"{self.dir}: no ONNX network ({why}); re-run the export stage with the 'onnx' extra "
-                                "installed, or use --backend torchscript")
+            raise ModelDirError(f"{self.dir}: no am.onnx when it was exported: {why}. Re-run the export stage with "
+                                "the 'onnx' extra installed, or use --backend torchscript")
         try:
             return OnnxPosteriors(self.dir / onnx_info["file"])
         except ImportError as e:
@@ -615,8 +614,9 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
         am_info = info["acoustic_model"]
         if am_info["onnx"]["file"]:
             onnx_graphs.setdefault(arch, ModelDir(out).am_onnx)
-            log.info("%s: %s written in %.1f s (am.onnx %s, within %.1e of PyTorch)", system.name, out,
-                     time.perf_counter() - t0, am_info["onnx"]["graph"], am_info["onnx"]["max_abs_diff"])
+        log.info("%s: %s written in %.1f s (%s)", system.name, out, time.perf_counter() - t0,
+                 f"am.onnx {am_info['onnx']['graph']}, within {am_info['onnx']['max_abs_diff']:.1e} of PyTorch"
+                 if am_info["onnx"]["file"] else "TorchScript only")
         rows.append({"system": system.name, "params": am_info["params"],
                      "mflops_per_frame": am_info["mflops_per_frame"], **_inference_cost(out, timing_feats),
                      "wer": decoded.get("wer"), "frame_acc": decoded.get("frame_acc"),

@@ -477,8 +477,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                   f"Exported model directories (`models/<system>/`: {exported}). "
                   f"Acoustic model only (the search is the same graph for all), one CPU thread, "
                   f"{dep['timing_frames']} test frames: the whole utterance in one call, and streaming-style "
-                  f"(one 26-frame window a call), with torch (TorchScript) and with onnxruntime (ONNX). Real-time "
-                  f"factor: seconds of compute per second of audio.", "",
+                  f"(one 26-frame window a call), with torch (TorchScript)"
+                  f"{' and with onnxruntime (ONNX)' if onnx.get('written') else ''}. "
+                  f"Real-time factor: seconds of compute per second of audio.", "",
                   "| system | params | MFLOPs/frame | RTF whole utterance | RTF streaming, batch 1 "
                   "| ONNX Runtime RTF: whole | ONNX Runtime RTF: streaming | test WER | test frame acc |",
                   "|---|---|---|---|---|---|---|---|---|"]

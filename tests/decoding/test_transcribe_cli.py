@@ -49,4 +49,4 @@ def test_backend_onnx_on_a_model_dir_without_onnx_says_why_and_what_to_do(tmp_pa
                               search={}, onnx_skipped="onnxruntime not importable")
     assert transcribe.main([str(tmp_path / "m"), str(tmp_path / "a.wav"), "--backend", "onnx"]) == 2
     err = capsys.readouterr().err
-    assert "no ONNX network (onnxruntime not importable)" in err and "--backend torchscript" in err
+    assert "no am.onnx when it was exported: onnxruntime not importable" in err and "--backend torchscript" in err
