@@ -332,7 +332,7 @@ class ScoringDir(_Dir):
 class ModelDir(_Dir):
     """A self-contained model directory (``models/<system>/``; asr_kd.decoding.modeldir)::
 
-        am.pt model.json log_priors.npy cmvn.json      written by the export stage
+        am.pt am.onnx model.json log_priors.npy cmvn.json      written by the export stage
         HCLG.fst words.txt final.mdl tree phones.txt lexicon.txt   copied from graph/, align/, lang/
     """
 
@@ -340,6 +340,11 @@ class ModelDir(_Dir):
     def am(self) -> Path:
         """TorchScript: normalised fbank (T, D) -> log-posteriors (T, N)."""
         return self.root / "am.pt"
+
+    @property
+    def am_onnx(self) -> Path:
+        """The same network as ONNX (dynamic time axis), when onnx and onnxruntime are installed."""
+        return self.root / "am.onnx"
 
     @property
     def model_json(self) -> Path:

@@ -3,6 +3,7 @@
     python -m asr_kd.transcribe MODEL_DIR AUDIO [AUDIO ...]            # utt-id transcript, a line each
     python -m asr_kd.transcribe --exp-dir EXP [--system NAME] AUDIO ... # EXP/models/NAME (default: best student)
     python -m asr_kd.transcribe MODEL_DIR AUDIO --json                 # JSON lines: words with times, RTF
+    python -m asr_kd.transcribe MODEL_DIR AUDIO --backend onnx         # am.onnx through onnxruntime (CPU)
 
 Any format soundfile reads, any sample rate (resampled to the model's). Only the model directory
 is read (:mod:`asr_kd.decoding.modeldir`): no config, no run directory, no Lightning. A file that
@@ -29,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--beam", type=float, help="search beam (default: the run's decode.beam, in model.json)")
     p.add_argument("--max-active", type=int, help="max active states (default: the run's decode.max_active)")
     p.add_argument("--acoustic-scale", type=float, help="override the scale chosen on dev")
+    p.add_argument("--backend", choices=("torchscript", "onnx"), default="torchscript",
+                   help="run the network as am.pt with torch (default) or as am.onnx with onnxruntime on CPU")
     return p
 
 
@@ -55,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     from asr_kd.decoding.modeldir import ModelDirError, Transcriber
 
     try:
-        tr = Transcriber(model_dir, beam=args.beam, max_active=args.max_active, acoustic_scale=args.acoustic_scale)
+        tr = Transcriber(model_dir, beam=args.beam, max_active=args.max_active, acoustic_scale=args.acoustic_scale,
+                         backend=args.backend)
     except (ModelDirError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,6 +4,9 @@ The export stage writes one directory per system (``<exp>/models/<system>/``) ho
 that turns audio into words, and nothing that needs the run directory or its config::
 
     am.pt                 TorchScript: normalised fbank (T, D) -> log p(state | 26-frame window) (T, N)
+    am.onnx               the same network as ONNX (opset 20, dynamic T; input ``feats``, output
+                          ``log_posteriors``), when onnx/onnxscript/onnxruntime are installed
+                          (the ``onnx`` extra); model.json says why when it is not
     final.mdl, tree       the HMM (transition model) the labels and the graph were built with
     HCLG.fst, words.txt   the decoding graph and its word table
     phones.txt, lexicon.txt   to put times on the words of the best path
@@ -12,9 +15,9 @@ that turns audio into words, and nothing that needs the run directory or its con
     model.json            what all of this is: features, CMVN, acoustic scale, sizes, checksums
 
 :class:`Transcriber` reads such a directory: audio (any format soundfile reads, any sample rate)
--> Kaldi fbank -> CMVN -> the TorchScript network -> scaled likelihoods -> the HCLG search. It
-reads neither the run's config nor its directory and imports no Lightning; fbank and resampling come
-from torchaudio (through asr_kd.data.features).
+-> Kaldi fbank -> CMVN -> the network (TorchScript, or ONNX through onnxruntime on CPU) -> scaled
+likelihoods -> the HCLG search. It reads neither the run's config nor its directory and imports no
+Lightning; fbank and resampling come from torchaudio (through asr_kd.data.features).
 
 CMVN at transcription time: a system trained with per-speaker CMVN normalises each file by its
 own statistics (one file, one speaker; Kaldi's usual fallback when speakers are unknown); a
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -44,7 +48,12 @@ from torch import nn
 from asr_kd.paths import ModelDir
 
 FORMAT = "asr_kd.model_dir.v1"
-EXPORT_ATOL = 1e-4  # the TorchScript network must match the PyTorch model to this (log-posteriors)
+EXPORT_ATOL = 1e-4  # the TorchScript and ONNX networks must match the PyTorch model to this (log-posteriors)
+ONNX_OPSET = 20  # torch 2.11's exporter's own opset; onnxruntime >= 1.17 runs it
+ONNX_INPUT, ONNX_OUTPUT = "feats", "log_posteriors"
+BACKENDS = ("torchscript", "onnx")
+
+log = logging.getLogger(__name__)
 
 
 class FramePosteriors(nn.Module):
@@ -110,11 +119,15 @@ class ExportSources:
 
 def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSources, *, left: int, right: int,
                      mean: str, acoustic_scale: float, check_feats: np.ndarray, search: dict[str, float],
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+                     extra: dict[str, Any] | None = None, onnx_skipped: str | None = None,
+                     onnx_like: Path | None = None) -> dict[str, Any]:
     """Write ``out_dir`` (atomically: a temp directory renamed into place) for one system.
 
-    The network is traced to TorchScript and read back; its log-posteriors on ``check_feats`` (a
-    real utterance) must equal the PyTorch model's within :data:`EXPORT_ATOL`, else ValueError.
+    The network is traced to TorchScript and read back, and exported to ONNX and run with
+    onnxruntime unless ``onnx_skipped`` says why not (it is then recorded in model.json); the
+    log-posteriors of both on ``check_feats`` (a real utterance) must equal the PyTorch model's
+    within :data:`EXPORT_ATOL`, else ValueError. ``onnx_like``: an am.onnx of the same architecture
+    whose graph is reused with this network's weights (:func:`reuse_onnx_graph`) when it fits.
     Returns the ``model.json`` written."""
     net = net.eval().float()
     module = FramePosteriors(net, left, right, mean).eval()
@@ -136,10 +149,11 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
         if not max_diff <= EXPORT_ATOL:
             raise ValueError(f"{name}: the TorchScript network differs from the PyTorch model by {max_diff:.2e} "
                              f"(> {EXPORT_ATOL}) on a {len(feats)}-frame utterance; not exported")
-        for name, source in src.copies.items():
+        onnx_info = _export_checked_onnx(name, module, feats, md.am_onnx, onnx_skipped, onnx_like)
+        for file_name, source in src.copies.items():
             if not source.exists():
                 raise FileNotFoundError(f"{source} is missing; re-run the stage that writes it")
-            _place(source, tmp / name)
+            _place(source, tmp / file_name)
         np.save(md.log_priors, np.asarray(src.log_priors, dtype=np.float32))
         md.cmvn.write_text(json.dumps(src.cmvn_global))
         params = sum(p.numel() for p in net.parameters())
@@ -152,7 +166,7 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
                                "mflops_per_frame": forward_flops_per_frame(net) / 1e6,
                                "input": f"(T, {feats.shape[1]}) normalised fbank", "context": [left, right],
                                "num_pdfs": int(got.shape[1]), "output": "(T, num_pdfs) log p(state | window)",
-                               "torchscript_max_abs_diff": max_diff},
+                               "torchscript_max_abs_diff": max_diff, "onnx": onnx_info},
             "features": {"type": "kaldi fbank", **src.features, "dither": 0.0, "snip_edges": True,
                          "energy_floor": 0.0, "samples_scaled_to_int16": True},
             "cmvn": {"trained_with": src.cmvn_mode, "file": md.cmvn.name,
@@ -174,6 +188,124 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX
+# ---------------------------------------------------------------------------------------------
+def onnx_unavailable() -> str | None:
+    """None when am.onnx can be written and run here; else why not (a missing package)."""
+    missing = []
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        try:
+            __import__(module)
+        except (ImportError, OSError):  # OSError: a native library that does not load
+            missing.append(module)
+    if missing:
+        return (f"{', '.join(missing)} not importable; the 'onnx' extra installs it "
+                "(pip install -r requirements.lock, or pip install 'asr-kd[onnx]')")
+    return None
+
+
+def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> int:
+    """Write ``module`` (a :class:`FramePosteriors`) to ``path`` as ONNX with a dynamic time axis:
+    ``feats`` (T, D) -> ``log_posteriors`` (T, N), through torch's dynamo exporter (the TorchScript
+    one cannot export the edge padding). Returns the opset written."""
+    frames = torch.export.Dim("frames", min=1)
+    # The exporter and its optimiser log every pass ("torchvision is not installed", "Removed 5 unused
+    # nodes", ...) at INFO/WARNING for every export; the check below is what counts.
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+                                        input_names=[ONNX_INPUT], output_names=[ONNX_OUTPUT],
+                                        dynamic_shapes={ONNX_INPUT: {0: frames}})
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+    program.save(str(path))
+    return int(program.model.opset_imports[""])
+
+
+class OnnxPosteriors:
+    """am.onnx through onnxruntime on CPU, called as the TorchScript network is: (T, D) -> (T, N).
+
+    ``threads``: onnxruntime's intra-op threads (default: torch's, i.e. OMP_NUM_THREADS)."""
+
+    def __init__(self, path: str | os.PathLike, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = int(threads or torch.get_num_threads())
+        opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0].name
+
+    def __call__(self, feats: torch.Tensor) -> torch.Tensor:
+        out = self.session.run(None, {self.input: np.ascontiguousarray(feats.numpy(), dtype=np.float32)})[0]
+        return torch.from_numpy(out)
+
+    def eval(self) -> OnnxPosteriors:
+        return self
+
+
+def reuse_onnx_graph(module: nn.Module, like: Path, path: Path) -> int | None:
+    """Write ``path`` as the ONNX graph ``like`` (another system's am.onnx, of a network of the
+    same architecture) holding ``module``'s weights, which saves the exporter's seconds; returns its
+    opset. None, and nothing written, unless every weight of ``module`` is an initializer of
+    ``like`` by name and shape (the exporter folds a weight it permutes into a new constant, as
+    the ensemble's first layer: such a graph is exported anew)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(like))
+    weights = {k: v.detach().float().cpu().numpy() for k, v in module.state_dict().items()}
+    inits = {i.name: i for i in model.graph.initializer}
+    if any(k not in inits or tuple(inits[k].dims) != v.shape for k, v in weights.items()):
+        return None
+    for k, v in weights.items():
+        inits[k].CopyFrom(numpy_helper.from_array(v, k))
+    onnx.save(model, str(path))
+    return int(next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")))
+
+
+def _onnx_max_abs_diff(module: nn.Module, path: Path, feats: torch.Tensor) -> float:
+    """max |PyTorch - onnxruntime| of the log-posteriors on ``feats`` and on its first 5 frames."""
+    am = OnnxPosteriors(path, threads=1)
+    with torch.no_grad():
+        return max(float((module(x) - am(x)).abs().max()) for x in (feats, feats[:5]))
+
+
+def _export_checked_onnx(name: str, module: nn.Module, feats: torch.Tensor, path: Path,
+                         skipped: str | None, like: Path | None) -> dict[str, Any]:
+    """am.onnx for ``module`` (the graph of ``like`` with this module's weights where it fits, else
+    exported), checked against PyTorch on ``feats`` (a real utterance) and on its first 5 frames
+    (fewer than a window); what model.json says of it."""
+    if skipped is not None:
+        return {"file": None, "skipped": skipped}
+    import onnxruntime
+
+    opset = reuse_onnx_graph(module, like, path) if like is not None else None
+    max_diff = _onnx_max_abs_diff(module, path, feats) if opset is not None else math.inf
+    graph = f"{like.parent.name}'s, with these weights" if opset is not None else "exported"
+    if not max_diff <= EXPORT_ATOL:
+        if opset is not None:
+            log.info("%s: %s's ONNX graph does not fit (%.2e); exporting its own", name, like.parent.name, max_diff)
+        opset, graph = export_onnx(module, feats[: min(len(feats), 64)], path), "exported"
+        max_diff = _onnx_max_abs_diff(module, path, feats)
+    if not max_diff <= EXPORT_ATOL:
+        raise ValueError(f"{name}: {path.name} run by onnxruntime {onnxruntime.__version__} differs from the PyTorch "
+                         f"model by {max_diff:.2e} (> {EXPORT_ATOL}) on a {len(feats)}-frame utterance; not exported. "
+                         "Install the locked versions (pip install -r requirements.lock), or uninstall onnxruntime "
+                         "to export TorchScript only")
+    return {"file": path.name, "opset": opset, "input": ONNX_INPUT, "output": ONNX_OUTPUT, "dynamic_axes": ["T"],
+            "max_abs_diff": max_diff, "exporter": f"torch.onnx (dynamo) {torch.__version__}", "graph": graph,
+            "onnxruntime": onnxruntime.__version__}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,10 +371,13 @@ class ModelDirError(ValueError):
 
 
 class Transcriber:
-    """Audio files -> words with one model directory (see the module docstring)."""
+    """Audio files -> words with one model directory (see the module docstring).
+
+    ``backend``: ``torchscript`` runs am.pt with torch, ``onnx`` runs am.onnx with onnxruntime
+    (CPU, as many threads as torch would use); both give the same log-posteriors within 1e-4."""
 
     def __init__(self, model_dir: str | os.PathLike, *, beam: float | None = None, max_active: int | None = None,
-                 acoustic_scale: float | None = None) -> None:
+                 acoustic_scale: float | None = None, backend: str = "torchscript") -> None:
         from asr_kd.align.model import load_model
         from asr_kd.decoding.graph import read_hclg, read_word_symbols
         from asr_kd.decoding.search import Decoder, SearchConfig
@@ -259,9 +394,8 @@ class Transcriber:
         for f in self.info.get("sha256", {}):
             if not (self.dir / f).exists():
                 raise ModelDirError(f"{self.dir / f} is missing; copy the whole model directory")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            self.am = torch.jit.load(str(md.am)).eval()
+        self.backend = backend
+        self.am = self._load_network(md)
         hmm = load_model(self.dir)
         run = self.info["decoding"].get("search", {})  # the run's decode settings, unless overridden
         search = SearchConfig(beam or run.get("beam", 13.0), max_active or int(run.get("max_active", 7000)),
@@ -279,6 +413,25 @@ class Transcriber:
         self.fc = self.info["features"]
         self.phone_names = read_word_symbols(md.phones)  # the same 'symbol id' table format
         self.prons = _read_lexicon(md.lexicon)
+
+    def _load_network(self, md: ModelDir) -> Any:
+        """The acoustic model of the chosen backend: (T, D) tensor -> (T, N) log-posteriors."""
+        if self.backend == "torchscript":
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                return torch.jit.load(str(md.am)).eval()
+        if self.backend != "onnx":
+            raise ModelDirError(f"unknown backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        onnx_info = self.info["acoustic_model"].get("onnx") or {}
+        if not onnx_info.get("file"):
+            why = onnx_info.get("skipped") or "exported before ONNX was written"
+            raise ModelDirError(f"{self.dir}: no am.onnx when it was exported: {why}. Re-run the export stage with "
+                                "the 'onnx' extra installed, or use --backend torchscript")
+        try:
+            return OnnxPosteriors(self.dir / onnx_info["file"])
+        except ImportError as e:
+            raise ModelDirError(f"--backend onnx needs onnxruntime ({e}); pip install 'asr-kd[onnx]', or use "
+                                "--backend torchscript") from e
 
     # -- features -------------------------------------------------------------------------
     def read_audio(self, path: str | os.PathLike) -> np.ndarray:
@@ -412,7 +565,9 @@ def deployable_systems(cfg: Any, paths: Any) -> list[Any]:
 
 def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
     """Write ``<exp>/models/<system>/`` for every deployable system that was decoded, then measure
-    each acoustic model's inference cost on one CPU thread; ``models/index.json`` lists them."""
+    each acoustic model's inference cost on one CPU thread (TorchScript, and ONNX Runtime where
+    am.onnx was written); ``models/index.json`` lists them. Without onnx/onnxruntime, am.onnx is
+    skipped: logged, and counted by reason in the summary (``onnx.skipped``)."""
     from asr_kd.decoding.systems import read_split, train_log_priors
     from asr_kd.fileio import read_json, write_json
     from asr_kd.nn.ensemble import load_teachers
@@ -423,7 +578,11 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
     check = test.feats[test.utts[0]]
     timing_feats = np.concatenate([test.feats[u] for u in test.utts])  # a few utterances: >= ~10 s
     cmvn = read_json(paths.cmvn)
+    onnx_skipped = onnx_unavailable()
+    if onnx_skipped:
+        log.warning("am.onnx is not written: %s; the model directories hold TorchScript only", onnx_skipped)
     rows, index = [], {}
+    onnx_graphs: dict[tuple, Path] = {}  # architecture -> the first am.onnx written for it
     for system in deployable_systems(cfg, paths):
         summary_file = paths.decode_summary(system.name)
         if not summary_file.exists():
@@ -442,28 +601,51 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
                                       "sample_rate": cfg.data.sample_rate},
                             cmvn_mode=cfg.features.cmvn)
         out = paths.model_dir(system.name)
+        arch = (type(net).__name__, mean, tuple((k, tuple(v.shape)) for k, v in net.state_dict().items()))
+        t0 = time.perf_counter()
         info = export_model_dir(system.name, net, out, src, left=cfg.model.left_context,
                                 right=cfg.model.right_context, mean=mean, acoustic_scale=decoded["acoustic_scale"],
                                 search={"beam": cfg.decode.beam, "max_active": cfg.decode.max_active,
                                         "lattice_beam": cfg.decode.lattice_beam},
                                 check_feats=check,
                                 extra={"test_wer": decoded.get("wer"), "test_frame_acc": decoded.get("frame_acc"),
-                                       "dev_frame_acc": decoded.get("dev_frame_acc")})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
-            am = torch.jit.load(str(ModelDir(out).am)).eval()
-        cost = measure_rtf(am, timing_feats)
+                                       "dev_frame_acc": decoded.get("dev_frame_acc")},
+                                onnx_skipped=onnx_skipped, onnx_like=onnx_graphs.get(arch))
         am_info = info["acoustic_model"]
+        if am_info["onnx"]["file"]:
+            onnx_graphs.setdefault(arch, ModelDir(out).am_onnx)
+        log.info("%s: %s written in %.1f s (%s)", system.name, out, time.perf_counter() - t0,
+                 f"am.onnx {am_info['onnx']['graph']}, within {am_info['onnx']['max_abs_diff']:.1e} of PyTorch"
+                 if am_info["onnx"]["file"] else "TorchScript only")
         rows.append({"system": system.name, "params": am_info["params"],
-                     "mflops_per_frame": am_info["mflops_per_frame"], **cost, "wer": decoded.get("wer"),
-                     "frame_acc": decoded.get("frame_acc"), "torchscript_max_abs_diff": am_info["torchscript_max_abs_diff"]})
+                     "mflops_per_frame": am_info["mflops_per_frame"], **_inference_cost(out, timing_feats),
+                     "wer": decoded.get("wer"), "frame_acc": decoded.get("frame_acc"),
+                     "torchscript_max_abs_diff": am_info["torchscript_max_abs_diff"],
+                     "onnx_max_abs_diff": am_info["onnx"].get("max_abs_diff")})
         index[system.name] = {"dir": system.name, "dev_frame_acc": decoded.get("dev_frame_acc"), "wer": decoded.get("wer")}
     students = {n: v for n, v in index.items() if n.startswith("distilled_T") and v["dev_frame_acc"] is not None}
     best = max(students, key=lambda n: students[n]["dev_frame_acc"]) if students else None
     write_json(paths.models_index, {"systems": index, "best_student": best,
                                     "default": best or next(iter(index), None)})
+    written = sum(r["onnx_max_abs_diff"] is not None for r in rows)
     return {"systems": rows, "best_student": best, "timing_frames": int(len(timing_feats)),
-            "threads": 1}
+            "threads": 1,
+            "onnx": {"written": written, "skipped": {onnx_skipped: len(rows) - written} if written < len(rows) else {},
+                     "max_abs_diff": max((r["onnx_max_abs_diff"] for r in rows if r["onnx_max_abs_diff"] is not None),
+                                         default=None), "atol": EXPORT_ATOL}}
+
+
+def _inference_cost(model_dir: Path, feats: np.ndarray) -> dict[str, Any]:
+    """measure_rtf of the directory's TorchScript network, and ``onnx_*_rtf`` of its ONNX one
+    through onnxruntime (None without am.onnx)."""
+    md = ModelDir(model_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        cost = measure_rtf(torch.jit.load(str(md.am)).eval(), feats)
+    onnx_cost = measure_rtf(OnnxPosteriors(md.am_onnx, threads=1), feats) if md.am_onnx.exists() else {}
+    for key in ("whole_utterance_rtf", "streaming_batch1_rtf"):
+        cost[f"onnx_{key}"] = onnx_cost.get(key)
+    return cost
 
 
 def _shared_files(paths: Any) -> dict[str, Path]:

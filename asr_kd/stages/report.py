@@ -43,6 +43,10 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.1f}%"
 
 
+def _rtf(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.4f}"
+
+
 def _epochs(e: float | None) -> str:
     return "" if e is None else f"{e:g}" if isinstance(e, int) or float(e).is_integer() else f"{e:.1f}"
 
@@ -465,17 +469,25 @@ def render_markdown(report: dict[str, Any]) -> str:
                      + (f" On this test set a WER is known to ±{100 * res:.0f}% relative." if res else ""))
     dep = report.get("deployment")
     if dep:
+        onnx = dep.get("onnx") or {}
+        exported = (f"TorchScript and ONNX, checked against PyTorch: ONNX within {onnx['max_abs_diff']:.1e} in "
+                    "log-posterior" if onnx.get("written") else "TorchScript, checked against PyTorch"
+                    + (f"; no ONNX: {', '.join(onnx['skipped'])}" if onnx.get("skipped") else ""))
         lines += ["", "## Deployment: what each system costs at inference", "",
-                  f"Exported model directories (`models/<system>/`, TorchScript checked against PyTorch). "
+                  f"Exported model directories (`models/<system>/`: {exported}). "
                   f"Acoustic model only (the search is the same graph for all), one CPU thread, "
                   f"{dep['timing_frames']} test frames: the whole utterance in one call, and streaming-style "
-                  f"(one 26-frame window a call). Real-time factor: seconds of compute per second of audio.", "",
-                  "| system | params | MFLOPs/frame | RTF whole utterance | RTF streaming, batch 1 | test WER "
-                  "| test frame acc |", "|---|---|---|---|---|---|---|"]
+                  f"(one 26-frame window a call), with torch (TorchScript)"
+                  f"{' and with onnxruntime (ONNX)' if onnx.get('written') else ''}. "
+                  f"Real-time factor: seconds of compute per second of audio.", "",
+                  "| system | params | MFLOPs/frame | RTF whole utterance | RTF streaming, batch 1 "
+                  "| ONNX Runtime RTF: whole | ONNX Runtime RTF: streaming | test WER | test frame acc |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in dep["systems"]:
             lines.append(f"| {r['system']} | {r['params']:,} | {r['mflops_per_frame']:.2f} | "
-                         f"{r['whole_utterance_rtf']:.4f} | {r['streaming_batch1_rtf']:.4f} | {_pct(r['wer'])} | "
-                         f"{_pct(r['frame_acc'])} |")
+                         f"{r['whole_utterance_rtf']:.4f} | {r['streaming_batch1_rtf']:.4f} | "
+                         f"{_rtf(r.get('onnx_whole_utterance_rtf'))} | {_rtf(r.get('onnx_streaming_batch1_rtf'))} | "
+                         f"{_pct(r['wer'])} | {_pct(r['frame_acc'])} |")
         by = {r["system"]: r for r in dep["systems"]}
         best = dep.get("best_student")
         if best in by and "ensemble" in by:

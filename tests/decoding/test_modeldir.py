@@ -1,7 +1,9 @@
-"""The model directory's network wrapper (TorchScript = PyTorch), its cost figures, and word times
-on the best path (tiny hand-made graph)."""
+"""The model directory's network wrapper (TorchScript = ONNX = PyTorch), its cost figures, and word
+times on the best path (tiny hand-made graph)."""
 
 from __future__ import annotations
+
+import sys
 
 import kaldi_hmm_gmm as khg
 import numpy as np
@@ -34,6 +36,58 @@ def test_frame_posteriors_match_the_training_code_and_survive_torchscript(member
     assert got.shape == (123, 17)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     torch.testing.assert_close(again, want, atol=1e-5, rtol=0)
+
+
+def _sources(num_pdfs: int) -> modeldir.ExportSources:
+    return modeldir.ExportSources(copies={}, log_priors=np.full(num_pdfs, -np.log(num_pdfs)),
+                                  cmvn_global={"count": 1.0, "sum": [0.0] * 40, "sumsq": [1.0] * 40},
+                                  features={"num_mel_bins": 40, "sample_rate": 16000}, cmvn_mode="speaker")
+
+
+def _export(out_dir, net, feats, **kw):
+    return modeldir.export_model_dir("ensemble", net, out_dir, _sources(17), left=20, right=5, mean="arithmetic",
+                                     acoustic_scale=0.1, check_feats=feats.numpy(), search={}, **kw)
+
+
+def test_the_ensemble_exports_to_onnx_that_onnxruntime_runs_as_pytorch_does(tmp_path) -> None:
+    """Issue 16: am.onnx beside am.pt, the K-member average included; any number of frames (the
+    export saw 64), fewer than a window too; checked and recorded in model.json."""
+    nets = [AcousticDNN(26 * 40, 2, 32, 17, seed=s) for s in range(3)]
+    reference = Ensemble(StackedDNN.from_members(nets), "arithmetic")
+    feats = torch.randn(150, 40)
+    info = _export(tmp_path / "ensemble", StackedDNN.from_members(nets), feats)
+    onnx_info = info["acoustic_model"]["onnx"]
+    assert info["system"] == "ensemble"
+    assert onnx_info["file"] == "am.onnx" and onnx_info["opset"] >= 18
+    assert 0 <= onnx_info["max_abs_diff"] <= modeldir.EXPORT_ATOL
+    assert "am.onnx" in info["sha256"] and (tmp_path / "ensemble" / "am.onnx").stat().st_size > 0
+    am = modeldir.OnnxPosteriors(tmp_path / "ensemble" / "am.onnx", threads=1)
+    for frames in (97, 3):
+        x = torch.randn(frames, 40)
+        want = utterance_log_posteriors(reference, x, 20, 5, precision="32-true")
+        torch.testing.assert_close(am(x), want, atol=1e-5, rtol=0)
+
+
+def test_without_onnxruntime_the_model_dir_says_why_it_has_no_onnx(tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime -> ImportError
+    why = modeldir.onnx_unavailable()
+    assert why and "onnxruntime" in why and "requirements.lock" in why
+    info = _export(tmp_path / "m", AcousticDNN(26 * 40, 1, 16, 17), torch.randn(40, 40), onnx_skipped=why)
+    assert info["acoustic_model"]["onnx"] == {"file": None, "skipped": why}
+    assert not (tmp_path / "m" / "am.onnx").exists() and (tmp_path / "m" / "am.pt").exists()
+
+
+def test_an_onnx_network_that_differs_from_pytorch_fails_the_export(tmp_path, monkeypatch) -> None:
+    """The check runs the written file: a network other than the model's (here: another seed's)
+    stops the export with the difference and the tolerance, and leaves no model directory."""
+    other = modeldir.FramePosteriors(AcousticDNN(26 * 40, 1, 16, 17, seed=1), 20, 5).eval()
+    real_export = modeldir.export_onnx
+    monkeypatch.setattr(modeldir, "export_onnx", lambda module, example, path: real_export(other, example, path))
+    with pytest.raises(ValueError, match=r"teacher-0: am.onnx run by onnxruntime .* differs from the PyTorch model"):
+        modeldir.export_model_dir("teacher-0", AcousticDNN(26 * 40, 1, 16, 17, seed=0), tmp_path / "t", _sources(17),
+                                  left=20, right=5, mean="arithmetic", acoustic_scale=0.1,
+                                  check_feats=np.random.randn(40, 40).astype(np.float32), search={})
+    assert not (tmp_path / "t").exists() and not list(tmp_path.iterdir())
 
 
 def test_flops_per_frame_count_every_member() -> None:

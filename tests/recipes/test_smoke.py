@@ -241,25 +241,35 @@ def test_same_seed_gives_the_same_report(smoke_run, smoke_corpus, tmp_path):
 
 
 def test_the_exported_student_transcribes_test_audio_as_the_decode_stage_did(smoke_run):
-    """Issue 16: <exp>/models/<best student>/ alone (TorchScript = PyTorch) turns the test set's
-    audio files into words; its WER is the system's own test WER up to the CMVN it can do (each
-    file normalised by itself instead of by its speaker), and --json gives word times."""
+    """Issue 16: <exp>/models/<best student>/ alone (TorchScript = ONNX = PyTorch) turns the test
+    set's audio files into words; its WER is the system's own test WER up to the CMVN it can do
+    (each file normalised by itself instead of by its speaker), --json gives word times, and
+    --backend onnx (onnxruntime) gives the same words at the same times."""
     import jiwer
 
     index = json.loads((smoke_run / "models" / "index.json").read_text())
     best = index["best_student"]
     model_dir = smoke_run / "models" / best
-    info = json.loads((model_dir / "model.json").read_text())
-    assert info["acoustic_model"]["torchscript_max_abs_diff"] <= 1e-4
-    assert set(info["sha256"]) >= {"am.pt", "HCLG.fst", "words.txt", "final.mdl", "log_priors.npy", "cmvn.json"}
+    for system in index["systems"]:  # every system, the ensemble's average of K nets included
+        info = json.loads((smoke_run / "models" / system / "model.json").read_text())
+        assert info["system"] == system
+        assert info["acoustic_model"]["torchscript_max_abs_diff"] <= 1e-4
+        assert info["acoustic_model"]["onnx"]["file"] == "am.onnx", info["acoustic_model"]["onnx"]
+        assert info["acoustic_model"]["onnx"]["max_abs_diff"] <= 1e-4
+        assert set(info["sha256"]) >= {"am.pt", "am.onnx", "HCLG.fst", "words.txt", "final.mdl", "log_priors.npy",
+                                       "cmvn.json"}
     utts = [json.loads(line) for line in (smoke_run / "prepare" / "manifest-test.jsonl").read_text().splitlines()][:10]
     away = smoke_run.with_name(smoke_run.name + ".hidden")  # only the model directory may be read
     shutil.copytree(model_dir, away / "model")
-    res = subprocess.run([sys.executable, "-m", "asr_kd.transcribe", str(away / "model"), "--json",
-                          *[u["audio"] for u in utts]], capture_output=True, text=True, timeout=600)
+    runs = {backend: subprocess.run([sys.executable, "-m", "asr_kd.transcribe", str(away / "model"), "--json",
+                                     "--backend", backend, *[u["audio"] for u in utts]],
+                                    capture_output=True, text=True, timeout=600)
+            for backend in ("torchscript", "onnx")}
     shutil.rmtree(away)
-    assert res.returncode == 0, res.stderr[-3000:]
-    out = [json.loads(line) for line in res.stdout.splitlines()]
+    for res in runs.values():
+        assert res.returncode == 0, res.stderr[-3000:]
+    out, onnx_out = ([json.loads(line) for line in runs[b].stdout.splitlines()] for b in ("torchscript", "onnx"))
+    assert [(o["utt"], o["words"]) for o in onnx_out] == [(o["utt"], o["words"]) for o in out]
     assert [o["utt"] for o in out] == [u["id"] for u in utts]
     wer = jiwer.wer([u["text"] for u in utts], [o["text"] or "<empty>" for o in out])
     report = json.loads((smoke_run / "report.json").read_text())
@@ -271,7 +281,10 @@ def test_the_exported_student_transcribes_test_audio_as_the_decode_stage_did(smo
     assert all(0 <= w["start"] < w["end"] <= o["duration"] + 0.05 for o in out for w in o["words"] if w["start"] is not None)
     assert all(o["rtf"] > 0 for o in out)
     md = (smoke_run / "report.md").read_text()
-    assert "## Deployment" in md and "ensemble" in md
+    assert "## Deployment" in md and "ensemble" in md and "ONNX Runtime RTF" in md
+    deployment = report["deployment"]
+    assert deployment["onnx"]["written"] == len(index["systems"]) and not deployment["onnx"]["skipped"]
+    assert all(r["onnx_whole_utterance_rtf"] > 0 and r["onnx_streaming_batch1_rtf"] > 0 for r in deployment["systems"])
 
 
 def test_evaluate_on_a_resynthesised_test_set_and_again_skips_finished_work(smoke_run, tmp_path):
