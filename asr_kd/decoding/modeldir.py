@@ -311,7 +311,7 @@ def _export_checked_onnx(name: str, module: nn.Module, feats: torch.Tensor, path
 # ---------------------------------------------------------------------------------------------
 # Inference cost
 # ---------------------------------------------------------------------------------------------
-def measure_rtf(am: nn.Module, feats: np.ndarray, *, streaming_frames: int = 200, repeats: int = 5) -> dict[str, float]:
+def measure_rtf(am: nn.Module, feats: np.ndarray, *, streaming_frames: int = 100, repeats: int = 3) -> dict[str, float]:
     """Acoustic-model real-time factors on one CPU thread: the whole utterance in one call, and
     streaming-style (one 26-frame window a call, batch 1) over ``streaming_frames`` frames."""
     x = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32))
