@@ -31,6 +31,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 
 from asr_kd.parallel import worker_map
+from asr_kd.progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,9 @@ def g2p(words: Iterable[str], jobs: int = 0) -> dict[str, Pron]:
     size = min(BATCH, -(-len(todo) // jobs))  # every process gets work
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     out: dict[str, Pron] = {}
-    for batch, prons in zip(batches, worker_map(lambda b: _pronounce_batch(b, exe), batches, jobs, start="thread")):
+    results = worker_map(lambda b: _pronounce_batch(b, exe), batches, jobs, start="thread")
+    for batch, prons in zip(batches, progress(results, total=len(batches), desc="G2P", unit="batch", leave=False,
+                                              disable=len(batches) == 1)):
         out.update((w, p) for w, p in zip(batch, prons) if p)
     log.info("G2P (espeak-ng %s): %d of %d words pronounced", VOICE, len(out), len(todo))
     return out
