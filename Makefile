@@ -28,6 +28,7 @@ bench: venv
 	$(PY) benchmarks/bench_data.py
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_decode.py
+	$(PY) benchmarks/bench_g2p.py
 
 venv: $(VENV)/.installed
 

@@ -42,12 +42,15 @@ class DataConfig:
     test_subsets: tuple[str, ...] = ()
     max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
     sample_rate: int = 16000
-    oov_policy: str = "error"  # error | skip (skipped utterances are counted)
+    # Words without a lexicon pronunciation: g2p (espeak-ng pronounces them; utterances kept, the
+    # words listed in lang/lexicon_g2p.txt) | skip (their utterances skipped, counted) | error.
+    # The synthetic corpus has none.
+    oov_policy: str = "g2p"
     extra_lexicon: str = ""  # optional LibriSpeech-style lexicon file (WORD PH1 PH2 ...)
     lm_text: str = ""  # LM training text, one sentence a line; "" = corpus default if any
 
     def __post_init__(self) -> None:
-        _check_choice("data.oov_policy", self.oov_policy, ("error", "skip"))
+        _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
         _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
 
 

@@ -414,6 +414,7 @@ class LangDir(_Dir):
     """A lang directory in Kaldi's ``data/lang`` format (``lang/``; asr_kd.data.lang)::
 
         phones.txt words.txt lexicon.txt lexicon_disambig.txt topo L.fst L_disambig.fst lang_info.json
+        lexicon_g2p.txt (data.oov_policy=g2p: the words pronounced by the G2P)
         phones/silence.csl phones/nonsilence.csl phones/disambig.int phones/optional_silence.txt
     """
 
@@ -432,6 +433,11 @@ class LangDir(_Dir):
     @property
     def lexicon_disambig(self) -> Path:
         return self.root / "lexicon_disambig.txt"
+
+    @property
+    def lexicon_g2p(self) -> Path:
+        """With data.oov_policy=g2p: the words without a lexicon pronunciation and the G2P's, a line each."""
+        return self.root / "lexicon_g2p.txt"
 
     @property
     def topo(self) -> Path:

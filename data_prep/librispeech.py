@@ -22,7 +22,9 @@ first few file names, in the stage summary:
   ``.flac`` is kept, the order of ``AUDIO_SUFFIXES``, and the other file is named);
 * pairing: ``missing_transcript_file`` (a chapter's audio without its ``.trans.txt``),
   ``transcript_without_audio``, ``audio_without_transcript``;
-* ``oov`` (with ``data.oov_policy=skip``; the default policy ``error`` stops and lists the words).
+* ``oov`` (with ``data.oov_policy=skip``; policy ``error`` stops and lists the words; the default,
+  ``g2p``, keeps the utterances and counts them as ``g2p_utterances``: the lang stage gives their
+  words espeak-ng's pronunciations).
 
 A missing corpus root or subset directory is a :class:`CorpusError` naming it. Which subsets make
 a split is the caller's choice; :data:`DEFAULT_SUBSETS` are LibriSpeech's own (train-clean-100,
@@ -239,10 +241,16 @@ def check_threads() -> int:
 # -- policies -------------------------------------------------------------------------------------
 def apply_oov_policy(splits: dict[str, list[Utterance]], lexicon: dict, policy: str,
                      skips: dict[str, Skips]) -> dict[str, list[Utterance]]:
-    """Drop (policy ``skip``, counted as ``oov``) or refuse (policy ``error``) utterances with OOV words."""
+    """Drop (policy ``skip``, counted as ``oov``) or refuse (policy ``error``) utterances with OOV
+    words; keep them with policy ``g2p`` (the lang stage pronounces the words)."""
     oov_utts = {split: [u for u in utts if find_oov(u.words, lexicon)] for split, utts in splits.items()}
     n_oov = sum(len(v) for v in oov_utts.values())
     if n_oov == 0:
+        return splits
+    if policy == "g2p":
+        n_words = len({w for utts in oov_utts.values() for u in utts for w in find_oov(u.words, lexicon)})
+        log.info("kept %d utterance(s) with %d word(s) missing from the lexicon: the lang stage pronounces "
+                 "them with espeak-ng (data.oov_policy=g2p)", n_oov, n_words)
         return splits
     if policy == "error":
         raise CorpusError(_oov_message(oov_utts, lexicon))
@@ -270,7 +278,8 @@ def _oov_message(oov_utts: dict[str, list[Utterance]], lexicon: dict) -> str:
         f"{len(words)} word(s) in {n_utts} utterance(s) have no pronunciation: {listed}"
         f"{' ...' if len(words) > 30 else ''}\nfirst files:\n  " + "\n  ".join(files) +
         "\nFix: add them to a lexicon file (lines 'WORD PH1 PH2 ...') and pass --set data.extra_lexicon=FILE, "
-        "or skip those utterances with --set data.oov_policy=skip"
+        "or skip those utterances with --set data.oov_policy=skip, or pronounce the words with espeak-ng "
+        "with --set data.oov_policy=g2p"
     )
 
 
@@ -305,7 +314,8 @@ def read_corpus(root: Path, split_subsets: dict[str, tuple[str, ...]], *, sample
     Audio shorter than ``min_samples`` is skipped as ``too_short``; words missing from the lexicon
     (CMUdict plus ``extra_lexicon``) follow ``oov_policy``; ``max_utts_per_split`` (0: all) caps
     each split at a fixed random choice; ``lm_text`` names the LM training text (else one in the
-    corpus root is used, :data:`LM_TEXT_NAMES`)."""
+    corpus root is used, :data:`LM_TEXT_NAMES`). With ``oov_policy="g2p"`` the summary counts the
+    kept utterances with words missing from the lexicon (``g2p_utterances``) and the words (``g2p_words``)."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusError(f"corpus root {root} does not exist; pass --data-root with a LibriSpeech-layout "
@@ -333,8 +343,12 @@ def read_corpus(root: Path, split_subsets: dict[str, tuple[str, ...]], *, sample
         splits[split] = utts
         words.update(w for u in utts for w in u.words)
         summary["splits"][split] = _split_summary(split_subsets[split], utts, found, skips[split])
+        if oov_policy == "g2p":
+            summary["splits"][split]["g2p_utterances"] = sum(bool(find_oov(u.words, lexicon)) for u in utts)
         _log_skips(split, skips[split])
     summary["vocabulary_size"] = len(words)
+    if oov_policy == "g2p":
+        summary["g2p_words"] = len(find_oov(words, lexicon))
     summary["skipped_total"] = sum(sum(s.counts.values()) for s in skips.values())
     return Corpus(splits, summary)
 

@@ -34,7 +34,7 @@ from typing import Any
 import kaldifst
 
 from asr_kd.data.lexicon import SIL, strip_stress
-from asr_kd.fileio import atomic_path, read_json, write_text
+from asr_kd.fileio import atomic_open, atomic_path, read_json, write_text
 from asr_kd.paths import LangDir, RunPaths
 from asr_kd.runner import StageError
 
@@ -389,17 +389,27 @@ def prepare_lang(
     """Build and write the lang directory for the corpus words; returns the stage summary.
 
     Transcript words without a pronunciation are an error with ``oov_policy="error"`` (naming
-    them) and are left out, counted, with ``"skip"``. LM-text words without one are always
-    left out and counted (the LM text is larger and noisier than the transcripts).
+    them) and are left out, counted, with ``"skip"``. With ``"g2p"`` every word without one, of
+    the transcripts and of the LM text, is given espeak-ng's (:mod:`asr_kd.data.g2p`), listed in
+    ``lexicon_g2p.txt``; a transcript word the G2P cannot pronounce is then the error. Otherwise
+    LM-text words without one are left out and counted (the LM text is larger and noisier than
+    the transcripts).
     """
     transcript_words, _ = corpus_words(manifests, None)
     all_words, lm_only = corpus_words(manifests, lm_text)
     lexicon, missing = build_lexicon(all_words, pronounce, position_dependent)
+    g2p_summary: dict[str, Any] = {}
+    if oov_policy == "g2p":
+        generated, g2p_summary = pronounce_oov(LangDir(lang_dir).lexicon_g2p, missing, transcript_words)
+        lexicon, missing = build_lexicon(all_words, {**pronounce, **generated}, position_dependent)
+    else:
+        LangDir(lang_dir).lexicon_g2p.unlink(missing_ok=True)  # a list from an earlier g2p run would mislead
     missing_transcript = sorted(set(missing) & transcript_words)
-    if missing_transcript and oov_policy == "error":
+    if missing_transcript and oov_policy in ("error", "g2p"):
         shown = ", ".join(missing_transcript[:20])
         raise ValueError(
-            f"{len(missing_transcript)} transcript word(s) have no pronunciation: {shown}; "
+            f"{len(missing_transcript)} transcript word(s) have no pronunciation"
+            f"{' (espeak-ng gave none)' if oov_policy == 'g2p' else ''}: {shown}; "
             "add them to a lexicon file given with --set data.extra_lexicon=PATH, "
             "or use --set data.oov_policy=skip"
         )
@@ -414,6 +424,34 @@ def prepare_lang(
         "lm_only_words": lm_only,
         "words_without_pronunciation": len(missing),
         "transcript_words_without_pronunciation": missing_transcript[:100],
+        **g2p_summary,
         "position_dependent_phones": position_dependent,
         "sil_prob": sil_prob,
+    }
+
+
+def pronounce_oov(
+    out: Path, missing: Sequence[str], transcript_words: set[str]
+) -> tuple[dict[str, list[tuple[str, ...]]], dict[str, Any]]:
+    """G2P pronunciations for the ``missing`` words, written to ``out`` (``WORD PH1 PH2 ...`` a
+    line, the format of ``data.extra_lexicon``: edit it and pass it back to override); and their
+    counts for the stage summary."""
+    from asr_kd.data.g2p import VOICE, g2p
+
+    generated = {w: [p] for w, p in g2p(missing).items()}
+    with atomic_open(out, "w", encoding="utf-8") as f:
+        f.write(f"# data.oov_policy=g2p: {len(generated)} word(s) missing from the lexicon, pronounced by "
+                f"espeak-ng {VOICE}; to change one, pass an edited copy with --set data.extra_lexicon=PATH\n")
+        f.writelines(f"{w} {' '.join(prons[0])}\n" for w, prons in sorted(generated.items()))
+    in_transcripts = sorted(set(generated) & transcript_words)
+    failed = sorted(set(missing) - set(generated))
+    if generated:
+        log.info("lang: G2P pronounced %d word(s) (%d of the transcripts), listed in %s", len(generated),
+                 len(in_transcripts), out)
+    return generated, {
+        "g2p_words": len(generated),
+        "g2p_transcript_words": len(in_transcripts),
+        "g2p_lm_only_words": len(generated) - len(in_transcripts),
+        "g2p_failed_words": failed[:100],
+        "g2p_examples": [f"{w} {' '.join(generated[w][0])}" for w in in_transcripts[:20]],
     }

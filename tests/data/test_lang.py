@@ -121,6 +121,28 @@ def test_prepare_lang_names_missing_words_or_skips_them(tmp_path):
     assert summary["num_words"] == 2  # CAT, and RED from the LM text
     assert summary["words_without_pronunciation"] == 2 and summary["lm_only_words"] == 2
     assert summary["transcript_words_without_pronunciation"] == ["ZZYZX"]
+    assert "g2p_words" not in summary and not (tmp_path / "lang" / "lexicon_g2p.txt").exists()
+
+
+def test_prepare_lang_g2p_pronounces_transcript_and_lm_words(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    row = {"id": "u1", "speaker": "s", "chapter": "c", "audio": "x.flac", "text": "CAT ZORBLAX",
+           "num_samples": 16000, "sample_rate": 16000}
+    manifest.write_text(json.dumps(row) + "\n")
+    lm = tmp_path / "lm.txt"
+    lm.write_text("RED CAT\nQUENTARIS ZORBLAX\n")
+    summary = prepare_lang(tmp_path / "lang", [manifest], lm, LEXICON, 0.5, False, "g2p")
+    assert summary["num_words"] == 4 and summary["words_without_pronunciation"] == 0
+    assert (summary["g2p_words"], summary["g2p_transcript_words"], summary["g2p_lm_only_words"]) == (2, 1, 1)
+    lang = load_lang(tmp_path / "lang")
+    assert lang.lexicon["ZORBLAX"] == [("Z", "AO", "R", "B", "L", "AE", "K", "S")]
+    assert words_of(lang, ["SIL", *lang.lexicon["ZORBLAX"][0]]) == ["ZORBLAX"]
+    listed = (tmp_path / "lang" / "lexicon_g2p.txt").read_text().splitlines()
+    assert listed[1:] == [f"{w} {' '.join(lang.lexicon[w][0])}" for w in ("QUENTARIS", "ZORBLAX")]
+    summary = prepare_lang(tmp_path / "lang", [manifest], lm, {**LEXICON, "ZORBLAX": [("Z", "AO")]}, 0.5,
+                           False, "g2p")
+    assert summary["g2p_words"] == 1  # a lexicon pronunciation wins over the G2P
+    assert load_lang(tmp_path / "lang").lexicon["ZORBLAX"] == [("Z", "AO")]
 
 
 def test_modules_import_without_deadlock():

@@ -140,9 +140,10 @@ def _add_oov(corpus: Path) -> Path:
 def test_oov_policy_error_lists_words_files_and_fix(corpus: Path, tmp_path: Path) -> None:
     audio = _add_oov(corpus)
     with pytest.raises(CorpusError) as e:
-        prepare(corpus, tmp_path)
+        prepare(corpus, tmp_path, oov_policy="error")
     msg = str(e.value)
-    for needle in ("ZORBLAX", "QWXZY", str(audio.resolve()), "data.oov_policy=skip", "data.extra_lexicon"):
+    for needle in ("ZORBLAX", "QWXZY", str(audio.resolve()), "data.oov_policy=skip", "data.oov_policy=g2p",
+                   "data.extra_lexicon"):
         assert needle in msg
     assert not RunPaths(tmp_path / "exp").manifest("train").exists()
 
@@ -156,11 +157,22 @@ def test_oov_policy_skip_counts(corpus: Path, tmp_path: Path) -> None:
     assert train["utterances"] == TRAIN_UTTS - 1
 
 
+def test_oov_policy_g2p_keeps_and_counts(corpus: Path, tmp_path: Path) -> None:
+    audio = _add_oov(corpus)
+    summary = prepare(corpus, tmp_path)  # the default policy
+    train = summary["splits"]["train"]
+    assert train["skipped"]["counts"] == {} and train["utterances"] == TRAIN_UTTS
+    assert train["g2p_utterances"] == 1 and summary["splits"]["dev"]["g2p_utterances"] == 0
+    assert summary["g2p_words"] == 2
+    manifest = {u.id: u for u in read_manifest(RunPaths(tmp_path / "exp").manifest("train"))}
+    assert manifest[audio.stem].text == "THE ZORBLAX WAS QWXZY"
+
+
 def test_extra_lexicon_resolves_oov(corpus: Path, tmp_path: Path) -> None:
     _add_oov(corpus)
     extra = tmp_path / "extra.txt"
     extra.write_text("ZORBLAX Z AO1 R B L AE0 K S\nQWXZY K W IH1 Z IY0\n")
-    summary = prepare(corpus, tmp_path, extra_lexicon=str(extra))
+    summary = prepare(corpus, tmp_path, extra_lexicon=str(extra), oov_policy="error")
     assert summary["skipped_total"] == 0 and summary["splits"]["train"]["utterances"] == TRAIN_UTTS
 
 
