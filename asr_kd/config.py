@@ -31,12 +31,19 @@ class DataConfig:
     # A LibriSpeech-layout root (--data-root). "" = the embedded synthetic corpus, generated once
     # under <synthetic_dir>/synthetic-<size>-seed<seed> with subsets train-synth/dev-synth/test-synth.
     root: str = ""
+    # How the root is laid out: librispeech | kaldi (data dirs with wav.scp, text, utt2spk) |
+    # lhotse (recordings + supervisions manifests, or cuts) | auto: kaldi when the root or a
+    # directory in it holds a wav.scp, lhotse when the root holds *recordings_*/*supervisions_*/
+    # *cuts_*.jsonl[.gz] files, else librispeech (data_prep.formats.detect_format).
+    format: str = "auto"
     synthetic_size: str = "tiny"  # smoke | tiny | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
-    # Subset directories that make each split; empty = the corpus's own: train-synth/dev-synth/
-    # test-synth for a synthetic corpus (recognised by its marker), else LibriSpeech's
-    # train-clean-100/dev-clean/test-clean. A value given (preset or --set) always wins.
+    # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
+    # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
+    # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
+    # train-clean-100/dev-clean/test-clean, or train/dev/test for Kaldi and lhotse. A value given
+    # (preset or --set) always wins.
     train_subsets: tuple[str, ...] = ()
     dev_subsets: tuple[str, ...] = ()
     test_subsets: tuple[str, ...] = ()
@@ -51,6 +58,10 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
+        _check_choice("data.format", self.format, ("auto", "librispeech", "kaldi", "lhotse"))
+        if self.format in ("kaldi", "lhotse") and not self.root:
+            raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
+                              "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
         _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
 
 

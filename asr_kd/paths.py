@@ -5,6 +5,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     config.json                      resolved config, written before any stage runs
     recipe.log .lock                 the recipe's log (appended); the owning process (asr_kd.runlock)
     prepare/manifest-<split>.jsonl   one utterance a line (see asr_kd.data.manifest)
+    prepare/audio/<split>/<utt>.wav  audio prepare wrote (Kaldi pipes and segments, lhotse, resampled)
     lang/phones.txt words.txt lexicon.txt topo L.fst L_disambig.fst
     features/<split>/fbank.{ark,scp} raw 40-dim log-Mel fbank (float32, Kaldi ark)
     features/<split>/mfcc.{ark,scp}  13-dim MFCC for the GMM aligner
@@ -34,7 +35,8 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
 A run directory can be moved or copied: every path it records of its own files is relative
 (an scp names its ark relative to itself, :mod:`asr_kd.data.scp`; ``index.json`` its shards relative
 to itself; ``RUN_DONE.json`` relative to the run directory) and is resolved when read. Only the
-corpus (manifests' audio, ``data.root``) is named by absolute path.
+corpus (manifests' audio, ``data.root``) is named by absolute path; audio the prepare stage wrote
+(``prepare/audio/``) is named relative to the manifest.
 """
 
 from __future__ import annotations
@@ -102,6 +104,11 @@ class RunPaths(_Reported):
     # -- prepare ---------------------------------------------------------------
     def manifest(self, split: str) -> Path:
         return self.stage_dir("prepare") / f"manifest-{split}.jsonl"
+
+    @property
+    def prepared_audio(self) -> Path:
+        """Audio the prepare stage wrote itself, ``<split>/<utt>.wav`` (see data_prep.audio)."""
+        return self.stage_dir("prepare") / "audio"
 
     # -- lang ------------------------------------------------------------------
     @property

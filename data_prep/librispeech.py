@@ -329,6 +329,15 @@ def read_corpus(root: Path, split_subsets: dict[str, tuple[str, ...]], *, sample
         for subset in subsets:
             utts.extend(scan_subset(root, subset, sample_rate, skips[split], min_samples, threads))
         splits[split] = utts
+    return finish_corpus(root, split_subsets, splits, skips, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
+                         max_utts_per_split=max_utts_per_split, lm_path=lm_path, min_samples=min_samples)
+
+
+def finish_corpus(root: Path, split_subsets: dict[str, tuple[str, ...]], splits: dict[str, list[Utterance]],
+                  skips: dict[str, Skips], *, extra_lexicon: str, oov_policy: str, max_utts_per_split: int,
+                  lm_path: str, min_samples: int) -> Corpus:
+    """What every corpus reader (LibriSpeech, Kaldi, lhotse) ends with: the OOV policy (with
+    ``g2p``, its counts in the summary), the caps, a split with nothing usable refused, and the summary."""
     lexicon = load_lexicon(extra_lexicon or None)
     splits = apply_oov_policy(splits, lexicon, oov_policy, skips)
     summary: dict[str, Any] = {"corpus_root": str(root.resolve()), "lm_text": lm_path, "min_samples": min_samples,

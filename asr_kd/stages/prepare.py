@@ -1,13 +1,18 @@
-"""The prepare stage: the corpus (LibriSpeech layout) -> ``prepare/manifest-<split>.jsonl``.
+"""The prepare stage: the corpus -> ``prepare/manifest-<split>.jsonl``.
 
-The corpus reader (:mod:`data_prep.librispeech`) takes plain arguments and returns the manifest;
-this stage chooses the corpus (``--data-root``, or the synthetic corpus it generates once), the
-subsets of each split and the shortest usable audio, writes the manifests, and turns the reader's
-:class:`~data_prep.librispeech.CorpusError` into a :class:`~asr_kd.runner.StageError`.
+The corpus readers (:mod:`data_prep.librispeech`, :mod:`data_prep.kaldi`,
+:mod:`data_prep.lhotse_corpus`) take plain arguments and return the manifest; this stage chooses
+the corpus (``--data-root``, or the synthetic corpus it generates once), its format
+(``data.format``, or detected: :func:`data_prep.formats.detect_format`), what makes each split
+and the shortest usable audio, writes the manifests, and turns the reader's
+:class:`~data_prep.librispeech.CorpusError` into a :class:`~asr_kd.runner.StageError`. Audio a
+Kaldi or lhotse corpus cannot give as a plain 16 kHz file (pipes, segments, other rates) is
+written once under ``prepare/audio/<split>/`` and named by the manifest.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +35,26 @@ def corpus_root(cfg: RecipeConfig) -> Path:
     return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
 
 
-def split_subsets(cfg: RecipeConfig) -> dict[str, tuple[str, ...]]:
-    """Subset directories per split: data.{train,dev,test}_subsets where given, else the corpus's
-    own: the synthetic corpus's (also when it is passed as --data-root, recognised by its marker),
-    or LibriSpeech's train-clean-100 / dev-clean / test-clean."""
-    from data_prep.librispeech import DEFAULT_SUBSETS
-    from data_prep.synthetic import MARKER_NAME, SUBSETS
+def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
+    """(the format this run reads, whether it was detected): data.format, or for ``auto`` the one
+    :func:`data_prep.formats.detect_format` finds under --data-root; the synthetic corpus is LibriSpeech."""
+    from data_prep.formats import detect_format
 
-    synthetic = not cfg.data.root or (Path(cfg.data.root) / MARKER_NAME).exists()
-    own = {split: (SUBSETS[split],) for split in SPLITS} if synthetic else DEFAULT_SUBSETS
+    if cfg.data.format != "auto":
+        return cfg.data.format, False
+    if not cfg.data.root:
+        return "librispeech", True
+    return detect_format(Path(cfg.data.root)), True
+
+
+def split_subsets(cfg: RecipeConfig, fmt: str = "librispeech") -> dict[str, tuple[str, ...]]:
+    """What makes each split (subset dirs, Kaldi data dirs, lhotse parts): data.{train,dev,test}_subsets
+    where given, else the corpus's own (:func:`data_prep.formats.default_splits`): the synthetic
+    corpus's (also when it is passed as --data-root, recognised by its marker), LibriSpeech's
+    train-clean-100 / dev-clean / test-clean, or train / dev / test for Kaldi and lhotse."""
+    from data_prep.formats import default_splits
+
+    own = default_splits(fmt, Path(cfg.data.root) if cfg.data.root else None)
     d = cfg.data
     given = {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}
     return {split: tuple(given[split]) or own[split] for split in SPLITS}
@@ -57,15 +73,18 @@ def min_utterance_samples(cfg: RecipeConfig) -> int:
 
 
 def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: RunPaths, data: DataConfig,
-                      min_samples: int = 1) -> dict[str, Any]:
-    """Read the corpus under ``root`` and write ``paths.manifest(split)`` for each split; the summary.
-    Raises the reader's :class:`~data_prep.librispeech.CorpusError`."""
+                      min_samples: int = 1, fmt: str = "librispeech") -> dict[str, Any]:
+    """Read the corpus under ``root`` (format ``fmt``) and write ``paths.manifest(split)`` for each
+    split; the summary. Audio written by an earlier run of the stage is removed first. Raises the
+    reader's :class:`~data_prep.librispeech.CorpusError`."""
     from asr_kd.data.manifest import write_manifest
-    from data_prep.librispeech import read_corpus
+    from data_prep.formats import read_formatted_corpus
 
-    corpus = read_corpus(root, subsets, sample_rate=data.sample_rate, extra_lexicon=data.extra_lexicon,
-                         oov_policy=data.oov_policy, max_utts_per_split=data.max_utts_per_split,
-                         lm_text=data.lm_text, min_samples=min_samples)
+    shutil.rmtree(paths.prepared_audio, ignore_errors=True)
+    corpus = read_formatted_corpus(fmt, root, subsets, paths.prepared_audio, sample_rate=data.sample_rate,
+                                   extra_lexicon=data.extra_lexicon, oov_policy=data.oov_policy,
+                                   max_utts_per_split=data.max_utts_per_split, lm_text=data.lm_text,
+                                   min_samples=min_samples)
     for split, utts in corpus.splits.items():
         write_manifest(paths.manifest(split), utts)
     return corpus.summary
@@ -80,6 +99,9 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     try:
         if not cfg.data.root:
             ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
-        return prepare_manifests(root, split_subsets(cfg), paths, cfg.data, min_samples=min_utterance_samples(cfg))
+        fmt, detected = corpus_format(cfg)
+        summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
+                                    min_samples=min_utterance_samples(cfg), fmt=fmt)
     except CorpusError as e:
         raise StageError(str(e)) from e
+    return {"format": fmt, "format_detected": detected, **summary}
