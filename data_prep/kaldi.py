@@ -66,11 +66,12 @@ COMMAND_NOT_FOUND = 127
 
 
 # -- tables ---------------------------------------------------------------------------------------
-def read_table(path: Path, skips: Skips, empty_reason: str = "bad_table_line",
+def read_table(path: Path, skips: Skips, bad: set[str], empty_reason: str = "bad_table_line",
                encoding_reason: str = "bad_table_line") -> dict[str, tuple[str, str]]:
     """``key -> (value, "file:line")`` of a Kaldi table (``key value ...`` a line). A line without
     a value is ``empty_reason``, one that is not UTF-8 ``encoding_reason``, a repeated key
-    ``duplicate_id`` (the first is kept); all counted and named in ``skips``."""
+    ``duplicate_id`` (the first is kept); all counted and named in ``skips``, and the keys of
+    skipped lines added to ``bad`` (so that they are not counted again, e.g. as without audio)."""
     table: dict[str, tuple[str, str]] = {}
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, 1):
@@ -78,6 +79,7 @@ def read_table(path: Path, skips: Skips, empty_reason: str = "bad_table_line",
             try:
                 line = raw.decode("utf-8").strip()
             except UnicodeDecodeError:
+                bad.add(raw.split(maxsplit=1)[0].decode("utf-8", "replace") if raw.strip() else "")
                 skips.add(encoding_reason, where)
                 continue
             if not line:
@@ -85,6 +87,7 @@ def read_table(path: Path, skips: Skips, empty_reason: str = "bad_table_line",
             key, _, value = line.partition(" ")
             key, value = key.strip(), value.strip()
             if not value:
+                bad.add(key)
                 skips.add(empty_reason, where)
             elif key in table:
                 skips.add("duplicate_id", f"{where} (also {table[key][1]})")
@@ -93,12 +96,12 @@ def read_table(path: Path, skips: Skips, empty_reason: str = "bad_table_line",
     return table
 
 
-def read_speakers(d: Path, skips: Skips) -> dict[str, str]:
+def read_speakers(d: Path, skips: Skips, bad: set[str]) -> dict[str, str]:
     """utterance -> speaker from ``utt2spk``, else from ``spk2utt``; a :class:`CorpusError` without either."""
     if (d / "utt2spk").is_file():
-        return {u: v.split()[0] for u, (v, _) in read_table(d / "utt2spk", skips).items()}
+        return {u: v.split()[0] for u, (v, _) in read_table(d / "utt2spk", skips, bad).items()}
     if (d / "spk2utt").is_file():
-        return {u: spk for spk, (v, _) in read_table(d / "spk2utt", skips).items() for u in v.split()}
+        return {u: spk for spk, (v, _) in read_table(d / "spk2utt", skips, set()).items() for u in v.split()}
     raise CorpusError(f"Kaldi data dir {d} has neither utt2spk nor spk2utt; write utt2spk (lines 'UTT SPEAKER'; "
                       "one speaker per utterance is allowed: 'UTT UTT')")
 
@@ -112,10 +115,11 @@ class Segment:
     where: str  # file:line
 
 
-def read_segments(path: Path, skips: Skips) -> dict[str, Segment]:
-    """utterance -> :class:`Segment` of a ``segments`` file; malformed lines are ``bad_table_line``."""
+def read_segments(path: Path, skips: Skips, bad: set[str]) -> dict[str, Segment]:
+    """utterance -> :class:`Segment` of a ``segments`` file; malformed lines are ``bad_table_line``
+    (their utterances added to ``bad``)."""
     out: dict[str, Segment] = {}
-    for utt, (value, where) in read_table(path, skips).items():
+    for utt, (value, where) in read_table(path, skips, bad).items():
         parts = value.split()
         try:
             rec, start, end = parts[0], float(parts[1]), float(parts[2])
@@ -123,6 +127,7 @@ def read_segments(path: Path, skips: Skips) -> dict[str, Segment]:
         except (IndexError, ValueError):
             ok = False
         if not ok:
+            bad.add(utt)
             skips.add("bad_table_line", f"{where} (want: UTT RECORDING START END)")
             continue
         out[utt] = Segment(utt, rec, start, end, where)
@@ -220,7 +225,8 @@ def process(job: Job, audio_dir: Path, sample_rate: int, min_samples: int) -> Re
     for utt, seg in job.utts:
         part = cut(samples[:, 0], rate, seg)
         if part is None:
-            res.skipped.append(("segment_outside_audio", f"{seg.where} ({len(samples) / rate:.2f} s of audio)"))
+            res.skipped.append(("segment_outside_audio",
+                                f"{seg.where} ({utt}: {seg.start}-{seg.end} s of {len(samples) / rate:.2f} s)"))
             continue
         reason, n, path, resampled = materialise(part, rate, audio_dir, utt, sample_rate, min_samples)
         res.resampled += resampled
@@ -251,14 +257,16 @@ def plan_data_dir(root: Path, name: str, plan: Plan, skips: Skips) -> None:
         if not (d / f).is_file():
             raise CorpusError(f"{d} is not a Kaldi data dir: it has no {f}. A data dir holds wav.scp, text and "
                               "utt2spk (segments optional), as Kaldi's utils/validate_data_dir.sh checks")
-    wav = read_table(d / "wav.scp", skips)
+    lost: set[str] = set()  # utterances whose audio or speaker line is already counted as bad
+    untranscribed: set[str] = set()  # utterances whose text line is already counted as bad
+    wav = read_table(d / "wav.scp", skips, lost)
     texts = {u: " ".join(v.upper().split()) for u, (v, _) in read_table(
-        d / "text", skips, empty_reason="empty_transcript", encoding_reason="non_utf8_transcript").items()}
-    speakers = read_speakers(d, skips)
-    lost: set[str] = set()  # utterances already counted, not to be counted again below
+        d / "text", skips, untranscribed, empty_reason="empty_transcript",
+        encoding_reason="non_utf8_transcript").items()}
+    speakers = read_speakers(d, skips, lost)
     by_rec: dict[str, list[tuple[str, Segment | None]]] = defaultdict(list)
     if (d / "segments").is_file():
-        for utt, seg in read_segments(d / "segments", skips).items():
+        for utt, seg in read_segments(d / "segments", skips, lost).items():
             if seg.recording in wav:
                 by_rec[seg.recording].append((utt, seg))
             else:
@@ -276,7 +284,10 @@ def plan_data_dir(root: Path, name: str, plan: Plan, skips: Skips) -> None:
         keep = []
         for utt, seg in utts:
             if utt not in texts:
-                skips.add("audio_without_transcript", f"{wav[rec][1]} ({utt})")
+                if utt not in untranscribed:
+                    skips.add("audio_without_transcript", f"{wav[rec][1]} ({utt})")
+            elif utt in lost:
+                pass  # its utt2spk line is bad: counted there
             elif utt not in speakers:
                 skips.add("no_speaker", f"{d} ({utt} is not in utt2spk)")
             elif utt in plan.texts:
