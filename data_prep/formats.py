@@ -14,10 +14,13 @@ that cannot be read in place under ``audio_dir`` (:mod:`data_prep.audio`).
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
 from data_prep.librispeech import DEFAULT_SUBSETS, Corpus, CorpusError
+
+log = logging.getLogger(__name__)
 
 FORMATS = ("librispeech", "kaldi", "lhotse")
 SIMPLE_SPLITS = {"train": ("train",), "dev": ("dev",), "test": ("test",)}  # Kaldi and lhotse defaults
@@ -54,6 +57,7 @@ def read_formatted_corpus(fmt: str, root: Path, split_subsets: dict[str, tuple[s
     """Read ``root`` in format ``fmt`` (one of :data:`FORMATS`); ``kw`` are the readers' shared
     options (sample_rate, extra_lexicon, oov_policy, max_utts_per_split, lm_text, min_samples).
     The summary says which format was read."""
+    log.info("reading %s as %s: %s", root, fmt, ", ".join(f"{s}={'+'.join(v)}" for s, v in split_subsets.items()))
     if fmt == "librispeech":
         from data_prep.librispeech import read_corpus
 

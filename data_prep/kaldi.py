@@ -84,8 +84,7 @@ def read_table(path: Path, skips: Skips, bad: set[str], empty_reason: str = "bad
                 continue
             if not line:
                 continue
-            key, _, value = line.partition(" ")
-            key, value = key.strip(), value.strip()
+            key, value = (line.split(maxsplit=1) + [""])[:2]  # a space or a tab after the key
             if not value:
                 bad.add(key)
                 skips.add(empty_reason, where)

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--data-root", default=None,
-                   help="LibriSpeech-layout corpus root (with e.g. train-clean-100/, dev-clean/, test-clean/). "
+                   help="corpus root: LibriSpeech layout (with e.g. train-clean-100/, dev-clean/, test-clean/), "
+                        "Kaldi data dirs or lhotse manifests (data.format, detected by default). "
                         "Without it the embedded synthetic corpus is generated once and used.")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS,
                    help="preset: smoke (CI, minutes), tiny (the laptop demo), librispeech-100h, paper")

@@ -27,7 +27,7 @@ def write_dir(d: Path, wav: dict[str, str], text: dict[str, str], utt2spk: dict[
               segments: list[str] | None = None) -> Path:
     d.mkdir(parents=True, exist_ok=True)
     (d / "wav.scp").write_text("".join(f"{k} {v}\n" for k, v in wav.items()))
-    (d / "text").write_text("".join(f"{k} {v}\n" for k, v in text.items()))
+    (d / "text").write_text("".join(f"{k}\t{v}\n" for k, v in text.items()))  # tab or space: both are Kaldi
     (d / "utt2spk").write_text("".join(f"{k} {v}\n" for k, v in utt2spk.items()))
     if segments is not None:
         (d / "segments").write_text("".join(line + "\n" for line in segments))
