@@ -58,7 +58,6 @@ from data_prep.librispeech import (
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DIRS = {"train": ("train",), "dev": ("dev",), "test": ("test",)}
 REQUIRED = ("wav.scp", "text")
 MAX_OVERSHOOT_S = 0.5  # Kaldi extract-segments' default --max-overshoot
 _ARK_OFFSET = re.compile(r"^\S+:\d+(\[[0-9:, ]+\])?$")  # foo.ark:1234, foo.ark:1234[0:16000]

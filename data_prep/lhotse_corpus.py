@@ -12,7 +12,7 @@ A split names parts (``data.train_subsets=train-clean-100``): the reader takes
 ``[<prefix>_]cuts_<part>.jsonl[.gz]`` when there is one, else ``[<prefix>_]recordings_<part>...``
 with ``[<prefix>_]supervisions_<part>...``; a name that is a file under the root (a CutSet, or a
 supervisions manifest beside its recordings manifest) is read as it is. Manifests are read through
-the ``lhotse`` package (the optional extra ``asr-kd[lhotse]``), imported only here.
+the ``lhotse`` package (the optional extra ``asr-kd[lhotse]``), imported only when used (:func:`import_lhotse`).
 
 **One utterance per supervision**, its id the supervision's id, its ``chapter`` the recording's id.
 A CutSet is first cut at its supervisions (``trim_to_supervisions(keep_overlapping=False)``).
@@ -33,7 +33,6 @@ its error is named).
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,9 +49,6 @@ from data_prep.audio import materialise
 from data_prep.kaldi import MAX_OVERSHOOT_S, Result, add_audio_counts
 from data_prep.librispeech import Corpus, CorpusError, Skips, check_audio, check_threads, finish_corpus, locate_lm_text
 
-log = logging.getLogger(__name__)
-
-DEFAULT_PARTS = {"train": ("train",), "dev": ("dev",), "test": ("test",)}
 MANIFEST = re.compile(r"^(?:.*_)?(recordings|supervisions|cuts)_(.+)\.jsonl(?:\.gz)?$")
 INSTALL_HINT = "pip install 'asr-kd[lhotse]' (or: pip install -r requirements.lock)"
 

@@ -335,7 +335,7 @@ def test_the_smoke_corpus_as_kaldi_data_dirs_gives_the_same_report(smoke_run, sm
     accuracy and WER, up to timing and the corpus's own path."""
     kaldi = convert_corpus(smoke_corpus, tmp_path / "kaldi", "--to", "kaldi", "--pipe")
     exp = tmp_path / "exp"
-    res = recipe(*smoke_args(kaldi, exp), timeout=1800)
+    res = recipe(*smoke_args(kaldi, exp), timeout=3600)
     assert res.returncode == 0, res.stderr[-4000:]
     prep = show(kaldi, exp, "prepare")
     assert (prep["format"], prep["format_detected"]) == ("kaldi", True)
@@ -372,7 +372,7 @@ def test_the_smoke_corpus_as_lhotse_manifests_gives_the_same_features_and_labels
 
     lhotse_root = convert_corpus(smoke_corpus, tmp_path / "lhotse", "--to", "lhotse")
     exp = tmp_path / "exp"
-    res = recipe(*smoke_args(lhotse_root, exp), "--stop-stage", "shards", timeout=1800)
+    res = recipe(*smoke_args(lhotse_root, exp), "--stop-stage", "shards", timeout=3600)
     assert res.returncode == 0, res.stderr[-4000:]
     assert show(lhotse_root, exp, "prepare")["format"] == "lhotse"
     for split in ("train", "dev", "test"):
