@@ -313,4 +313,3 @@ def test_evaluate_on_a_resynthesised_test_set_and_again_skips_finished_work(smok
     assert "reusing" in second.stderr and second.stderr.count("done, skipping") == 2
     assert json.loads((smoke_run / "eval" / "seed1" / "report.json").read_text()) == report
     shutil.rmtree(smoke_run / "eval")
-
