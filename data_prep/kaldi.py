@@ -329,15 +329,26 @@ def read_kaldi_corpus(root: Path, split_dirs: dict[str, tuple[str, ...]], audio_
     if not root.is_dir():
         raise CorpusError(f"corpus root {root} does not exist; pass --data-root with the directory that holds "
                           "your Kaldi data dirs (Kaldi's data/)")
-    skips = {split: Skips() for split in split_dirs}
+    return corpus_from_splits(root, split_dirs, read_split, audio_dir, ("materialised", "resampled"),
+                              sample_rate=sample_rate, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
+                              max_utts_per_split=max_utts_per_split, lm_text=lm_text, min_samples=min_samples)
+
+
+def corpus_from_splits(root: Path, split_names: dict[str, tuple[str, ...]], read_split: Any, audio_dir: Path,
+                       count_names: tuple[str, ...], *, sample_rate: int, extra_lexicon: str, oov_policy: str,
+                       max_utts_per_split: int, lm_text: str, min_samples: int) -> Corpus:
+    """The Kaldi and lhotse readers' common end: each split read by ``read_split(root, names,
+    out_dir, sample_rate, skips, min_samples, threads, counts)`` with its own account and audio
+    counts (``count_names``, from 0), then ``finish_corpus``, then the counts in each split's summary."""
+    skips = {split: Skips() for split in split_names}
     splits: dict[str, list[Utterance]] = {}
     audio: dict[str, dict[str, int]] = {}
     threads = check_threads()
-    for split, names in split_dirs.items():
-        audio[split] = {"materialised": 0, "resampled": 0}
+    for split, names in split_names.items():
+        audio[split] = dict.fromkeys(count_names, 0)
         splits[split] = read_split(root, names, Path(audio_dir) / split, sample_rate, skips[split], min_samples,
                                    threads, audio[split])
-    corpus = finish_corpus(root, split_dirs, splits, skips, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
+    corpus = finish_corpus(root, split_names, splits, skips, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
                            max_utts_per_split=max_utts_per_split, lm_path=locate_lm_text(root, lm_text),
                            min_samples=min_samples)
     add_audio_counts(corpus.summary, audio)

@@ -46,8 +46,8 @@ from asr_kd.data.manifest import Utterance
 from asr_kd.parallel import worker_map
 from asr_kd.progress import progress
 from data_prep.audio import materialise
-from data_prep.kaldi import MAX_OVERSHOOT_S, Result, add_audio_counts
-from data_prep.librispeech import Corpus, CorpusError, Skips, check_audio, check_threads, finish_corpus, locate_lm_text
+from data_prep.kaldi import MAX_OVERSHOOT_S, Result, corpus_from_splits
+from data_prep.librispeech import Corpus, CorpusError, Skips, check_audio
 
 MANIFEST = re.compile(r"^(?:.*_)?(recordings|supervisions|cuts)_(.+)\.jsonl(?:\.gz)?$")
 INSTALL_HINT = "pip install 'asr-kd[lhotse]' (or: pip install -r requirements.lock)"
@@ -262,16 +262,6 @@ def read_lhotse_corpus(root: Path, split_parts: dict[str, tuple[str, ...]], audi
         raise CorpusError(f"corpus root {root} does not exist; pass --data-root with the directory that holds "
                           "your lhotse manifests")
     import_lhotse()
-    skips = {split: Skips() for split in split_parts}
-    splits: dict[str, list[Utterance]] = {}
-    audio: dict[str, dict[str, int]] = {}
-    threads = check_threads()
-    for split, parts in split_parts.items():
-        audio[split] = {"materialised": 0, "resampled": 0, "downmixed": 0}
-        splits[split] = read_split(root, parts, Path(audio_dir) / split, sample_rate, skips[split], min_samples,
-                                   threads, audio[split])
-    corpus = finish_corpus(root, split_parts, splits, skips, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
-                           max_utts_per_split=max_utts_per_split, lm_path=locate_lm_text(root, lm_text),
-                           min_samples=min_samples)
-    add_audio_counts(corpus.summary, audio)
-    return corpus
+    return corpus_from_splits(root, split_parts, read_split, audio_dir, ("materialised", "resampled", "downmixed"),
+                              sample_rate=sample_rate, extra_lexicon=extra_lexicon, oov_policy=oov_policy,
+                              max_utts_per_split=max_utts_per_split, lm_text=lm_text, min_samples=min_samples)
