@@ -108,13 +108,19 @@ def test_position_dependent_phones(tmp_path):
     assert load_lang(tmp_path).position_dependent
 
 
-def test_prepare_lang_names_missing_words_or_skips_them(tmp_path):
+def one_utterance_and_lm(tmp_path, text: str, lm_text: str):
+    """(manifest with one utterance saying ``text``, LM text file) under ``tmp_path``."""
     manifest = tmp_path / "m.jsonl"
-    row = {"id": "u1", "speaker": "s", "chapter": "c", "audio": "x.flac", "text": "CAT ZZYZX",
+    row = {"id": "u1", "speaker": "s", "chapter": "c", "audio": "x.flac", "text": text,
            "num_samples": 16000, "sample_rate": 16000}
     manifest.write_text(json.dumps(row) + "\n")
     lm = tmp_path / "lm.txt"
-    lm.write_text("RED CAT\nQWXZ\n")
+    lm.write_text(lm_text)
+    return manifest, lm
+
+
+def test_prepare_lang_names_missing_words_or_skips_them(tmp_path):
+    manifest, lm = one_utterance_and_lm(tmp_path, "CAT ZZYZX", "RED CAT\nQWXZ\n")
     with pytest.raises(ValueError, match="ZZYZX"):
         prepare_lang(tmp_path / "lang", [manifest], lm, LEXICON, 0.5, False, "error")
     summary = prepare_lang(tmp_path / "lang", [manifest], lm, LEXICON, 0.5, False, "skip")
@@ -125,12 +131,7 @@ def test_prepare_lang_names_missing_words_or_skips_them(tmp_path):
 
 
 def test_prepare_lang_g2p_pronounces_transcript_and_lm_words(tmp_path):
-    manifest = tmp_path / "m.jsonl"
-    row = {"id": "u1", "speaker": "s", "chapter": "c", "audio": "x.flac", "text": "CAT ZORBLAX",
-           "num_samples": 16000, "sample_rate": 16000}
-    manifest.write_text(json.dumps(row) + "\n")
-    lm = tmp_path / "lm.txt"
-    lm.write_text("RED CAT\nQUENTARIS ZORBLAX\n")
+    manifest, lm = one_utterance_and_lm(tmp_path, "CAT ZORBLAX", "RED CAT\nQUENTARIS ZORBLAX\n")
     summary = prepare_lang(tmp_path / "lang", [manifest], lm, LEXICON, 0.5, False, "g2p")
     assert summary["num_words"] == 4 and summary["words_without_pronunciation"] == 0
     assert (summary["g2p_words"], summary["g2p_transcript_words"], summary["g2p_lm_only_words"]) == (2, 1, 1)
