@@ -55,14 +55,55 @@ class DataConfig:
     oov_policy: str = "g2p"
     extra_lexicon: str = ""  # optional LibriSpeech-style lexicon file (WORD PH1 PH2 ...)
     lm_text: str = ""  # LM training text, one sentence a line; "" = corpus default if any
+    # The cross-synthesizer test (synthetic corpus only): "espeak" or "flite" keeps only that
+    # synthesizer's speakers in train, dev and test (the usual test set: held-out voices of the
+    # training synthesizer), and the test speakers of the other synthesizer become a second test
+    # condition, "cross-synth", decoded and reported beside it. "" = both synthesizers everywhere.
+    train_synthesizer: str = ""
 
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
+        _check_choice("data.train_synthesizer", self.train_synthesizer, ("", "espeak", "flite"))
+        if self.train_synthesizer and self.root:
+            raise ConfigError("data.train_synthesizer splits the embedded synthetic corpus by synthesizer; it "
+                              "cannot be used with --data-root (drop one of them)")
         _check_choice("data.format", self.format, ("auto", "librispeech", "kaldi", "lhotse"))
         if self.format in ("kaldi", "lhotse") and not self.root:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
                               "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
         _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training-data augmentation in the prepare stage (asr_kd.data.augment): copies with new ids
+    and speakers, train split only, seeded. Off by default."""
+
+    # Speed-perturbed copies, one per factor other than 1.0 (Kaldi: 0.9 1.0 1.1).
+    speeds: tuple[float, ...] = ()
+    # Copies of each original in a simulated room (RT60 drawn from rt60_s) with coloured noise
+    # (white / pink / brown) at an SNR drawn from snr_db.
+    reverb_copies: int = 0
+    rt60_s: tuple[float, ...] = (0.2, 0.7)
+    snr_db: tuple[float, ...] = (8.0, 25.0)
+    seed: int = 0
+    num_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if any(f <= 0.5 or f >= 2.0 for f in self.speeds):
+            raise ConfigError(f"augment.speeds must lie between 0.5 and 2.0, got {self.speeds}")
+        if self.reverb_copies < 0:
+            raise ConfigError(f"augment.reverb_copies must be >= 0, got {self.reverb_copies}")
+        for key in ("rt60_s", "snr_db"):
+            r = getattr(self, key)
+            if len(r) != 2 or r[0] > r[1]:
+                raise ConfigError(f"augment.{key} must be a range [low, high], got {list(r)}")
+        if self.rt60_s[0] <= 0:
+            raise ConfigError(f"augment.rt60_s must be positive seconds, got {list(self.rt60_s)}")
+
+    @property
+    def enabled(self) -> bool:
+        return any(f != 1.0 for f in self.speeds) or self.reverb_copies > 0
 
 
 @dataclass(frozen=True)
@@ -273,6 +314,7 @@ class DecodeConfig:
 class RecipeConfig:
     preset: str = DEFAULT_PRESET
     data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     features: FeatureConfig = field(default_factory=FeatureConfig)
     lang: LangConfig = field(default_factory=LangConfig)
     align: AlignConfig = field(default_factory=AlignConfig)

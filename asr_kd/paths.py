@@ -48,7 +48,7 @@ SPLITS = ("train", "dev", "test")
 MARKER = "DONE.json"
 # The stage directories, in pipeline order (the recipe's STAGES list the same names: a test checks it).
 STAGE_NAMES = ("prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
-               "decode", "export", "report")
+               "decode", "conditions", "export", "report")
 # The Table-5 runs (distill/table5-<name>/) and the systems decoded under those names.
 TABLE5_RUNS = ("baseline_100", "baseline_3", "soft_3")
 LOCK_NAME = ".lock"  # <exp>/.lock: the PID and host of the recipe process that owns the run directory
@@ -109,6 +109,16 @@ class RunPaths(_Reported):
     def prepared_audio(self) -> Path:
         """Audio the prepare stage wrote itself, ``<split>/<utt>.wav`` (see data_prep.audio)."""
         return self.stage_dir("prepare") / "audio"
+
+    @property
+    def augmented_audio(self) -> Path:
+        """The training set's augmented copies, ``<copy id>.flac`` (asr_kd.data.augment)."""
+        return self.stage_dir("prepare") / "augment"
+
+    def condition_manifest(self, name: str) -> Path:
+        """The utterances of an extra test condition (e.g. ``cross-synth``), decoded by the
+        conditions stage."""
+        return self.stage_dir("prepare") / f"condition-{name}.jsonl"
 
     # -- lang ------------------------------------------------------------------
     @property

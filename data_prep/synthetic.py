@@ -384,6 +384,22 @@ def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bo
     return marker
 
 
+def speaker_synthesizers(root: Path) -> dict[str, str]:
+    """Speaker id -> ``espeak`` or ``flite``, from a synthetic corpus's SPEAKERS.TXT."""
+    path = Path(root) / SPEAKERS_NAME
+    if not path.exists():
+        raise CorpusError(f"{path} is missing: {root} is not a finished synthetic corpus; regenerate it")
+    out = {}
+    for line in path.read_text().splitlines():
+        if line.startswith(";") or not line.strip():
+            continue
+        fields = [f.strip() for f in line.split("|")]
+        if len(fields) < 5:
+            raise CorpusError(f"{path}: unexpected line {line!r}; regenerate the corpus")
+        out[fields[0]] = "espeak" if fields[4].startswith("espeak-ng") else "flite"
+    return out
+
+
 def _marker_matches(root: Path, size: str, seed: int, noise: bool) -> bool:
     """True if ``root`` holds a finished corpus of these settings; raises if it holds something else."""
     marker_path = root / MARKER_NAME

@@ -77,6 +77,20 @@ def load_split(paths: RunPaths, split: str, lang: Lang, model: GmmHmm | None) ->
     return data
 
 
+def originals_only(data: AlignSplit) -> AlignSplit:
+    """``data`` without the augmented copies (asr_kd.data.augment): the GMMs train on the original
+    recordings, as Kaldi's recipes do, and then align the copies. ``data`` itself when it has none."""
+    from asr_kd.data.augment import is_copy
+
+    keep = [u for u in data.utt_ids if not is_copy(u)]
+    if len(keep) == len(data.utt_ids):
+        return data
+    ids = set(keep)
+    return AlignSplit(utt_ids=keep, feats={u: f for u, f in data.feats.items() if u in ids},
+                      texts={u: t for u, t in data.texts.items() if u in ids}, graphs={},
+                      failed={u: r for u, r in data.failed.items() if u in ids})
+
+
 def add_graphs(data: AlignSplit, lang: Lang, model: GmmHmm) -> None:
     """Compile training graphs for the utterances with features; OOV utterances are failures."""
     transcripts: dict[str, list[int]] = {}
@@ -145,7 +159,8 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     t0 = time.time()
     lang = load_lang(paths.lang)
     opts = train_options(cfg.align)
-    train_data = load_split(paths, "train", lang, None)
+    train_all = load_split(paths, "train", lang, None)
+    train_data = originals_only(train_all)  # augmented copies are aligned, not trained on
     if not train_data.feats:
         raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
     frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
@@ -174,7 +189,10 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     pdf_counts = np.zeros(model.num_pdfs, dtype=np.int64)
     for split in SPLITS:
-        data = train_data if split == "train" else load_split(paths, split, lang, model)
+        data = load_split(paths, split, lang, model) if split != "train" else train_data
+        if split == "train" and train_all is not train_data:
+            data = train_all
+            add_graphs(data, lang, model)
         result = realign(model, data.graphs, data.feats, final_opts, silence, desc=f"align {split}")
         write_alignments(paths, split, result, tid2pdf)
         summary = split_summary(data, result, model, silence)

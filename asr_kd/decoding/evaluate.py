@@ -229,3 +229,58 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
         if items:
             lines += ["", f"## {title}: {len(items)}", ""] + [f"- {u}: {why}" for u, why in sorted(items.items())]
     return "\n".join(lines) + "\n"
+
+
+def condition_summary(paths: RunPaths, ep: EvalDir, report: dict[str, Any], data: EvalData) -> dict[str, Any]:
+    """A test condition as the paper's comparison: the mean teacher, the ensemble and the best
+    student (best dev frame accuracy in the run's decode stage), each with WER and frame accuracy
+    and their 95 % bootstrap intervals over the condition's utterances (paired across systems);
+    the ensemble's gain over the mean teacher and the share of it the student keeps."""
+    from asr_kd.decoding.stats import Bootstrap, UttCounts, interval, mean_over, ratio_of_gains
+
+    boot = Bootstrap(data.utts)
+    counts = {}
+    for s in report["systems"]:
+        per_utt = read_json(ep.summary(s["system"]))["per_utt"]
+        table = np.asarray([per_utt[u] for u in data.utts], dtype=np.float64)  # (n, 4)
+        counts[s["system"]] = UttCounts(tuple(data.utts), *table.T)
+    teachers = [n for n in counts if n.startswith("teacher-")]
+    students = [n for n in counts if n.startswith("distilled_T")]
+    if not teachers or "ensemble" not in counts or not students:
+        raise StageError(f"condition {report['name']}: needs the teachers, the ensemble and a student "
+                         f"decoded; has {', '.join(counts)}")
+    dev_acc = {n: read_json(paths.decode_summary(n)).get("dev_frame_acc") or 0.0 for n in students}
+    best = max(students, key=lambda n: dev_acc[n])
+    wer = {n: boot.wer(c) for n, c in counts.items()}
+    acc = {n: boot.frame_acc(c) for n, c in counts.items()}
+    by = {s["system"]: s for s in report["systems"]}
+
+    def point(names: list[str], key: str) -> float | None:
+        vals = [by[n][key] for n in names]
+        return None if any(v is None for v in vals) else float(np.mean(vals))
+
+    rows = {}
+    for label, names in (("mean_teacher", teachers), ("ensemble", ["ensemble"]), ("student", [best])):
+        w, a = mean_over([wer[n] for n in names]), mean_over([acc[n] for n in names])
+        fa = point(names, "frame_acc")
+        rows[label] = {"systems": names, "wer": point(names, "wer"), "wer_ci": interval(w),
+                       "frame_acc": fa, "frame_acc_ci": interval(a) if fa is not None else None}
+        if label == "mean_teacher":
+            rows[label]["wer_std"] = float(np.std([by[n]["wer"] for n in names], ddof=1)) if len(names) > 1 else 0.0
+    t_acc, e_acc, s_acc = (mean_over([acc[n] for n in ns]) for ns in (teachers, ["ensemble"], [best]))
+    t_wer, e_wer, s_wer = (mean_over([wer[n] for n in ns]) for ns in (teachers, ["ensemble"], [best]))
+    out: dict[str, Any] = {"utterances": report["utterances"], "speakers": report["speakers"],
+                           "labelled_utterances": report["labelled_utterances"], "best_student": best, **rows}
+    mt, en, st = rows["mean_teacher"], rows["ensemble"], rows["student"]
+    out["ensemble_wer_gain"] = mt["wer"] - en["wer"]
+    out["ensemble_wer_gain_ci"] = interval(t_wer - e_wer)
+    out["wer_gain_kept"] = (mt["wer"] - st["wer"]) / out["ensemble_wer_gain"] if out["ensemble_wer_gain"] > 0 else None
+    out["wer_gain_kept_ci"] = interval(ratio_of_gains(t_wer - s_wer, t_wer - e_wer))
+    if None not in (mt["frame_acc"], en["frame_acc"], st["frame_acc"]):
+        gain = en["frame_acc"] - mt["frame_acc"]
+        out["ensemble_frame_acc_gain"] = gain
+        out["ensemble_frame_acc_gain_ci"] = interval(e_acc - t_acc)
+        out["gain_kept"] = (st["frame_acc"] - mt["frame_acc"]) / gain if gain > 0 else None
+        out["gain_kept_ci"] = interval(ratio_of_gains(s_acc - t_acc, e_acc - t_acc))
+    return out
+

@@ -31,8 +31,8 @@ from asr_kd.parallel import global_rank
 from asr_kd.paths import RunPaths
 from asr_kd.runlock import RunLocked, run_lock
 from asr_kd.runner import Stage, StageError, StageRunner
-from asr_kd.stages import (align, decode, distill, ensemble, export, features, graph, lang, prepare, report, shards,
-                           teachers)
+from asr_kd.stages import (align, conditions, decode, distill, ensemble, export, features, graph, lang, prepare, report,
+                           shards, teachers)
 
 log = logging.getLogger("asr_kd.recipe")
 
@@ -51,6 +51,7 @@ STAGES: list[Stage] = [
     Stage.of(distill),   # a student per temperature; the Table-5 runs
     Stage.of(graph),     # n-gram LM -> G.fst -> HCLG.fst
     Stage.of(decode),    # every system through HCLG -> WER
+    Stage.of(conditions),  # extra test conditions (cross-synthesizer) -> WER, frame accuracy
     Stage.of(export),    # model directories for deployment; inference cost
     Stage.of(report),    # report.json, report.md, plots
 ]

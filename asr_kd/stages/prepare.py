@@ -8,6 +8,15 @@ and the shortest usable audio, writes the manifests, and turns the reader's
 :class:`~data_prep.librispeech.CorpusError` into a :class:`~asr_kd.runner.StageError`. Audio a
 Kaldi or lhotse corpus cannot give as a plain 16 kHz file (pipes, segments, other rates) is
 written once under ``prepare/audio/<split>/`` and named by the manifest.
+
+Two options act on the manifests once they are written:
+
+* ``data.train_synthesizer`` (synthetic corpus only) keeps one synthesizer's speakers in every
+  split and writes the other synthesizer's test speakers to ``prepare/condition-cross-synth.jsonl``,
+  the cross-synthesizer test condition (decoded by the conditions stage);
+* ``augment.*`` adds augmented copies of the training utterances (:mod:`asr_kd.data.augment`),
+  written under ``prepare/augment/``; the summary counts them, and the time they took
+  (``augment_s``).
 """
 
 from __future__ import annotations
@@ -22,7 +31,7 @@ from asr_kd.runner import StageError
 
 DOC = "corpus -> manifests"
 # model and features: the shortest usable audio (min_utterance_samples), deliberately not hashed
-READS = ("data", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
+READS = ("data", "augment", "!augment.num_workers", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
          "!features.frame_shift_ms")
 AFTER = ()
 
@@ -90,6 +99,67 @@ def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: Ru
     return corpus.summary
 
 
+CROSS_SYNTH = "cross-synth"
+
+
+def split_by_synthesizer(root: Path, paths: RunPaths, synth: str) -> dict[str, Any]:
+    """Keep ``synth``'s speakers in every manifest; the other synthesizer's test utterances become
+    the cross-synthesizer condition. Returns what was kept and held out, per split."""
+    from asr_kd.data.manifest import read_manifest, write_manifest
+    from data_prep.synthetic import speaker_synthesizers
+
+    synth_of = speaker_synthesizers(root)
+    out: dict[str, Any] = {"train_synthesizer": synth, "kept": {}, "held_out": {}}
+    for split in SPLITS:
+        utts = read_manifest(paths.manifest(split))
+        unknown = sorted({u.speaker for u in utts if u.speaker not in synth_of})
+        if unknown:
+            raise StageError(f"speakers {', '.join(unknown[:5])} of {paths.manifest(split)} are not in "
+                             f"{root}/SPEAKERS.TXT; data.train_synthesizer needs the synthetic corpus as generated")
+        keep = [u for u in utts if synth_of[u.speaker] == synth]
+        other = [u for u in utts if synth_of[u.speaker] != synth]
+        if not keep:
+            raise StageError(f"the {split} split has no {synth} speakers; data.train_synthesizer={synth} "
+                             "leaves it empty")
+        write_manifest(paths.manifest(split), keep)
+        out["kept"][split] = {"utterances": len(keep), "speakers": len({u.speaker for u in keep})}
+        out["held_out"][split] = {"utterances": len(other), "speakers": len({u.speaker for u in other})}
+        if split == "test":
+            if not other:
+                raise StageError(f"the test split has no speakers of the other synthesizer than {synth}: "
+                                 "no cross-synthesizer test condition")
+            write_manifest(paths.condition_manifest(CROSS_SYNTH), other)
+    out["conditions"] = {CROSS_SYNTH: {"synthesizer": "flite" if synth == "espeak" else "espeak",
+                                       **out["held_out"]["test"]}}
+    return out
+
+
+def augment_training_set(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Add ``augment.*``'s copies of the training utterances to the training manifest."""
+    import time
+
+    from asr_kd.config import config_hash, to_dict
+    from asr_kd.data.augment import AugmentSettings, augment_train
+    from asr_kd.data.manifest import read_manifest, write_manifest
+    from asr_kd.fileio import read_json, write_json
+
+    t0 = time.time()
+    a = cfg.augment
+    key = config_hash({k: v for k, v in to_dict(a).items() if k != "num_workers"})
+    key_file = paths.augmented_audio / "key.json"
+    if paths.augmented_audio.exists() and (not key_file.exists() or read_json(key_file).get("key") != key):
+        shutil.rmtree(paths.augmented_audio)  # copies made with other settings
+    paths.augmented_audio.mkdir(parents=True, exist_ok=True)
+    write_json(key_file, {"key": key})
+    originals = read_manifest(paths.manifest("train"))
+    settings = AugmentSettings(speeds=tuple(a.speeds), reverb_copies=a.reverb_copies, rt60_s=tuple(a.rt60_s),
+                               snr_db=tuple(a.snr_db), seed=a.seed, sample_rate=cfg.data.sample_rate)
+    copies, summary = augment_train(originals, paths.augmented_audio, settings,
+                                    min_samples=min_utterance_samples(cfg), jobs=a.num_workers)
+    write_manifest(paths.manifest("train"), [*originals, *copies])
+    return {**summary, "augment_s": round(time.time() - t0, 1)}
+
+
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Manifests of train, dev and test; bad input (unusable audio included) named and counted."""
     from data_prep.librispeech import CorpusError
@@ -102,6 +172,14 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
                                     min_samples=min_utterance_samples(cfg), fmt=fmt)
+        for old in paths.stage_dir("prepare").glob("condition-*.jsonl"):
+            old.unlink()
+        if cfg.data.train_synthesizer:
+            summary["synthesizers"] = split_by_synthesizer(root, paths, cfg.data.train_synthesizer)
     except CorpusError as e:
         raise StageError(str(e)) from e
+    if cfg.augment.enabled:
+        summary["augment"] = augment_training_set(cfg, paths)
+    elif paths.augmented_audio.exists():
+        shutil.rmtree(paths.augmented_audio)
     return {"format": fmt, "format_detected": detected, **summary}

@@ -25,7 +25,7 @@ from asr_kd.runner import marker_summary
 
 DOC = "report.json, report.md, plots"
 READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
-AFTER = ("decode", "export")
+AFTER = ("decode", "conditions", "export")
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
 PAPER_TABLE1 = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}
@@ -322,6 +322,31 @@ def gmm_rows(paths: RunPaths) -> list[dict[str, Any]]:
     return rows
 
 
+def test_conditions(table1: list[dict[str, Any]], derived: dict[str, Any],
+                    extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per test condition (the usual test set, then the conditions stage's, e.g. ``cross-synth``):
+    the mean teacher, the ensemble and the best student with WER and frame accuracy (95 %
+    intervals), the ensemble's gain over the mean teacher and the share the student keeps."""
+    by = {r["system"]: r for r in table1}
+    best = derived.get("best_student")
+    out: list[dict[str, Any]] = []
+    if best and "baseline_mean" in by and "ensemble" in by:
+        def row(r: dict[str, Any]) -> dict[str, Any]:
+            keep = ("wer", "wer_ci", "frame_acc", "frame_acc_ci", "wer_std")
+            return {k: r[k] for k in keep if k in r}
+
+        mt, en, st = by["baseline_mean"], by["ensemble"], by[best]
+        gain = mt["wer"] - en["wer"]
+        out.append({"condition": "test", "utterances": derived.get("bootstrap", {}).get("test_utterances"),
+                    "best_student": best, "mean_teacher": row(mt), "ensemble": row(en),
+                    "student": row(st), "ensemble_wer_gain": gain,
+                    "wer_gain_kept": (mt["wer"] - st["wer"]) / gain if gain > 0 else None,
+                    "gain_kept": derived.get("gain_kept"), "gain_kept_ci": derived.get("gain_kept_ci")})
+    for name, c in (extra or {}).items():
+        out.append({"condition": name, **c})
+    return out
+
+
 def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     table1, table5 = table1_rows(cfg, paths), table5_rows(cfg, paths)
     derived = derived_figures(table1, table5)
@@ -339,6 +364,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "graph": marker_summary(paths, "graph"),
         "timing": timing_section(paths),
         "deployment": marker_summary(paths, "export") or None,
+        "conditions": test_conditions(table1, derived, marker_summary(paths, "conditions").get("conditions", {})),
         "preset": cfg.preset,
         "subset_fraction": cfg.distill.subset_fraction,
     }
@@ -495,6 +521,23 @@ def render_markdown(report: dict[str, Any]) -> str:
             lines += ["", f"The best student on dev ({best}) needs {e['mflops_per_frame'] / b['mflops_per_frame']:.1f}x "
                           f"fewer operations per frame than the ensemble and runs "
                           f"{e['whole_utterance_rtf'] / b['whole_utterance_rtf']:.1f}x faster (whole utterance)."]
+    conds = report.get("conditions") or []
+    if len(conds) > 1:
+        lines += ["", "## Test conditions: does the ensemble's advantage survive a shift of domain?", "",
+                  "`test`: held-out voices of the training synthesizers; `cross-synth`: voices of the synthesizer "
+                  "training never heard (data.train_synthesizer). WER (frame accuracy) with 95 % bootstrap "
+                  "intervals over each condition's utterances; the student is the best on dev.", "",
+                  "| condition | utts | mean teacher | ensemble | best student | ensemble WER gain | student keeps "
+                  "(frame acc) |", "|---|---|---|---|---|---|---|"]
+        for c in conds:
+            def cell(r: dict[str, Any]) -> str:
+                return (f"{_pct(r['wer'])}{_ci(r.get('wer_ci'))} ({_pct(r.get('frame_acc'))}"
+                        f"{_ci(r.get('frame_acc_ci'))})")
+            kept = c.get("gain_kept")
+            kept_s = "n/a (no gain)" if kept is None else f"{100 * kept:.0f}%{_ci(c.get('gain_kept_ci'), digits=0)}"
+            lines.append(f"| {c['condition']} | {c.get('utterances') or ''} | {cell(c['mean_teacher'])} | "
+                         f"{cell(c['ensemble'])} | {c['best_student']}: {cell(c['student'])} | "
+                         f"{100 * c['ensemble_wer_gain']:+.1f} points | {kept_s} |")
     if report.get("gmm_systems"):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "

@@ -8,7 +8,7 @@ from asr_kd.paths import STAGE_NAMES
 from asr_kd.recipes.librispeech import STAGES, main
 
 DESIGN = ["prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph", "decode",
-          "export", "report"]
+          "conditions", "export", "report"]
 
 
 def test_stage_order_matches_the_design():

@@ -24,7 +24,7 @@ from asr_kd.stages.report import validate_report
 pytestmark = pytest.mark.slow
 
 STAGES = ["prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph",
-          "decode", "export", "report"]
+          "decode", "conditions", "export", "report"]
 
 
 def recipe(*args: str, **kw) -> subprocess.CompletedProcess:

@@ -1,0 +1,259 @@
+"""Training-data augmentation, Kaldi style, made locally (nothing is downloaded).
+
+The prepare stage calls :func:`augment_train` on the training manifest when ``augment.speeds`` or
+``augment.reverb_copies`` asks for it. Each augmented utterance is a *copy* with its own id and
+speaker, written as a 16-bit FLAC under ``prepare/augment/`` and added to the training manifest, so
+the features, the aligner (its GMMs train on the originals, then align every copy: labels follow
+the audio) and the DNNs treat it like any other utterance. Dev and test are never augmented.
+
+* **Speed perturbation** (Kaldi's ``perturb_data_dir_speed.sh``, sox ``speed``): for a factor f
+  the audio is resampled so it plays f times as fast: tempo and pitch both scale by f, the duration
+  by 1/f. The copy of ``103-1240-0000`` at 0.9 is ``sp0.9-103-1240-0000``, spoken by speaker
+  ``sp0.9-103`` (a perturbed voice is a new speaker for CMVN, as in Kaldi).
+* **Reverberation and noise** (Kaldi's ``reverberate_data_dir.py`` with simulated rooms, MUSAN-like
+  noise): copy r of an original (``rvb<r>-<id>``, speaker ``rvb<r>-<speaker>``) is convolved with
+  a synthetic room impulse response (a direct path, a few early reflections, an exponentially
+  decaying diffuse tail whose RT60 is drawn from ``augment.rt60_s``; the output keeps the input's
+  length, aligned to the direct path) and gets coloured noise (white, pink or brown) at an SNR
+  drawn from ``augment.snr_db``.
+
+Every random choice is drawn from (``augment.seed``, copy id), so a copy is the same in every run
+and on every machine that computes it, independent of which other copies exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from asr_kd.data.manifest import Utterance
+from asr_kd.fileio import atomic_path
+
+log = logging.getLogger(__name__)
+
+NOISE_COLOURS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # power spectrum ~ 1 / f^exponent
+
+
+@dataclass(frozen=True)
+class CopyPlan:
+    """One augmented copy to make: the source utterance and how to change it."""
+
+    source: Utterance
+    id: str
+    speaker: str
+    chapter: str
+    speed: float = 1.0  # speed factor (1.0 = unchanged)
+    reverb: bool = False  # room response + noise
+
+
+def copy_prefix(kind: str, value: float | int) -> str:
+    """``sp0.9`` / ``sp1.1`` for speed copies, ``rvb1`` ... for reverberated ones."""
+    return f"sp{value:g}" if kind == "speed" else f"rvb{int(value)}"
+
+
+def is_copy(utt_id: str) -> bool:
+    """Whether an utterance id names an augmented copy (``sp<f>-`` or ``rvb<r>-`` prefix)."""
+    head = utt_id.split("-", 1)[0]
+    if head.startswith("sp"):
+        try:
+            float(head[2:])
+            return True
+        except ValueError:
+            return False
+    return head.startswith("rvb") and head[3:].isdigit()
+
+
+def plan_copies(utts: Sequence[Utterance], speeds: Sequence[float], reverb_copies: int) -> list[CopyPlan]:
+    """The copies of each original: one per speed factor other than 1.0, then ``reverb_copies``
+    reverberated ones."""
+    plans: list[CopyPlan] = []
+    for u in utts:
+        for f in speeds:
+            if f == 1.0:
+                continue
+            p = copy_prefix("speed", f)
+            plans.append(CopyPlan(u, f"{p}-{u.id}", f"{p}-{u.speaker}", f"{p}-{u.chapter}", speed=float(f)))
+        for r in range(1, reverb_copies + 1):
+            p = copy_prefix("reverb", r)
+            plans.append(CopyPlan(u, f"{p}-{u.id}", f"{p}-{u.speaker}", f"{p}-{u.chapter}", reverb=True))
+    return plans
+
+
+def copy_rng(seed: int, copy_id: str) -> np.random.Generator:
+    """The random generator of one copy: from (seed, id) only."""
+    digest = hashlib.sha256(f"augment:{seed}:{copy_id}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+# -- the signal processing ------------------------------------------------------------------------
+def speed_perturb(x: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """``x`` played ``factor`` times as fast (tempo and pitch x factor, length / factor), as sox's
+    ``speed`` does: the samples are read as if taken at ``factor * sample_rate`` and resampled
+    (torchaudio's windowed-sinc resampler) to ``sample_rate``.  (N,) -> (~N / factor,) float32"""
+    import torch
+    import torchaudio.functional as AF
+
+    if factor <= 0:
+        raise ValueError(f"speed factor must be positive, got {factor}")
+    if factor == 1.0:
+        return x.astype(np.float32)
+    src = int(round(sample_rate * factor))
+    y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), orig_freq=src, new_freq=sample_rate)
+    return y.numpy()
+
+
+def room_impulse_response(rng: np.random.Generator, sample_rate: int, rt60: float) -> np.ndarray:
+    """A synthetic room impulse response: unit direct path at sample 0, 3-8 early reflections in the
+    first 50 ms, and a diffuse tail of decaying noise (60 dB down after ``rt60`` seconds) whose
+    high frequencies die faster (air and wall absorption). The direct-to-reverberant energy ratio
+    is drawn from -3..+6 dB (a talker near to far from the microphone).  -> (L,) float32"""
+    n = max(int(rt60 * sample_rate), sample_rate // 20)
+    t = np.arange(n) / sample_rate
+    decay = np.exp(-6.908 * t / rt60)  # ln(1000): amplitude -60 dB at rt60
+    tail = rng.standard_normal(n) * decay
+    # frequency-dependent decay: a one-pole low-pass whose smoothing grows along the tail
+    smooth = np.convolve(tail, np.ones(4) / 4, mode="same")
+    mix = np.clip(t / rt60, 0.0, 1.0)
+    tail = (1 - mix) * tail + mix * smooth
+    onset = int(0.003 * sample_rate)  # the diffuse field builds up after the direct sound
+    tail[:onset] = 0.0
+    for _ in range(int(rng.integers(3, 9))):
+        k = int(rng.integers(int(0.002 * sample_rate), int(0.05 * sample_rate)))
+        if k < n:
+            tail[k] += rng.uniform(0.2, 0.7) * rng.choice([-1.0, 1.0])
+    drr_db = rng.uniform(-3.0, 6.0)
+    tail *= math.sqrt(1.0 / (10 ** (drr_db / 10)) / max(float(np.sum(tail**2)), 1e-12))
+    h = tail
+    h[0] = 1.0
+    return h.astype(np.float32)
+
+
+def reverberate(x: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``x`` convolved with ``rir`` (FFT), cut to ``x``'s length (the direct path stays in place)."""
+    import torch
+    import torchaudio.functional as AF
+
+    y = AF.fftconvolve(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(rir))
+    return y[: len(x)].numpy()
+
+
+def coloured_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Unit-power noise whose power spectrum falls as 1 / f^exponent (0 white, 1 pink, 2 brown)."""
+    spec = rng.standard_normal(n // 2 + 1) + 1j * rng.standard_normal(n // 2 + 1)
+    f = np.arange(n // 2 + 1, dtype=np.float64)
+    f[0] = 1.0
+    spec *= f ** (-exponent / 2)
+    spec[0] = 0.0
+    noise = np.fft.irfft(spec, n=n)
+    return (noise / max(float(np.sqrt(np.mean(noise**2))), 1e-12)).astype(np.float32)
+
+
+def add_noise(x: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``x`` plus ``noise`` scaled to ``snr_db`` below ``x``'s mean power."""
+    power = float(np.mean(x.astype(np.float64) ** 2))
+    scale = math.sqrt(power / 10 ** (snr_db / 10) / max(float(np.mean(noise.astype(np.float64) ** 2)), 1e-20))
+    return (x + scale * noise).astype(np.float32)
+
+
+def limit_peak(x: np.ndarray, peak: float) -> np.ndarray:
+    """Scale ``x`` down so its peak is at most ``peak`` (16-bit output must not clip)."""
+    m = float(np.abs(x).max()) if len(x) else 0.0
+    return x * (peak / m) if m > peak else x
+
+
+# -- making the copies ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AugmentSettings:
+    speeds: tuple[float, ...]
+    reverb_copies: int
+    rt60_s: tuple[float, float]
+    snr_db: tuple[float, float]
+    seed: int
+    sample_rate: int = 16000
+
+
+def render_copy(plan: CopyPlan, s: AugmentSettings) -> tuple[np.ndarray, dict[str, Any]]:
+    """The samples of one copy, and what was drawn for it (for the log / tests)."""
+    x, sr = sf.read(plan.source.audio, dtype="float32", always_2d=True)
+    if sr != s.sample_rate:
+        raise ValueError(f"{plan.source.audio}: {sr} Hz, expected {s.sample_rate} Hz (prepare checks this)")
+    x = x.mean(axis=1)
+    drawn: dict[str, Any] = {}
+    peak_in = float(np.abs(x).max()) if len(x) else 0.0
+    if plan.speed != 1.0:
+        x = speed_perturb(x, plan.speed, sr)
+        drawn["speed"] = plan.speed
+    if plan.reverb:
+        rng = copy_rng(s.seed, plan.id)
+        rt60 = float(rng.uniform(*s.rt60_s))
+        x = reverberate(x, room_impulse_response(rng, sr, rt60))
+        colour = str(rng.choice(list(NOISE_COLOURS)))
+        snr = float(rng.uniform(*s.snr_db))
+        x = add_noise(x, coloured_noise(rng, len(x), NOISE_COLOURS[colour]), snr)
+        x = limit_peak(x, max(peak_in, 0.1))  # the original level, so copies are not louder
+        drawn.update(rt60_s=round(rt60, 3), noise=colour, snr_db=round(snr, 1))
+    return limit_peak(x, 32767 / 32768).astype(np.float32), drawn
+
+
+def _write_copy(args: tuple[CopyPlan, AugmentSettings, str, int]) -> tuple[str, int, str]:
+    """Make one copy's FLAC unless it exists (written atomically: existing = finished); returns
+    (id, samples, skip reason or "")."""
+    plan, s, path, min_samples = args
+    out = Path(path)
+    if out.exists():
+        return plan.id, int(sf.info(str(out)).frames), ""
+    x, _ = render_copy(plan, s)
+    if len(x) < min_samples:
+        return plan.id, len(x), "too_short"
+    with atomic_path(out) as tmp:
+        sf.write(str(tmp), x, s.sample_rate, format="FLAC", subtype="PCM_16")
+    return plan.id, len(x), ""
+
+
+def augment_train(utts: Sequence[Utterance], out_dir: Path, s: AugmentSettings, *, min_samples: int = 1,
+                  jobs: int = 1) -> tuple[list[Utterance], dict[str, Any]]:
+    """The augmented copies of ``utts`` (written under ``out_dir``), and the summary the prepare
+    stage reports: copies made per kind, hours added, copies skipped (too short after speeding up)
+    by reason. Copies already on disk are kept (a killed stage resumes)."""
+    from asr_kd.parallel import worker_map
+    from asr_kd.progress import progress
+
+    plans = plan_copies(utts, s.speeds, s.reverb_copies)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work = [(p, s, str(out_dir / f"{p.id}.flac"), min_samples) for p in plans]
+    made: list[Utterance] = []
+    per_kind: Counter[str] = Counter()
+    skipped: dict[str, list[str]] = {}
+    samples_added = 0
+    by_id = {p.id: p for p in plans}
+    results = worker_map(_write_copy, work, jobs, start="spawn", chunksize=16)
+    for copy_id, n, reason in progress(results, total=len(work), desc="augmenting", unit="copy"):
+        plan = by_id[copy_id]
+        if reason:
+            skipped.setdefault(reason, []).append(copy_id)
+            continue
+        made.append(replace(plan.source, id=plan.id, speaker=plan.speaker, chapter=plan.chapter,
+                            audio=str(out_dir / f"{plan.id}.flac"), num_samples=n))
+        per_kind[plan.id.split("-", 1)[0]] += 1
+        samples_added += n
+    summary = {
+        "speeds": list(s.speeds), "reverb_copies": s.reverb_copies, "rt60_s": list(s.rt60_s),
+        "snr_db": list(s.snr_db), "seed": s.seed,
+        "originals": len(utts), "copies": len(made), "copies_by_kind": dict(sorted(per_kind.items())),
+        "hours_added": round(samples_added / s.sample_rate / 3600, 4),
+        "skipped": {r: len(v) for r, v in skipped.items()},
+        "skipped_examples": {r: v[:10] for r, v in skipped.items()},
+    }
+    if skipped:
+        log.warning("augment: %s copies skipped (%s)", sum(len(v) for v in skipped.values()),
+                    ", ".join(f"{r} {len(v)}" for r, v in skipped.items()))
+    return made, summary

@@ -1,0 +1,47 @@
+"""The conditions stage: the run's systems on extra test conditions, beside the usual test set.
+
+Today one condition exists: with ``data.train_synthesizer`` set, ``cross-synth``, the test
+speakers of the synthesizer the run never trained on (``prepare/condition-cross-synth.jsonl``).
+Each condition is evaluated as ``python -m asr_kd.evaluate`` would (:mod:`asr_kd.decoding.evaluate`:
+features with the run's settings, frame labels from the run's GMM, every system at the acoustic
+scale it chose on dev) into ``<exp>/eval/<condition>/``, for the teachers, the ensemble and the
+students. The summary gives, per condition, the mean teacher, the ensemble and the best student
+(on dev) with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over
+the mean teacher and the share of it the student keeps. Without a condition the stage does nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asr_kd.config import RecipeConfig
+from asr_kd.paths import RunPaths
+
+DOC = "extra test conditions (cross-synthesizer)"
+# Which conditions exist is prepare's business; the systems and their scales come from decode.
+READS = ("!data.train_synthesizer", "!decode", "!teachers.num_teachers", "!distill.temperatures",
+         "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision")
+AFTER = ("decode",)
+
+CONDITIONS = ("cross-synth",)
+
+
+def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Evaluate the teachers, the ensemble and the students on each condition prepare wrote."""
+    from asr_kd.data.manifest import read_manifest
+    from asr_kd.decoding.evaluate import condition_summary, evaluate_systems, prepare_data
+    from asr_kd.decoding.systems import discover_systems
+    from asr_kd.paths import EvalDir
+
+    out: dict[str, Any] = {}
+    for name in CONDITIONS:
+        manifest = paths.condition_manifest(name)
+        if not manifest.exists():
+            continue
+        ep = EvalDir(paths.eval_dir(name))
+        data = prepare_data(cfg, paths, ep, read_manifest(manifest))
+        systems = [s.name for s in discover_systems(cfg, paths)
+                   if s.name.startswith(("teacher-", "distilled_T")) or s.name == "ensemble"]
+        report = evaluate_systems(cfg, paths, ep, data, systems)
+        out[name] = condition_summary(paths, ep, report, data)
+    return {"conditions": out}
