@@ -55,7 +55,8 @@ class DataConfig:
     oov_policy: str = "g2p"
     extra_lexicon: str = ""  # optional LibriSpeech-style lexicon file (WORD PH1 PH2 ...)
     lm_text: str = ""  # LM training text, one sentence a line; "" = corpus default if any
-    # The cross-synthesizer test (synthetic corpus only): "espeak" or "flite" keeps only that
+    # The cross-synthesizer test (a synthetic corpus only, the embedded one or one passed as --data-root:
+    # it reads the corpus's SPEAKERS.TXT): "espeak" or "flite" keeps only that
     # synthesizer's speakers in train, dev and test (the usual test set: held-out voices of the
     # training synthesizer), and the test speakers of the other synthesizer become a second test
     # condition, "cross-synth", decoded and reported beside it. "" = both synthesizers everywhere.
@@ -64,9 +65,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
         _check_choice("data.train_synthesizer", self.train_synthesizer, ("", "espeak", "flite"))
-        if self.train_synthesizer and self.root:
-            raise ConfigError("data.train_synthesizer splits the embedded synthetic corpus by synthesizer; it "
-                              "cannot be used with --data-root (drop one of them)")
+
         _check_choice("data.format", self.format, ("auto", "librispeech", "kaldi", "lhotse"))
         if self.format in ("kaldi", "lhotse") and not self.root:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "

@@ -1,0 +1,121 @@
+"""Augmentation (asr_kd.data.augment): the signal processing, the copies' ids, and the files on disk."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from asr_kd.data.augment import (
+    AugmentSettings,
+    add_noise,
+    augment_train,
+    coloured_noise,
+    copy_rng,
+    is_copy,
+    plan_copies,
+    reverberate,
+    room_impulse_response,
+    speed_perturb,
+)
+from asr_kd.data.manifest import Utterance
+
+SR = 16000
+
+
+def _peak_hz(x: np.ndarray) -> float:
+    spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
+    return float(np.argmax(spec) * SR / len(x))
+
+
+def test_speed_perturbation_scales_duration_and_pitch_like_sox_speed():
+    t = np.arange(SR) / SR
+    tone = np.sin(2 * np.pi * 200 * t).astype(np.float32)
+    for f in (0.9, 1.1):
+        y = speed_perturb(tone, f, SR)
+        assert abs(len(y) - SR / f) <= 2
+        assert _peak_hz(y) == pytest.approx(200 * f, abs=2.0)
+    assert np.array_equal(speed_perturb(tone, 1.0, SR), tone)
+
+
+def test_room_response_decays_by_its_rt60_and_keeps_the_direct_path():
+    rng = np.random.default_rng(0)
+    h = room_impulse_response(rng, SR, rt60=0.4)
+    assert h[0] == 1.0 and len(h) == int(0.4 * SR)
+    tail = h[int(0.005 * SR):]
+    early, late = np.mean(tail[: SR // 20] ** 2), np.mean(tail[-SR // 20:] ** 2)
+    assert 10 * np.log10(early / late) > 35  # ~50 dB between the first and the last 50 ms
+    x = np.random.default_rng(1).standard_normal(SR).astype(np.float32)
+    y = reverberate(x, h)
+    assert len(y) == len(x)
+    assert np.corrcoef(x, y)[0, 1] > 0.3  # the direct sound is still there, in place
+    impulse = np.zeros(8, dtype=np.float32)
+    impulse[0] = 1.0
+    assert np.allclose(reverberate(x, impulse), x, atol=1e-5)
+
+
+@pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0])
+def test_coloured_noise_has_unit_power_and_its_slope(exponent):
+    n = coloured_noise(np.random.default_rng(0), 4 * SR, exponent)
+    assert np.mean(n**2) == pytest.approx(1.0, rel=1e-3)
+    spec = np.abs(np.fft.rfft(n)) ** 2
+    f = np.fft.rfftfreq(len(n), 1 / SR)
+    low, high = spec[(f > 100) & (f < 200)].mean(), spec[(f > 3200) & (f < 6400)].mean()
+    slope_db = 10 * np.log10(low / high)
+    octaves_apart = np.log2(4800 / 150)  # band centres: 5 octaves, 3 dB per octave per unit of exponent
+    assert slope_db == pytest.approx(3.01 * exponent * octaves_apart, abs=2.0)
+
+
+def test_noise_is_added_at_the_requested_snr():
+    rng = np.random.default_rng(0)
+    x = np.sin(np.arange(SR) / 7.0).astype(np.float32)
+    noise = coloured_noise(rng, SR, 1.0)
+    y = add_noise(x, noise, 12.0)
+    snr = 10 * np.log10(np.mean(x**2) / np.mean((y - x) ** 2))
+    assert snr == pytest.approx(12.0, abs=0.01)
+
+
+def _utt(tmp_path, uid: str, seconds: float, speaker: str = "7") -> Utterance:
+    x = 0.3 * np.sin(np.arange(int(seconds * SR)) / 5.0).astype(np.float32)
+    path = tmp_path / f"{uid}.flac"
+    sf.write(path, x, SR)
+    return Utterance(uid, speaker, "70", str(path), "HELLO WORLD", len(x), SR)
+
+
+def test_copies_get_kaldi_style_ids_and_speakers():
+    u = Utterance("7-70-0001", "7", "70", "/a.flac", "HI", 16000, SR)
+    plans = plan_copies([u], speeds=(0.9, 1.0, 1.1), reverb_copies=2)
+    assert [p.id for p in plans] == ["sp0.9-7-70-0001", "sp1.1-7-70-0001", "rvb1-7-70-0001", "rvb2-7-70-0001"]
+    assert [p.speaker for p in plans] == ["sp0.9-7", "sp1.1-7", "rvb1-7", "rvb2-7"]
+    assert all(is_copy(p.id) for p in plans)
+    assert not is_copy("7-70-0001") and not is_copy("spk1-0001") and not is_copy("rvbx-1")
+
+
+def test_augment_train_writes_seeded_copies_counts_the_short_ones_and_resumes(tmp_path):
+    utts = [_utt(tmp_path, "7-70-0000", 1.0), _utt(tmp_path, "7-70-0001", 0.30)]
+    s = AugmentSettings(speeds=(0.9, 1.1), reverb_copies=1, rt60_s=(0.2, 0.5), snr_db=(10.0, 20.0), seed=3)
+    min_samples = int(0.28 * SR)  # the 0.30 s utterance is too short once sped up by 1.1
+    copies, summary = augment_train(utts, tmp_path / "a", s, min_samples=min_samples)
+    assert summary["copies"] == len(copies) == 5
+    assert summary["skipped"] == {"too_short": 1}
+    assert summary["skipped_examples"]["too_short"] == ["sp1.1-7-70-0001"]
+    assert summary["copies_by_kind"] == {"rvb1": 2, "sp0.9": 2, "sp1.1": 1}
+    for c in copies:
+        x, sr = sf.read(c.audio)
+        assert sr == SR and len(x) == c.num_samples and c.text == "HELLO WORLD"
+    # the same seed gives the same samples in another directory; another seed other noise
+    again, _ = augment_train(utts, tmp_path / "b", s, min_samples=min_samples)
+    rvb = [c for c in copies if c.id.startswith("rvb1-")][0].audio
+    assert np.array_equal(sf.read(rvb)[0], sf.read(rvb.replace("/a/", "/b/"))[0])
+    other = AugmentSettings(**{**s.__dict__, "seed": 4})
+    augment_train(utts, tmp_path / "c", other, min_samples=min_samples)
+    assert not np.array_equal(sf.read(rvb)[0], sf.read(rvb.replace("/a/", "/c/"))[0])
+    # a copy already on disk (written atomically, so finished) is kept, not recomputed
+    marker = tmp_path / "a" / "sp0.9-7-70-0000.flac"
+    before = marker.stat().st_mtime_ns
+    augment_train(utts, tmp_path / "a", s, min_samples=min_samples)
+    assert marker.stat().st_mtime_ns == before
+
+
+def test_copy_randomness_depends_on_seed_and_id_only():
+    a = copy_rng(0, "rvb1-x").uniform(size=3)
+    assert np.array_equal(a, copy_rng(0, "rvb1-x").uniform(size=3))
+    assert not np.array_equal(a, copy_rng(0, "rvb1-y").uniform(size=3))

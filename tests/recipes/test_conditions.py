@@ -1,0 +1,88 @@
+"""Generalisation options through the command line: augmentation and the cross-synthesizer split in
+the prepare stage, and the conditions stage's report beside the usual test set.
+
+The conditions stage is run on a copy of the session's smoke run (``smoke_run``) with a condition
+manifest written by hand, so only that stage and the report run here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from asr_kd.data.manifest import read_manifest, write_manifest
+from asr_kd.fileio import read_json
+from asr_kd.paths import SPLITS, RunPaths
+from data_prep.synthetic import speaker_synthesizers
+
+pytestmark = pytest.mark.slow
+
+
+def recipe(corpus: Path, exp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "asr_kd.recipes.librispeech", "--preset", "smoke", "--data-root",
+                           str(corpus), "--exp-dir", str(exp), *args], capture_output=True, text=True, timeout=900)
+
+
+def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke_corpus):
+    exp = tmp_path / "exp"
+    res = recipe(smoke_corpus, exp, "--set", "data.train_synthesizer=flite", "--set", "augment.speeds=0.9,1.1",
+                 "--set", "augment.reverb_copies=1", "--stop-stage", "prepare")
+    assert res.returncode == 0, res.stderr[-3000:]
+    paths = RunPaths(exp)
+    synth = speaker_synthesizers(smoke_corpus)
+    train = read_manifest(paths.manifest("train"))
+    originals = [u for u in train if not u.id.startswith(("sp", "rvb"))]
+    assert {synth[u.speaker] for u in originals} == {"flite"}
+    for split in ("dev", "test"):
+        assert {synth[u.speaker] for u in read_manifest(paths.manifest(split))} == {"flite"}
+    cross = read_manifest(paths.condition_manifest("cross-synth"))
+    assert cross and {synth[u.speaker] for u in cross} == {"espeak"}
+    # every original has its three copies, each a new speaker with its own audio file
+    ids = {u.id for u in train}
+    for u in originals:
+        assert {f"sp0.9-{u.id}", f"sp1.1-{u.id}", f"rvb1-{u.id}"} <= ids
+    copy = next(u for u in train if u.id.startswith("sp0.9-"))
+    assert copy.speaker.startswith("sp0.9-") and Path(copy.audio).is_relative_to(paths.augmented_audio.resolve())
+    summary = read_json(paths.marker("prepare"))["summary"]
+    assert summary["augment"]["copies"] == 3 * len(originals) == len(train) - len(originals)
+    assert summary["augment"]["hours_added"] > 0 and "augment_s" in summary["augment"]
+    assert summary["synthesizers"]["conditions"]["cross-synth"]["utterances"] == len(cross)
+    # off again: the copies and the condition go away with the option
+    res = recipe(smoke_corpus, exp, "--stop-stage", "prepare", "--force", "prepare")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert not paths.augmented_audio.exists() and not paths.condition_manifest("cross-synth").exists()
+    assert not any(u.id.startswith(("sp", "rvb")) for u in read_manifest(paths.manifest("train")))
+
+
+def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_condition(tmp_path, smoke_corpus, smoke_run):
+    exp = tmp_path / "exp"
+    shutil.copytree(smoke_run, exp)
+    paths = RunPaths(exp)
+    test = read_manifest(paths.manifest("test"))
+    synth = speaker_synthesizers(smoke_corpus)
+    write_manifest(paths.condition_manifest("cross-synth"), [u for u in test if synth[u.speaker] == "flite"])
+    res = recipe(smoke_corpus, exp, "--stage", "conditions", "--force", "conditions")
+    assert res.returncode == 0, res.stderr[-3000:]
+    report = json.loads(paths.report_json.read_text())
+    conds = {c["condition"]: c for c in report["conditions"]}
+    assert set(conds) == {"test", "cross-synth"}
+    c = conds["cross-synth"]
+    assert c["utterances"] == len([u for u in test if synth[u.speaker] == "flite"])
+    for who in ("mean_teacher", "ensemble", "student"):
+        low, high = c[who]["wer_ci"]
+        assert low <= c[who]["wer"] <= high
+        assert 0.0 <= c[who]["frame_acc"] <= 1.0
+    assert c["mean_teacher"]["systems"] == [f"teacher-{k}" for k in range(len(c["mean_teacher"]["systems"]))]
+    assert c["best_student"].startswith("distilled_T")
+    # the same systems on the same utterances as the decode stage's test split: the condition's
+    # ensemble WER is a subset of it, so it must be a WER the decode stage could have produced
+    eval_report = read_json(paths.eval_dir("cross-synth") / "report.json")
+    assert {s["system"] for s in eval_report["systems"]} >= {"ensemble", c["best_student"]}
+    md = paths.report_md.read_text()
+    assert "## Test conditions" in md and "| cross-synth |" in md
+    assert "conditions" in report["timing"]
