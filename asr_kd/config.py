@@ -83,6 +83,9 @@ class AugmentConfig:
     # Copies of each original in a simulated room (RT60 drawn from rt60_s) with coloured noise
     # (white / pink / brown) at an SNR drawn from snr_db.
     reverb_copies: int = 0
+    # Copies with pitch and formants shifted (duration kept) by cents drawn from pitch_cents.
+    pitch_copies: int = 0
+    pitch_cents: tuple[float, ...] = (-500.0, 500.0)
     rt60_s: tuple[float, ...] = (0.2, 0.7)
     snr_db: tuple[float, ...] = (8.0, 25.0)
     seed: int = 0
@@ -93,7 +96,9 @@ class AugmentConfig:
             raise ConfigError(f"augment.speeds must lie between 0.5 and 2.0, got {self.speeds}")
         if self.reverb_copies < 0:
             raise ConfigError(f"augment.reverb_copies must be >= 0, got {self.reverb_copies}")
-        for key in ("rt60_s", "snr_db"):
+        if self.pitch_copies < 0:
+            raise ConfigError(f"augment.pitch_copies must be >= 0, got {self.pitch_copies}")
+        for key in ("rt60_s", "snr_db", "pitch_cents"):
             r = getattr(self, key)
             if len(r) != 2 or r[0] > r[1]:
                 raise ConfigError(f"augment.{key} must be a range [low, high], got {list(r)}")
@@ -102,7 +107,7 @@ class AugmentConfig:
 
     @property
     def enabled(self) -> bool:
-        return any(f != 1.0 for f in self.speeds) or self.reverb_copies > 0
+        return any(f != 1.0 for f in self.speeds) or self.reverb_copies > 0 or self.pitch_copies > 0
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,10 @@ the audio) and the DNNs treat it like any other utterance. Dev and test are neve
   the audio is resampled so it plays f times as fast: tempo and pitch both scale by f, the duration
   by 1/f. The copy of ``103-1240-0000`` at 0.9 is ``sp0.9-103-1240-0000``, spoken by speaker
   ``sp0.9-103`` (a perturbed voice is a new speaker for CMVN, as in Kaldi).
+* **Pitch and formant shifts** (sox ``pitch``): copy r (``ps<r>-<id>``, speaker ``ps<r>-<speaker>``)
+  has its whole spectrum (pitch and formants: a shorter or longer vocal tract) shifted by a number
+  of cents drawn from ``augment.pitch_cents``, its duration unchanged (a phase vocoder stretches,
+  then the resampler shifts).
 * **Reverberation and noise** (Kaldi's ``reverberate_data_dir.py`` with simulated rooms, MUSAN-like
   noise): copy r of an original (``rvb<r>-<id>``, speaker ``rvb<r>-<speaker>``) is convolved with
   a synthetic room impulse response (a direct path, a few early reflections, an exponentially
@@ -52,16 +56,22 @@ class CopyPlan:
     speaker: str
     chapter: str
     speed: float = 1.0  # speed factor (1.0 = unchanged)
+    pitch: bool = False  # pitch + formant shift, duration kept
     reverb: bool = False  # room response + noise
 
 
+COPY_KINDS = {"speed": "sp", "pitch": "ps", "reverb": "rvb"}
+
+
 def copy_prefix(kind: str, value: float | int) -> str:
-    """``sp0.9`` / ``sp1.1`` for speed copies, ``rvb1`` ... for reverberated ones."""
-    return f"sp{value:g}" if kind == "speed" else f"rvb{int(value)}"
+    """``sp0.9`` / ``sp1.1`` for speed copies, ``ps1`` ... for pitch-shifted, ``rvb1`` ... for reverberated."""
+    return f"sp{value:g}" if kind == "speed" else f"{COPY_KINDS[kind]}{int(value)}"
 
 
 def is_copy(utt_id: str) -> bool:
-    """Whether an utterance id names an augmented copy (``sp<f>-`` or ``rvb<r>-`` prefix)."""
+    """Whether an utterance id names an augmented copy (``sp<f>-``, ``ps<r>-`` or ``rvb<r>-`` prefix)."""
+    if "-" not in utt_id:
+        return False
     head = utt_id.split("-", 1)[0]
     if head.startswith("sp"):
         try:
@@ -69,12 +79,13 @@ def is_copy(utt_id: str) -> bool:
             return True
         except ValueError:
             return False
-    return head.startswith("rvb") and head[3:].isdigit()
+    return any(head.startswith(p) and head[len(p):].isdigit() for p in ("ps", "rvb"))
 
 
-def plan_copies(utts: Sequence[Utterance], speeds: Sequence[float], reverb_copies: int) -> list[CopyPlan]:
-    """The copies of each original: one per speed factor other than 1.0, then ``reverb_copies``
-    reverberated ones."""
+def plan_copies(utts: Sequence[Utterance], speeds: Sequence[float], reverb_copies: int,
+                pitch_copies: int = 0) -> list[CopyPlan]:
+    """The copies of each original: one per speed factor other than 1.0, then ``pitch_copies``
+    pitch-shifted and ``reverb_copies`` reverberated ones."""
     plans: list[CopyPlan] = []
     for u in utts:
         for f in speeds:
@@ -82,6 +93,9 @@ def plan_copies(utts: Sequence[Utterance], speeds: Sequence[float], reverb_copie
                 continue
             p = copy_prefix("speed", f)
             plans.append(CopyPlan(u, f"{p}-{u.id}", f"{p}-{u.speaker}", f"{p}-{u.chapter}", speed=float(f)))
+        for r in range(1, pitch_copies + 1):
+            p = copy_prefix("pitch", r)
+            plans.append(CopyPlan(u, f"{p}-{u.id}", f"{p}-{u.speaker}", f"{p}-{u.chapter}", pitch=True))
         for r in range(1, reverb_copies + 1):
             p = copy_prefix("reverb", r)
             plans.append(CopyPlan(u, f"{p}-{u.id}", f"{p}-{u.speaker}", f"{p}-{u.chapter}", reverb=True))
@@ -109,6 +123,32 @@ def speed_perturb(x: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
     src = int(round(sample_rate * factor))
     y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), orig_freq=src, new_freq=sample_rate)
     return y.numpy()
+
+
+def pitch_shift(x: np.ndarray, cents: float, sample_rate: int) -> np.ndarray:
+    """``x`` with its whole spectrum (pitch and formants) shifted by about ``cents``, duration kept,
+    as sox's ``pitch``: a phase vocoder stretches it by the frequency ratio, then the resampler
+    plays it that much faster. The ratio is rounded to a 100 Hz step of the sample rate (at most
+    ~5 cents off at 16 kHz) so the resampler's kernel stays small.  (N,) -> (N,) float32"""
+    import torch
+    import torchaudio.functional as AF
+
+    src = int(round(sample_rate * 2 ** (cents / 1200) / 100)) * 100
+    if src == sample_rate:
+        return x.astype(np.float32)
+    ratio = src / sample_rate
+    n_fft, hop = 512, 128
+    window = torch.hann_window(n_fft)
+    wav = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    spec = torch.stft(wav, n_fft, hop, window=window, return_complex=True)  # (F, frames)
+    advance = torch.linspace(0, math.pi * hop, spec.shape[-2])[..., None]
+    stretched = AF.phase_vocoder(spec, 1.0 / ratio, advance)
+    y = torch.istft(stretched, n_fft, hop, window=window, length=int(round(len(x) * ratio)))
+    y = AF.resample(y, orig_freq=src, new_freq=sample_rate)
+    out = np.zeros(len(x), dtype=np.float32)
+    n = min(len(x), y.shape[0])
+    out[:n] = y[:n].numpy()
+    return out
 
 
 def room_impulse_response(rng: np.random.Generator, sample_rate: int, rt60: float) -> np.ndarray:
@@ -179,6 +219,8 @@ class AugmentSettings:
     snr_db: tuple[float, float]
     seed: int
     sample_rate: int = 16000
+    pitch_copies: int = 0
+    pitch_cents: tuple[float, float] = (-500.0, 500.0)
 
 
 def render_copy(plan: CopyPlan, s: AugmentSettings) -> tuple[np.ndarray, dict[str, Any]]:
@@ -192,6 +234,10 @@ def render_copy(plan: CopyPlan, s: AugmentSettings) -> tuple[np.ndarray, dict[st
     if plan.speed != 1.0:
         x = speed_perturb(x, plan.speed, sr)
         drawn["speed"] = plan.speed
+    if plan.pitch:
+        cents = float(copy_rng(s.seed, plan.id).uniform(*s.pitch_cents))
+        x = pitch_shift(x, cents, sr)
+        drawn["pitch_cents"] = round(cents)
     if plan.reverb:
         rng = copy_rng(s.seed, plan.id)
         rt60 = float(rng.uniform(*s.rt60_s))
@@ -227,7 +273,7 @@ def augment_train(utts: Sequence[Utterance], out_dir: Path, s: AugmentSettings, 
     from asr_kd.parallel import worker_map
     from asr_kd.progress import progress
 
-    plans = plan_copies(utts, s.speeds, s.reverb_copies)
+    plans = plan_copies(utts, s.speeds, s.reverb_copies, s.pitch_copies)
     out_dir.mkdir(parents=True, exist_ok=True)
     work = [(p, s, str(out_dir / f"{p.id}.flac"), min_samples) for p in plans]
     made: list[Utterance] = []
@@ -246,7 +292,8 @@ def augment_train(utts: Sequence[Utterance], out_dir: Path, s: AugmentSettings, 
         per_kind[plan.id.split("-", 1)[0]] += 1
         samples_added += n
     summary = {
-        "speeds": list(s.speeds), "reverb_copies": s.reverb_copies, "rt60_s": list(s.rt60_s),
+        "speeds": list(s.speeds), "pitch_copies": s.pitch_copies, "pitch_cents": list(s.pitch_cents),
+        "reverb_copies": s.reverb_copies, "rt60_s": list(s.rt60_s),
         "snr_db": list(s.snr_db), "seed": s.seed,
         "originals": len(utts), "copies": len(made), "copies_by_kind": dict(sorted(per_kind.items())),
         "hours_added": round(samples_added / s.sample_rate / 3600, 4),

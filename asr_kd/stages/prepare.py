@@ -153,7 +153,8 @@ def augment_training_set(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     write_json(key_file, {"key": key})
     originals = read_manifest(paths.manifest("train"))
     settings = AugmentSettings(speeds=tuple(a.speeds), reverb_copies=a.reverb_copies, rt60_s=tuple(a.rt60_s),
-                               snr_db=tuple(a.snr_db), seed=a.seed, sample_rate=cfg.data.sample_rate)
+                               snr_db=tuple(a.snr_db), seed=a.seed, sample_rate=cfg.data.sample_rate,
+                               pitch_copies=a.pitch_copies, pitch_cents=tuple(a.pitch_cents))
     copies, summary = augment_train(originals, paths.augmented_audio, settings,
                                     min_samples=min_utterance_samples(cfg), jobs=a.num_workers)
     write_manifest(paths.manifest("train"), [*originals, *copies])

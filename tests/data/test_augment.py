@@ -11,6 +11,7 @@ from asr_kd.data.augment import (
     coloured_noise,
     copy_rng,
     is_copy,
+    pitch_shift,
     plan_copies,
     reverberate,
     room_impulse_response,
@@ -34,6 +35,14 @@ def test_speed_perturbation_scales_duration_and_pitch_like_sox_speed():
         assert abs(len(y) - SR / f) <= 2
         assert _peak_hz(y) == pytest.approx(200 * f, abs=2.0)
     assert np.array_equal(speed_perturb(tone, 1.0, SR), tone)
+
+
+@pytest.mark.parametrize("cents", [-400, 300])
+def test_pitch_shift_moves_the_spectrum_and_keeps_the_duration(cents):
+    tone = np.sin(2 * np.pi * 200 * np.arange(2 * SR) / SR).astype(np.float32)
+    y = pitch_shift(tone, cents, SR)
+    assert len(y) == len(tone)
+    assert _peak_hz(y) == pytest.approx(200 * 2 ** (cents / 1200), abs=2.0)
 
 
 def test_room_response_decays_by_its_rt60_and_keeps_the_direct_path():
@@ -82,11 +91,13 @@ def _utt(tmp_path, uid: str, seconds: float, speaker: str = "7") -> Utterance:
 
 def test_copies_get_kaldi_style_ids_and_speakers():
     u = Utterance("7-70-0001", "7", "70", "/a.flac", "HI", 16000, SR)
-    plans = plan_copies([u], speeds=(0.9, 1.0, 1.1), reverb_copies=2)
-    assert [p.id for p in plans] == ["sp0.9-7-70-0001", "sp1.1-7-70-0001", "rvb1-7-70-0001", "rvb2-7-70-0001"]
-    assert [p.speaker for p in plans] == ["sp0.9-7", "sp1.1-7", "rvb1-7", "rvb2-7"]
+    plans = plan_copies([u], speeds=(0.9, 1.0, 1.1), reverb_copies=2, pitch_copies=1)
+    assert [p.id for p in plans] == ["sp0.9-7-70-0001", "sp1.1-7-70-0001", "ps1-7-70-0001", "rvb1-7-70-0001",
+                                     "rvb2-7-70-0001"]
+    assert [p.speaker for p in plans] == ["sp0.9-7", "sp1.1-7", "ps1-7", "rvb1-7", "rvb2-7"]
     assert all(is_copy(p.id) for p in plans)
     assert not is_copy("7-70-0001") and not is_copy("spk1-0001") and not is_copy("rvbx-1")
+    assert not is_copy("ps7") and not is_copy("psalm-1")
 
 
 def test_augment_train_writes_seeded_copies_counts_the_short_ones_and_resumes(tmp_path):

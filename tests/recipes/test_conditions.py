@@ -30,13 +30,13 @@ def recipe(corpus: Path, exp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke_corpus):
     exp = tmp_path / "exp"
-    res = recipe(smoke_corpus, exp, "--set", "data.train_synthesizer=flite", "--set", "augment.speeds=0.9,1.1",
-                 "--set", "augment.reverb_copies=1", "--stop-stage", "prepare")
+    res = recipe(smoke_corpus, exp, "--set", "data.train_synthesizer=flite", "--set", "augment.speeds=0.9",
+                 "--set", "augment.pitch_copies=1", "--set", "augment.reverb_copies=1", "--stop-stage", "prepare")
     assert res.returncode == 0, res.stderr[-3000:]
     paths = RunPaths(exp)
     synth = speaker_synthesizers(smoke_corpus)
     train = read_manifest(paths.manifest("train"))
-    originals = [u for u in train if not u.id.startswith(("sp", "rvb"))]
+    originals = [u for u in train if not u.id.startswith(("sp", "ps", "rvb"))]
     assert {synth[u.speaker] for u in originals} == {"flite"}
     for split in ("dev", "test"):
         assert {synth[u.speaker] for u in read_manifest(paths.manifest(split))} == {"flite"}
@@ -45,7 +45,7 @@ def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke
     # every original has its three copies, each a new speaker with its own audio file
     ids = {u.id for u in train}
     for u in originals:
-        assert {f"sp0.9-{u.id}", f"sp1.1-{u.id}", f"rvb1-{u.id}"} <= ids
+        assert {f"sp0.9-{u.id}", f"ps1-{u.id}", f"rvb1-{u.id}"} <= ids
     copy = next(u for u in train if u.id.startswith("sp0.9-"))
     assert copy.speaker.startswith("sp0.9-") and Path(copy.audio).is_relative_to(paths.augmented_audio.resolve())
     summary = read_json(paths.marker("prepare"))["summary"]
@@ -56,7 +56,7 @@ def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke
     res = recipe(smoke_corpus, exp, "--stop-stage", "prepare", "--force", "prepare")
     assert res.returncode == 0, res.stderr[-3000:]
     assert not paths.augmented_audio.exists() and not paths.condition_manifest("cross-synth").exists()
-    assert not any(u.id.startswith(("sp", "rvb")) for u in read_manifest(paths.manifest("train")))
+    assert not any(u.id.startswith(("sp", "ps", "rvb")) for u in read_manifest(paths.manifest("train")))
 
 
 def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_condition(tmp_path, smoke_corpus, smoke_run):
