@@ -95,6 +95,9 @@ class RankZeroFailed(RuntimeError):
 def _launcher() -> Any | None:
     """Lightning's cluster environment of the launcher that started this process as one of several
     (torchrun, or ``srun`` with more than one task), else None."""
+    several = [os.environ.get(var, "1") for var in ("WORLD_SIZE", "SLURM_NTASKS")]
+    if not any(n.isdigit() and int(n) > 1 for n in several):
+        return None  # one process: no need to import Lightning to find out
     from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
 
     for env_cls in (TorchElasticEnvironment, SLURMEnvironment):
