@@ -3,6 +3,10 @@
 * :func:`process_group`, :func:`rank_and_world`, :func:`global_rank`: the process's place in a
   distributed run (torch.distributed when initialised, else the launcher's environment:
   torchrun's ``RANK``, SLURM's ``SLURM_PROCID``, Lightning's DDP launcher's ``LOCAL_RANK``/``NODE_RANK``).
+* :func:`distributed_session`, :func:`on_rank_zero`, :func:`barrier`: the whole recipe under a
+  multi-process launcher (torchrun, ``srun``): the process group is set up before any stage runs,
+  rank 0 does the work of the stages that are not distributed while the other ranks wait for its
+  outcome (its error ends them too).
 * :func:`worker_map`: ``fn`` over items, in order, in ``jobs`` worker processes (or threads), or in
   this process when ``jobs <= 1``. With ``start="fork"`` the workers inherit ``fn`` instead of
   receiving it pickled, so ``fn`` may be a closure over a decoder, a graph or a model.
@@ -10,11 +14,16 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 START_METHODS = ("fork", "spawn", "thread")
 
@@ -66,6 +75,123 @@ def rank_and_world(rank: int | None = None, world_size: int | None = None) -> tu
     if not 0 <= r < w:
         raise ValueError(f"rank {r} is not in [0, world_size={w})")
     return r, w
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole recipe as several processes (torchrun, srun)
+# ---------------------------------------------------------------------------------------------
+# How long ranks > 0 wait for rank 0 at a stage it runs alone (an alignment or a decode of 960 h
+# takes hours): the timeout of the gloo group the stage outcomes travel on. A rank 0 that dies
+# ends the wait at once (its connections close); only a rank 0 that hangs is waited for this long.
+STAGE_WAIT = timedelta(days=7)
+
+_CONTROL: list[Any] = []  # the gloo group of stage outcomes, made by the first on_rank_zero call
+
+
+class RankZeroFailed(RuntimeError):
+    """Raised on ranks > 0 when rank 0 failed at a step they waited for (rank 0 reports the error)."""
+
+
+def _launcher() -> Any | None:
+    """Lightning's cluster environment of the launcher that started this process as one of several
+    (torchrun, or ``srun`` with more than one task), else None."""
+    several = [os.environ.get(var, "1") for var in ("WORLD_SIZE", "SLURM_NTASKS")]
+    if not any(n.isdigit() and int(n) > 1 for n in several):
+        return None  # one process: no need to import Lightning to find out
+    from lightning.fabric.plugins.environments import SLURMEnvironment, TorchElasticEnvironment
+
+    for env_cls in (TorchElasticEnvironment, SLURMEnvironment):
+        if env_cls.detect():
+            env = env_cls()
+            return env if env.world_size() > 1 else None
+    return None
+
+
+def _backend(accelerator: str) -> str:
+    import torch
+
+    return "nccl" if accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available() else "gloo"
+
+
+@contextlib.contextmanager
+def distributed_session(accelerator: str = "auto") -> Iterator[bool]:
+    """Join the process group of a multi-process launch (torchrun, or ``srun`` with several tasks)
+    for the block; yields whether this process is one of several.
+
+    The group is the one Lightning's DDP then uses (it does not make its own when one exists):
+    nccl where CUDA is used (``accelerator`` auto/gpu/cuda), else gloo. Started any other way
+    (one process; Lightning's own DDP launcher, which starts the other ranks inside ``fit``) this
+    does nothing.
+    """
+    import torch.distributed as dist
+
+    env = None if dist.is_initialized() else _launcher()
+    if env is None:
+        yield process_group() is not None
+        return
+    backend = _backend(accelerator)
+    if backend == "nccl":
+        import torch
+
+        torch.cuda.set_device(env.local_rank())
+    os.environ["MASTER_ADDR"], os.environ["MASTER_PORT"] = env.main_address, str(env.main_port)
+    dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
+    log.debug("rank %d of %d joined the process group (%s)", env.global_rank(), env.world_size(), backend)
+    try:
+        yield True
+    finally:
+        _CONTROL.clear()
+        with contextlib.suppress(Exception):  # never mask the error that ends the run
+            dist.destroy_process_group()
+
+
+def _control_group() -> Any | None:
+    """The gloo group (long timeout) stage outcomes travel on; None outside a multi-process group.
+    Made at the first call, which every rank reaches in the same order (it is collective)."""
+    group = process_group()
+    if group is None or group[1] == 1:
+        return None
+    if not _CONTROL:
+        import torch.distributed as dist
+
+        _CONTROL.append(dist.new_group(backend="gloo", timeout=STAGE_WAIT))
+    return _CONTROL[0]
+
+
+def on_rank_zero(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` on rank 0 only, its (picklable) result returned on every rank, which all wait
+    for it. If it raises, rank 0 re-raises and every other rank raises :class:`RankZeroFailed`
+    (so no rank waits forever for a rank 0 that gave up). Outside a multi-process group: ``fn(*args)``.
+    """
+    group = _control_group()
+    if group is None:
+        return fn(*args)
+    import torch.distributed as dist
+
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn(*args))
+        except BaseException as e:
+            first = (str(e).strip().splitlines() or [""])[0]
+            box[0] = ("failed", f"{type(e).__name__}: {first}" if first else type(e).__name__)
+            with contextlib.suppress(Exception):
+                dist.broadcast_object_list(box, src=0, group=group)
+            raise
+    dist.broadcast_object_list(box, src=0, group=group)
+    status, value = box[0]
+    if status == "failed":
+        raise RankZeroFailed(f"rank 0 failed ({value}); its error and log say more")
+    return value
+
+
+def barrier() -> None:
+    """Wait for every rank of the process group (nothing outside one)."""
+    group = process_group()
+    if group is not None and group[1] > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Progress bars (tqdm for data prep, alignment and decoding; Lightning's bar for training) that
 stay readable in batch logs.
 
-On a terminal the bars behave as usual. When stderr is not a terminal (SLURM, CI, ``> log 2>&1``)
+On a terminal the bars behave as usual. Under DDP only rank 0 shows bars. When stderr is not a terminal (SLURM, CI, ``> log 2>&1``)
 a tqdm bar refreshes at most every :data:`BATCH_LOG_INTERVAL_S` seconds and Lightning's every
 :data:`BATCH_LOG_TRAIN_STEPS` steps, so a log holds a few lines per stage instead of thousands of
 carriage-return updates. ``ASR_KD_PROGRESS=0`` turns every bar off, ``=1`` forces terminal behaviour.
@@ -20,7 +20,12 @@ BATCH_LOG_TRAIN_STEPS = 1000
 
 
 def mode() -> str:
-    """``tty`` (full bars), ``batch`` (sparse bars) or ``off``, from ASR_KD_PROGRESS and stderr."""
+    """``tty`` (full bars), ``batch`` (sparse bars) or ``off``, from ASR_KD_PROGRESS and stderr
+    (always ``off`` on DDP ranks other than 0)."""
+    from asr_kd.parallel import global_rank
+
+    if global_rank() != 0:
+        return "off"
     env = os.environ.get("ASR_KD_PROGRESS", "").strip()
     if env == "0":
         return "off"

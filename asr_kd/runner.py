@@ -30,7 +30,7 @@ from typing import Any
 
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.fileio import read_json, write_json
-from asr_kd.parallel import global_rank
+from asr_kd.parallel import global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
 
 log = logging.getLogger(__name__)
@@ -215,45 +215,73 @@ class StageRunner:
                 )
 
     def run(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:
+        """Run the stages ``start`` .. ``stop`` that are not done (and the ``force``d ones).
+
+        Under DDP (torchrun, ``srun``; :func:`asr_kd.parallel.distributed_session`) rank 0 decides
+        what runs and writes every marker; a stage that is not ``distributed`` runs on rank 0 while
+        the other ranks wait for its outcome; a distributed one (training) runs on every rank.
+        """
         i0 = self.resolve(start, 0)
         i1 = self.resolve(stop, len(self.stages) - 1)
         forced = {self.stages[self.resolve(f, 0)].name for f in force}
         rank = global_rank()
         rerun: set[str] = set()
         for stage in self.stages[i0 : i1 + 1]:
-            st = self.status(stage)
-            if st == "unavailable":
-                raise StageError(
-                    f"stage '{stage.name}' is not built yet in this version of asr-kd; "
-                    f"stages up to '{self.stages[self.stages.index(stage) - 1].name}' are done. "
-                    f"Use --stop-stage to stop before it."
-                )
-            if rank != 0 and not stage.distributed:
-                continue  # rank 0 prepares; other ranks join only the training stages
-            for up in stage.after:
-                if self.read_marker(up) is None:
-                    raise StageError(
-                        f"stage '{stage.name}' needs stage '{up}', which has not run; "
-                        f"run with --stage {up} (or without --stage)"
-                    )
-            if st == "done" and stage.name not in forced:
-                log.info("stage %-9s done, skipping", stage.name)
+            if not on_rank_zero(self._should_run, stage, forced, rerun):
                 continue
-            if st == "stale" and stage.name not in forced:
-                m = self.read_marker(stage.name)
-                own_changed = m is not None and m["config_hash"] != self.own_hash(stage)
-                upstream_rerun = any(u in rerun for u in stage.after)
-                if own_changed or not upstream_rerun:
-                    raise StageError(
-                        f"stage '{stage.name}' already ran with different inputs: {self.stale_reason(stage)}. "
-                        f"Re-run it with --force {stage.name} (its old outputs are replaced), "
-                        f"or use another --exp-dir."
-                    )
-            try:
-                self._run_one(stage, rank)
-            except StageIncomplete:
+            if stage.distributed:
+                try:
+                    outcome: bool | Exception = self._attempt(stage, rank)
+                except Exception as e:
+                    if rank != 0:
+                        raise  # the launcher ends the others (torchrun) or their collectives fail
+                    outcome = e
+                # all wait for rank 0's marker; its error, if any, ends every rank
+                complete = on_rank_zero(_outcome, outcome)
+            else:
+                complete = on_rank_zero(self._attempt, stage, rank)
+            if not complete:
                 return  # later stages need the whole stage: stop here, successfully
             rerun.add(stage.name)
+
+    def _should_run(self, stage: Stage, forced: set[str], rerun: set[str]) -> bool:
+        """Whether ``stage`` runs now (False: done, skipped); raises StageError when it cannot run
+        or its inputs changed without ``--force``. Asked on rank 0 only."""
+        st = self.status(stage)
+        if st == "unavailable":
+            raise StageError(
+                f"stage '{stage.name}' is not built yet in this version of asr-kd; "
+                f"stages up to '{self.stages[self.stages.index(stage) - 1].name}' are done. "
+                f"Use --stop-stage to stop before it."
+            )
+        for up in stage.after:
+            if self.read_marker(up) is None:
+                raise StageError(
+                    f"stage '{stage.name}' needs stage '{up}', which has not run; "
+                    f"run with --stage {up} (or without --stage)"
+                )
+        if st == "done" and stage.name not in forced:
+            log.info("stage %-9s done, skipping", stage.name)
+            return False
+        if st == "stale" and stage.name not in forced:
+            m = self.read_marker(stage.name)
+            own_changed = m is not None and m["config_hash"] != self.own_hash(stage)
+            upstream_rerun = any(u in rerun for u in stage.after)
+            if own_changed or not upstream_rerun:
+                raise StageError(
+                    f"stage '{stage.name}' already ran with different inputs: {self.stale_reason(stage)}. "
+                    f"Re-run it with --force {stage.name} (its old outputs are replaced), "
+                    f"or use another --exp-dir."
+                )
+        return True
+
+    def _attempt(self, stage: Stage, rank: int) -> bool:
+        """Run ``stage`` (this rank's part); False if it did its part but is not complete."""
+        try:
+            self._run_one(stage, rank)
+        except StageIncomplete:
+            return False
+        return True
 
     def _run_one(self, stage: Stage, rank: int) -> None:
         assert stage.run is not None
@@ -294,6 +322,12 @@ class StageRunner:
             wall = f"{m['wall_time_s']:.1f}s" if m else ""
             rows.append((i, s.name, st, wall))
         return rows
+
+
+def _outcome(value: bool | Exception) -> bool:
+    if isinstance(value, Exception):
+        raise value
+    return value
 
 
 def _changed_keys(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:

@@ -449,7 +449,8 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
     one label tensor; iterate it directly or through ``DataLoader(ds, batch_size=None)`` with
     ``num_workers=0``. With ``shuffle=False`` it yields
     exactly the batches of a ``FrameWindowDataset`` with ``num_workers=0``; with ``shuffle=True``
-    it shuffles all of a rank's frames at once instead of in blocks.
+    it shuffles all of a rank's frames at once instead of in blocks. Training under DDP, the ranks
+    slice one-process batches instead (:attr:`shares_global_batches`).
 
     ``return_ids=True`` adds a third element to each batch: the (B,) window ids, positions in the
     dataset's fixed order (``ordered_windows``), so that per-window values computed once (the
@@ -499,18 +500,53 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                              "re-run the shards stage")
         return make_block([records[k] for k in self.table.keys], self.left, self.right, keep=self.keep)
 
+    @property
+    def shares_global_batches(self) -> bool:
+        """Training under DDP (several ranks, every batch padded full): every rank holds the whole
+        split, so the ranks cut one stream of ``world x batch_size`` batches (the stream one process
+        with that batch size reads) into slices of ``batch_size``, rank r the r-th. Their averaged
+        gradients are then those of the one-process batch: ``w`` ranks with ``batch_size = b``
+        train as one process with ``b * w``, up to float rounding."""
+        _, world = self.rank_world()
+        return world > 1 and self.equal_batches_per_rank and not self.drop_last
+
+    def _global_plan(self) -> EpochPlan:
+        _, world = self.rank_world()
+        return plan_epoch(self.table, 1, self.batch_size * world, shuffle=self.shuffle, seed=self.seed,
+                          epoch=self.epoch, drop_last=False, equal_batches=True)
+
+    @property
+    def num_frames(self) -> int:
+        if self.shares_global_batches:
+            rank, world = self.rank_world()
+            return len(range(rank, self.total_frames, world))  # about an equal share of the real frames
+        return super().num_frames
+
+    @property
+    def num_batches(self) -> int:
+        return self._global_plan().batches[0] if self.shares_global_batches else super().num_batches
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if get_worker_info() is not None:
             raise ValueError("InMemoryWindows is served from the main process: use a DataLoader with num_workers=0")
-        rank, _ = self.rank_world()
-        plan = self.epoch_plan()
-        rng = np.random.default_rng([self.seed, self.epoch, rank])
-        positions = plan.parts[rank]
+        rank, world = self.rank_world()
+        if self.shares_global_batches:
+            plan, part, batch = self._global_plan(), 0, self.batch_size * world
+        else:
+            plan, part, batch = self.epoch_plan(), rank, self.batch_size
+        rng = np.random.default_rng([self.seed, self.epoch, part])
+        positions = plan.parts[part]
         idx = torch.cat([torch.arange(self.first_window[p], self.first_window[p] + self.table.frames[p])
-                         for p in positions] or [torch.zeros(0, dtype=torch.int64)])  # (frames of this rank,)
+                         for p in positions] or [torch.zeros(0, dtype=torch.int64)])  # (frames of this part,)
         view = FrameBlock(self.block.frames, self.block.starts[idx], self.block.labels[idx],
                           idx if self.return_ids else None)
         if self.shuffle:
             view = shuffled(view, rng)
         pad = self.equal_batches_per_rank and not self.drop_last
-        yield from batch_stream(iter([view]), self.batch_size, self.window, plan.batches[rank], pad, rng)
+        batches = batch_stream(iter([view]), batch, self.window, plan.batches[part], pad, rng)
+        if batch == self.batch_size:
+            yield from batches
+            return
+        lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
+        for b in batches:
+            yield tuple(t[lo:hi] for t in b)

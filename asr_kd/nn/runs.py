@@ -36,7 +36,7 @@ from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_tea
 from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.train import run_finished, train_run
-from asr_kd.parallel import global_rank
+from asr_kd.parallel import barrier, global_rank
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
 from asr_kd.runner import StageError, StageIncomplete
 
@@ -128,8 +128,14 @@ def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs
     key = config_hash({"seeds": seeds, "teacher": _teacher_key(cfg, paths, -1)})
     metrics = train_run(system, dm, cfg.train, paths.teachers_stacked_dir, key=key,
                         max_epochs=cfg.train.max_epochs, early_stopping_patience=cfg.train.early_stopping_patience)
-    if global_rank() != 0:
-        return
+    if global_rank() == 0:
+        _write_members(cfg, paths, metrics)
+    barrier()  # every rank sees the members' runs finished
+
+
+def _write_members(cfg: RecipeConfig, paths: RunPaths, metrics: dict[str, Any]) -> None:
+    """Each member of the stacked run as a finished run in its teacher directory."""
+    seeds = teacher_seeds(cfg)
     stacked = TrainRunDir(paths.teachers_stacked_dir)
     for k, seed in enumerate(seeds):
         run = TrainRunDir(paths.teacher_dir(k))

@@ -27,7 +27,6 @@ from typing import Any
 
 import lightning as L
 import torch
-import torch.distributed as dist
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger
@@ -39,7 +38,7 @@ from asr_kd.nn.ensemble import frame_accuracy
 from asr_kd.nn.models import AcousticDNN, StackedDNN, count_parameters, save_model
 from asr_kd.nn.precision import resolve_precision
 from asr_kd.nn.systems import MONITOR, FrameSystem
-from asr_kd.parallel import global_rank
+from asr_kd.parallel import barrier, global_rank
 from asr_kd.paths import TrainRunDir
 from asr_kd.progress import lightning_callbacks
 
@@ -160,11 +159,6 @@ def _prepare_run_dir(run: TrainRunDir, key: str) -> dict[str, Any] | None:
     return None
 
 
-def _barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-
-
 def train_run(
     system: FrameSystem,
     data: FrameDataModule,
@@ -203,7 +197,7 @@ def train_run(
     wall = time.time() - t0
     if trainer.global_rank == 0:
         metrics = _finish(system, data, trainer, run, train, wall, model_extra or {})
-    _barrier()
+    barrier()
     return read_json(run.metrics) if trainer.global_rank != 0 else metrics
 
 

@@ -9,6 +9,7 @@ declared beside it. Below the list: the command line (``main``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -27,7 +28,7 @@ from asr_kd.config import (
 )
 from asr_kd.envcheck import check_environment
 from asr_kd.fileio import read_json, write_json
-from asr_kd.parallel import global_rank
+from asr_kd.parallel import RankZeroFailed, distributed_session, global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
 from asr_kd.runlock import RunLocked, run_lock
 from asr_kd.runner import Stage, StageError, StageRunner
@@ -100,9 +101,10 @@ def resolve_config(args: argparse.Namespace) -> RecipeConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    rank = global_rank()  # under DDP ranks > 0 log only warnings (rank 0 tells the story), marked
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        level=logging.DEBUG if args.verbose else logging.INFO if rank == 0 else logging.WARNING,
+        format="%(asctime)s %(levelname)s " + (f"[rank {rank}] " if rank else "") + "%(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
     try:
@@ -139,17 +141,26 @@ def main(argv: list[str] | None = None) -> int:
         print(problem.line(), file=sys.stderr)
     if any(p.fatal for p in problems):
         return 3
-    rank0 = global_rank() == 0
     log_file: Path | None = None
     handler: logging.Handler | None = None
+    lock = contextlib.ExitStack()
+
+    def start() -> None:  # rank 0, before any stage: the lock, the log file, the config checks
+        nonlocal handler, log_file
+        lock.enter_context(run_lock(paths.root))
+        handler, log_file = _log_to_file(paths), paths.recipe_log
+        runner.check(args.stage, args.stop_stage, args.force)
+        _write_run_config(cfg, paths)
+
     try:
-        with run_lock(paths.root, take=rank0):
-            if rank0:
-                handler, log_file = _log_to_file(paths), paths.recipe_log
-            runner.check(args.stage, args.stop_stage, args.force)
-            if rank0:
-                _write_run_config(cfg, paths)
+        # torchrun / srun with several tasks: one process group for the whole run; rank 0 runs
+        # every stage but the training ones, which all ranks join (asr_kd.runner.StageRunner.run)
+        with distributed_session(cfg.train.accelerator), lock:
+            on_rank_zero(start)
             runner.run(args.stage, args.stop_stage, args.force)
+    except RankZeroFailed as e:
+        print(f"error: rank {global_rank()} stops: {e}", file=sys.stderr)
+        return 1
     except (StageError, ConfigError, RunLocked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

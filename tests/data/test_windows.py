@@ -167,6 +167,27 @@ def test_in_memory_serves_the_same_batches(urls: list[str]) -> None:
     assert Counter(ids) == all_frame_ids(urls)
 
 
+def test_ddp_ranks_training_in_memory_slice_the_one_process_batches(urls: list[str]) -> None:
+    """2 ranks x batch 48 read, per step, exactly the 96 windows (ids too) one process with batch 96
+    reads: DDP's averaged gradient is the one-process gradient (the torchrun recipe test needs it)."""
+    kw = dict(seed=3, shuffle=True, equal_batches_per_rank=True, return_ids=True, subset_fraction=0.5, subset_seed=2)
+    one = InMemoryWindows(urls, batch_size=96, rank=0, world_size=1, **kw)
+    ranks = [InMemoryWindows(urls, batch_size=48, rank=r, world_size=2, **kw) for r in range(2)]
+    for epoch in (0, 1):
+        for ds in (one, *ranks):
+            ds.set_epoch(epoch)
+        steps = list(one)
+        assert all(r.shares_global_batches for r in ranks) and not one.shares_global_batches
+        assert len(ranks[0]) == len(ranks[1]) == len(one) == len(steps)
+        for step, (a, b) in zip(steps, zip(*ranks)):
+            assert len(a[1]) == len(b[1]) == 48
+            for column, (sa, sb) in zip(step, zip(a, b)):
+                assert torch.equal(column, torch.cat([sa, sb]))
+        assert ranks[0].num_frames + ranks[1].num_frames == one.num_frames
+    evaluation = InMemoryWindows(urls, batch_size=48, rank=0, world_size=2, shuffle=False)
+    assert not evaluation.shares_global_batches  # dev/test stay split by utterances
+
+
 def test_worker_count_must_match_the_loader(urls: list[str]) -> None:
     ds = FrameWindowDataset(urls, num_workers=0)
     with pytest.raises(ValueError, match="pass the same num_workers"):
