@@ -215,19 +215,6 @@ def test_a_finished_run_moved_elsewhere_decodes_and_reports(smoke_run, smoke_cor
         assert got[key] == pytest.approx(want[key], abs=1e-9), key
 
 
-# Report fields that measure the machine (seconds, real-time factors, memory), not the result.
-_MACHINE_KEYS = ("timing", "wall_time_s", "seconds", "_s", "rtf", "peak_rss")
-
-
-def _without_machine_figures(obj):
-    if isinstance(obj, dict):
-        return {k: _without_machine_figures(v) for k, v in obj.items()
-                if not any(k == m or k.endswith(m) for m in _MACHINE_KEYS)}
-    if isinstance(obj, list):
-        return [_without_machine_figures(v) for v in obj]
-    return obj
-
-
 def test_the_exported_student_transcribes_test_audio_as_the_decode_stage_did(smoke_run):
     """Issue 16: <exp>/models/<best student>/ alone (TorchScript = ONNX = PyTorch) turns the test
     set's audio files into words; its WER is the system's own test WER up to the CMVN it can do
