@@ -58,9 +58,11 @@ class DataConfig:
     # The cross-synthesizer test (a synthetic corpus only, the embedded one or one passed as --data-root:
     # it reads the corpus's SPEAKERS.TXT): "espeak" or "flite" keeps only that
     # synthesizer's speakers in train, dev and test (the usual test set: held-out voices of the
-    # training synthesizer), and the test speakers of the other synthesizer become a second test
-    # condition, "cross-synth", decoded and reported beside it. "" = both synthesizers everywhere.
+    # training synthesizer), and the other synthesizer's speakers (of every split: none is trained
+    # on) become a second test condition, "cross-synth", decoded and reported beside it, with at most
+    # cross_synth_utts_per_speaker utterances each (0 = all). "" = both synthesizers everywhere.
     train_synthesizer: str = ""
+    cross_synth_utts_per_speaker: int = 10
 
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))

@@ -12,7 +12,8 @@ written once under ``prepare/audio/<split>/`` and named by the manifest.
 Two options act on the manifests once they are written:
 
 * ``data.train_synthesizer`` (synthetic corpus only) keeps one synthesizer's speakers in every
-  split and writes the other synthesizer's test speakers to ``prepare/condition-cross-synth.jsonl``,
+  split and writes the other synthesizer's speakers (all of them, from every split, at most
+  ``data.cross_synth_utts_per_speaker`` utterances each) to ``prepare/condition-cross-synth.jsonl``,
   the cross-synthesizer test condition (decoded by the conditions stage);
 * ``augment.*`` adds augmented copies of the training utterances (:mod:`asr_kd.data.augment`),
   written under ``prepare/augment/``; the summary counts them, and the time they took
@@ -102,14 +103,16 @@ def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: Ru
 CROSS_SYNTH = "cross-synth"
 
 
-def split_by_synthesizer(root: Path, paths: RunPaths, synth: str) -> dict[str, Any]:
-    """Keep ``synth``'s speakers in every manifest; the other synthesizer's test utterances become
-    the cross-synthesizer condition. Returns what was kept and held out, per split."""
+def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: int = 0) -> dict[str, Any]:
+    """Keep ``synth``'s speakers in every manifest. The other synthesizer's speakers, of every split
+    (none of them is trained or tuned on now), at most ``per_speaker`` utterances each, become the
+    cross-synthesizer condition. Returns what was kept and held out, per split."""
     from asr_kd.data.manifest import read_manifest, write_manifest
     from data_prep.synthetic import speaker_synthesizers
 
     synth_of = speaker_synthesizers(root)
     out: dict[str, Any] = {"train_synthesizer": synth, "kept": {}, "held_out": {}}
+    cross: list[Any] = []
     for split in SPLITS:
         utts = read_manifest(paths.manifest(split))
         unknown = sorted({u.speaker for u in utts if u.speaker not in synth_of})
@@ -124,13 +127,28 @@ def split_by_synthesizer(root: Path, paths: RunPaths, synth: str) -> dict[str, A
         write_manifest(paths.manifest(split), keep)
         out["kept"][split] = {"utterances": len(keep), "speakers": len({u.speaker for u in keep})}
         out["held_out"][split] = {"utterances": len(other), "speakers": len({u.speaker for u in other})}
-        if split == "test":
-            if not other:
-                raise StageError(f"the test split has no speakers of the other synthesizer than {synth}: "
-                                 "no cross-synthesizer test condition")
-            write_manifest(paths.condition_manifest(CROSS_SYNTH), other)
+        cross += other
+    cross = first_per_speaker(cross, per_speaker)
+    if not cross:
+        raise StageError(f"the corpus has no speakers of the other synthesizer than {synth}: no cross-synthesizer "
+                         "test condition")
+    write_manifest(paths.condition_manifest(CROSS_SYNTH), cross)
     out["conditions"] = {CROSS_SYNTH: {"synthesizer": "flite" if synth == "espeak" else "espeak",
-                                       **out["held_out"]["test"]}}
+                                       "utterances": len(cross), "speakers": len({u.speaker for u in cross}),
+                                       "utts_per_speaker": per_speaker}}
+    return out
+
+
+def first_per_speaker(utts: list[Any], n: int) -> list[Any]:
+    """At most ``n`` utterances of each speaker (the first by id; 0 = all)."""
+    if n <= 0:
+        return sorted(utts, key=lambda u: u.id)
+    seen: dict[str, int] = {}
+    out = []
+    for u in sorted(utts, key=lambda u: u.id):
+        if seen.get(u.speaker, 0) < n:
+            seen[u.speaker] = seen.get(u.speaker, 0) + 1
+            out.append(u)
     return out
 
 
@@ -176,7 +194,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         for old in paths.stage_dir("prepare").glob("condition-*.jsonl"):
             old.unlink()
         if cfg.data.train_synthesizer:
-            summary["synthesizers"] = split_by_synthesizer(root, paths, cfg.data.train_synthesizer)
+            summary["synthesizers"] = split_by_synthesizer(root, paths, cfg.data.train_synthesizer,
+                                                           cfg.data.cross_synth_utts_per_speaker)
     except CorpusError as e:
         raise StageError(str(e)) from e
     if cfg.augment.enabled:

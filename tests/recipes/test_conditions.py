@@ -41,7 +41,10 @@ def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke
     for split in ("dev", "test"):
         assert {synth[u.speaker] for u in read_manifest(paths.manifest(split))} == {"flite"}
     cross = read_manifest(paths.condition_manifest("cross-synth"))
-    assert cross and {synth[u.speaker] for u in cross} == {"espeak"}
+    # every espeak-ng speaker of the corpus (train, dev and test: none is trained on), 10 utterances each
+    assert {u.speaker for u in cross} == {spk for spk, s in synth.items() if s == "espeak"}
+    per_speaker = {spk: sum(u.speaker == spk for u in cross) for spk in {u.speaker for u in cross}}
+    assert set(per_speaker.values()) == {10}
     # every original has its three copies, each a new speaker with its own audio file
     ids = {u.id for u in train}
     for u in originals:
