@@ -142,24 +142,28 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # cost
 # ---------------------------------------------------------------------------------------------
-def _time_steps(step: Any, steps: int, warmup: int = 2) -> float:
+def _time_steps(step: Any, steps: int, device: torch.device, warmup: int = 2) -> float:
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
+    sync()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
+    sync()
     return (time.perf_counter() - t0) / steps
 
 
 def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
     layers, dim, n = SIZES[name]
-    b, k, T, K = args.batch, args.k, 2.0, args.teachers
+    b, k, T, K = (args.batch if name == "tiny" else args.paper_batch), args.k, 2.0, args.teachers
+    dev = torch.device(args.device)
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(b, 26, 40, generator=g)
-    y = torch.randint(0, n, (b,), generator=g)
-    student = AcousticDNN(26 * 40, layers, dim, n, seed=0)
+    x = torch.randn(b, 26, 40, generator=g).to(dev)
+    y = torch.randint(0, n, (b,), generator=g).to(dev)
+    student = AcousticDNN(26 * 40, layers, dim, n, seed=0).to(dev)
     opt = torch.optim.Adam(student.parameters(), lr=1e-4, fused=True)
-    teachers = StackedDNN(list(range(K)), 26 * 40, layers, dim, n).requires_grad_(False).eval()
+    teachers = StackedDNN(list(range(K)), 26 * 40, layers, dim, n).requires_grad_(False).eval().to(dev)
     with torch.no_grad():
         p = F.softmax(teachers(x) / T, dim=-1).mean(0)  # (B, N) for the stored targets' content
     q, idx = torch.topk(p, k, dim=-1)
@@ -182,8 +186,8 @@ def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
     online = optimise(online_loss)
     steps = args.steps if name == "tiny" else args.paper_steps
     res = {"size": f"{layers} x {dim} -> {n}", "batch": b, "k": k, "teachers": K,
-           "hard_s": _time_steps(hard, steps), "stored_s": _time_steps(stored, steps),
-           "online_s": _time_steps(online, max(1, min(steps, args.online_steps)), warmup=1)}
+           "hard_s": _time_steps(hard, steps, dev), "stored_s": _time_steps(stored, steps, dev),
+           "online_s": _time_steps(online, max(1, min(steps, args.online_steps)), dev, warmup=1)}
     for mode in ("hard", "stored", "online"):
         res[f"{mode}_per_1000_steps_s"] = 1000 * res[f"{mode}_s"]
     res["stored_over_hard"] = res["stored_s"] / res["hard_s"]
@@ -197,7 +201,7 @@ def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
 def cost(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(0)
-    out = {"threads": torch.get_num_threads(), "sizes": {}}
+    out = {"threads": torch.get_num_threads(), "device": args.device, "sizes": {}}
     for name in args.sizes.split(","):
         out["sizes"][name] = r = _cost_size(name, args)
         print(f"{name:6s} {r['size']:18s} hard {r['hard_s'] * 1000:8.1f} ms  stored {r['stored_s'] * 1000:8.1f} ms "
@@ -220,11 +224,13 @@ def main() -> None:
     c = sub.add_parser("cost")
     c.add_argument("--sizes", default="tiny,paper")
     c.add_argument("--batch", type=int, default=256)
+    c.add_argument("--paper-batch", type=int, default=256)
     c.add_argument("--k", type=int, default=16)
     c.add_argument("--teachers", type=int, default=10)
     c.add_argument("--steps", type=int, default=30, help="timed steps at the tiny size")
     c.add_argument("--paper-steps", type=int, default=10, help="timed steps at the paper size")
     c.add_argument("--online-steps", type=int, default=5, help="timed online steps (cap)")
+    c.add_argument("--device", default="cpu")
     for q in (f, c):
         q.add_argument("--json", default="", help="also write the numbers here")
     args = p.parse_args()
