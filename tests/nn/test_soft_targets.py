@@ -161,3 +161,23 @@ def test_targets_of_other_shards_are_refused(shards, ens, tmp_path):
     swapped = [str(target_shard(tmp_path, u)) for u in reversed(shards)]
     with pytest.raises(StageError, match="do not match the training shards"):
         list(InMemoryWindows(shards, left=2, right=1, target_urls=swapped))
+
+
+def test_the_targets_key_changes_with_teachers_shards_and_form(tmp_path):
+    from asr_kd.nn.soft_targets import targets_key
+
+    teachers = [tmp_path / "t0.pt", tmp_path / "t1.pt"]
+    for i, t in enumerate(teachers):
+        t.write_bytes(bytes([i]) * 100)
+    index = {"frames": 10, "shards": [{"file": "shard-000000.tar", "utts": [["a", 10]]}]}
+
+    def key(**kw):
+        args = dict(k=16, temperatures=[1.0, 2.0], mean="arithmetic", left=20, right=5, precision="auto") | kw
+        return targets_key(teachers, kw.pop("index", index), **{a: v for a, v in args.items() if a != "index"})
+
+    base = key()
+    assert key() == base
+    assert key(k=8) != base and key(temperatures=[2.0]) != base and key(mean="geometric") != base
+    assert key(index={**index, "frames": 11}) != base  # new training shards
+    teachers[1].write_bytes(b"retrained")  # a teacher retrained: same file name, new content
+    assert key() != base
