@@ -205,13 +205,13 @@ def test_stored_targets_train_the_students_and_table5(smoke_run, smoke_corpus, t
     assert res.returncode == 0, res.stderr[-4000:]
     distill = show(smoke_corpus, exp, "distill")
     soft = distill["soft_targets"]
-    assert (soft["mode"], soft["form"], soft["k"]) == ("stored", "topk+tail", 16)
-    assert soft["bytes_per_frame"] >= soft["payload_bytes_per_frame"] == 2 * 16 * 4  # T = 1, 5; int16 + float16
+    assert (soft["mode"], soft["form"], soft["k"]) == ("stored", "topk+tail", 64)
+    assert soft["bytes_per_frame"] >= soft["payload_bytes_per_frame"] == 2 * 64 * 4  # T = 1, 5; int16 + float16
     assert set(soft["kl_to_dense"]) == {"1", "5"} and all(0 < v < 1 for v in soft["kl_to_dense"].values())
     assert [s["T"] for s in distill["students"]] == [1.0, 5.0]
     assert all(s["dev"]["frame_acc"] > 0.1 and s["epochs"] == 1 for s in distill["students"])
     assert [r["system"] for r in distill["table5"]] == ["baseline_100", "baseline_3", "soft_3"]
-    assert distill["table5"][2]["dev_frame_acc"] > 0.1
+    assert distill["table5"][2]["dev_frame_acc"] > 0.05 and distill["table5"][2]["T"] in (1.0, 5.0)
     feature_shards = sorted(p.name for p in (exp / "shards" / "train").glob("shard-*.tar"))
     assert sorted(p.name for p in (exp / "distill" / "targets").glob("shard-*.tar")) == feature_shards
     assert (exp / "distill" / "targets" / "index.json").exists()
