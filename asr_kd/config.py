@@ -244,6 +244,9 @@ class TeachersConfig:
     only: int = -1  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
 
 
+TARGET_MODES = ("online", "cached", "stored")
+
+
 @dataclass(frozen=True)
 class DistillConfig:
     temperatures: tuple[float, ...] = (1.0, 2.0, 5.0, 10.0)
@@ -266,17 +269,34 @@ class DistillConfig:
     # Passes over the Table-5 subset per epoch (dev check, schedule step, early-stopping unit);
     # 0 = round(1 / subset_fraction), i.e. the steps of one full-data epoch.
     subset_passes_per_epoch: int = 1
-    cache_targets: bool = False  # precompute tempered ensemble posteriors (small corpora only)
+    # Where the students' soft targets p_ens(T) come from: online (the frozen ensemble in every
+    # training step) | cached (dense, in memory, computed once: small corpora only) | stored (one
+    # pass of the ensemble writes top-k + tail-mass targets for every T as shards under
+    # distill/targets/, aligned with the training shards; read beside them, any corpus size).
+    targets: str = "online"
+    # The old spelling of targets=cached: with targets=online, cache_targets=true means cached.
+    cache_targets: bool = False
+    # stored: the k most probable states kept per frame and T (the rest: one tail bucket). 64: students
+    # from top-64 targets matched dense ones, top-16 lost 0.3-0.5 points (benchmarks/README.md)
+    targets_k: int = 64
     matching_logits: bool = False  # also train the high-T limit (L2 on logits)
     subset_temperature: float = 0.0  # T of the Table-5 soft_3 run; 0 = the student T best on dev
     subset_early_stopping_patience: int = 2  # Table-5 baseline_3: epochs without dev gain before stopping
     baseline_100: str = "teacher0"  # teacher0 (reuse teacher 0) | train (a fresh hard-target run)
+
+    @property
+    def target_mode(self) -> str:
+        """online | cached | stored: ``targets``, with ``cache_targets=true`` read as cached."""
+        return "cached" if self.targets == "online" and self.cache_targets else self.targets
 
     def __post_init__(self) -> None:
         _check_choice("distill.ensemble_mean", self.ensemble_mean, ("arithmetic", "geometric"))
         _check_choice("distill.baseline_100", self.baseline_100, ("teacher0", "train"))
         _check_choice("distill.subset_unit", self.subset_unit, ("utterances", "frames"))
         _check_choice("distill.lr_schedule", self.lr_schedule, ("", "cosine", "newbob", "constant"))
+        _check_choice("distill.targets", self.targets, TARGET_MODES)
+        if self.targets_k < 1:
+            raise ConfigError(f"distill.targets_k must be >= 1, got {self.targets_k}")
         if not 0.0 <= self.hard_weight <= 1.0:
             raise ConfigError(f"distill.hard_weight must be in [0, 1], got {self.hard_weight}")
         if not 0.0 < self.subset_fraction <= 1.0:

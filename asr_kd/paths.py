@@ -22,6 +22,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     teachers/stacked/                all K teachers trained as one stacked model (teachers.stacked)
     ensemble/metrics.json            the ensemble's evaluation
     distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
+    distill/targets/                 stored soft targets: shard-NNNNNN.tar (+ .json receipt) per training shard, index.json
     graph/HCLG.fst G.fst words.txt graph_info.json   (see GraphDir)
     graph/lm.arpa lm-train-text.txt  the decoding LM and, without a corpus LM text, its training text
     graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
@@ -190,6 +191,11 @@ class RunPaths(_Reported):
 
     def student_dir(self, temperature: float) -> Path:
         return self.stage_dir("distill") / f"T{temperature:g}"
+
+    @property
+    def soft_targets_dir(self) -> Path:
+        """Stored sparse soft targets (distill.targets=stored): a shard per training shard, index.json."""
+        return self.stage_dir("distill") / "targets"
 
     def table5_dir(self, name: str) -> Path:
         return self.stage_dir("distill") / f"table5-{name}"

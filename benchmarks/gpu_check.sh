@@ -6,8 +6,8 @@
 #    throughput against the peak matmul rate (MFU), and 10 stacked vs looped teachers;
 # 2. the recipe's training stages (teachers, ensemble, distill) on the carried smoke shards, on one
 #    GPU with DDP and bf16 (train.precision=auto picks it), timed by the stage summaries.
-# Budget: ~6 minutes on an H200. Stored-vs-online distillation steps are not measured yet (the
-# stored targets of issue 14 are not built).
+# 3. stored vs online vs hard-target student steps (bench_targets.py cost), tiny and paper sizes.
+# Budget: ~7 minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -47,4 +47,7 @@ for s in ("teachers", "ensemble", "distill"):
         print(s, "not finished")
 PY
 fi
+# 3. student steps: hard targets vs stored top-k targets vs the online ensemble
+timeout 120 python3 benchmarks/bench_targets.py cost --device cuda --batch 2048 --steps 50 --paper-steps 20 \
+  --online-steps 10 --json "$OUT/bench_targets_cost.json" 2>&1 | tee "$OUT/bench_targets_cost.txt"
 ls -la "$OUT"

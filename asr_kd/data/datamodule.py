@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
@@ -198,6 +199,7 @@ def shard_datamodule(
     subset_seed: int = 0,
     subset_unit: str = "utterances",
     return_ids: bool = False,
+    targets_dir: str | os.PathLike | None = None,
 ) -> FrameDataModule:
     """Train / dev / test window datasets over the ``shards`` stage's output.
 
@@ -207,9 +209,12 @@ def shard_datamodule(
     ``subset_unit="frames"``, chosen by ``subset_seed``) gives every
     DDP rank the same number of batches; dev and test are split over ranks unpadded.
     ``return_ids`` makes the in-memory training set add window ids to its batches (for a cache
-    of the ensemble's soft targets); it needs the in-memory path.
+    of the ensemble's soft targets); it needs the in-memory path. ``targets_dir`` (stored soft
+    targets, ``asr_kd.data.targets``): the training set reads the targets shard of each training
+    shard from there and adds the targets to its batches.
     """
     from asr_kd.data.shards import read_index, shard_urls
+    from asr_kd.data.targets import target_shard
     from asr_kd.data.windows import FrameWindowDataset, InMemoryWindows
 
     urls = {split: shard_urls(paths.shard_index(split)) for split in ("train", "dev", "test")}
@@ -219,11 +224,15 @@ def shard_datamodule(
         raise ValueError(f"cached soft targets need the in-memory training set, but the corpus has {train_frames} "
                          f"training frames > train.in_memory_max_frames={train.in_memory_max_frames}; "
                          "use the online ensemble (distill.cache_targets=false) or raise the limit")
+    if return_ids and targets_dir is not None:
+        raise ValueError("window ids (cached targets) and stored targets are two ways to the same targets: pick one")
+    target_urls = None if targets_dir is None else [str(target_shard(targets_dir, u)) for u in urls["train"]]
     common = dict(left=model.left_context, right=model.right_context, batch_size=train.batch_size,
                   seed=train.seed, shuffle_buffer_utts=train.shuffle_buffer_utts)
 
     def make(split: str, *, shuffle: bool, equal: bool = False, single: bool = False) -> Dataset:
-        subset = (dict(subset_fraction=subset_fraction, subset_seed=subset_seed, subset_unit=subset_unit)
+        subset = (dict(subset_fraction=subset_fraction, subset_seed=subset_seed, subset_unit=subset_unit,
+                       target_urls=None if single else target_urls)
                   if split == "train" else {})
         rank_world = dict(rank=0, world_size=1) if single else {}
         if in_memory:

@@ -224,6 +224,9 @@ class UttRecord:
     labels: np.ndarray | None  # (T,) int64, None when the split has no alignments
     text: str
     meta: dict[str, Any] = field(default_factory=dict)
+    # Stored soft targets (idx, prob), each (len(T), T, k), when read beside targets shards
+    # (asr_kd.data.targets.aligned_targets).
+    targets: tuple[np.ndarray, np.ndarray] | None = None
 
 
 def read_index(index_path: str | os.PathLike) -> dict[str, Any]:

@@ -12,6 +12,11 @@ Two datasets yield the same ``(x float32 (B, 26, 40), y int64 (B,))`` batches:
   ``DataLoader(ds, batch_size=None, num_workers=ds.num_workers)``);
 * :class:`InMemoryWindows` loads a split once (small corpora, evaluation); no worker processes.
 
+With ``target_urls`` (one targets shard per feature shard, :mod:`asr_kd.data.targets`), both read
+the stored soft targets beside the features and add them to every batch: ``(x, y, soft_idx
+(B, nT, k) int64, soft_prob (B, nT, k) float32)``, the targets of each window's centre frame for
+the nT stored temperatures; shuffling, workers and DDP parts are unchanged.
+
 Splitting an epoch (:func:`plan_epoch`, the same on every rank and worker): the training
 utterances (optionally a fixed subset, chosen by ``subset_seed``) are taken in shard order (the
 shard order permuted per ``(seed, epoch)`` when shuffling) and dealt, greedily by frame count, to
@@ -48,6 +53,7 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from asr_kd.data.shards import UttRecord, iter_shard, sample_key
+from asr_kd.data.targets import aligned_targets
 from asr_kd.fileio import read_json
 from asr_kd.parallel import rank_and_world
 from asr_kd.paths import SHARD_INDEX
@@ -201,6 +207,13 @@ class FrameBlock:
     starts: torch.Tensor  # (n,) int64: row of each window's first frame in ``frames``
     labels: torch.Tensor  # (n,) int64
     ids: torch.Tensor | None = None  # (n,) int64 window index in the dataset's fixed order (target caches)
+    # Stored soft targets of each window's centre frame: ids (n, nT, k) int16/int32, probs (n, nT, k) float16
+    soft: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    def take(self, idx: torch.Tensor, ids: torch.Tensor | None = None) -> FrameBlock:
+        """The block serving windows ``idx`` only (ids: the window ids to carry, if any)."""
+        soft = None if self.soft is None else (self.soft[0][idx], self.soft[1][idx])
+        return FrameBlock(self.frames, self.starts[idx], self.labels[idx], ids, soft)
 
 
 def make_block(records: Sequence[UttRecord], left: int, right: int, require_labels: bool = True,
@@ -208,7 +221,7 @@ def make_block(records: Sequence[UttRecord], left: int, right: int, require_labe
                keep: Callable[[str, int], np.ndarray] | None = None) -> FrameBlock:
     """Concatenate the records' padded frames (cast to ``dtype`` if given); one window per frame,
     or per frame that ``keep(key, T)`` marks (a frame subset; the context frames stay whole)."""
-    padded, starts, labels, offset = [], [], [], 0
+    padded, starts, labels, soft, offset = [], [], [], [], 0
     for r in records:
         feats = torch.from_numpy(r.feats)  # (T, D)
         t = feats.shape[0]
@@ -224,19 +237,32 @@ def make_block(records: Sequence[UttRecord], left: int, right: int, require_labe
         if keep is not None:
             mask = torch.from_numpy(keep(sample_key(r.id), t))  # (T,) bool
             start, lab = start[mask], lab[mask]
+        if r.targets is not None:
+            # (nT, T, k) -> (T, nT, k): one row per window, as starts and labels
+            t_idx, t_prob = (torch.from_numpy(np.ascontiguousarray(a.transpose(1, 0, 2))) for a in r.targets)
+            soft.append((t_idx, t_prob) if keep is None else (t_idx[mask], t_prob[mask]))
         starts.append(start)
         labels.append(lab)
         offset += t + left + right
     frames = torch.cat(padded)  # (sum(T_i + L + R), D)
-    return FrameBlock(frames if dtype is None else frames.to(dtype), torch.cat(starts), torch.cat(labels))
+    if soft and len(soft) != len(records):
+        raise ValueError("some records carry stored targets and some do not")
+    targets = (torch.cat([a for a, _ in soft]), torch.cat([b for _, b in soft])) if soft else None
+    return FrameBlock(frames if dtype is None else frames.to(dtype), torch.cat(starts), torch.cat(labels),
+                      soft=targets)
 
 
 def gather_windows(block: FrameBlock, idx: torch.Tensor, width: int) -> tuple[torch.Tensor, ...]:
     """Windows ``idx`` (positions into ``block.starts``) -> (B, width, D) float32, (B,) int64
-    [, (B,) int64 window ids when the block carries them]."""
+    [, (B,) int64 window ids when the block carries them]
+    [, stored targets (B, nT, k) int64 state ids, (B, nT, k) float32 probabilities when it carries those]."""
     rows = block.starts[idx][:, None] + torch.arange(width)  # (B, width)
-    out = (block.frames[rows].float(), block.labels[idx])  # (B, width, D), (B,)
-    return out if block.ids is None else (*out, block.ids[idx])
+    out: tuple[torch.Tensor, ...] = (block.frames[rows].float(), block.labels[idx])  # (B, width, D), (B,)
+    if block.ids is not None:
+        out = (*out, block.ids[idx])
+    if block.soft is not None:
+        out = (*out, block.soft[0][idx].long(), block.soft[1][idx].float())
+    return out
 
 
 def batch_stream(blocks: Iterator[FrameBlock], batch_size: int, width: int, num_batches: int, pad: bool,
@@ -277,8 +303,7 @@ def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
 
 def shuffled(block: FrameBlock, rng: np.random.Generator) -> FrameBlock:
     perm = torch.from_numpy(rng.permutation(block.starts.shape[0]))
-    return FrameBlock(block.frames, block.starts[perm], block.labels[perm],
-                      None if block.ids is None else block.ids[perm])
+    return block.take(perm, None if block.ids is None else block.ids[perm])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +315,8 @@ class _WindowsBase:
     def __init__(self, urls: list[str], *, left: int, right: int, batch_size: int, shuffle: bool,
                  shuffle_buffer_utts: int, seed: int, subset_fraction: float, subset_seed: int,
                  drop_last: bool, equal_batches_per_rank: bool, num_workers: int,
-                 rank: int | None, world_size: int | None, subset_unit: str = "utterances") -> None:
+                 rank: int | None, world_size: int | None, subset_unit: str = "utterances",
+                 target_urls: Sequence[str] | None = None) -> None:
         if not urls:
             raise StageError("no shards given; run the shards stage or check the index")
         if batch_size < 1 or shuffle_buffer_utts < 1 or left < 0 or right < 0 or num_workers < 0:
@@ -300,6 +326,9 @@ class _WindowsBase:
         self.drop_last, self.equal_batches_per_rank = drop_last, equal_batches_per_rank
         self.num_workers = num_workers
         self._rank, self._world = rank, world_size
+        if target_urls is not None and len(target_urls) != len(urls):
+            raise ValueError(f"{len(target_urls)} targets shards for {len(urls)} feature shards")
+        self.target_urls = None if target_urls is None else [str(u) for u in target_urls]
         if subset_unit not in SUBSET_UNITS:
             raise ValueError(f"subset_unit must be one of {SUBSET_UNITS}, got {subset_unit!r}")
         full = utterance_table(urls)
@@ -316,6 +345,13 @@ class _WindowsBase:
             self.subset = subset_positions(len(full), subset_fraction, subset_seed)
         self.table = full.select(self.subset)
         self.epoch = 0
+
+    def _read_shard(self, s: int, keys: set[str]) -> Iterator[UttRecord]:
+        """Utterances ``keys`` of shard ``s`` in stored order, with their stored targets if any."""
+        records = iter_shard(self.table.urls[s], keys, float32=False)
+        if self.target_urls is None:
+            return records
+        return aligned_targets(records, self.target_urls[s], keys)
 
     def _frame_mask(self, key: str, num_frames: int) -> np.ndarray:
         return frame_subset_mask(key, num_frames, self.subset_fraction, self.subset_seed)
@@ -389,12 +425,13 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
                  shuffle: bool = True, shuffle_buffer_utts: int = 200, seed: int = 0,
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, num_workers: int = 0,
-                 rank: int | None = None, world_size: int | None = None, subset_unit: str = "utterances") -> None:
+                 rank: int | None = None, world_size: int | None = None, subset_unit: str = "utterances",
+                 target_urls: Sequence[str] | None = None) -> None:
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=num_workers,
-                         rank=rank, world_size=world_size, subset_unit=subset_unit)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls)
 
     def _part(self) -> int:
         info = get_worker_info()
@@ -416,7 +453,7 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
                 shard_order.append(s)
             by_shard[s].add(self.table.keys[pos])
         for s in shard_order:
-            yield from iter_shard(self.table.urls[s], by_shard[s], float32=False)
+            yield from self._read_shard(s, by_shard[s])
 
     def _blocks(self, records: Iterator[UttRecord], rng: np.random.Generator) -> Iterator[FrameBlock]:
         buf: list[UttRecord] = []
@@ -461,13 +498,14 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                  shuffle: bool = True, shuffle_buffer_utts: int = 200, seed: int = 0,
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, rank: int | None = None,
-                 world_size: int | None = None, return_ids: bool = False, subset_unit: str = "utterances") -> None:
+                 world_size: int | None = None, return_ids: bool = False, subset_unit: str = "utterances",
+                 target_urls: Sequence[str] | None = None) -> None:
         self.return_ids = return_ids
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=0,
-                         rank=rank, world_size=world_size, subset_unit=subset_unit)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls)
         self.block = self._load()
         # Row of each table utterance's first window start in self.block.starts.
         self.first_window = np.concatenate([[0], np.cumsum(self.table.frames)[:-1]]).astype(np.int64)
@@ -492,7 +530,7 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
             wanted.setdefault(int(s), set()).add(k)
         records: dict[str, UttRecord] = {}
         for s, keys in wanted.items():
-            for rec in iter_shard(self.table.urls[s], keys, float32=False):
+            for rec in self._read_shard(s, keys):
                 records[sample_key(rec.id)] = rec
         missing = [k for k in self.table.keys if k not in records]
         if missing:
@@ -538,8 +576,7 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
         positions = plan.parts[part]
         idx = torch.cat([torch.arange(self.first_window[p], self.first_window[p] + self.table.frames[p])
                          for p in positions] or [torch.zeros(0, dtype=torch.int64)])  # (frames of this part,)
-        view = FrameBlock(self.block.frames, self.block.starts[idx], self.block.labels[idx],
-                          idx if self.return_ids else None)
+        view = self.block.take(idx, idx if self.return_ids else None)
         if self.shuffle:
             view = shuffled(view, rng)
         pad = self.equal_batches_per_rank and not self.drop_last

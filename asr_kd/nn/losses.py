@@ -21,6 +21,41 @@ def soft_cross_entropy(student_logits: torch.Tensor, target_probs: torch.Tensor,
     return -(target_probs.float() * log_q).sum(dim=-1).mean()
 
 
+# A tail probability under e^-100 contributes nothing; the floor keeps 0 * log(0) finite (k = N).
+_LOG_TAIL_FLOOR = -100.0
+
+
+def sparse_soft_cross_entropy(student_logits: torch.Tensor, top_idx: torch.Tensor, top_probs: torch.Tensor,
+                              T: float = 1.0) -> torch.Tensor:
+    """The soft cross-entropy against stored top-k targets with a tail bucket (no T^2 factor)::
+
+        -mean_b [ sum_{i in top-k} q_bi log p_bi + q_tail log(1 - sum_{i in top-k} p_bi) ]
+
+    where ``p = softmax(z / T)`` is the student's and ``q_tail = 1 - sum q_bi`` the target's mass
+    outside its top k: the dense cross-entropy of the two distributions with the states outside the
+    top k merged into one class. With k = N it is the dense ``soft_cross_entropy``.
+
+    student_logits: (B, N); top_idx: (B, k) int state ids; top_probs: (B, k) p_ens(T) of those states.
+    """
+    log_p = F.log_softmax(student_logits.float() / T, dim=-1)  # (B, N)
+    idx = top_idx.long()
+    q = top_probs.float()  # (B, k)
+    top = (q * log_p.gather(-1, idx)).sum(-1)  # (B,)
+    q_tail = (1.0 - q.sum(-1)).clamp(min=0.0)  # (B,)
+    # log of the student's mass outside the top k: logsumexp over the other states, exact for tiny tails
+    rest = log_p.scatter(-1, idx, torch.finfo(log_p.dtype).min)  # (B, N)
+    log_tail = torch.logsumexp(rest, dim=-1).clamp(min=_LOG_TAIL_FLOOR)  # (B,)
+    return -(top + q_tail * log_tail).mean()
+
+
+def sparse_distillation_loss(student_logits: torch.Tensor, targets_hard: torch.Tensor, top_idx: torch.Tensor,
+                             top_probs: torch.Tensor, T: float, hard_weight: float) -> torch.Tensor:
+    """``distillation_loss`` with stored top-k + tail targets: ``w CE(y) + (1 - w) T^2 CE_sparse(T)``."""
+    hard = F.cross_entropy(student_logits.float(), targets_hard)
+    soft = sparse_soft_cross_entropy(student_logits, top_idx, top_probs, T)
+    return hard_weight * hard + (1.0 - hard_weight) * (T * T) * soft
+
+
 def distillation_loss(
     student_logits: torch.Tensor,
     targets_hard: torch.Tensor,

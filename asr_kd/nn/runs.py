@@ -36,7 +36,7 @@ from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_tea
 from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.train import run_finished, train_run
-from asr_kd.parallel import barrier, global_rank
+from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
 from asr_kd.runner import StageError, StageIncomplete
 
@@ -242,7 +242,8 @@ def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
     """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
     ds = dm.train_set
     if not isinstance(ds, InMemoryWindows):
-        raise StageError("distill.cache_targets needs the in-memory training set (small corpora)")
+        raise StageError("distill.targets=cached (cache_targets) needs the in-memory training set (small corpora); "
+                         "use distill.targets=stored")
     n, k = ds.num_ordered_windows, len(temperatures)
     log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",
              n, ens.num_pdfs, k, n * ens.num_pdfs * k * 2 / 1e9)
@@ -270,6 +271,44 @@ def subset_period(cfg: RecipeConfig) -> int:
     return passes if passes > 0 else max(1, round(1.0 / cfg.distill.subset_fraction))
 
 
+def stored_temperatures(cfg: RecipeConfig) -> list[float]:
+    """The temperatures stored targets hold: the students' and the Table-5 soft run's."""
+    temps = {float(T) for T in cfg.distill.temperatures}
+    if cfg.distill.subset_temperature > 0:
+        temps.add(float(cfg.distill.subset_temperature))
+    return sorted(temps)
+
+
+def _stored_targets(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble) -> dict[str, Any]:
+    """Write (or reuse, when current) the stored sparse targets of every training shard; their index."""
+    from asr_kd.data.shards import read_index, shard_urls
+    from asr_kd.nn.soft_targets import targets_key, write_soft_targets
+
+    d, m = cfg.distill, cfg.model
+    temps = stored_temperatures(cfg)
+    teachers = [TrainRunDir(paths.teacher_dir(k)).model for k in range(cfg.teachers.num_teachers)]
+    key = targets_key(teachers, read_index(paths.shard_index("train")), k=d.targets_k, temperatures=temps,
+                      mean=d.ensemble_mean, left=m.left_context, right=m.right_context, precision=cfg.train.precision)
+    rank, world = rank_and_world()
+    index = write_soft_targets(ens, shard_urls(paths.shard_index("train")), paths.soft_targets_dir, key=key,
+                               temperatures=temps, k=d.targets_k, left=m.left_context, right=m.right_context,
+                               device=_device(), precision=cfg.train.precision, rank=rank, world=world)
+    ens.to("cpu")
+    return index
+
+
+def soft_targets_summary(cfg: RecipeConfig, pdfs: int, stored: dict[str, Any] | None) -> dict[str, Any]:
+    """``soft_targets`` of the distill summary: mode, form, k, bytes_per_frame (+ kl_to_dense when stored)."""
+    mode = cfg.distill.target_mode
+    if mode == "stored" and stored is not None:
+        keep = ("mode", "form", "k", "bytes_per_frame", "payload_bytes_per_frame", "kl_to_dense", "temperatures",
+                "index_dtype", "frames", "shards", "shards_written", "shards_kept", "write_s")
+        return {key: stored[key] for key in keep if key in stored}
+    if mode == "cached":  # dense float16 in memory, every T the students train at
+        return {"mode": mode, "form": "dense", "k": pdfs, "bytes_per_frame": 2 * pdfs * len(stored_temperatures(cfg))}
+    return {"mode": mode, "form": "dense", "k": pdfs, "bytes_per_frame": 0}
+
+
 def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble, run_dir: Any, *,
                  T: float, matching_logits: bool = False, max_epochs: int | None = None,
                  subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
@@ -280,8 +319,11 @@ def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: E
     period = subset_period(cfg) if subset else 1
     epochs = (max_epochs or train.max_epochs) * period
     student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
+    stored = None
+    if d.target_mode == "stored" and not matching_logits:
+        stored = stored_temperatures(cfg).index(float(T))
     system = DistillSystem(student, ens, train, T=T, hard_weight=hard_weight, matching_logits=matching_logits,
-                           cached_targets=cached, max_epochs=epochs, run_config=to_dict(cfg))
+                           cached_targets=cached, stored_column=stored, max_epochs=epochs, run_config=to_dict(cfg))
     key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
     return train_run(system, dm, train, run_dir, key=key, max_epochs=epochs,
                      early_stopping_patience=train.early_stopping_patience, val_every_n_epochs=period,
@@ -305,14 +347,23 @@ def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]
             "epochs": m.get("epochs"), "best_epoch": m.get("best_epoch"), "curve": _curve(m)}
 
 
+def _datamodule(cfg: RecipeConfig, paths: RunPaths, **subset: Any) -> FrameDataModule:
+    """The distill stage's data: window ids with cached targets, the targets shards with stored ones."""
+    mode = cfg.distill.target_mode
+    return shard_datamodule(paths, cfg.model, cfg.train, return_ids=mode == "cached",
+                            targets_dir=paths.soft_targets_dir if mode == "stored" else None, **subset)
+
+
 def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """One student per T, optional matching-logits student, and the three Table-5 runs."""
     d = cfg.distill
     ens = load_ensemble(cfg, paths)
     pdfs = ens.num_pdfs
-    full = shard_datamodule(paths, cfg.model, cfg.train, return_ids=d.cache_targets)
+    mode = d.target_mode
+    stored = _stored_targets(cfg, paths, ens) if mode == "stored" else None
+    full = _datamodule(cfg, paths)
     todo = [T for T in d.temperatures if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T))]
-    cache = _target_cache(cfg, ens, full, todo) if d.cache_targets and todo else {}
+    cache = _target_cache(cfg, ens, full, todo) if mode == "cached" and todo else {}
     students = []
     for T in d.temperatures:
         m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None),
@@ -321,9 +372,11 @@ def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
                          "wall_time_s": m.get("wall_time_s")})
     summary: dict[str, Any] = {"hard_weight": d.hard_weight, "ensemble_mean": d.ensemble_mean,
                                "student_params": _params(arch(cfg, pdfs, student=True)),
-                               "teacher_params": _params(arch(cfg, pdfs)), "students": students}
+                               "teacher_params": _params(arch(cfg, pdfs)), "students": students,
+                               "soft_targets": soft_targets_summary(cfg, pdfs, stored)}
     if d.matching_logits:
-        m = _distill_run(cfg, paths, full, ens, paths.matching_logits_dir, T=float("inf"), matching_logits=True)
+        online = full if mode == "online" else shard_datamodule(paths, cfg.model, cfg.train)
+        m = _distill_run(cfg, paths, online, ens, paths.matching_logits_dir, T=float("inf"), matching_logits=True)
         summary["matching_logits"] = {**_split_metrics(m), "epochs": m.get("epochs")}
     summary["table5"] = _table5(cfg, paths, ens, full, students)
     return summary
@@ -340,13 +393,13 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
                             max_epochs=d.student_max_epochs or cfg.train.max_epochs,
                             patience=cfg.train.early_stopping_patience, subset=False)
-    sub = shard_datamodule(paths, cfg.model, cfg.train, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
-                           subset_unit=d.subset_unit, return_ids=d.cache_targets)
+    sub = _datamodule(cfg, paths, subset_fraction=d.subset_fraction, subset_seed=d.subset_seed,
+                      subset_unit=d.subset_unit)
     base3 = _hard_run(cfg, paths, sub, pdfs, paths.table5_dir("baseline_3"), max_epochs=epochs,
                       patience=d.subset_early_stopping_patience, subset=True)
     T = d.subset_temperature or max(students, key=lambda s: s["dev"]["frame_acc"])["T"]
     cached = None
-    if d.cache_targets and not run_finished(paths.table5_dir("soft_3"), _student_key(cfg, paths, T, subset=True)):
+    if d.target_mode == "cached" and not run_finished(paths.table5_dir("soft_3"), _student_key(cfg, paths, T, subset=True)):
         cached = _target_cache(cfg, ens, sub, [T])[float(T)]
     soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True,
                          cached=cached)

@@ -30,7 +30,8 @@ from torch import nn
 
 from asr_kd.config import TrainConfig, to_dict
 from asr_kd.nn.ensemble import Ensemble, ensemble_centred_logits, ensemble_probs
-from asr_kd.nn.losses import distillation_loss, distillation_terms, matching_logits_loss
+from asr_kd.nn.losses import (distillation_loss, distillation_terms, matching_logits_loss,
+                              sparse_soft_cross_entropy)
 from asr_kd.nn.models import AcousticDNN, StackedDNN
 
 log = logging.getLogger(__name__)
@@ -219,6 +220,11 @@ class DistillSystem(FrameSystem):
     ``cached_targets`` (small corpora): p_ens(T) for every training window, precomputed once by
     ``asr_kd.nn.ensemble.cache_targets``; training batches then carry window ids ``(x, y, ids)`` and
     the targets are looked up instead of running the K teachers in every step.
+
+    ``stored_column`` (``distill.targets=stored``): batches carry the stored top-k + tail targets of
+    every stored temperature, ``(x, y, soft_idx (B, nT, k), soft_prob (B, nT, k))``; the student
+    uses column ``stored_column`` (its T) with ``asr_kd.nn.losses.sparse_distillation_loss``, and
+    the teachers stay off the device.
     """
 
     def __init__(
@@ -231,6 +237,7 @@ class DistillSystem(FrameSystem):
         hard_weight: float,
         matching_logits: bool = False,
         cached_targets: torch.Tensor | None = None,
+        stored_column: int | None = None,
         steps_per_epoch: int = 0,
         max_epochs: int = 1,
         run_config: dict[str, Any] | None = None,
@@ -239,7 +246,10 @@ class DistillSystem(FrameSystem):
                          run_config=run_config)
         if cached_targets is not None and matching_logits:
             raise ValueError("cached targets hold probabilities; matching logits needs the online ensemble")
+        if stored_column is not None and (matching_logits or cached_targets is not None):
+            raise ValueError("stored targets replace the online ensemble and the cache; not with matching logits")
         self._cached = cached_targets  # (num_windows, N) float16 on CPU, or None
+        self.stored_column = stored_column
         if teacher.num_pdfs != student.num_pdfs:
             raise ValueError(f"student has {student.num_pdfs} outputs but the teachers {teacher.num_pdfs}")
         self._teacher = [teacher]  # a list: not registered as a submodule
@@ -252,7 +262,7 @@ class DistillSystem(FrameSystem):
         return self._teacher[0]
 
     def on_fit_start(self) -> None:
-        if self._cached is None:
+        if self._cached is None and self.stored_column is None:
             self.teacher.to(self.device)
 
     def _targets(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
@@ -268,7 +278,17 @@ class DistillSystem(FrameSystem):
         x, y = batch[0], batch[1]  # (B, 26, 40), (B,)
         ids = batch[2] if len(batch) == 3 else None  # (B,) window ids when targets are cached
         z = self.model(x)  # (B, N)
-        if self.matching_logits:
+        if self.stored_column is not None:
+            if len(batch) != 4:
+                raise ValueError("stored targets expected in the batches (x, y, soft_idx, soft_prob); the training "
+                                 "set was built without targets_dir")
+            idx, q = batch[2][:, self.stored_column], batch[3][:, self.stored_column]  # (B, k), (B, k)
+            hard = F.cross_entropy(z.float(), y)
+            soft = sparse_soft_cross_entropy(z, idx, q, self.T)
+            loss = self.hard_weight * hard + (1.0 - self.hard_weight) * (self.T * self.T) * soft
+            if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
+                self.log_dict({"train/hard_ce": hard.detach(), "train/soft_ce": soft.detach()})
+        elif self.matching_logits:
             with torch.no_grad():
                 teacher_logits = self.teacher(x)  # (K, B, N)
             hard = F.cross_entropy(z.float(), y)

@@ -162,7 +162,7 @@ def test_students_table5_and_which_targets_are_cached(run_dir, monkeypatch):
                                                            ("table5-soft_3", 5.0)]
     assert runs_made[1]["cached"] == "targets-T5"
     subset = {"subset_fraction": cfg.distill.subset_fraction, "subset_seed": cfg.distill.subset_seed,
-              "subset_unit": cfg.distill.subset_unit, "return_ids": True}
+              "subset_unit": cfg.distill.subset_unit, "return_ids": True, "targets_dir": None}
     assert runs_made[2]["subset"] and runs_made[2]["data"] == subset  # the Table-5 subset, the same for both
     assert runs_made[3]["subset"] and runs_made[3]["data"] == subset
     t5 = summary["table5"]

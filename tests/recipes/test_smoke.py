@@ -190,6 +190,33 @@ def test_changed_training_key_retrains_students_with_cached_targets(smoke_run, s
     assert distill["table5"][0]["source"] == "hard-target run" and distill["table5"][0]["epochs"] == 2
 
 
+def test_stored_targets_train_the_students_and_table5(smoke_run, smoke_corpus, tmp_path):
+    """Issue 14: distill.targets=stored writes top-k + tail targets beside the training shards (one
+    targets shard per feature shard) and trains the students and the Table-5 runs from them; --show
+    distill reports them as soft_targets. (One epoch per run: the path, not the accuracy, is tested.)"""
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    for stage in STAGES[:7]:  # a finished run up to the ensemble
+        shutil.copytree(smoke_run / stage, exp / stage, symlinks=True)
+    shutil.copy(smoke_run / "config.json", exp / "config.json")
+    res = recipe(*smoke_args(smoke_corpus, exp), "--stage", "distill", "--stop-stage", "distill",
+                 "--set", "distill.targets=stored", "--set", "distill.student_max_epochs=1",
+                 "--set", "distill.subset_max_epochs=1", timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    distill = show(smoke_corpus, exp, "distill")
+    soft = distill["soft_targets"]
+    assert (soft["mode"], soft["form"], soft["k"]) == ("stored", "topk+tail", 64)
+    assert soft["bytes_per_frame"] >= soft["payload_bytes_per_frame"] == 2 * 64 * 4  # T = 1, 5; int16 + float16
+    assert set(soft["kl_to_dense"]) == {"1", "5"} and all(0 < v < 1 for v in soft["kl_to_dense"].values())
+    assert [s["T"] for s in distill["students"]] == [1.0, 5.0]
+    assert all(s["dev"]["frame_acc"] > 0.1 and s["epochs"] == 1 for s in distill["students"])
+    assert [r["system"] for r in distill["table5"]] == ["baseline_100", "baseline_3", "soft_3"]
+    assert distill["table5"][2]["dev_frame_acc"] > 0.05 and distill["table5"][2]["T"] in (1.0, 5.0)
+    feature_shards = sorted(p.name for p in (exp / "shards" / "train").glob("shard-*.tar"))
+    assert sorted(p.name for p in (exp / "distill" / "targets").glob("shard-*.tar")) == feature_shards
+    assert (exp / "distill" / "targets" / "index.json").exists()
+
+
 def test_a_finished_run_moved_elsewhere_decodes_and_reports(smoke_run, smoke_corpus, tmp_path):
     """Issue 17: a run directory can be moved. A finished run copied to a new place, with the
     original gone, re-runs decode and report to the same tables; no file it records names the old
