@@ -196,7 +196,10 @@ class StageRunner:
             changed = _changed_keys(before, now)
             return "its config changed (" + ", ".join(changed) + ")" if changed else "its config changed"
         ups = [u for u in stage.after if m["upstream"].get(u) != self.marker_id(u)]
-        return "upstream stage(s) re-ran: " + ", ".join(ups)
+        if ups:
+            return "upstream stage(s) re-ran: " + ", ".join(ups)
+        stale = [u for u in stage.after if self.status(self.by_name[u]) == "stale"]
+        return "; ".join(f"upstream stage '{u}' is stale ({self.stale_reason(self.by_name[u])})" for u in stale)
 
     # -- running -------------------------------------------------------------------
     def check(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:

@@ -148,3 +148,18 @@ def test_a_stage_module_becomes_a_stage():
     stage = Stage.of(teachers)
     assert (stage.name, stage.run, stage.reads, stage.after) == ("teachers", teachers.run, teachers.READS, ("shards",))
     assert stage.distributed and stage.doc == teachers.DOC
+
+
+def test_stale_by_an_upstream_config_change_names_the_root_cause(tmp_path):
+    """A stage that is stale only because a stage above it changed config (not re-run) says which
+    stage and which keys, instead of an empty list."""
+    calls = []
+    paths = RunPaths(tmp_path)
+    StageRunner(make_stages(calls), load_config("smoke"), paths).run(stop="second")
+    changed = StageRunner(make_stages(calls), load_config("smoke", {"data.max_utts_per_split": "3"}), paths)
+    second = changed.by_name["second"]
+    assert changed.status(second) == "stale"
+    reason = changed.stale_reason(second)
+    assert "upstream stage 'first' is stale" in reason and "data.max_utts_per_split" in reason
+    with pytest.raises(StageError, match="data.max_utts_per_split"):
+        changed.run(start="second", stop="second")
