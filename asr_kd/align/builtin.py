@@ -17,6 +17,13 @@ is named in ``failed.txt`` and counted by reason (:func:`asr_kd.align.viterbi.lo
 were lost, and are counted, by the features stage); the stage stops, naming ``failed.txt`` and
 the ``--set align.max_fail_fraction=...`` that accepts the loss, if more than
 ``align.max_fail_fraction`` of any split fails.
+
+Memory: by default (the small presets) every split's features and graphs are held in memory.
+At scale, as Kaldi's LibriSpeech recipe, the monophone trains on the ``align.mono_utts`` shortest
+train utterances and the triphones on ``align.tri_utts`` spread over train, and the final pass
+aligns every split in chunks of ``align.chunk_utts`` streamed from ``mfcc.scp``
+(:mod:`asr_kd.align.stream`), in memory that does not grow with the corpus. With both subsets 0
+(all of train), the chunked pass writes the same files as the in-memory one.
 """
 
 from __future__ import annotations
@@ -182,7 +189,7 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         mono_ali = realign(model, train_data.graphs, train_data.feats, final_opts, silence, desc="align train (mono)")
         mono_summary.update(monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence, acfg.chunk_utts))
         model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
-        tri_summary["train_utterances"] = len(train_data.utt_ids)
+        tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
         del mono_ali
     t_train = time.time() - t_train
     save_model(model, paths.final_mdl, paths.tree)
