@@ -102,7 +102,7 @@ def test_chunked_alignment_writes_the_same_labels_as_the_in_memory_pass(tmp_path
         scp = paths.mfcc_scp("dev")
         kaldiio.save_ark(str(scp.with_suffix(".ark")), {u: tiny_corpus.mfcc[u] for u in dev[1:]}, scp=str(scp))
         cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "4", "align.mono_gaussians": "150",
-                                    "align.num_jobs": jobs, "align.chunk_utts": chunk, "align.max_fail_fraction": "0.5"})
+                                    "align.num_jobs": jobs, "align.chunk_utts": chunk, "align.max_fail_fraction": "0.25"})
         runs[name] = (run_align(cfg, paths), _outputs(paths))
     (memory, mem_files), (chunked, chunk_files) = runs["memory"], runs["chunked"]
     assert chunk_files == mem_files
@@ -137,3 +137,27 @@ def test_training_subset_picks_the_shortest_or_spreads_evenly():
     assert [u.id for u in training_subset(utts, 3, "shortest")] == ["u1", "u3", "u5"]  # in manifest order
     assert [u.id for u in training_subset(utts, 3, "spread")] == ["u0", "u2", "u4"]
     assert training_subset(utts, 0, "shortest") == utts and training_subset(utts, 6, "spread") == utts
+
+
+def test_triphone_system_trains_on_its_own_subset_and_every_split_is_labelled_as_in_memory(tmp_path, tiny_corpus):
+    """The Kaldi shape end to end: monophone on the shortest, triphones on a spread subset, every
+    utterance of every split aligned with the triphone model, in chunks (2 jobs) or in memory: the
+    same files."""
+    runs = {}
+    for chunk in ("0", "8"):
+        paths = make_run_dir(tmp_path / chunk, tiny_corpus)
+        cfg = load_config("smoke", {"align.mono_iters": "6", "align.mono_gaussians": "150", "align.tri_leaves": "150",
+                                    "align.tri_gaussians": "300", "align.tri_iters": "3", "align.tree_min_count": "20",
+                                    "align.num_jobs": "2", "align.mono_utts": "28", "align.tri_utts": "30",
+                                    "align.chunk_utts": chunk, "align.max_fail_fraction": "0.25"})
+        runs[chunk] = (run_align(cfg, paths), _outputs(paths))
+        summary = runs[chunk][0]
+        assert summary["context"] == "triphone" and summary["monophone"]["train_utterances"] == 28
+        assert summary["tri_train_utterances"] == 30 and summary["monophone"]["dev_loglike_per_frame"] < 0
+        assert load_model(paths.align).num_pdfs == summary["num_pdfs"]
+        for split in SPLITS:
+            pdfs = load_scp(paths.pdf_scp(split))
+            assert len(pdfs) == summary["splits"][split]["aligned"]
+            assert all(np.asarray(p).max() < summary["num_pdfs"] for p in pdfs.values())
+    assert runs["8"][1] == runs["0"][1]
+    assert runs["8"][0]["splits"]["train"]["aligned"] > 0
