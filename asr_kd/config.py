@@ -160,11 +160,21 @@ class AlignConfig:
     boost_silence: float = 1.0
     max_fail_fraction: float = 0.01
     num_jobs: int = 2
+    # Bounded memory (Kaldi's LibriSpeech recipe: monophone on the 2k shortest, triphones on more):
+    # the monophone trains on the mono_utts shortest train utterances, the triphone system on
+    # tri_utts spread evenly over train (0 = all); the final pass aligns every split in chunks of
+    # chunk_utts utterances, num_jobs chunks at a time (0 = each split whole, in memory).
+    mono_utts: int = 0
+    tri_utts: int = 0
+    chunk_utts: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("align.source", self.source, ("builtin", "kaldi"))
         _check_choice("align.context", self.context, ("monophone", "triphone"))
         _check_choice("align.tree_questions", self.tree_questions, ("auto", "table", "both"))
+        for key in ("mono_utts", "tri_utts", "chunk_utts"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"align.{key} must be >= 0 (0 = all), got {getattr(self, key)}")
 
 
 @dataclass(frozen=True)

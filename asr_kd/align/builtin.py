@@ -17,6 +17,13 @@ is named in ``failed.txt`` and counted by reason (:func:`asr_kd.align.viterbi.lo
 were lost, and are counted, by the features stage); the stage stops, naming ``failed.txt`` and
 the ``--set align.max_fail_fraction=...`` that accepts the loss, if more than
 ``align.max_fail_fraction`` of any split fails.
+
+Memory: by default (the small presets) every split's features and graphs are held in memory.
+At scale, as Kaldi's LibriSpeech recipe, the monophone trains on the ``align.mono_utts`` shortest
+train utterances and the triphones on ``align.tri_utts`` spread over train, and the final pass
+aligns every split in chunks of ``align.chunk_utts`` streamed from ``mfcc.scp``
+(:mod:`asr_kd.align.stream`), in memory that does not grow with the corpus. With both subsets 0
+(all of train), the chunked pass writes the same files as the in-memory one.
 """
 
 from __future__ import annotations
@@ -25,17 +32,21 @@ import dataclasses
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from asr_kd.align.feats import gmm_features, read_mfcc
+from asr_kd.align.feats import gmm_features, read_mfcc, stream_speaker_means
 from asr_kd.align.model import GmmHmm, init_monophone, save_model
+from asr_kd.align.stream import SplitTally, align_chunked, label_writers, training_subset, write_labels
 from asr_kd.align.viterbi import NO_FEATURES, AlignResult, TrainOptions, compile_graphs, lost, realign, train
 from asr_kd.config import AlignConfig, RecipeConfig
+from asr_kd.data.augment import is_copy
 from asr_kd.data.lang import Lang, load_lang
+from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import write_text
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError
@@ -52,6 +63,7 @@ class AlignSplit:
     texts: dict[str, list[str]]  # utt -> transcript words
     graphs: dict[str, Any]  # utt -> training graph (kaldifst.StdVectorFst)
     failed: dict[str, str]  # utt -> reason
+    graphs_for: GmmHmm | None = None  # the model the graphs were compiled for
 
 
 def train_options(cfg: AlignConfig) -> TrainOptions:
@@ -61,34 +73,25 @@ def train_options(cfg: AlignConfig) -> TrainOptions:
     )
 
 
-def load_split(paths: RunPaths, split: str, lang: Lang, model: GmmHmm | None) -> AlignSplit:
-    """Features of ``split`` (MFCC + deltas, speaker CMN); graphs too once a model exists."""
+def load_split(paths: RunPaths, split: str, lang: Lang, model: GmmHmm | None,
+               utts: Sequence[Utterance] | None = None, means: Mapping[str, np.ndarray] | None = None) -> AlignSplit:
+    """Features of ``split`` (MFCC + deltas, speaker CMN); graphs too once a model exists.
+
+    ``utts``: only these (default: the split's manifest); ``means``: the speakers' means over the
+    whole split (default: over the utterances loaded).
+    """
     from asr_kd.data.manifest import read_manifest
 
-    utts = read_manifest(paths.manifest(split))
+    utts = read_manifest(paths.manifest(split)) if utts is None else utts
     raw, missing = read_mfcc(paths.mfcc_scp(split), [u.id for u in utts])
     failed = {u: NO_FEATURES for u in missing}
     utt2spk = {u.id: u.speaker for u in utts}
-    feats = gmm_features(raw, utt2spk)
+    feats = gmm_features(raw, utt2spk, means)
     texts = {u.id: u.words for u in utts}
     data = AlignSplit(utt_ids=[u.id for u in utts], feats=feats, texts=texts, graphs={}, failed=failed)
     if model is not None:
         add_graphs(data, lang, model)
     return data
-
-
-def originals_only(data: AlignSplit) -> AlignSplit:
-    """``data`` without the augmented copies (asr_kd.data.augment): the GMMs train on the original
-    recordings, as Kaldi's recipes do, and then align the copies. ``data`` itself when it has none."""
-    from asr_kd.data.augment import is_copy
-
-    keep = [u for u in data.utt_ids if not is_copy(u)]
-    if len(keep) == len(data.utt_ids):
-        return data
-    ids = set(keep)
-    return AlignSplit(utt_ids=keep, feats={u: f for u, f in data.feats.items() if u in ids},
-                      texts={u: t for u, t in data.texts.items() if u in ids}, graphs={},
-                      failed={u: r for u, r in data.failed.items() if u in ids})
 
 
 def add_graphs(data: AlignSplit, lang: Lang, model: GmmHmm) -> None:
@@ -101,36 +104,29 @@ def add_graphs(data: AlignSplit, lang: Lang, model: GmmHmm) -> None:
             data.failed[utt] = f"word {e.args[0]!r} not in words.txt"
     graphs, failed = compile_graphs(model, lang.read_l_fst(), lang.disambig_phones, transcripts)
     data.graphs = graphs
+    data.graphs_for = model
     data.failed.update(failed)
 
 
-def write_alignments(paths: RunPaths, split: str, result: AlignResult, tid2pdf: np.ndarray) -> None:
-    """``ali.{ark,scp}`` (transition ids) and ``pdf.{ark,scp}`` (pdf ids), int32, sorted by utterance."""
-    from asr_kd.data.scp import ark_scp_writer
-
-    with ark_scp_writer(paths.ali_scp(split)) as ali_out, ark_scp_writer(paths.pdf_scp(split)) as pdf_out:
-        for utt in sorted(result.alignments):
-            tids = result.alignments[utt].astype(np.int32)  # (T,)
-            ali_out.write(utt, tids)
-            pdf_out.write(utt, tid2pdf[tids].astype(np.int32))
+def tally_in_memory(data: AlignSplit, result: AlignResult, model: GmmHmm, silence_phones: list[int]) -> SplitTally:
+    """The counts of an all-in-memory pass, as :func:`asr_kd.align.stream.align_chunked` keeps them."""
+    tally = SplitTally(utterances=len(data.utt_ids), failed=dict(data.failed))
+    tally.add(result, model.tid2pdf(), np.isin(model.tid2phone(), silence_phones), model.num_pdfs)
+    return tally
 
 
-def split_summary(data: AlignSplit, result: AlignResult, model: GmmHmm, silence_phones: list[int]) -> dict[str, Any]:
-    failed = {**data.failed, **result.failed}
-    n = len(data.utt_ids)
-    frames = sum(len(a) for a in result.alignments.values())
-    tid2phone = model.tid2phone()
-    sil = sum(int(np.isin(tid2phone[a], silence_phones).sum()) for a in result.alignments.values())
+def split_summary(tally: SplitTally) -> dict[str, Any]:
+    n, failed = tally.utterances, tally.failed
     return {
         "utterances": n,
-        "aligned": len(result.alignments),
+        "aligned": tally.aligned,
         "failed": len(failed),
-        "success_rate": len(result.alignments) / n if n else 0.0,
-        "frames": frames,
-        "silence_fraction": sil / frames if frames else 0.0,
-        "loglike_per_frame": result.loglike / result.frames if result.frames else None,
-        "retried": result.retried,
-        "aligned_with_final_beam": result.last_resort,
+        "success_rate": tally.aligned / n if n else 0.0,
+        "frames": tally.frames,
+        "silence_fraction": tally.silence_frames / tally.frames if tally.frames else 0.0,
+        "loglike_per_frame": tally.loglike / tally.loglike_frames if tally.loglike_frames else None,
+        "retried": tally.retried,
+        "aligned_with_final_beam": tally.last_resort,
         "failed_examples": dict(sorted(failed.items())[:20]),
         "lost": lost(failed),
     }
@@ -155,12 +151,22 @@ def check_failures(split: str, summary: dict[str, Any], max_fail_fraction: float
 
 
 def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Train the monophone system on train, align every split with it, write outputs; the summary."""
+    """Train the monophone (and triphone) system on train or its subsets, align every split with the
+    final model, write outputs; the summary."""
+    from asr_kd.data.manifest import read_manifest
+
     t0 = time.time()
+    acfg = cfg.align
     lang = load_lang(paths.lang)
-    opts = train_options(cfg.align)
-    train_all = load_split(paths, "train", lang, None)
-    train_data = originals_only(train_all)  # augmented copies are aligned, not trained on
+    opts = train_options(acfg)
+    silence = list(lang.silence_phones)
+    final_opts = dataclasses.replace(opts, last_resort_beam=acfg.final_beam)
+    train_utts = read_manifest(paths.manifest("train"))
+    # With subsets or chunks, CMN uses each speaker's whole split, read in one streaming pass first
+    means = split_means(paths, "train", train_utts) if streamed(acfg) else None
+    originals = [u for u in train_utts if not is_copy(u.id)]  # augmented copies are aligned, not trained on
+    mono_set = training_subset(originals, acfg.mono_utts, "shortest")
+    train_data = load_split(paths, "train", lang, None, mono_set, means)
     if not train_data.feats:
         raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
     frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
@@ -169,46 +175,53 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     add_graphs(train_data, lang, model)
     log.info("align: %d train utterances, %d pdfs, %d passes to %d Gaussians, %d jobs",
              len(train_data.graphs), model.num_pdfs, opts.num_iters, opts.total_gaussians, opts.num_jobs)
-    silence = list(lang.silence_phones)
     t_train = time.time()
     hist = train(model, train_data.graphs, train_data.feats, opts, silence)
-    mono_summary: dict[str, Any] = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss}
+    mono_summary: dict[str, Any] = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss,
+                                    "train_utterances": len(train_data.utt_ids)}
     tri_summary: dict[str, Any] = {}
-    final_opts = dataclasses.replace(opts, last_resort_beam=cfg.align.final_beam)
-    if cfg.align.context == "triphone":
+    if acfg.context == "triphone":
         save_model(model, paths.mono_mdl, paths.mono_tree)
+        tri_set = training_subset(originals, acfg.tri_utts, "spread")
+        if [u.id for u in tri_set] != train_data.utt_ids:
+            del train_data  # the monophone's subset; the triphone system trains on its own
+            train_data = load_split(paths, "train", lang, model, tri_set, means)
         # As Kaldi's align_si.sh before train_deltas.sh: the tree is built from the final monophone
         # model's alignments; their log-likelihood (and dev's) is the monophone's side of the comparison.
         mono_ali = realign(model, train_data.graphs, train_data.feats, final_opts, silence, desc="align train (mono)")
-        mono_summary.update(monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence))
+        mono_summary.update(monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence, acfg.chunk_utts))
         model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
+        tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
+        del mono_ali
     t_train = time.time() - t_train
     save_model(model, paths.final_mdl, paths.tree)
 
-    tid2pdf = model.tid2pdf()
+    full_train = train_data if train_data.utt_ids == [u.id for u in train_utts] else None
+    del train_data
     splits: dict[str, Any] = {}
     pdf_counts = np.zeros(model.num_pdfs, dtype=np.int64)
     for split in SPLITS:
-        data = load_split(paths, split, lang, model) if split != "train" else train_data
-        if split == "train" and train_all is not train_data:
-            data = train_all
-            add_graphs(data, lang, model)
-        result = realign(model, data.graphs, data.feats, final_opts, silence, desc=f"align {split}")
-        write_alignments(paths, split, result, tid2pdf)
-        summary = split_summary(data, result, model, silence)
+        if acfg.chunk_utts > 0:
+            full_train = None  # frees the training features before the workers fork
+            utts = train_utts if split == "train" else read_manifest(paths.manifest(split))
+            split_means_ = means if split == "train" and means is not None else split_means(paths, split, utts)
+            tally = align_chunked(model, lang, paths.mfcc_scp(split), utts, split_means_, final_opts, silence,
+                                  acfg.chunk_utts, (paths.ali_scp(split), paths.pdf_scp(split)), f"align {split}")
+        else:
+            tally = align_in_memory(paths, split, lang, model, full_train if split == "train" else None,
+                                    final_opts, silence)
+        summary = split_summary(tally)
         failed_file = paths.align_failed(split)
-        failed = {**data.failed, **result.failed}
-        write_text(failed_file, "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
-        check_failures(split, summary, cfg.align.max_fail_fraction, failed_file)
-        if split == "train":
-            for ali in result.alignments.values():
-                pdf_counts += np.bincount(tid2pdf[ali], minlength=model.num_pdfs)
+        write_text(failed_file, "".join(f"{u} {r}\n" for u, r in sorted(tally.failed.items())))
+        check_failures(split, summary, acfg.max_fail_fraction, failed_file)
+        if split == "train" and tally.pdf_counts is not None:
+            pdf_counts += tally.pdf_counts
         splits[split] = summary
         log.info("align %s: %d/%d aligned", split, summary["aligned"], summary["utterances"])
 
     return {
         "source": "builtin",
-        "context": cfg.align.context,
+        "context": acfg.context,
         "features": "mfcc+delta+delta-delta, per-speaker CMN",
         "num_pdfs": model.num_pdfs,
         "num_gaussians": model.num_gauss,
@@ -226,10 +239,36 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         **tri_summary,
         "gaussians_per_pass": hist.num_gaussians,
         "realigned_at_passes": hist.realigned_at,
+        "final_pass": f"chunks of {acfg.chunk_utts} utterances" if acfg.chunk_utts > 0 else "in memory",
         "splits": splits,
         "train_seconds": round(t_train, 1),
         "wall_seconds": round(time.time() - t0, 1),
     }
+
+
+def streamed(acfg: AlignConfig) -> bool:
+    """Whether the stage trains on subsets or aligns in chunks (so reads features more than once)."""
+    return acfg.mono_utts > 0 or acfg.tri_utts > 0 or acfg.chunk_utts > 0
+
+
+def split_means(paths: RunPaths, split: str, utts: Sequence[Utterance]) -> dict[str, np.ndarray]:
+    """Each speaker's MFCC mean over ``split``, read one utterance at a time."""
+    means, _missing = stream_speaker_means(paths.mfcc_scp(split), [u.id for u in utts], {u.id: u.speaker for u in utts})
+    return means
+
+
+def align_in_memory(paths: RunPaths, split: str, lang: Lang, model: GmmHmm, data: AlignSplit | None,
+                    opts: TrainOptions, silence: list[int]) -> SplitTally:
+    """The whole split's features and graphs in memory, aligned at once, labels written; the tally.
+    ``data``: the split already loaded (train, when the final model trained on all of it)."""
+    if data is None:
+        data = load_split(paths, split, lang, model)
+    elif data.graphs_for is not model:
+        add_graphs(data, lang, model)
+    result = realign(model, data.graphs, data.feats, opts, silence, desc=f"align {split}")
+    with label_writers((paths.ali_scp(split), paths.pdf_scp(split))) as writers:
+        write_labels(writers, result, model.tid2pdf())
+    return tally_in_memory(data, result, model, silence)
 
 
 def _round(x: float | None) -> float | None:
@@ -237,13 +276,23 @@ def _round(x: float | None) -> float | None:
 
 
 def monophone_loglikes(paths: RunPaths, lang: Lang, mono: GmmHmm, train_ali: AlignResult, opts: TrainOptions,
-                       silence: list[int]) -> dict[str, Any]:
-    """The final monophone model's Viterbi log-likelihood per frame on train (``train_ali``) and dev."""
-    dev = load_split(paths, "dev", lang, mono)
-    dev_ali = realign(mono, dev.graphs, dev.feats, opts, silence, desc="align dev (mono)")
+                       silence: list[int], chunk_utts: int) -> dict[str, Any]:
+    """The final monophone model's Viterbi log-likelihood per frame on train (``train_ali``: its
+    training utterances) and dev (in chunks of ``chunk_utts`` when > 0)."""
+    from asr_kd.data.manifest import read_manifest
+
+    if chunk_utts > 0:
+        dev_utts = read_manifest(paths.manifest("dev"))
+        dev = align_chunked(mono, lang, paths.mfcc_scp("dev"), dev_utts, split_means(paths, "dev", dev_utts), opts,
+                            silence, chunk_utts, None, "align dev (mono)")
+        dev_ll = dev.loglike / dev.loglike_frames if dev.loglike_frames else None
+    else:
+        data = load_split(paths, "dev", lang, mono)
+        dev_ali = realign(mono, data.graphs, data.feats, opts, silence, desc="align dev (mono)")
+        dev_ll = dev_ali.loglike / dev_ali.frames if dev_ali.frames else None
     return {
         "train_loglike_per_frame": _round(train_ali.loglike / train_ali.frames if train_ali.frames else None),
-        "dev_loglike_per_frame": _round(dev_ali.loglike / dev_ali.frames if dev_ali.frames else None),
+        "dev_loglike_per_frame": _round(dev_ll),
     }
 
 
@@ -251,12 +300,8 @@ def train_triphone_stage(
     mono: GmmHmm, data: AlignSplit, mono_alignments: dict[str, np.ndarray], lang: Lang, cfg: RecipeConfig,
     opts: TrainOptions,
 ) -> tuple[GmmHmm, dict[str, Any]]:
-    """Tied-triphone tree + triphone GMM training from the monophone alignments (asr_kd.align.triphone).
-
-    The split's training graphs are recompiled for the triphone model (its transition ids differ).
-    """
+    """Tied-triphone tree + triphone GMM training from the monophone alignments (asr_kd.align.triphone)."""
     from asr_kd.align.triphone import train_triphone_from_config
 
     tri = train_triphone_from_config(mono, data.feats, mono_alignments, data.texts, lang, cfg.align, opts)
-    add_graphs(data, lang, tri.model)
     return tri.model, tri.summary

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +41,14 @@ def add_deltas(x: np.ndarray) -> np.ndarray:
     return np.concatenate([x, d1, d2], axis=1).astype(np.float32)
 
 
-def speaker_means(feats: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Per-speaker mean of the raw features: speaker -> (D,)."""
+def speaker_means(
+    feats: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], utt2spk: Mapping[str, str]
+) -> dict[str, np.ndarray]:
+    """Per-speaker mean of the raw features: speaker -> (D,). ``feats``: a mapping, or ``(utt, (T, D))``
+    pairs read one at a time (the same order gives the same means, bit for bit)."""
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, int] = defaultdict(int)
-    for utt, x in feats.items():
+    for utt, x in feats.items() if isinstance(feats, Mapping) else feats:
         spk = utt2spk[utt]
         sums[spk] = sums.get(spk, 0) + x.sum(axis=0, dtype=np.float64)
         counts[spk] += x.shape[0]
@@ -69,7 +72,26 @@ def read_mfcc(scp: Path, utt_ids: Sequence[str]) -> tuple[dict[str, np.ndarray],
     return out, missing
 
 
-def gmm_features(raw: Mapping[str, np.ndarray], utt2spk: Mapping[str, str]) -> dict[str, np.ndarray]:
-    """Per-speaker mean-normalised MFCC + deltas: utt -> (T, 3 * num_ceps) float32."""
-    means = speaker_means(raw, utt2spk)
+def stream_speaker_means(
+    scp: Path, utt_ids: Sequence[str], utt2spk: Mapping[str, str]
+) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Per-speaker means of the MFCCs of ``utt_ids`` (speaker -> (13,)), reading one utterance at a
+    time; and the ids missing from ``scp``. Equal to :func:`speaker_means` of :func:`read_mfcc`'s
+    matrices, in a fraction of the memory."""
+    from asr_kd.data.scp import load_scp
+
+    if not Path(scp).exists():
+        raise StageError(f"{scp} is missing; run the features stage (--stage features)")
+    table = load_scp(scp)
+    missing = [u for u in utt_ids if u not in table]
+    found = (u for u in utt_ids if u in table)
+    return speaker_means(((u, np.asarray(table[u], dtype=np.float32)) for u in found), utt2spk), missing
+
+
+def gmm_features(
+    raw: Mapping[str, np.ndarray], utt2spk: Mapping[str, str], means: Mapping[str, np.ndarray] | None = None
+) -> dict[str, np.ndarray]:
+    """Per-speaker mean-normalised MFCC + deltas: utt -> (T, 3 * num_ceps) float32. ``means``: the
+    speakers' means over their whole split (:func:`stream_speaker_means`); default: from ``raw``."""
+    means = speaker_means(raw, utt2spk) if means is None else means
     return {utt: add_deltas(x - means[utt2spk[utt]]) for utt, x in raw.items()}

@@ -8,6 +8,7 @@ import kaldiio
 import numpy as np
 
 from asr_kd.align.model import load_model
+from asr_kd.align.viterbi import NO_FEATURES
 from asr_kd.config import load_config
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import load_scp
@@ -84,3 +85,79 @@ def test_too_many_failures_stop_in_one_line_naming_failed_txt_and_the_key(tmp_pa
     assert set(failed) == {dev[0], dev[1]}
     assert loss_reason(failed[dev[0]]) is None and lost(failed)["counts"] in ({"too_few_frames": 1},
                                                                              {"no_alignment_within_beam": 1})
+
+
+def _outputs(paths: RunPaths) -> dict[str, bytes]:
+    names = ("ali.ark", "ali.scp", "pdf.ark", "pdf.scp", "failed.txt")
+    return {f"{split}/{n}": (paths.align / split / n).read_bytes() for split in SPLITS for n in names}
+
+
+def test_chunked_alignment_writes_the_same_labels_as_the_in_memory_pass(tmp_path, tiny_corpus):
+    """Issue 14: aligning in chunks (parallel workers, features streamed from mfcc.scp) gives the
+    in-memory pass's files byte for byte: labels, failed.txt, and the counts of the summary."""
+    dev = sorted(u for u in tiny_corpus.mfcc if u.startswith("spk1"))
+    runs = {}
+    for name, chunk, jobs in (("memory", "0", "1"), ("chunked", "5", "2")):
+        paths = make_run_dir(tmp_path / name, tiny_corpus)
+        scp = paths.mfcc_scp("dev")
+        kaldiio.save_ark(str(scp.with_suffix(".ark")), {u: tiny_corpus.mfcc[u] for u in dev[1:]}, scp=str(scp))
+        cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "4", "align.mono_gaussians": "150",
+                                    "align.num_jobs": jobs, "align.chunk_utts": chunk, "align.max_fail_fraction": "0.25"})
+        runs[name] = (run_align(cfg, paths), _outputs(paths))
+    (memory, mem_files), (chunked, chunk_files) = runs["memory"], runs["chunked"]
+    assert chunk_files == mem_files
+    assert chunked["final_pass"] == "chunks of 5 utterances" and memory["final_pass"] == "in memory"
+    assert chunked["splits"]["dev"]["failed"] == 1 and chunked["splits"]["dev"]["failed_examples"] == {dev[0]: NO_FEATURES}
+    for split in SPLITS:
+        for key in ("utterances", "aligned", "failed", "frames", "silence_fraction", "retried", "lost"):
+            assert chunked["splits"][split][key] == memory["splits"][split][key], (split, key)
+        assert np.isclose(chunked["splits"][split]["loglike_per_frame"], memory["splits"][split]["loglike_per_frame"])
+    assert chunked["pdfs_with_zero_frames"] == memory["pdfs_with_zero_frames"]
+
+
+def test_subsets_train_on_the_shortest_utterances_and_every_utterance_is_aligned(tmp_path, tiny_corpus):
+    """align.mono_utts trains on the shortest utterances only; the final pass still labels them all."""
+    paths = make_run_dir(tmp_path, tiny_corpus)
+    cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "4", "align.mono_gaussians": "150",
+                                "align.num_jobs": "1", "align.mono_utts": "20", "align.chunk_utts": "7",
+                                "align.max_fail_fraction": "0.25"})
+    summary = run_align(cfg, paths)
+    train = summary["splits"]["train"]
+    assert summary["monophone"]["train_utterances"] == 20
+    assert train["utterances"] == 32 and train["aligned"] + train["failed"] == 32 and train["aligned"] > 20
+    failed = {line.split(" ", 1)[0] for line in paths.align_failed("train").read_text().splitlines()}
+    assert sorted(load_scp(paths.pdf_scp("train"))) == sorted(set(tiny_corpus.mfcc) - failed)
+
+
+def test_training_subset_picks_the_shortest_or_spreads_evenly():
+    from asr_kd.align.stream import training_subset
+
+    utts = [Utterance(id=f"u{i}", speaker="s", chapter="1", audio="a.wav", text="A", num_samples=n,
+                      sample_rate=16000) for i, n in enumerate((50, 10, 40, 20, 30, 10))]
+    assert [u.id for u in training_subset(utts, 3, "shortest")] == ["u1", "u3", "u5"]  # in manifest order
+    assert [u.id for u in training_subset(utts, 3, "spread")] == ["u0", "u2", "u4"]
+    assert training_subset(utts, 0, "shortest") == utts and training_subset(utts, 6, "spread") == utts
+
+
+def test_triphone_system_trains_on_its_own_subset_and_every_split_is_labelled_as_in_memory(tmp_path, tiny_corpus):
+    """The Kaldi shape end to end: monophone on the shortest, triphones on a spread subset, every
+    utterance of every split aligned with the triphone model, in chunks (2 jobs) or in memory: the
+    same files."""
+    runs = {}
+    for chunk in ("0", "8"):
+        paths = make_run_dir(tmp_path / chunk, tiny_corpus)
+        cfg = load_config("smoke", {"align.mono_iters": "6", "align.mono_gaussians": "150", "align.tri_leaves": "150",
+                                    "align.tri_gaussians": "300", "align.tri_iters": "3", "align.tree_min_count": "20",
+                                    "align.num_jobs": "2", "align.mono_utts": "28", "align.tri_utts": "30",
+                                    "align.chunk_utts": chunk, "align.max_fail_fraction": "0.25"})
+        runs[chunk] = (run_align(cfg, paths), _outputs(paths))
+        summary = runs[chunk][0]
+        assert summary["context"] == "triphone" and summary["monophone"]["train_utterances"] == 28
+        assert summary["tri_train_utterances"] == 30 and summary["monophone"]["dev_loglike_per_frame"] < 0
+        assert load_model(paths.align).num_pdfs == summary["num_pdfs"]
+        for split in SPLITS:
+            pdfs = load_scp(paths.pdf_scp(split))
+            assert len(pdfs) == summary["splits"][split]["aligned"]
+            assert all(np.asarray(p).max() < summary["num_pdfs"] for p in pdfs.values())
+    assert runs["8"][1] == runs["0"][1]
+    assert runs["8"][0]["splits"]["train"]["aligned"] > 0
