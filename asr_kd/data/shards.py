@@ -244,26 +244,34 @@ def shard_urls(index_path: str | os.PathLike) -> list[str]:
     return [str(root / s["file"]) for s in index["shards"]]
 
 
-def iter_shard(url: str, keys: set[str] | None = None, float32: bool = True) -> Iterator[UttRecord]:
-    """Samples of one tar shard in stored order; with ``keys``, only those (others are seeked past)."""
+def tar_samples(url: str | os.PathLike, keys: set[str] | None = None) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """``(key, {extension: bytes})`` per sample of a webdataset tar, in stored order; with ``keys``,
+    only those (the others are read past). Raises ``tarfile.TarError`` / ``OSError`` for the caller
+    to name."""
     members: dict[str, bytes] = {}
     current = None
+    with tarfile.open(url, "r:") as tar:
+        for info in tar:
+            if not info.isfile():
+                continue
+            key, _, ext = os.path.basename(info.name).partition(".")
+            if key != current:
+                if current is not None and members:
+                    yield current, members
+                current, members = key, {}
+            if keys is None or key in keys:
+                f = tar.extractfile(info)
+                assert f is not None
+                members[ext] = f.read()
+        if current is not None and members:
+            yield current, members
+
+
+def iter_shard(url: str, keys: set[str] | None = None, float32: bool = True) -> Iterator[UttRecord]:
+    """Samples of one tar shard in stored order; with ``keys``, only those (others are seeked past)."""
     try:
-        with tarfile.open(url, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = os.path.basename(info.name).partition(".")
-                if key != current:
-                    if current is not None and members:
-                        yield _decode_sample(url, current, members, float32)
-                    current, members = key, {}
-                if keys is None or key in keys:
-                    f = tar.extractfile(info)
-                    assert f is not None
-                    members[ext] = f.read()
-            if current is not None and members:
-                yield _decode_sample(url, current, members, float32)
+        for key, members in tar_samples(url, keys):
+            yield _decode_sample(url, key, members, float32)
     except tarfile.TarError as e:
         raise StageError(f"{url}: not a readable tar shard ({e}); re-run the shards stage") from e
 

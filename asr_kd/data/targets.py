@@ -76,24 +76,11 @@ def read_receipt(shard: Path) -> dict[str, Any] | None:
 
 def iter_target_shard(url: str | os.PathLike, keys: set[str] | None = None) -> Iterator[tuple[str, np.ndarray, np.ndarray]]:
     """``(key, idx (nT, F, k), prob (nT, F, k))`` of a targets shard in stored order (only ``keys``)."""
-    members: dict[str, bytes] = {}
-    current: str | None = None
+    from asr_kd.data.shards import tar_samples
+
     try:
-        with tarfile.open(url, "r:") as tar:
-            for info in tar:
-                if not info.isfile():
-                    continue
-                key, _, ext = os.path.basename(info.name).partition(".")
-                if key != current:
-                    if current is not None and members:
-                        yield _decode(url, current, members)
-                    current, members = key, {}
-                if keys is None or key in keys:
-                    f = tar.extractfile(info)
-                    assert f is not None
-                    members[ext] = f.read()
-            if current is not None and members:
-                yield _decode(url, current, members)
+        for key, members in tar_samples(url, keys):
+            yield _decode(url, key, members)
     except (tarfile.TarError, FileNotFoundError) as e:
         raise StageError(f"{url}: not a readable soft-targets shard ({e}); delete it and re-run the distill "
                          "stage (--force distill), which rewrites it") from e
