@@ -119,8 +119,8 @@ def _tables(report: dict) -> dict:
     return out
 
 
-def _frame_accuracies(exp: Path) -> dict:
-    """Every frame accuracy in the teachers' and distill stages' summaries, by its path."""
+def _frame_accuracies(exp: Path, stage: str) -> dict:
+    """Every frame accuracy in ``stage``'s summary, by its path."""
     out = {}
 
     def walk(obj, where):
@@ -133,17 +133,17 @@ def _frame_accuracies(exp: Path) -> dict:
         elif isinstance(obj, float) and "frame_acc" in where:
             out[where] = obj
 
-    for stage in ("teachers", "distill"):
-        walk(json.loads((exp / stage / "DONE.json").read_text())["summary"], stage)
+    walk(json.loads((exp / stage / "DONE.json").read_text())["summary"], stage)
     return out
 
 
 @pytest.mark.parametrize("stage", ["teachers", "distill"])
 def test_killed_training_stage_resumes_mid_epoch_to_the_same_models(stage, smoke_run, smoke_corpus, tmp_path):
     """SIGKILL the recipe inside a training stage, right after its first mid-epoch last.ckpt; the
-    re-run must resume from that step (> 0) and train the uninterrupted run's models: every dev,
-    test and train frame accuracy of the teachers, students and Table-5 runs the same. (Graph,
-    decode and report are deterministic functions of those models and are not re-run here.)"""
+    re-run, stopping after that stage, must resume from that step (> 0) and train the
+    uninterrupted run's models: every dev, test and train frame accuracy in the stage's summary
+    (the teachers; or the students and the Table-5 runs) the same. (The later stages are
+    deterministic functions of those models and are not re-run here.)"""
     exp = tmp_path / "exp"
     exp.mkdir()
     for done in STAGES[: STAGES.index(stage)]:  # reuse the finished upstream stages
@@ -161,14 +161,14 @@ def test_killed_training_stage_resumes_mid_epoch_to_the_same_models(stage, smoke
     proc.wait()
     assert not (exp / stage / "DONE.json").exists(), f"killed inside the {stage} stage"
     assert (exp / ".lock").exists()  # the dead run's lock is left behind ...
-    res = recipe(*smoke_args(smoke_corpus, exp), *every, "--stop-stage", "distill", timeout=1200)
+    res = recipe(*smoke_args(smoke_corpus, exp), *every, "--stop-stage", stage, timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
     assert "no longer running" in res.stderr  # ... and taken over
     steps = [int(m) for m in re.findall(r"resuming .* at epoch \d+, step (\d+)", res.stderr)]
     assert steps and min(steps) > 0, res.stderr[-3000:]
     assert not list((exp / stage).rglob("*-v1.ckpt")), "no versioned duplicate checkpoints"
-    got, want = _frame_accuracies(exp), _frame_accuracies(smoke_run)
-    assert got.keys() == want.keys() and len(want) > 10
+    got, want = _frame_accuracies(exp, stage), _frame_accuracies(smoke_run, stage)
+    assert got.keys() == want.keys() and len(want) > 5
     for key in want:
         assert got[key] == pytest.approx(want[key], abs=2e-3), key
 

@@ -7,8 +7,8 @@ torchrun those are found done and skipped on every rank (the resume path), the t
 alone while rank 1 waits. The report must match the one-process run's: 2 ranks x batch 128
 read exactly the batches of 1 process x batch 256 (``train.batch_size`` is per rank; the in-memory
 training set slices one-process batches over the ranks), so they differ only by float rounding
-(the order DDP sums gradients in), which ~1,000 Adam steps amplify: measured on the smoke teachers,
-train loss within 2e-4 after epoch 0, dev frame accuracy within 0.8 points after epoch 4.
+(the order DDP sums gradients in), which ~850 Adam steps amplify: measured on the smoke teachers,
+train loss within 2e-4 after epoch 0, dev frame accuracy within 0.8 points after a 4th epoch.
 """
 
 from __future__ import annotations
