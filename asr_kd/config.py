@@ -218,6 +218,14 @@ class TrainConfig:
     shuffle_buffer_utts: int = 200
     num_workers: int = 0
     seed: int = 0
+    # On-the-fly augmentation of the training windows (asr_kd.data.augment.spec_augment): a VTLP
+    # frequency warp by a factor within 1 +- freq_warp, then SpecAugment-style masks of up to
+    # specaug_freq_width mel bins and specaug_time_width frames. Off by default (0).
+    freq_warp: float = 0.0
+    specaug_freq_masks: int = 0
+    specaug_freq_width: int = 8
+    specaug_time_masks: int = 0
+    specaug_time_width: int = 3
     # Lightning Trainer pass-through
     accelerator: str = "auto"
     devices: str = "1"  # an int as text, or "auto"
@@ -231,6 +239,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("adam", "sgd"))
         _check_choice("train.lr_schedule", self.lr_schedule, ("cosine", "newbob", "constant"))
+        if not 0.0 <= self.freq_warp < 0.5:
+            raise ConfigError(f"train.freq_warp must lie in [0, 0.5), got {self.freq_warp}")
+        for key in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks", "specaug_time_width"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 # TrainConfig keys that say where and how often a run works, not what it computes: they never make

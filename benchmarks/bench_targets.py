@@ -13,9 +13,10 @@ KL(dense || stored) reads the stored form as a distribution: the top k as stored
 spread evenly over the other N - k states; it is measured on every frame of the first
 ``--kl-utts`` training utterances.
 
-``cost`` times plain optimiser steps (Adam, batch ``--batch``) on random data: hard-target CE;
-stored (CE + the top-k + tail soft term); online (CE + the dense soft term from K frozen
-teachers' forward, no grad). Bytes per frame and the projected storage for 960 h (360 M frames,
+``cost`` times plain optimiser steps (Adam, batch ``--batch``, the recipe's precision: bf16 autocast
+where the device runs it fast) on random data: hard-target CE; stored (CE + the top-k + tail soft
+term); online (CE + the dense soft term from K frozen teachers' forward, no grad). Hard and stored
+steps are timed in turns and their medians compared, so a change of load cannot favour either. Bytes per frame and the projected storage for 960 h (360 M frames,
 4 temperatures) are printed beside them.
 """
 
@@ -25,6 +26,7 @@ import argparse
 import json
 import math
 import shutil
+import statistics
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +36,7 @@ import torch.nn.functional as F
 
 from asr_kd.nn.losses import distillation_loss, sparse_distillation_loss
 from asr_kd.nn.models import AcousticDNN, StackedDNN
+from asr_kd.nn.precision import resolve_precision
 
 SIZES = {"tiny": (3, 320, 460), "paper": (8, 2560, 14000)}  # hidden layers, dim, states
 FRAMES_960H = 360e6
@@ -142,6 +145,24 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # cost
 # ---------------------------------------------------------------------------------------------
+def _time_interleaved(fns: dict[str, Any], steps: int, device: torch.device, warmup: int = 2) -> dict[str, float]:
+    """Median seconds per call of each function, timed in turns (a, b, a, b, ...) so that a change
+    in the machine's load hits every one alike."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(steps):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
 def _time_steps(step: Any, steps: int, device: torch.device, warmup: int = 2) -> float:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
@@ -168,10 +189,18 @@ def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
         p = F.softmax(teachers(x) / T, dim=-1).mean(0)  # (B, N) for the stored targets' content
     q, idx = torch.topk(p, k, dim=-1)
 
+    bf16 = resolve_precision(args.precision, dev.type) == "bf16-mixed"
+
+    def forward(net: Any) -> torch.Tensor:
+        if not bf16:
+            return net(x)
+        with torch.autocast(dev.type, dtype=torch.bfloat16):
+            return net(x)
+
     def optimise(loss_fn: Any) -> Any:
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            loss_fn(student(x)).backward()
+            loss_fn(forward(student)).backward()
             opt.step()
         return step
 
@@ -180,13 +209,13 @@ def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
 
     def online_loss(z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            target = F.softmax(teachers(x) / T, dim=-1).mean(0)  # the K teachers' forward in every step
+            target = F.softmax(forward(teachers).float() / T, dim=-1).mean(0)  # the K teachers' forward, every step
         return distillation_loss(z, y, target, T, 0.5)
 
     online = optimise(online_loss)
     steps = args.steps if name == "tiny" else args.paper_steps
-    res = {"size": f"{layers} x {dim} -> {n}", "batch": b, "k": k, "teachers": K,
-           "hard_s": _time_steps(hard, steps, dev), "stored_s": _time_steps(stored, steps, dev),
+    res = {"size": f"{layers} x {dim} -> {n}", "batch": b, "k": k, "teachers": K, "bf16": bf16,
+           **{f"{m}_s": v for m, v in _time_interleaved({"hard": hard, "stored": stored}, steps, dev).items()},
            "online_s": _time_steps(online, max(1, min(steps, args.online_steps)), dev, warmup=1)}
     for mode in ("hard", "stored", "online"):
         res[f"{mode}_per_1000_steps_s"] = 1000 * res[f"{mode}_s"]
@@ -231,6 +260,7 @@ def main() -> None:
     c.add_argument("--paper-steps", type=int, default=10, help="timed steps at the paper size")
     c.add_argument("--online-steps", type=int, default=5, help="timed online steps (cap)")
     c.add_argument("--device", default="cpu")
+    c.add_argument("--precision", default="auto", help="auto (the recipe's: bf16 where fast) | 32-true | bf16-mixed")
     for q in (f, c):
         q.add_argument("--json", default="", help="also write the numbers here")
     args = p.parse_args()

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import soundfile as sf
+import torch
 
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import atomic_path
@@ -304,3 +305,67 @@ def augment_train(utts: Sequence[Utterance], out_dir: Path, s: AugmentSettings, 
         log.warning("augment: %s copies skipped (%s)", sum(len(v) for v in skipped.values()),
                     ", ".join(f"{r} {len(v)}" for r, v in skipped.items()))
     return made, summary
+
+
+# -- on-the-fly augmentation of training windows (train.specaug_*, train.freq_warp) -----------------
+# Applied by the training systems (asr_kd.nn.systems) to each batch of normalised fbank windows
+# (B, frames, bins) just before the model sees it; the labels and the ensemble's targets are those
+# of the clean window. Nothing is written to disk and dev/test are never touched.
+#
+# * Frequency warping (VTLP, Jaitly & Hinton 2013): every window gets a factor a drawn uniformly
+#   from [1 - freq_warp, 1 + freq_warp]; the content the clean window has at f Hz moves to a*f (a
+#   longer or shorter vocal tract), by resampling the mel bins along the frequency axis (linear
+#   interpolation between bins; the edges are held).
+# * SpecAugment's masks (Park et al. 2019) as they apply to a window: ``specaug_freq_masks`` bands
+#   of 0 to ``specaug_freq_width`` adjacent mel bins, and ``specaug_time_masks`` runs of 0 to
+#   ``specaug_time_width`` frames, set to 0 (the mean, after CMVN).
+#
+# The draws come from a generator seeded by (seed, step, rank), so a resumed run repeats them.
+
+def _mel(hz: torch.Tensor) -> torch.Tensor:
+    return 1127.0 * torch.log1p(hz / 700.0)
+
+
+def _hz(mel: torch.Tensor) -> torch.Tensor:
+    return 700.0 * torch.expm1(mel / 1127.0)
+
+
+def warp_sources(num_bins: int, alpha: torch.Tensor, *, low_hz: float = 20.0, high_hz: float = 8000.0) -> torch.Tensor:
+    """(B, num_bins) fractional source bin per output bin for warp factors ``alpha`` (B,): output bin
+    i (centre f_i, Kaldi's mel spacing between ``low_hz`` and ``high_hz``) reads the clean spectrum at
+    f_i / alpha."""
+    lo, hi = _mel(torch.tensor(low_hz)), _mel(torch.tensor(high_hz))
+    step = (hi - lo) / (num_bins + 1)
+    centres = _hz(lo + step * torch.arange(1, num_bins + 1, dtype=torch.float32))  # (num_bins,)
+    src_mel = _mel(centres[None, :] / alpha[:, None].float())
+    return ((src_mel - lo) / step - 1.0).clamp(0.0, num_bins - 1.0)
+
+
+def spec_augment(x: torch.Tensor, generator: torch.Generator, *, freq_warp: float = 0.0, freq_masks: int = 0,
+                 freq_width: int = 0, time_masks: int = 0, time_width: int = 0) -> torch.Tensor:
+    """A warped and masked copy of the windows ``x`` (B, frames, bins); ``x`` itself is unchanged.
+
+    The draws are made on the CPU from ``generator`` (so they do not depend on the device)."""
+    if x.dim() != 3:
+        raise ValueError(f"expected windows (batch, frames, bins), got shape {tuple(x.shape)}")
+    b, w, d = x.shape
+    out = x
+    if freq_warp > 0:
+        alpha = 1.0 + (torch.rand(b, generator=generator) * 2.0 - 1.0) * freq_warp
+        src = warp_sources(d, alpha).to(x.device)  # (B, d)
+        lo = src.floor().long()
+        hi = (lo + 1).clamp(max=d - 1)
+        frac = (src - lo).to(x.dtype)[:, None, :]
+        out = (out.gather(2, lo[:, None, :].expand(b, w, d)) * (1 - frac)
+               + out.gather(2, hi[:, None, :].expand(b, w, d)) * frac)
+    keep = torch.ones(b, w, d, dtype=torch.bool)
+    for n, size, width, dim in ((freq_masks, d, freq_width, 2), (time_masks, w, time_width, 1)):
+        pos = torch.arange(size)
+        for _ in range(n):
+            span = torch.randint(0, width + 1, (b,), generator=generator)
+            start = (torch.rand(b, generator=generator) * (size - span + 1)).long()
+            hit = (pos[None, :] >= start[:, None]) & (pos[None, :] < (start + span)[:, None])  # (B, size)
+            keep &= ~(hit[:, None, :] if dim == 2 else hit[:, :, None])
+    if freq_masks or time_masks:
+        out = out * keep.to(x.device, x.dtype)
+    return out if out is not x else x.clone()

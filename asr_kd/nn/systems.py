@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.config import TrainConfig, to_dict
+from asr_kd.data.augment import spec_augment
 from asr_kd.nn.ensemble import Ensemble, ensemble_centred_logits, ensemble_probs
 from asr_kd.nn.losses import (distillation_loss, distillation_terms, matching_logits_loss,
                               sparse_soft_cross_entropy)
@@ -168,6 +169,24 @@ class FrameSystem(L.LightningModule):
             self.trainer.should_stop = True
         log.info("epoch %d: train loss %.4f, dev frame acc %.4f", self.current_epoch, row["train_loss"], dev_acc)
 
+    # -- on-the-fly augmentation ---------------------------------------------------------------
+    @property
+    def augments(self) -> bool:
+        o = self.optim
+        return bool(o.freq_warp or o.specaug_freq_masks or o.specaug_time_masks)
+
+    def augmented(self, x: torch.Tensor) -> torch.Tensor:
+        """The training windows as the model sees them: warped and masked when train.freq_warp or
+        train.specaug_* ask for it, with draws seeded by (train.seed, step, rank) so a resumed run
+        repeats them; else ``x`` itself."""
+        if not self.augments:
+            return x
+        o = self.optim
+        g = torch.Generator().manual_seed((o.seed * 1_000_003 + self.global_step) * 1024 + self.global_rank)
+        return spec_augment(x, g, freq_warp=o.freq_warp, freq_masks=o.specaug_freq_masks,
+                            freq_width=o.specaug_freq_width, time_masks=o.specaug_time_masks,
+                            time_width=o.specaug_time_width)
+
     # -- checkpoints ---------------------------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["asr_kd"] = {
@@ -197,7 +216,7 @@ class TeacherSystem(FrameSystem):
 
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]  # (B, 26, 40), (B,) (window ids, if any, are not needed here)
-        logits = self.model(x)  # (B, N) or (K, B, N)
+        logits = self.model(self.augmented(x))  # (B, N) or (K, B, N)
         if logits.dim() == 3:
             k, b, n = logits.shape
             loss = F.cross_entropy(logits.reshape(k * b, n).float(), y.repeat(k)) * k
@@ -277,7 +296,7 @@ class DistillSystem(FrameSystem):
     def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         x, y = batch[0], batch[1]  # (B, 26, 40), (B,)
         ids = batch[2] if len(batch) == 3 else None  # (B,) window ids when targets are cached
-        z = self.model(x)  # (B, N)
+        z = self.model(self.augmented(x))  # (B, N); the ensemble's targets are of the clean x
         if self.stored_column is not None:
             if len(batch) != 4:
                 raise ValueError("stored targets expected in the batches (x, y, soft_idx, soft_prob); the training "

@@ -130,3 +130,76 @@ def test_copy_randomness_depends_on_seed_and_id_only():
     a = copy_rng(0, "rvb1-x").uniform(size=3)
     assert np.array_equal(a, copy_rng(0, "rvb1-x").uniform(size=3))
     assert not np.array_equal(a, copy_rng(0, "rvb1-y").uniform(size=3))
+
+
+# -- on-the-fly window augmentation (train.freq_warp, train.specaug_*) ------------------------------
+
+def _fbank_of_tone(hz: float) -> "torch.Tensor":
+    import torch
+    import torchaudio
+
+    t = torch.arange(SR) / SR
+    wave = (0.5 * torch.sin(2 * torch.pi * hz * t))[None, :]
+    return torchaudio.compliance.kaldi.fbank(wave * 32768, num_mel_bins=40, sample_frequency=SR, dither=0.0)
+
+
+@pytest.mark.parametrize("alpha", [0.87, 1.15])
+def test_frequency_warp_moves_a_tone_as_a_longer_or_shorter_vocal_tract_would(alpha):
+    """Warping the fbank of a 1 kHz tone by a puts its peak in the bin the fbank of an a kHz tone has."""
+    import torch
+
+    from asr_kd.data.augment import warp_sources
+
+    clean = _fbank_of_tone(1000.0)[:26][None]  # (1, 26, 40)
+    src = warp_sources(40, torch.tensor([alpha]))
+    lo = src.floor().long()
+    frac = src - lo
+    warped = clean[..., lo[0]] * (1 - frac[0]) + clean[..., (lo[0] + 1).clamp(max=39)] * frac[0]
+    target = _fbank_of_tone(1000.0 * alpha)[:26]
+    assert int(warped[0].mean(0).argmax()) == int(target.mean(0).argmax()) != int(clean[0].mean(0).argmax())
+    assert torch.allclose(warp_sources(40, torch.tensor([1.0]))[0], torch.arange(40.0), atol=1e-4)
+
+
+def test_spec_augment_masks_bands_and_frames_within_their_widths_and_repeats_with_the_seed():
+    import torch
+
+    from asr_kd.data.augment import spec_augment
+
+    x = torch.randn(64, 26, 40) + 5.0  # no zeros of its own
+    kw = dict(freq_masks=1, freq_width=6, time_masks=1, time_width=3)
+    y = spec_augment(x, torch.Generator().manual_seed(3), **kw)
+    assert y.shape == x.shape and not torch.equal(y, x) and (x != 0).all()  # x is left alone
+    zero = y == 0
+    bins = zero.all(dim=1)  # (B, 40): bins masked in every frame
+    frames = zero.all(dim=2)  # (B, 26): frames masked in every bin
+    assert (bins.sum(1) <= 6).all() and (frames.sum(1) <= 3).all() and bins.any() and frames.any()
+    # every zero lies in a masked band or frame, and each mask is one run of adjacent bins/frames
+    assert torch.equal(zero, bins[:, None, :] | frames[:, :, None])
+    for row in bins:
+        idx = row.nonzero().flatten()
+        assert len(idx) == 0 or int(idx[-1] - idx[0]) == len(idx) - 1
+    assert torch.equal(spec_augment(x, torch.Generator().manual_seed(3), **kw), y)
+    assert not torch.equal(spec_augment(x, torch.Generator().manual_seed(4), **kw), y)
+
+
+def test_training_systems_augment_by_seed_step_and_rank_and_not_when_off():
+    """The draws are a function of (train.seed, step, rank): a resumed run sees the same windows."""
+    import dataclasses
+
+    import torch
+
+    from asr_kd.config import ConfigError, TrainConfig
+    from asr_kd.nn.models import AcousticDNN
+    from asr_kd.nn.systems import TeacherSystem
+
+    def system(**kw):
+        return TeacherSystem(AcousticDNN(26 * 40, hidden_layers=2, hidden_dim=16, num_pdfs=8), TrainConfig(**kw))
+
+    x = torch.randn(8, 26, 40)
+    assert system().augmented(x) is x
+    on = dict(freq_warp=0.1, specaug_freq_masks=2, specaug_time_masks=1)
+    a, b = system(**on), system(**on)
+    assert torch.equal(a.augmented(x), b.augmented(x)) and not torch.equal(a.augmented(x), x)
+    assert not torch.equal(system(**on, seed=1).augmented(x), a.augmented(x))
+    with pytest.raises(ConfigError, match="train.freq_warp"):
+        dataclasses.replace(TrainConfig(), freq_warp=0.7)

@@ -52,6 +52,20 @@ def test_sparse_loss_is_the_cross_entropy_with_the_tail_merged_into_one_class():
     assert (q_tail > 0.01).all()  # the tail carries mass here: the test exercises it
 
 
+@pytest.mark.parametrize("log_tail", [-3.0, -25.0, -60.0])
+def test_sparse_loss_reads_the_students_tail_exactly_even_when_it_is_tiny(log_tail):
+    """The tail's log mass is exact down to tiny tails (the masking of the top k adds < 1e-33)."""
+    k, n = 4, 50
+    z = torch.zeros(1, n, dtype=torch.float64)
+    z[0, k:] = log_tail - np.log(n - k)  # the other states hold e^log_tail of the (unnormalised) mass
+    z[0, :k] = np.log((1 - np.exp(log_tail)) / k)  # the top k the rest, evenly
+    idx = torch.arange(k)[None]
+    q = torch.full((1, k), 0.2)  # the target puts 0.2 outside its top k
+    loss = sparse_soft_cross_entropy(z.float(), idx, q, T=1.0)
+    want = -(0.8 * np.log((1 - np.exp(log_tail)) / k) + 0.2 * log_tail)
+    assert loss.item() == pytest.approx(want, rel=1e-4)
+
+
 def test_topk_form_and_its_kl_to_dense():
     p, _ = _probs(b=64, T=5.0)
     kls = []
