@@ -254,9 +254,42 @@ TRAIN_WHERE_NOT_WHAT = ("accelerator", "devices", "num_nodes", "strategy", "num_
 TRAIN_WHERE_NOT_WHAT_READS = tuple(f"!train.{key}" for key in TRAIN_WHERE_NOT_WHAT)
 
 
+def train_world_size(train: TrainConfig) -> int:
+    """How many processes a training run is spread over: ``WORLD_SIZE`` of a launched job (torchrun,
+    srun, or the processes Lightning starts), else ``train.devices`` x ``train.num_nodes`` (a
+    count, or a list "0,1"; "auto" / "-1": every visible GPU where the accelerator may take one,
+    else one process)."""
+    import os
+
+    if os.environ.get("WORLD_SIZE", "").isdigit():
+        return int(os.environ["WORLD_SIZE"])
+    devices = train.devices.strip()
+    if devices.isdigit():
+        per_node = int(devices)
+    elif "," in devices:
+        per_node = len([d for d in devices.split(",") if d.strip()])
+    else:
+        import torch
+
+        gpu = train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+        per_node = torch.cuda.device_count() if gpu else 1
+    return max(per_node, 1) * max(train.num_nodes, 1)
+
+
+def global_batch_size(train: TrainConfig) -> int:
+    """``train.batch_size`` is per process (as a Lightning DataLoader's is); the optimiser sees this
+    many windows per step."""
+    return train.batch_size * train_world_size(train)
+
+
 def train_result_keys(train: TrainConfig) -> dict[str, Any]:
-    """The TrainConfig values that decide a training run's result (what its run key hashes)."""
-    return {k: v for k, v in to_dict(train).items() if k not in TRAIN_WHERE_NOT_WHAT}
+    """The TrainConfig values that decide a training run's result (what its run key hashes).
+
+    ``batch_size`` is the global batch (per-process batch x processes): 2 processes of 128 train
+    what 1 of 256 trains, and 2 of 256 do not (so going from 1 device to 2 retrains)."""
+    keys = {k: v for k, v in to_dict(train).items() if k not in TRAIN_WHERE_NOT_WHAT}
+    keys["batch_size"] = global_batch_size(train)
+    return keys
 
 
 @dataclass(frozen=True)

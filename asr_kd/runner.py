@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from asr_kd.config import RecipeConfig, config_hash, to_dict
+from asr_kd.config import RecipeConfig, config_hash, global_batch_size, to_dict
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
@@ -94,6 +94,8 @@ def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
         if key.startswith("!"):
             section, _, name = key[1:].partition(".")
             out.get(section, {}).pop(name, None)
+    if "batch_size" in out.get("train", {}):  # the global batch: see config.train_result_keys
+        out["train"]["batch_size"] = global_batch_size(cfg.train)
     return out
 
 

@@ -73,3 +73,29 @@ def test_config_is_frozen_and_round_trips_through_json():
     assert again == cfg
     assert config_hash(again) == config_hash(cfg)
     assert config_hash(cfg) != config_hash(RecipeConfig())
+
+
+def test_runs_are_keyed_by_the_global_batch_not_the_per_process_one(monkeypatch):
+    """train.batch_size is per process: 2 x 128 trains what 1 x 256 trains (same keys, nothing to
+    retrain), and moving 256 from 1 device to 2 doubles the global batch (stale: retrain)."""
+    from asr_kd.config import TrainConfig, global_batch_size, load_config, train_result_keys
+    from asr_kd.runner import selected_config
+    from asr_kd.stages.teachers import READS
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    one = TrainConfig(batch_size=256, devices="1")
+    two_half = TrainConfig(batch_size=128, devices="2", strategy="ddp")
+    two_full = TrainConfig(batch_size=256, devices="2", strategy="ddp")
+    assert [global_batch_size(t) for t in (one, two_half, two_full)] == [256, 256, 512]
+    assert train_result_keys(one) == train_result_keys(two_half) != train_result_keys(two_full)
+    assert global_batch_size(TrainConfig(batch_size=64, devices="0,1", num_nodes=2)) == 256
+    monkeypatch.setenv("WORLD_SIZE", "4")  # a launched job (torchrun, srun) knows its size
+    assert global_batch_size(TrainConfig(batch_size=64, devices="auto")) == 256
+    monkeypatch.delenv("WORLD_SIZE")
+
+    def stage_hash_input(**train):
+        cfg = load_config("smoke", {f"train.{k}": str(v) for k, v in train.items()})
+        return selected_config(cfg, READS)
+
+    assert stage_hash_input(batch_size=256) == stage_hash_input(batch_size=128, devices=2)
+    assert stage_hash_input(batch_size=256) != stage_hash_input(batch_size=256, devices=2)
