@@ -1,10 +1,11 @@
 """The whole recipe under ``torchrun`` (2 processes, gloo, CPU), through the command a user types.
 
-To stay cheap in CI the run starts from a copy of the session's one-process smoke run holding only
-the stages before training and the graph (prepare, lang, features, align, shards, graph): under
-torchrun those are found done and skipped on every rank (the resume path), the training stages
-(teachers, distill) run on both ranks, and ensemble, decode, export and report run on rank 0
-alone while rank 1 waits. The report must match the one-process run's: 2 ranks x batch 128
+To stay cheap in CI the run starts from a copy of the session's one-process smoke run holding the
+costly stages before training and the graph (prepare, lang, features, align, graph): under
+torchrun those are found done and skipped on every rank (the resume path). A data stage, shards,
+then runs on rank 0 alone (and must write the one-process run's shards, member for member), the
+training stages (teachers, distill) run on both ranks, and ensemble, decode, export and report run
+on rank 0 alone while rank 1 waits. The report must match the one-process run's: 2 ranks x batch 128
 read exactly the batches of 1 process x batch 256 (``train.batch_size`` is per rank; the in-memory
 training set slices one-process batches over the ranks), so they differ only by float rounding
 (the order DDP sums gradients in), which ~850 Adam steps amplify: measured on the smoke teachers,
@@ -18,6 +19,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -26,7 +28,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
-COPIED = ("prepare", "lang", "features", "align", "shards", "graph")  # run once by smoke_run, skipped here
+COPIED = ("prepare", "lang", "features", "align", "graph")  # run once by smoke_run, skipped here
 # Float rounding amplified by training (see above): frame accuracies within 2 points, WERs of the
 # main systems within 3 points (WERs are fractions; the smoke test set is small: a WER point is a
 # few words).
@@ -54,6 +56,16 @@ def _copy_until_training(src: Path, dst: Path) -> None:
     shutil.copy2(src / "config.json", dst / "config.json")
 
 
+def _shard_members(exp: Path) -> dict[str, bytes]:
+    out = {}
+    for shard in sorted((exp / "shards").rglob("*.tar")):
+        with tarfile.open(shard) as tar:
+            for m in tar.getmembers():
+                out[f"{shard.relative_to(exp)}/{m.name}"] = tar.extractfile(m).read()
+    assert out
+    return out
+
+
 def _rows(report: dict) -> dict[str, dict]:
     return {row["system"]: row for row in report["table1"] + report["table5"]}
 
@@ -76,6 +88,8 @@ def test_whole_recipe_under_torchrun_matches_one_process(smoke_run, smoke_corpus
     log = res.stdout + res.stderr
     for stage in COPIED:
         assert f"stage {stage:<9} done, skipping" in log
+    assert log.count("stage shards    running") == 1  # rank 0 alone
+    assert _shard_members(exp) == _shard_members(smoke_run)
     # rank 0 tells the story once; rank 1 logs only warnings, tagged
     assert log.count("stage decode    running") == 1 and "[rank 1] asr_kd.runner" not in log
     summary = json.loads((exp / "distill" / "DONE.json").read_text())
