@@ -23,6 +23,9 @@ the audio) and the DNNs treat it like any other utterance. Dev and test are neve
 
 Every random choice is drawn from (``augment.seed``, copy id), so a copy is the same in every run
 and on every machine that computes it, independent of which other copies exist.
+
+:func:`spec_augment` is the on-the-fly kind (``train.freq_warp``, ``train.specaug_*``): the
+training systems warp and mask each batch of windows before the model sees it (see its section).
 """
 
 from __future__ import annotations
