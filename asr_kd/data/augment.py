@@ -355,12 +355,15 @@ def spec_augment(x: torch.Tensor, generator: torch.Generator, *, freq_warp: floa
     out = x
     if freq_warp > 0:
         alpha = 1.0 + (torch.rand(b, generator=generator) * 2.0 - 1.0) * freq_warp
-        src = warp_sources(d, alpha).to(x.device)  # (B, d)
+        src = warp_sources(d, alpha)  # (B, d)
         lo = src.floor().long()
         hi = (lo + 1).clamp(max=d - 1)
-        frac = (src - lo).to(x.dtype)[:, None, :]
-        out = (out.gather(2, lo[:, None, :].expand(b, w, d)) * (1 - frac)
-               + out.gather(2, hi[:, None, :].expand(b, w, d)) * frac)
+        frac = src - lo
+        # one (d, d) interpolation matrix per window: out[b, t, i] = sum_j x[b, t, j] * m[b, i, j]
+        m = torch.zeros(b, d, d)
+        m.scatter_add_(2, lo[:, :, None], (1 - frac)[:, :, None])
+        m.scatter_add_(2, hi[:, :, None], frac[:, :, None])
+        out = torch.bmm(out, m.transpose(1, 2).to(x.device, x.dtype))
     keep = torch.ones(b, w, d, dtype=torch.bool)
     for n, size, width, dim in ((freq_masks, d, freq_width, 2), (time_masks, w, time_width, 1)):
         pos = torch.arange(size)
