@@ -87,8 +87,10 @@ def test_teacher_keys_change_with_what_a_run_computes_not_where(run_dir):
     assert runs._teacher_key(cfg, run_dir, seed=1001) != key
     assert runs._teacher_key(load_config("smoke", {"train.lr": "0.5"}), run_dir, 1000) != key
     assert runs._teacher_key(load_config("smoke", {"model.hidden_dim": "64"}), run_dir, 1000) != key
-    where = {"train.devices": "2", "train.num_workers": "3", "train.checkpoint_every_s": "7"}
+    # where and how often, and the same global batch over 2 devices: the same run
+    where = {"train.devices": "2", "train.batch_size": "128", "train.num_workers": "3", "train.checkpoint_every_s": "7"}
     assert runs._teacher_key(load_config("smoke", where), run_dir, 1000) == key
+    assert runs._teacher_key(load_config("smoke", {"train.devices": "2"}), run_dir, 1000) != key, "2 x the batch"
     write_json(run_dir.shard_index("dev"), {"split": "dev", "num_pdfs": PDFS, "frames": 99, "shards": []})
     assert runs._teacher_key(cfg, run_dir, 1000) != key, "new shards retrain"
 
