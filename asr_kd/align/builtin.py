@@ -9,6 +9,7 @@ Reads the lang directory, the manifests and ``features/<split>/mfcc.scp``; write
     <split>/pdf.{ark,scp}      pdf ids (HMM-state labels for the DNN), int32, one per frame
     <split>/failed.txt         utterances that could not be aligned, with the reason
     mono/final.mdl, mono/tree  the monophone system, with align.context=triphone
+    resume/                    receipts: a killed run resumes from its last trained system or chunk
 
 Train, dev and test are all aligned with the final model and their reference transcripts, so
 frame accuracy can be measured on speakers never seen in training. An utterance that cannot be
@@ -24,6 +25,11 @@ train utterances and the triphones on ``align.tri_utts`` spread over train, and 
 aligns every split in chunks of ``align.chunk_utts`` streamed from ``mfcc.scp``
 (:mod:`asr_kd.align.stream`), in memory that does not grow with the corpus. With both subsets 0
 (all of train), the chunked pass writes the same files as the in-memory one.
+
+Resuming (:mod:`asr_kd.align.resume`): the monophone and triphone systems are checkpointed when
+trained, and the chunked final pass keeps every finished chunk, each with a receipt keyed by the
+inputs; a re-run of a killed stage loads what it finds and aligns only what is left, and writes
+what an uninterrupted run writes.
 """
 
 from __future__ import annotations

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from asr_kd.align.feats import gmm_features
-from asr_kd.align.resume import receipt_if_current
 from asr_kd.align.model import GmmHmm
+from asr_kd.align.resume import receipt_if_current
 from asr_kd.align.viterbi import NO_FEATURES, AlignResult, TrainOptions, compile_graphs, realign
 from asr_kd.data.lang import Lang
 from asr_kd.data.manifest import Utterance
