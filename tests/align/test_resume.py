@@ -16,7 +16,7 @@ from asr_kd.paths import SPLITS
 from asr_kd.stages.align import run as run_align
 from tests.align.test_builtin import _outputs, make_run_dir
 
-MONO = {"align.context": "monophone", "align.mono_iters": "2", "align.mono_gaussians": "60", "align.num_jobs": "1",
+MONO = {"align.context": "monophone", "align.mono_iters": "3", "align.mono_gaussians": "100", "align.num_jobs": "1",
         "align.chunk_utts": "5", "align.max_fail_fraction": "0.25"}
 CHUNKS = {"train": 7, "dev": 4, "test": 4}  # 32, 16 and 16 utterances in chunks of 5
 
@@ -91,7 +91,7 @@ def test_a_killed_chunked_final_pass_resumes_at_its_next_chunk_with_the_same_lab
 
 def test_a_triphone_run_killed_in_triphone_training_keeps_its_monophone_and_ends_as_an_uninterrupted_run(
         tmp_path, tiny_corpus, monkeypatch):
-    cfg = load_config("smoke", {"align.mono_iters": "3", "align.mono_gaussians": "100", "align.tri_leaves": "100",
+    cfg = load_config("smoke", {"align.mono_iters": "4", "align.mono_gaussians": "120", "align.tri_leaves": "100",
                                 "align.tri_gaussians": "200", "align.tri_iters": "2", "align.tree_min_count": "20",
                                 "align.num_jobs": "1", "align.mono_utts": "28", "align.chunk_utts": "8",
                                 "align.max_fail_fraction": "0.25"})
