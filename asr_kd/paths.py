@@ -15,6 +15,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     align/<split>/pdf.{ark,scp}      HMM-state (pdf) ids (int32 per frame): the DNN labels
     align/<split>/failed.txt         utterances that could not be aligned, with the reason
     align/mono/final.mdl tree        the monophone system (when the final one is triphone)
+    align/resume/                    receipts that let a killed align stage resume (asr_kd.align.resume)
     align/lang/                      align.source=kaldi: the lang the imported model decodes with, when it
                                      is Kaldi's or ours renumbered to Kaldi's phone ids (else lang/ is)
     shards/<split>/shard-NNNNNN.tar  webdataset shards; shards/<split>/index.json
@@ -169,6 +170,11 @@ class RunPaths(_Reported):
     def align_lang(self) -> Path:
         """With align.source=kaldi: Kaldi's lang (or ours renumbered to its phone ids), when lang/ is not it."""
         return self.align / "lang"
+
+    @property
+    def align_resume(self) -> Path:
+        """The built-in aligner's receipts: trained systems and finished chunks (asr_kd.align.resume)."""
+        return self.align / "resume"
 
     @property
     def mono_mdl(self) -> Path:

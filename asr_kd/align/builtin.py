@@ -9,6 +9,7 @@ Reads the lang directory, the manifests and ``features/<split>/mfcc.scp``; write
     <split>/pdf.{ark,scp}      pdf ids (HMM-state labels for the DNN), int32, one per frame
     <split>/failed.txt         utterances that could not be aligned, with the reason
     mono/final.mdl, mono/tree  the monophone system, with align.context=triphone
+    resume/                    receipts: a killed run resumes from its last trained system or chunk
 
 Train, dev and test are all aligned with the final model and their reference transcripts, so
 frame accuracy can be measured on speakers never seen in training. An utterance that cannot be
@@ -24,15 +25,22 @@ train utterances and the triphones on ``align.tri_utts`` spread over train, and 
 aligns every split in chunks of ``align.chunk_utts`` streamed from ``mfcc.scp``
 (:mod:`asr_kd.align.stream`), in memory that does not grow with the corpus. With both subsets 0
 (all of train), the chunked pass writes the same files as the in-memory one.
+
+Resuming (:mod:`asr_kd.align.resume`): the monophone and triphone systems are checkpointed when
+trained, and the chunked final pass keeps every finished chunk, each with a receipt keyed by the
+inputs; a re-run of a killed stage loads what it finds and aligns only what is left, and writes
+what an uninterrupted run writes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,13 +49,16 @@ import numpy as np
 
 from asr_kd.align.feats import gmm_features, read_mfcc, stream_speaker_means
 from asr_kd.align.model import GmmHmm, init_monophone, save_model
-from asr_kd.align.stream import SplitTally, align_chunked, label_writers, training_subset, write_labels
-from asr_kd.align.viterbi import NO_FEATURES, AlignResult, TrainOptions, compile_graphs, lost, realign, train
+from asr_kd.align.resume import final_pass_key, inputs_key, load_phase, receipt_if_current, save_phase
+from asr_kd.align.stream import (ChunkReceipts, SplitTally, align_chunked, label_writers, training_subset,
+                                 write_labels)
+from asr_kd.align.viterbi import (NO_FEATURES, AlignResult, TrainHistory, TrainOptions, compile_graphs, lost,
+                                  realign, train)
 from asr_kd.config import AlignConfig, RecipeConfig
 from asr_kd.data.augment import is_copy
 from asr_kd.data.lang import Lang, load_lang
 from asr_kd.data.manifest import Utterance
-from asr_kd.fileio import write_text
+from asr_kd.fileio import file_sha256, write_json, write_text
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError
 
@@ -150,66 +161,113 @@ def check_failures(split: str, summary: dict[str, Any], max_fail_fraction: float
         )
 
 
+@dataclass
+class Systems:
+    """The trained systems as the rest of the stage needs them: the final model, the summaries of
+    the monophone and triphone phases, the monophone's training history; ``train_data``: the
+    training utterances still loaded (None when the systems came from receipts)."""
+
+    model: GmmHmm
+    mono_summary: dict[str, Any]
+    tri_summary: dict[str, Any]
+    hist: dict[str, list[Any]]  # loglike_per_frame, num_gaussians, realigned_at
+    train_data: AlignSplit | None = None
+
+
+def history_fields(hist: TrainHistory) -> dict[str, list[Any]]:
+    """What the summary reports of a training history (JSON values, kept in the phase receipt)."""
+    return {"loglike_per_frame": [float(x) for x in hist.loglike_per_frame],
+            "num_gaussians": [int(x) for x in hist.num_gaussians],
+            "realigned_at": [int(x) for x in hist.realigned_at]}
+
+
+def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Sequence[Utterance],
+                  means: Callable[[], dict[str, np.ndarray] | None], key: str) -> Systems:
+    """The monophone system (and the triphone one), each trained, or loaded from the receipt of an
+    earlier run with the same inputs ``key`` (:mod:`asr_kd.align.resume`)."""
+    acfg = cfg.align
+    opts = train_options(acfg)
+    silence = list(lang.silence_phones)
+    if acfg.context == "triphone" and (tri := load_phase(paths, "triphone", key)) is not None:
+        model, receipt = tri
+        return Systems(model, receipt["monophone"], receipt["triphone"], receipt["history"])
+    originals = [u for u in train_utts if not is_copy(u.id)]  # augmented copies are aligned, not trained on
+    train_data = None
+    if (mono := load_phase(paths, "monophone", key)) is not None:
+        model, receipt = mono
+        mono_summary, hist = receipt["monophone"], receipt["history"]
+    else:
+        mono_set = training_subset(originals, acfg.mono_utts, "shortest")
+        train_data = load_split(paths, "train", lang, None, mono_set, means())
+        if not train_data.feats:
+            raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
+        frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
+        model = init_monophone(lang.topology(), frames.mean(axis=0), frames.var(axis=0))
+        del frames
+        add_graphs(train_data, lang, model)
+        log.info("align: %d train utterances, %d pdfs, %d passes to %d Gaussians, %d jobs",
+                 len(train_data.graphs), model.num_pdfs, opts.num_iters, opts.total_gaussians, opts.num_jobs)
+        hist = history_fields(train(model, train_data.graphs, train_data.feats, opts, silence))
+        mono_summary = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss,
+                        "train_utterances": len(train_data.utt_ids)}
+        save_phase(paths, "monophone", key, model, {"monophone": mono_summary, "history": hist})
+    if acfg.context != "triphone":
+        return Systems(model, mono_summary, {}, hist, train_data)
+    save_model(model, paths.mono_mdl, paths.mono_tree)
+    final_opts = dataclasses.replace(opts, last_resort_beam=acfg.final_beam)
+    tri_set = training_subset(originals, acfg.tri_utts, "spread")
+    if train_data is None or [u.id for u in tri_set] != train_data.utt_ids:
+        train_data = None  # the monophone's subset; the triphone system trains on its own
+        train_data = load_split(paths, "train", lang, model, tri_set, means())
+    # As Kaldi's align_si.sh before train_deltas.sh: the tree is built from the final monophone
+    # model's alignments; their log-likelihood (and dev's) is the monophone's side of the comparison.
+    mono_ali = realign(model, train_data.graphs, train_data.feats, final_opts, silence, desc="align train (mono)")
+    mono_summary = {**mono_summary,
+                    **monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence, acfg.chunk_utts)}
+    model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
+    tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
+    del mono_ali
+    save_phase(paths, "triphone", key, model, {"monophone": mono_summary, "triphone": tri_summary, "history": hist})
+    return Systems(model, mono_summary, tri_summary, hist, train_data)
+
+
 def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Train the monophone (and triphone) system on train or its subsets, align every split with the
-    final model, write outputs; the summary."""
+    final model, write outputs; the summary. A run killed part way resumes from its last trained
+    system and, in the chunked final pass, from its last finished chunk (:mod:`asr_kd.align.resume`)."""
     from asr_kd.data.manifest import read_manifest
 
     t0 = time.time()
     acfg = cfg.align
     lang = load_lang(paths.lang)
-    opts = train_options(acfg)
     silence = list(lang.silence_phones)
-    final_opts = dataclasses.replace(opts, last_resort_beam=acfg.final_beam)
+    final_opts = dataclasses.replace(train_options(acfg), last_resort_beam=acfg.final_beam)
     train_utts = read_manifest(paths.manifest("train"))
     # With subsets or chunks, CMN uses each speaker's whole split, read in one streaming pass first
-    means = split_means(paths, "train", train_utts) if streamed(acfg) else None
-    originals = [u for u in train_utts if not is_copy(u.id)]  # augmented copies are aligned, not trained on
-    mono_set = training_subset(originals, acfg.mono_utts, "shortest")
-    train_data = load_split(paths, "train", lang, None, mono_set, means)
-    if not train_data.feats:
-        raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
-    frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
-    model = init_monophone(lang.topology(), frames.mean(axis=0), frames.var(axis=0))
-    del frames
-    add_graphs(train_data, lang, model)
-    log.info("align: %d train utterances, %d pdfs, %d passes to %d Gaussians, %d jobs",
-             len(train_data.graphs), model.num_pdfs, opts.num_iters, opts.total_gaussians, opts.num_jobs)
+    means = functools.cache(lambda: split_means(paths, "train", train_utts) if streamed(acfg) else None)
+    key = inputs_key(cfg, paths)
     t_train = time.time()
-    hist = train(model, train_data.graphs, train_data.feats, opts, silence)
-    mono_summary: dict[str, Any] = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss,
-                                    "train_utterances": len(train_data.utt_ids)}
-    tri_summary: dict[str, Any] = {}
-    if acfg.context == "triphone":
-        save_model(model, paths.mono_mdl, paths.mono_tree)
-        tri_set = training_subset(originals, acfg.tri_utts, "spread")
-        if [u.id for u in tri_set] != train_data.utt_ids:
-            del train_data  # the monophone's subset; the triphone system trains on its own
-            train_data = load_split(paths, "train", lang, model, tri_set, means)
-        # As Kaldi's align_si.sh before train_deltas.sh: the tree is built from the final monophone
-        # model's alignments; their log-likelihood (and dev's) is the monophone's side of the comparison.
-        mono_ali = realign(model, train_data.graphs, train_data.feats, final_opts, silence, desc="align train (mono)")
-        mono_summary.update(monophone_loglikes(paths, lang, model, mono_ali, final_opts, silence, acfg.chunk_utts))
-        model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
-        tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
-        del mono_ali
+    systems = train_systems(cfg, paths, lang, train_utts, means, key)
     t_train = time.time() - t_train
+    model, hist = systems.model, systems.hist
     save_model(model, paths.final_mdl, paths.tree)
 
-    full_train = train_data if train_data.utt_ids == [u.id for u in train_utts] else None
+    train_data, systems.train_data = systems.train_data, None
+    full_train = train_data if train_data is not None and train_data.utt_ids == [u.id for u in train_utts] else None
     del train_data
+    final_key = final_pass_key(key, paths.final_mdl, paths.tree)
     splits: dict[str, Any] = {}
     pdf_counts = np.zeros(model.num_pdfs, dtype=np.int64)
     for split in SPLITS:
         if acfg.chunk_utts > 0:
             full_train = None  # frees the training features before the workers fork
-            utts = train_utts if split == "train" else read_manifest(paths.manifest(split))
-            split_means_ = means if split == "train" and means is not None else split_means(paths, split, utts)
-            tally = align_chunked(model, lang, paths.mfcc_scp(split), utts, split_means_, final_opts, silence,
-                                  acfg.chunk_utts, (paths.ali_scp(split), paths.pdf_scp(split)), f"align {split}")
+            tally = align_split_chunked(paths, split, lang, model, train_utts, means, final_opts, silence,
+                                        acfg.chunk_utts, final_key)
         else:
+            # train's features as the last system's training set had them, when that was all of train
+            same = split == "train" and trained_on_all(acfg, train_utts)
             tally = align_in_memory(paths, split, lang, model, full_train if split == "train" else None,
-                                    final_opts, silence)
+                                    final_opts, silence, means() if same else None)
         summary = split_summary(tally)
         failed_file = paths.align_failed(split)
         write_text(failed_file, "".join(f"{u} {r}\n" for u, r in sorted(tally.failed.items())))
@@ -231,19 +289,66 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "utterances_per_split": {s: v["utterances"] for s, v in splits.items()},
         "silence_fraction": splits["train"]["silence_fraction"],
         "pdfs_with_zero_frames": int((pdf_counts == 0).sum()),
-        "loglike_per_frame": [round(x, 4) for x in hist.loglike_per_frame],  # monophone passes
+        "loglike_per_frame": [round(x, 4) for x in hist["loglike_per_frame"]],  # monophone passes
         # Viterbi log-likelihood per frame of the final model on train and on dev (held-out voices)
         "train_loglike_per_frame": _round(splits["train"]["loglike_per_frame"]),
         "dev_loglike_per_frame": _round(splits["dev"]["loglike_per_frame"]),
-        "monophone": mono_summary,
-        **tri_summary,
-        "gaussians_per_pass": hist.num_gaussians,
-        "realigned_at_passes": hist.realigned_at,
+        "monophone": systems.mono_summary,
+        **systems.tri_summary,
+        "gaussians_per_pass": hist["num_gaussians"],
+        "realigned_at_passes": hist["realigned_at"],
         "final_pass": f"chunks of {acfg.chunk_utts} utterances" if acfg.chunk_utts > 0 else "in memory",
         "splits": splits,
         "train_seconds": round(t_train, 1),
         "wall_seconds": round(time.time() - t0, 1),
     }
+
+
+def trained_on_all(acfg: AlignConfig, train_utts: Sequence[Utterance]) -> bool:
+    """Whether the final system trained on every train utterance (no subset, no augmented copies)."""
+    originals = [u for u in train_utts if not is_copy(u.id)]
+    last = training_subset(originals, acfg.tri_utts, "spread") if acfg.context == "triphone" else \
+        training_subset(originals, acfg.mono_utts, "shortest")
+    return [u.id for u in last] == [u.id for u in train_utts]
+
+
+def align_split_chunked(paths: RunPaths, split: str, lang: Lang, model: GmmHmm, train_utts: Sequence[Utterance],
+                        train_means: Callable[[], dict[str, np.ndarray] | None], opts: TrainOptions,
+                        silence: list[int], chunk_utts: int, key: str) -> SplitTally:
+    """The final pass over ``split`` in chunks of ``chunk_utts``, resumable: a split an earlier run
+    of this ``key`` finished keeps its tables (receipt ``resume/<split>.json``); otherwise the chunks
+    it finished are kept and the others aligned. The chunks' files go once the split's tables are written."""
+    from asr_kd.data.manifest import read_manifest
+
+    out = (paths.ali_scp(split), paths.pdf_scp(split))
+    receipt_path = paths.align_resume / f"{split}.json"
+    done = receipt_if_current(receipt_path, key)
+    if done is not None and done.get("tables") == table_digests(out):
+        log.info("align %s: finished by an earlier run (receipt %s), keeping its labels", split, receipt_path)
+        return SplitTally.from_json(done["tally"])
+    utts = train_utts if split == "train" else read_manifest(paths.manifest(split))
+    means = train_means() if split == "train" else None
+    if means is None:
+        means = split_means(paths, split, utts)
+    receipts = ChunkReceipts(paths.align_resume / split, key)
+    tally = align_chunked(model, lang, paths.mfcc_scp(split), utts, means, opts, silence, chunk_utts, out,
+                          f"align {split}", receipts)
+    write_json(receipt_path, {"key": key, "split": split, "tables": table_digests(out), "tally": tally.to_json()})
+    shutil.rmtree(receipts.root, ignore_errors=True)  # their labels are in the split's tables now
+    return tally
+
+
+def table_digests(tables: Sequence[Path]) -> dict[str, Any] | None:
+    """The scp digests and ark sizes of written tables (None when one is missing): what a split
+    receipt vouches for."""
+    out: dict[str, Any] = {}
+    for scp in tables:
+        ark = scp.with_suffix(".ark")
+        if not (scp.exists() and ark.exists()):
+            return None
+        out[scp.name] = file_sha256(scp)
+        out[ark.name] = ark.stat().st_size
+    return out
 
 
 def streamed(acfg: AlignConfig) -> bool:
@@ -258,11 +363,13 @@ def split_means(paths: RunPaths, split: str, utts: Sequence[Utterance]) -> dict[
 
 
 def align_in_memory(paths: RunPaths, split: str, lang: Lang, model: GmmHmm, data: AlignSplit | None,
-                    opts: TrainOptions, silence: list[int]) -> SplitTally:
+                    opts: TrainOptions, silence: list[int],
+                    means: Mapping[str, np.ndarray] | None = None) -> SplitTally:
     """The whole split's features and graphs in memory, aligned at once, labels written; the tally.
-    ``data``: the split already loaded (train, when the final model trained on all of it)."""
+    ``data``: the split already loaded (train, when the final model trained on all of it); else
+    loaded, normalised with the speakers' ``means`` (default: over the split)."""
     if data is None:
-        data = load_split(paths, split, lang, model)
+        data = load_split(paths, split, lang, model, means=means)
     elif data.graphs_for is not model:
         add_graphs(data, lang, model)
     result = realign(model, data.graphs, data.feats, opts, silence, desc=f"align {split}")

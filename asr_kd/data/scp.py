@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import shutil
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -44,6 +45,23 @@ class ArkScpWriter:
         offset = self.ark.tell() + len(key.encode()) + 1  # the scp offset points past "key "
         kaldiio.save_ark(self.ark, {key: array})
         self.scp.write(f"{key} {self.ark_name}:{offset}\n")
+
+    def append_table(self, scp_path: Path) -> None:
+        """Append a whole table :func:`ark_scp_writer` wrote (one ark, named relative to its scp):
+        its ark's bytes are copied as they are, its scp lines re-pointed into this ark."""
+        scp_path = Path(scp_path)
+        ark_path = scp_path.with_suffix(".ark")
+        base = self.ark.tell()
+        with open(ark_path, "rb") as src:
+            shutil.copyfileobj(src, self.ark, 1 << 20)
+        with open(scp_path) as f:
+            for line in f:
+                key, _, where = line.rstrip("\n").partition(" ")
+                name, _, offset = where.rpartition(":")
+                if name != ark_path.name or not offset.isdigit():
+                    raise ValueError(f"{scp_path}: {line.strip()!r} does not point into {ark_path.name}; "
+                                     "only a table written by ark_scp_writer can be appended")
+                self.scp.write(f"{key} {self.ark_name}:{base + int(offset)}\n")
 
 
 @contextlib.contextmanager

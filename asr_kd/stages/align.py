@@ -24,6 +24,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     if cfg.align.source == "kaldi":
         from asr_kd.align.kaldi_import import import_kaldi_alignments
 
+        shutil.rmtree(paths.align_resume, ignore_errors=True)  # the built-in aligner's receipts: their files go
+
         return import_kaldi_alignments(cfg, paths)
     from asr_kd.align.builtin import align_builtin
 

@@ -1,0 +1,99 @@
+"""What lets a killed align stage resume (``align.source=builtin``): receipts of the trained
+systems and of the final pass's finished chunks.
+
+Under ``<exp>/align/resume/`` (:attr:`asr_kd.paths.RunPaths.align_resume`)::
+
+    monophone.json .model       the trained monophone system: receipt, exact model state
+    triphone.json .model        the trained triphone system (align.context=triphone)
+    <split>/chunk-NNNNNN.json   a finished chunk of the final pass (align.chunk_utts > 0): its ids and counts
+    <split>/chunk-NNNNNN.{ali,pdf}.{ark,scp}   its labels, until the split's ali/pdf tables are written
+    <split>.json                a finished split: its ali/pdf tables (their scp digests) and its counts
+
+A phase receipt holds what the stage summary needs of that phase (the monophone's training
+history, the systems' summaries); its ``.model`` file is the model's exact state (pickled
+kaldi-hmm-gmm objects: ``final.mdl``'s text form is Kaldi's, but reading it back recomputes some
+derived numbers in another precision, and a resumed run must align to the last bit as an
+uninterrupted one). A receipt is written after the files it vouches for, atomically, and holds a
+key; one with another key is ignored and its work redone:
+
+* :func:`inputs_key` (the phases): the align config less ``num_jobs`` and ``max_fail_fraction``
+  (where the work runs, and what loss is accepted: a run stopped by too many failures resumes
+  with ``--set align.max_fail_fraction=...``), ``features.num_ceps``, the manifests, the lang
+  directory's files and the MFCC tables (scp bytes, ark size and time);
+* :func:`final_pass_key` (the chunks, the splits): that, and the final model's files.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+from typing import Any
+
+from asr_kd.align.model import GmmHmm
+from asr_kd.config import RecipeConfig, config_hash, to_dict
+from asr_kd.fileio import atomic_open, file_sha256, read_json, write_json
+from asr_kd.paths import SPLITS, RunPaths
+
+log = logging.getLogger(__name__)
+
+# align keys that do not change what the stage computes
+NOT_RESULT_KEYS = ("num_jobs", "max_fail_fraction")
+
+
+def _stat(path: Path) -> list[int] | None:
+    if not path.exists():
+        return None
+    st = path.stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def inputs_key(cfg: RecipeConfig, paths: RunPaths) -> str:
+    """What the trained systems depend on (see the module docstring); hashes small files only."""
+    align = {k: v for k, v in to_dict(cfg.align).items() if k not in NOT_RESULT_KEYS}
+    lang = {str(f.relative_to(paths.lang)): file_sha256(f)
+            for f in sorted(paths.lang.rglob("*")) if f.is_file() and f.name != "DONE.json"}
+    data = {}
+    for split in SPLITS:
+        scp = paths.mfcc_scp(split)
+        data[split] = {"manifest": file_sha256(paths.manifest(split)),
+                       "mfcc_scp": file_sha256(scp) if scp.exists() else None,
+                       "mfcc_ark": _stat(scp.with_suffix(".ark"))}
+    return config_hash({"align": align, "num_ceps": cfg.features.num_ceps, "lang": lang, "data": data})
+
+
+def final_pass_key(inputs: str, mdl: Path, tree: Path) -> str:
+    """The final pass's key: the inputs and the model it aligns with (its files' digests)."""
+    return config_hash({"inputs": inputs, "final.mdl": file_sha256(mdl), "tree": file_sha256(tree)})
+
+
+def receipt_if_current(path: Path, key: str) -> dict[str, Any] | None:
+    """The receipt at ``path`` when it holds ``key``; None when absent, unreadable or of another key."""
+    if not path.exists():
+        return None
+    try:
+        receipt = read_json(path)
+    except ValueError:  # a receipt is written atomically; this is someone else's file
+        log.warning("%s is not a JSON receipt; ignoring it", path)
+        return None
+    return receipt if receipt.get("key") == key else None
+
+
+def save_phase(paths: RunPaths, phase: str, key: str, model: GmmHmm, info: dict[str, Any]) -> None:
+    """Checkpoint a trained system: ``<phase>.model`` (exact state), then ``<phase>.json`` (key, ``info``)."""
+    with atomic_open(paths.align_resume / f"{phase}.model", "wb") as f:
+        pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
+    write_json(paths.align_resume / f"{phase}.json", {"key": key, "phase": phase, **info})
+
+
+def load_phase(paths: RunPaths, phase: str, key: str) -> tuple[GmmHmm, dict[str, Any]] | None:
+    """The system ``phase`` trained by an earlier run with ``key`` and its receipt; None when there is none."""
+    receipt_path = paths.align_resume / f"{phase}.json"
+    receipt = receipt_if_current(receipt_path, key)
+    model_path = paths.align_resume / f"{phase}.model"
+    if receipt is None or not model_path.exists():
+        return None
+    with open(model_path, "rb") as f:
+        model = pickle.load(f)  # our own run directory's file, written by save_phase
+    log.info("align: %s system found (receipt %s), skipping its training", phase, receipt_path)
+    return model, receipt
