@@ -94,8 +94,11 @@ def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
         if key.startswith("!"):
             section, _, name = key[1:].partition(".")
             out.get(section, {}).pop(name, None)
-    if "batch_size" in out.get("train", {}):  # the global batch: see config.train_result_keys
-        out["train"]["batch_size"] = global_batch_size(cfg.train)
+    train = out.get("train", {})
+    if "batch_size" in train and global_batch_size(cfg.train) != train["batch_size"]:
+        # more than one process: the batch the optimiser sees (config.train_result_keys) is part of
+        # what the stage computes; one process keeps the hash of a config without it
+        train["global_batch_size"] = global_batch_size(cfg.train)
     return out
 
 

@@ -76,8 +76,9 @@ def test_config_is_frozen_and_round_trips_through_json():
 
 
 def test_runs_are_keyed_by_the_global_batch_not_the_per_process_one(monkeypatch):
-    """train.batch_size is per process: 2 x 128 trains what 1 x 256 trains (same keys, nothing to
-    retrain), and moving 256 from 1 device to 2 doubles the global batch (stale: retrain)."""
+    """train.batch_size is per process: 2 x 128 trains what 1 x 256 trains (the same run keys: a
+    stage that re-runs finds its runs done), and moving 256 from 1 device to 2 doubles the global
+    batch (the stage is stale and its runs train again)."""
     from asr_kd.config import TrainConfig, global_batch_size, load_config, train_result_keys
     from asr_kd.runner import selected_config
     from asr_kd.stages.teachers import READS
@@ -97,5 +98,9 @@ def test_runs_are_keyed_by_the_global_batch_not_the_per_process_one(monkeypatch)
         cfg = load_config("smoke", {f"train.{k}": str(v) for k, v in train.items()})
         return selected_config(cfg, READS)
 
-    assert stage_hash_input(batch_size=256) == stage_hash_input(batch_size=128, devices=2)
+    # the stage records the per-rank batch as set, and the global one beside it once there are ranks
+    assert stage_hash_input(batch_size=256)["train"]["batch_size"] == 256
+    assert "global_batch_size" not in stage_hash_input(batch_size=256)["train"]
+    two = stage_hash_input(batch_size=256, devices=2)["train"]
+    assert (two["batch_size"], two["global_batch_size"]) == (256, 512)
     assert stage_hash_input(batch_size=256) != stage_hash_input(batch_size=256, devices=2)

@@ -95,9 +95,9 @@ def test_excluded_keys_do_not_make_a_stage_stale(tmp_path):
     StageRunner(stages, load_config("smoke"), paths).run()
     moved = StageRunner(stages, load_config("smoke", {"train.num_workers": "3", "train.accelerator": "cpu"}), paths)
     assert moved.status(stages[0]) == "done"
-    # 4 devices x a quarter of the batch: the same global batch, nothing to retrain
-    spread = StageRunner(stages, load_config("smoke", {"train.devices": "4", "train.batch_size": "64"}), paths)
-    assert spread.status(stages[0]) == "done"
+    # 4 devices at the same per-rank batch: 4 x the global batch, a different result
+    spread = StageRunner(stages, load_config("smoke", {"train.devices": "4"}), paths)
+    assert spread.status(stages[0]) == "stale"
     changed = StageRunner(stages, load_config("smoke", {"train.lr": "0.3"}), paths)
     assert changed.status(stages[0]) == "stale"
 
