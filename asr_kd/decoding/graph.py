@@ -18,7 +18,6 @@ The input labels of HCLG are transition ids, the output labels word ids of ``wor
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import shutil
 import time
@@ -35,7 +34,7 @@ from asr_kd.config import RecipeConfig
 from asr_kd.data.lang import load_lang, run_lang_dir
 from asr_kd.data.manifest import Utterance, iter_manifest, read_manifest
 from asr_kd.decoding import lm
-from asr_kd.fileio import atomic_open, atomic_path, read_json, write_json
+from asr_kd.fileio import atomic_open, atomic_path, file_sha256, read_json, write_json
 from asr_kd.paths import GraphDir, RunPaths
 from asr_kd.runner import StageError, marker_summary
 
@@ -179,11 +178,7 @@ def build_hclg(inputs: GraphInputs, g: kaldifst.StdVectorFst) -> tuple[kaldifst.
 # Cached build in a graph directory
 # ---------------------------------------------------------------------------------------------
 def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def graph_key(files: Iterable[str | Path], self_loop_scale: float, transition_scale: float) -> dict[str, Any]:

@@ -26,7 +26,6 @@ system trained with global CMVN uses the training statistics stored here.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -45,6 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from asr_kd.fileio import file_sha256
 from asr_kd.paths import ModelDir
 
 FORMAT = "asr_kd.model_dir.v1"
@@ -86,14 +86,6 @@ def forward_flops_per_frame(net: nn.Module) -> int:
     """2 x multiply-adds of one frame through every affine layer (all K members of a stacked net):
     twice the weights' size, biases ((N,) or (K, 1, N)) left out."""
     return sum(2 * p.numel() for p in net.parameters() if p.dim() >= 2 and 1 not in p.shape[-2:])
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _place(src: Path, dst: Path) -> None:
@@ -178,7 +170,7 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
             "torch": torch.__version__,
             **(extra or {}),
         }
-        info["sha256"] = {f.name: _sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
+        info["sha256"] = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         md.model_json.write_text(json.dumps(info, indent=2) + "\n")
         os.chmod(tmp, 0o755)
         if out_dir.exists():

@@ -17,7 +17,6 @@ as a distribution: the top k as stored, the tail mass spread evenly over the oth
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -32,7 +31,7 @@ from asr_kd.config import config_hash
 from asr_kd.data.shards import iter_shard, sample_key
 from asr_kd.data.targets import index_dtype, read_receipt, target_shard, write_target_shard
 from asr_kd.data.windows import utterance_windows
-from asr_kd.fileio import read_json, write_json
+from asr_kd.fileio import file_sha256, read_json, write_json
 from asr_kd.nn.ensemble import Ensemble, ensemble_probs
 from asr_kd.nn.precision import inference_autocast
 from asr_kd.progress import progress
@@ -70,14 +69,6 @@ def kl_to_dense(probs: torch.Tensor, idx: torch.Tensor, q: torch.Tensor) -> torc
     neg_entropy_tail = torch.xlogy(p, p).sum(-1) - torch.xlogy(p_top, p_top).sum(-1)  # sum_tail p log p
     q_tail = (1.0 - q.sum(-1)).clamp(min=1e-30) / (n - k)  # (B,) per tail state
     return kl_top + neg_entropy_tail - p_tail * q_tail.log()
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def targets_key(model_files: Sequence[str | Path], shard_index: dict[str, Any], *, k: int,
