@@ -133,8 +133,12 @@ def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray],
 
 
 def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: EvalData,
-                     systems: Sequence[str] | None = None) -> dict[str, Any]:
-    """Decode every chosen system (skipping those already done for this data) and write the report."""
+                     systems: Sequence[str] | None = None, scale_grid: Sequence[float] = ()) -> dict[str, Any]:
+    """Decode every chosen system (skipping those already done for this data) and write the report.
+
+    Each system is scored at the acoustic scale it chose on dev (``wer``); with ``scale_grid`` it is
+    also searched at each of those scales (``wer_by_scale``, the posteriors computed once), which
+    shows how far the dev choice is from the best scale for this data."""
     from asr_kd.align.model import load_model
     from asr_kd.decoding.scoring import score, write_scoring
     from asr_kd.decoding.search import SearchConfig, read_hclg_decoder
@@ -154,7 +158,9 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     rows = {}
     for name in chosen:
         out = ep.summary(name)
-        if out.exists() and read_json(out).get("data_key") == key:
+        grid = sorted({float(g) for g in scale_grid})
+        if out.exists() and read_json(out).get("data_key") == key and \
+                {f"{g:g}" for g in grid} <= set(read_json(out).get("wer_by_scale", {})):
             log.info("eval %s: done, skipping", name)
             rows[name] = read_json(out)
             continue
@@ -165,7 +171,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         scale = float(read_json(run_summary)["acoustic_scale"])
         fn, params = posterior_fn(known[name], cfg)
         t0 = time.time()
-        res = run_split(name, decoder, split, fn, log_prior, [scale], cfg.decode.num_jobs)
+        res = run_split(name, decoder, split, fn, log_prior, sorted({scale, *grid}), cfg.decode.num_jobs)
         hyps = {h.utt: h.words for h in res.hyps[scale]}
         stats = write_scoring(ep.system_dir(name), data.refs, hyps, title=f"{name} on {ep.root.name}, scale {scale:g}")
         _, aligned = score(data.refs, hyps)
@@ -173,6 +179,9 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         rows[name] = {"system": name, "data_key": key, "acoustic_scale": scale, "wer": stats.wer,
                       "frame_acc": res.frame_acc, "params": params, "per_utt": per_utt,
                       "seconds": round(time.time() - t0, 1)}
+        if grid:
+            rows[name]["wer_by_scale"] = {f"{g:g}": score(data.refs, {h.utt: h.words for h in res.hyps[g]})[0].wer
+                                          for g in sorted({scale, *grid})}
         write_json(out, rows[name])
     report = build_eval_report(ep.root.name, data, [rows[n] for n in chosen])
     write_json(ep.report_json, report)
@@ -198,7 +207,8 @@ def build_eval_report(name: str, data: EvalData, rows: Sequence[dict[str, Any]])
                         "frame_acc": r["frame_acc"],
                         "frame_acc_ci": interval(boot.frame_acc(c)) if r["frame_acc"] is not None else None,
                         "acoustic_scale": r["acoustic_scale"],
-                        "wer_per_speaker": {s: v[0] / max(v[1], 1.0) for s, v in sorted(per_spk.items())}})
+                        "wer_per_speaker": {s: v[0] / max(v[1], 1.0) for s, v in sorted(per_spk.items())},
+                        **({"wer_by_scale": r["wer_by_scale"]} if "wer_by_scale" in r else {})})
     return {"name": name, "utterances": len(data.utts), "speakers": len(set(data.speakers.values())),
             "labelled_utterances": len(data.labels), "unlabelled": data.unlabelled, "lost": data.lost,
             "systems": systems}
@@ -219,6 +229,13 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
     for s in report["systems"]:
         lines.append(f"| {s['system']} | {pct(s['wer'])}{ci(s['wer_ci'])} | {pct(s['frame_acc'])}"
                      f"{ci(s['frame_acc_ci'])} | {s['acoustic_scale']:g} |")
+    grid = sorted({g for s in report["systems"] for g in s.get("wer_by_scale", {})}, key=float)
+    if grid:
+        lines += ["", "## WER at each acoustic scale", "",
+                  "Each system searched again at every scale of the dev grid (the table above: its dev choice).", "",
+                  "| system | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
+        for s in report["systems"]:
+            lines.append(f"| {s['system']} | " + " | ".join(pct(s.get("wer_by_scale", {}).get(g)) for g in grid) + " |")
     speakers = sorted({spk for s in report["systems"] for spk in s["wer_per_speaker"]})
     lines += ["", "## WER per speaker", "", "| speaker | " + " | ".join(s["system"] for s in report["systems"]) + " |",
               "|---|" + "---|" * len(report["systems"])]
@@ -265,6 +282,10 @@ def condition_summary(paths: RunPaths, ep: EvalDir, report: dict[str, Any], data
         fa = point(names, "frame_acc")
         rows[label] = {"systems": names, "wer": point(names, "wer"), "wer_ci": interval(w),
                        "frame_acc": fa, "frame_acc_ci": interval(a) if fa is not None else None}
+        grids = [by[n].get("wer_by_scale") for n in names]
+        if all(grids):
+            rows[label]["wer_by_scale"] = {g: float(np.mean([x[g] for x in grids]))
+                                           for g in grids[0] if all(g in x for x in grids)}
         if label == "mean_teacher":
             rows[label]["wer_std"] = float(np.std([by[n]["wer"] for n in names], ddof=1)) if len(names) > 1 else 0.0
     t_acc, e_acc, s_acc = (mean_over([acc[n] for n in ns]) for ns in (teachers, ["ensemble"], [best]))

@@ -5,7 +5,9 @@ speakers of the synthesizer the run never trained on (``prepare/condition-cross-
 Each condition is evaluated as ``python -m asr_kd.evaluate`` would (:mod:`asr_kd.decoding.evaluate`:
 features with the run's settings, frame labels from the run's GMM, every system at the acoustic
 scale it chose on dev) into ``<exp>/eval/<condition>/``, for the teachers, the ensemble and the
-students. The summary gives, per condition, the mean teacher, the ensemble and the best student
+students; each is also searched at every scale of ``decode.acoustic_scales`` (its WER per scale in
+the summary), since a shifted domain may want another scale than dev chose (the condition's time
+grows with the grid). The summary gives, per condition, the mean teacher, the ensemble and the best student
 (on dev) with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over
 the mean teacher and the share of it the student keeps. Without a condition the stage does nothing.
 """
@@ -42,6 +44,6 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         data = prepare_data(cfg, paths, ep, read_manifest(manifest))
         systems = [s.name for s in discover_systems(cfg, paths)
                    if s.name.startswith(("teacher-", "distilled_T")) or s.name == "ensemble"]
-        report = evaluate_systems(cfg, paths, ep, data, systems)
+        report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=cfg.decode.acoustic_scales)
         out[name] = condition_summary(paths, ep, report, data)
     return {"conditions": out}

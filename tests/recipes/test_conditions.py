@@ -87,6 +87,14 @@ def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_conditio
     # ensemble WER is a subset of it, so it must be a WER the decode stage could have produced
     eval_report = read_json(paths.eval_dir("cross-synth") / "report.json")
     assert {s["system"] for s in eval_report["systems"]} >= {"ensemble", c["best_student"]}
+    # every system is also searched at each scale of the dev grid; at its own dev choice that is the
+    # WER above (the same hypotheses), and the report shows the grid
+    grid = {f"{g:g}" for g in read_json(paths.config)["decode"]["acoustic_scales"]}
+    ens_scale = f"{read_json(paths.decode_summary('ensemble'))['acoustic_scale']:g}"
+    assert set(c["ensemble"]["wer_by_scale"]) == grid | {ens_scale}
+    assert c["ensemble"]["wer_by_scale"][ens_scale] == c["ensemble"]["wer"]
+    assert set(c["mean_teacher"]["wer_by_scale"]) >= grid
     md = paths.report_md.read_text()
     assert "## Test conditions" in md and "| cross-synth |" in md
+    assert "WER at each acoustic scale" in md and f"| cross-synth | {min(grid, key=float)} |" in md
     assert "conditions" in report["timing"]
