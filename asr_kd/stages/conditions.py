@@ -7,9 +7,10 @@ features with the run's settings, frame labels from the run's GMM, every system 
 scale it chose on dev) into ``<exp>/eval/<condition>/``, for the teachers, the ensemble and the
 students; each is also searched at every scale of ``decode.acoustic_scales`` (its WER per scale in
 the summary), since a shifted domain may want another scale than dev chose (the condition's time
-grows with the grid). The summary gives, per condition, the mean teacher, the ensemble and the best student
-(on dev) with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over
-the mean teacher and the share of it the student keeps. Without a condition the stage does nothing.
+grows with the grid). The summary gives, per condition, the mean teacher, the ensemble and the
+best student (on dev) with 95 % bootstrap intervals over the condition's utterances, the
+ensemble's gain over the mean teacher and the share of it the student keeps. Without a condition
+the stage does nothing.
 """
 
 from __future__ import annotations

@@ -667,7 +667,6 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             "table5_rows": len(report["table5"]), "derived": report["derived"]}
 
 
-
 def _scale_table(conds: list[dict[str, Any]]) -> list[str]:
     """Each condition's WER at every acoustic scale of the dev grid (the conditions stage's
     ``wer_by_scale``): a shifted domain may want another scale than the one dev chose."""
