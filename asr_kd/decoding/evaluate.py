@@ -155,14 +155,14 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search)
     log_prior = train_log_priors(paths, gmm.num_pdfs)
     split = EvalSplit(ep.root.name, data.utts, data.feats, data.labels, data.refs)
+    grid = sorted({float(g) for g in scale_grid})
     rows = {}
     for name in chosen:
         out = ep.summary(name)
-        grid = sorted({float(g) for g in scale_grid})
-        if out.exists() and read_json(out).get("data_key") == key and \
-                {f"{g:g}" for g in grid} <= set(read_json(out).get("wer_by_scale", {})):
+        done = read_json(out) if out.exists() else {}
+        if done.get("data_key") == key and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {})):
             log.info("eval %s: done, skipping", name)
-            rows[name] = read_json(out)
+            rows[name] = done
             continue
         run_summary = paths.decode_summary(name)
         if not run_summary.exists():
@@ -171,7 +171,8 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         scale = float(read_json(run_summary)["acoustic_scale"])
         fn, params = posterior_fn(known[name], cfg)
         t0 = time.time()
-        res = run_split(name, decoder, split, fn, log_prior, sorted({scale, *grid}), cfg.decode.num_jobs)
+        scales = sorted({scale, *grid})
+        res = run_split(name, decoder, split, fn, log_prior, scales, cfg.decode.num_jobs)
         hyps = {h.utt: h.words for h in res.hyps[scale]}
         stats = write_scoring(ep.system_dir(name), data.refs, hyps, title=f"{name} on {ep.root.name}, scale {scale:g}")
         _, aligned = score(data.refs, hyps)
@@ -181,7 +182,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
                       "seconds": round(time.time() - t0, 1)}
         if grid:
             rows[name]["wer_by_scale"] = {f"{g:g}": score(data.refs, {h.utt: h.words for h in res.hyps[g]})[0].wer
-                                          for g in sorted({scale, *grid})}
+                                          for g in scales}
         write_json(out, rows[name])
     report = build_eval_report(ep.root.name, data, [rows[n] for n in chosen])
     write_json(ep.report_json, report)
