@@ -61,12 +61,20 @@ class DataConfig:
     # training synthesizer), and the other synthesizer's speakers (of every split: none is trained
     # on) become a second test condition, "cross-synth", decoded and reported beside it, with at most
     # cross_synth_utts_per_speaker utterances each (0 = all). "" = both synthesizers everywhere.
+    # cross_synth_dev_speakers > 0 sets that many of those speakers (spread over their ids) apart as
+    # "cross-synth-dev": the conditions stage decodes it first and every system is then scored on
+    # "cross-synth" at the acoustic scale it chose on cross-synth-dev (tuned on the shifted domain,
+    # never on its test voices) instead of the scale it chose on the usual dev set.
     train_synthesizer: str = ""
     cross_synth_utts_per_speaker: int = 10
+    cross_synth_dev_speakers: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
         _check_choice("data.train_synthesizer", self.train_synthesizer, ("", "espeak", "flite"))
+        if self.cross_synth_dev_speakers < 0:
+            raise ConfigError(f"data.cross_synth_dev_speakers={self.cross_synth_dev_speakers}: "
+                              "a number of speakers (0 = no tuning set)")
 
         _check_choice("data.format", self.format, ("auto", "librispeech", "kaldi", "lhotse"))
         if self.format in ("kaldi", "lhotse") and not self.root:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,12 +133,14 @@ def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray],
 
 
 def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: EvalData,
-                     systems: Sequence[str] | None = None, scale_grid: Sequence[float] = ()) -> dict[str, Any]:
+                     systems: Sequence[str] | None = None, scale_grid: Sequence[float] = (),
+                     tuned: tuple[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
     """Decode every chosen system (skipping those already done for this data) and write the report.
 
-    Each system is scored at the acoustic scale it chose on dev (``wer``); with ``scale_grid`` it is
-    also searched at each of those scales (``wer_by_scale``, the posteriors computed once), which
-    shows how far the dev choice is from the best scale for this data."""
+    Each system is scored at the acoustic scale it chose on dev (``wer``), or with ``tuned`` =
+    (name, {system: scale}) at the scale it chose on that other set (``scale_from`` says which);
+    with ``scale_grid`` it is also searched at each of those scales (``wer_by_scale``, the
+    posteriors computed once), which shows how far the choice is from the best scale for this data."""
     from asr_kd.align.model import load_model
     from asr_kd.decoding.scoring import score, write_scoring
     from asr_kd.decoding.search import SearchConfig, read_hclg_decoder
@@ -158,17 +160,21 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     grid = sorted({float(g) for g in scale_grid})
     rows = {}
     for name in chosen:
-        out = ep.summary(name)
-        done = read_json(out) if out.exists() else {}
-        if done.get("data_key") == key and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {})):
-            log.info("eval %s: done, skipping", name)
-            rows[name] = done
-            continue
         run_summary = paths.decode_summary(name)
         if not run_summary.exists():
             raise StageError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
                              "scale; finish the run's decode stage first")
-        scale = float(read_json(run_summary)["acoustic_scale"])
+        scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
+        if tuned is not None:
+            scale_from, scale = tuned[0], float(tuned[1][name])
+        out = ep.summary(name)
+        done = read_json(out) if out.exists() else {}
+        if (done.get("data_key") == key and done.get("acoustic_scale") == scale
+                and done.get("scale_from", "dev") == scale_from
+                and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {}))):
+            log.info("eval %s: done, skipping", name)
+            rows[name] = done
+            continue
         fn, params = posterior_fn(known[name], cfg)
         t0 = time.time()
         scales = sorted({scale, *grid})
@@ -177,7 +183,8 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         stats = write_scoring(ep.system_dir(name), data.refs, hyps, title=f"{name} on {ep.root.name}, scale {scale:g}")
         _, aligned = score(data.refs, hyps)
         per_utt = {a.utt: [a.stats.errors, a.stats.ref_words, *res.utt_frames.get(a.utt, (0, 0))] for a in aligned}
-        rows[name] = {"system": name, "data_key": key, "acoustic_scale": scale, "wer": stats.wer,
+        rows[name] = {"system": name, "data_key": key, "acoustic_scale": scale, "scale_from": scale_from,
+                      "wer": stats.wer,
                       "frame_acc": res.frame_acc, "params": params, "per_utt": per_utt,
                       "seconds": round(time.time() - t0, 1)}
         if grid:
@@ -207,7 +214,7 @@ def build_eval_report(name: str, data: EvalData, rows: Sequence[dict[str, Any]])
         systems.append({"system": r["system"], "wer": r["wer"], "wer_ci": interval(boot.wer(c)),
                         "frame_acc": r["frame_acc"],
                         "frame_acc_ci": interval(boot.frame_acc(c)) if r["frame_acc"] is not None else None,
-                        "acoustic_scale": r["acoustic_scale"],
+                        "acoustic_scale": r["acoustic_scale"], "scale_from": r.get("scale_from", "dev"),
                         "wer_per_speaker": {s: v[0] / max(v[1], 1.0) for s, v in sorted(per_spk.items())},
                         **({"wer_by_scale": r["wer_by_scale"]} if "wer_by_scale" in r else {})})
     return {"name": name, "utterances": len(data.utts), "speakers": len(set(data.speakers.values())),
@@ -228,12 +235,14 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
              "bootstrap over utterances.", "",
              "| system | WER | frame acc | acoustic scale |", "|---|---|---|---|"]
     for s in report["systems"]:
+        src = s.get("scale_from", "dev")
         lines.append(f"| {s['system']} | {pct(s['wer'])}{ci(s['wer_ci'])} | {pct(s['frame_acc'])}"
-                     f"{ci(s['frame_acc_ci'])} | {s['acoustic_scale']:g} |")
+                     f"{ci(s['frame_acc_ci'])} | {s['acoustic_scale']:g}{'' if src == 'dev' else f' ({src})'} |")
     grid = sorted({g for s in report["systems"] for g in s.get("wer_by_scale", {})}, key=float)
     if grid:
         lines += ["", "## WER at each acoustic scale", "",
-                  "Each system searched again at every scale of the dev grid (the table above: its dev choice).", "",
+                  "Each system searched again at every scale of the dev grid (the table above: the scale it "
+                  "chose on dev, or on the set named beside it).", "",
                   "| system | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
         for s in report["systems"]:
             lines.append(f"| {s['system']} | " + " | ".join(pct(s.get("wer_by_scale", {}).get(g)) for g in grid) + " |")
@@ -281,7 +290,8 @@ def condition_summary(paths: RunPaths, ep: EvalDir, report: dict[str, Any], data
     for label, names in (("mean_teacher", teachers), ("ensemble", ["ensemble"]), ("student", [best])):
         w, a = mean_over([wer[n] for n in names]), mean_over([acc[n] for n in names])
         fa = point(names, "frame_acc")
-        rows[label] = {"systems": names, "wer": point(names, "wer"), "wer_ci": interval(w),
+        rows[label] = {"systems": names, "acoustic_scales": [by[n]["acoustic_scale"] for n in names],
+                       "wer": point(names, "wer"), "wer_ci": interval(w),
                        "frame_acc": fa, "frame_acc_ci": interval(a) if fa is not None else None}
         grids = [by[n].get("wer_by_scale") for n in names]
         if all(grids):
@@ -292,7 +302,8 @@ def condition_summary(paths: RunPaths, ep: EvalDir, report: dict[str, Any], data
     t_acc, e_acc, s_acc = (mean_over([acc[n] for n in ns]) for ns in (teachers, ["ensemble"], [best]))
     t_wer, e_wer, s_wer = (mean_over([wer[n] for n in ns]) for ns in (teachers, ["ensemble"], [best]))
     out: dict[str, Any] = {"utterances": report["utterances"], "speakers": report["speakers"],
-                           "labelled_utterances": report["labelled_utterances"], "best_student": best, **rows}
+                           "labelled_utterances": report["labelled_utterances"], "best_student": best,
+                           "scales_from": sorted({s.get("scale_from", "dev") for s in report["systems"]}), **rows}
     mt, en, st = rows["mean_teacher"], rows["ensemble"], rows["student"]
     out["ensemble_wer_gain"] = mt["wer"] - en["wer"]
     out["ensemble_wer_gain_ci"] = interval(t_wer - e_wer)

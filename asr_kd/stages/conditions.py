@@ -1,16 +1,18 @@
 """The conditions stage: the run's systems on extra test conditions, beside the usual test set.
 
-Today one condition exists: with ``data.train_synthesizer`` set, ``cross-synth``, the test
-speakers of the synthesizer the run never trained on (``prepare/condition-cross-synth.jsonl``).
+With ``data.train_synthesizer`` set, prepare writes ``cross-synth``: the speakers of the
+synthesizer the run never trained on (``prepare/condition-cross-synth.jsonl``), and with
+``data.cross_synth_dev_speakers`` a tuning set of other such speakers, ``cross-synth-dev``.
 Each condition is evaluated as ``python -m asr_kd.evaluate`` would (:mod:`asr_kd.decoding.evaluate`:
-features with the run's settings, frame labels from the run's GMM, every system at the acoustic
-scale it chose on dev) into ``<exp>/eval/<condition>/``, for the teachers, the ensemble and the
-students; each is also searched at every scale of ``decode.acoustic_scales`` (its WER per scale in
-the summary), since a shifted domain may want another scale than dev chose (the condition's time
-grows with the grid). The summary gives, per condition, the mean teacher, the ensemble and the
-best student (on dev) with 95 % bootstrap intervals over the condition's utterances, the
-ensemble's gain over the mean teacher and the share of it the student keeps. Without a condition
-the stage does nothing.
+features with the run's settings, frame labels from the run's GMM) into ``<exp>/eval/<condition>/``,
+for the teachers, the ensemble and the students, every system at the acoustic scale it chose on
+dev, except that with ``cross-synth-dev`` every system is scored on ``cross-synth`` at the scale
+it chose on ``cross-synth-dev`` (tuned on the shifted domain, not on its test voices). Each is also
+searched at every scale of ``decode.acoustic_scales`` (its WER per scale in the summary), since a
+shifted domain may want another scale than dev chose (the condition's time grows with the grid).
+The summary gives, per condition, the mean teacher, the ensemble and the best student (on dev)
+with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over the mean
+teacher and the share of it the student keeps. Without a condition the stage does nothing.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ READS = ("!data.train_synthesizer", "!decode", "!teachers.num_teachers", "!disti
          "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision")
 AFTER = ("decode",)
 
-CONDITIONS = ("cross-synth",)
+# In this order: a tuning set before the condition it tunes.
+CONDITIONS = ("cross-synth-dev", "cross-synth")
+TUNED_ON = {"cross-synth": "cross-synth-dev"}
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
@@ -37,6 +41,7 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     from asr_kd.paths import EvalDir
 
     out: dict[str, Any] = {}
+    chosen: dict[str, dict[str, float]] = {}  # condition -> system -> its best scale there
     for name in CONDITIONS:
         manifest = paths.condition_manifest(name)
         if not manifest.exists():
@@ -45,6 +50,14 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         data = prepare_data(cfg, paths, ep, read_manifest(manifest))
         systems = [s.name for s in discover_systems(cfg, paths)
                    if s.name.startswith(("teacher-", "distilled_T")) or s.name == "ensemble"]
-        report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=cfg.decode.acoustic_scales)
+        source = TUNED_ON.get(name)
+        tuned = (source, chosen[source]) if source in chosen else None
+        report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=cfg.decode.acoustic_scales, tuned=tuned)
+        chosen[name] = {s["system"]: best_grid_scale(s["wer_by_scale"]) for s in report["systems"]}
         out[name] = condition_summary(paths, ep, report, data)
     return {"conditions": out}
+
+
+def best_grid_scale(wer_by_scale: dict[str, float]) -> float:
+    """The scale with the lowest WER (ties: the smallest scale), as the decode stage chooses on dev."""
+    return float(min(wer_by_scale, key=lambda g: (wer_by_scale[g], float(g))))

@@ -14,7 +14,9 @@ Two options act on the manifests once they are written:
 * ``data.train_synthesizer`` (synthetic corpus only) keeps one synthesizer's speakers in every
   split and writes the other synthesizer's speakers (all of them, from every split, at most
   ``data.cross_synth_utts_per_speaker`` utterances each) to ``prepare/condition-cross-synth.jsonl``,
-  the cross-synthesizer test condition (decoded by the conditions stage);
+  the cross-synthesizer test condition (decoded by the conditions stage); with
+  ``data.cross_synth_dev_speakers`` some of those speakers go to ``condition-cross-synth-dev.jsonl``
+  instead, the condition's tuning set;
 * ``augment.*`` adds augmented copies of the training utterances (:mod:`asr_kd.data.augment`),
   written under ``prepare/augment/``; the summary counts them, and the time they took
   (``augment_s``).
@@ -101,12 +103,15 @@ def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: Ru
 
 
 CROSS_SYNTH = "cross-synth"
+CROSS_SYNTH_DEV = "cross-synth-dev"
 
 
-def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: int = 0) -> dict[str, Any]:
+def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: int = 0,
+                         dev_speakers: int = 0) -> dict[str, Any]:
     """Keep ``synth``'s speakers in every manifest. The other synthesizer's speakers, of every split
     (none of them is trained or tuned on now), at most ``per_speaker`` utterances each, become the
-    cross-synthesizer condition. Returns what was kept and held out, per split."""
+    cross-synthesizer condition; ``dev_speakers`` of them (:func:`spread_speakers`) become its
+    tuning set, ``cross-synth-dev``, instead. Returns what was kept and held out, per split."""
     from asr_kd.data.manifest import read_manifest, write_manifest
     from data_prep.synthetic import speaker_synthesizers
 
@@ -132,11 +137,33 @@ def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: i
     if not cross:
         raise StageError(f"the corpus has no speakers of the other synthesizer than {synth}: no cross-synthesizer "
                          "test condition")
-    write_manifest(paths.condition_manifest(CROSS_SYNTH), cross)
-    out["conditions"] = {CROSS_SYNTH: {"synthesizer": "flite" if synth == "espeak" else "espeak",
-                                       "utterances": len(cross), "speakers": len({u.speaker for u in cross}),
-                                       "utts_per_speaker": per_speaker}}
+    other_synth = "flite" if synth == "espeak" else "espeak"
+    parts = {CROSS_SYNTH: cross}
+    if dev_speakers:
+        speakers = sorted({u.speaker for u in cross}, key=_natural)
+        if dev_speakers >= len(speakers):
+            raise StageError(f"data.cross_synth_dev_speakers={dev_speakers} leaves no {other_synth} speaker to test "
+                             f"on: the corpus has {len(speakers)}; set it below that")
+        dev = set(spread_speakers(speakers, dev_speakers))
+        parts = {CROSS_SYNTH_DEV: [u for u in cross if u.speaker in dev],
+                 CROSS_SYNTH: [u for u in cross if u.speaker not in dev]}
+    out["conditions"] = {}
+    for name, utts in parts.items():
+        write_manifest(paths.condition_manifest(name), utts)
+        out["conditions"][name] = {"synthesizer": other_synth, "utterances": len(utts),
+                                   "speakers": len({u.speaker for u in utts}), "utts_per_speaker": per_speaker}
     return out
+
+
+def _natural(speaker: str) -> tuple[int, str]:
+    return (int(speaker), "") if speaker.isdigit() else (1 << 62, speaker)
+
+
+def spread_speakers(speakers: list[str], k: int) -> list[str]:
+    """``k`` of ``speakers`` (in their order), evenly spread: the middle one of each of ``k`` equal
+    runs, so a list ordered by split and voice family gives a dev set across them."""
+    n = len(speakers)
+    return [speakers[int((i + 0.5) * n / k)] for i in range(k)]
 
 
 def first_per_speaker(utts: list[Any], n: int) -> list[Any]:
@@ -195,7 +222,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             old.unlink()
         if cfg.data.train_synthesizer:
             summary["synthesizers"] = split_by_synthesizer(root, paths, cfg.data.train_synthesizer,
-                                                           cfg.data.cross_synth_utts_per_speaker)
+                                                           cfg.data.cross_synth_utts_per_speaker,
+                                                           cfg.data.cross_synth_dev_speakers)
     except CorpusError as e:
         raise StageError(str(e)) from e
     if cfg.augment.enabled:

@@ -525,8 +525,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if len(conds) > 1:
         lines += ["", "## Test conditions: does the ensemble's advantage survive a shift of domain?", "",
                   "`test`: held-out voices of the training synthesizers; `cross-synth`: voices of the synthesizer "
-                  "training never heard (data.train_synthesizer). WER (frame accuracy) with 95 % bootstrap "
-                  "intervals over each condition's utterances; the student is the best on dev.", "",
+                  "training never heard (data.train_synthesizer); `cross-synth-dev`, where present: other such "
+                  "voices, on which each system chose the acoustic scale it uses on `cross-synth` "
+                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice). WER (frame accuracy) with "
+                  "95 % bootstrap intervals over each condition's utterances; the student is the best on dev.", "",
                   "| condition | utts | mean teacher | ensemble | best student | ensemble WER gain | student keeps "
                   "(frame acc) |", "|---|---|---|---|---|---|---|"]
         for c in conds:
@@ -535,7 +537,9 @@ def render_markdown(report: dict[str, Any]) -> str:
                         f"{_ci(r.get('frame_acc_ci'))})")
             kept = c.get("gain_kept")
             kept_s = "n/a (no gain)" if kept is None else f"{100 * kept:.0f}%{_ci(c.get('gain_kept_ci'), digits=0)}"
-            lines.append(f"| {c['condition']} | {c.get('utterances') or ''} | {cell(c['mean_teacher'])} | "
+            tuned = [x for x in c.get("scales_from", []) if x != "dev"]
+            label = c["condition"] + (f" (scales from {', '.join(tuned)})" if tuned else "")
+            lines.append(f"| {label} | {c.get('utterances') or ''} | {cell(c['mean_teacher'])} | "
                          f"{cell(c['ensemble'])} | {c['best_student']}: {cell(c['student'])} | "
                          f"{100 * c['ensemble_wer_gain']:+.1f} points | {kept_s} |")
         lines += _scale_table(conds)
@@ -673,7 +677,8 @@ def _scale_table(conds: list[dict[str, Any]]) -> list[str]:
     rows = [c for c in conds if c["mean_teacher"].get("wer_by_scale")]
     if not rows:
         return []
-    out = ["", "WER at each acoustic scale of the dev grid (the table above uses each system's dev choice):", "",
+    out = ["", "WER at each acoustic scale of the dev grid (the table above: each system's choice on dev, or on the "
+           "set named beside the condition):", "",
            "| condition | acoustic scale | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
     for c in rows:
         for g in sorted(c["mean_teacher"]["wer_by_scale"], key=float):

@@ -56,10 +56,27 @@ def test_prepare_splits_by_synthesizer_and_adds_augmented_copies(tmp_path, smoke
     assert summary["augment"]["copies"] == 3 * len(originals) == len(train) - len(originals)
     assert summary["augment"]["hours_added"] > 0 and "augment_s" in summary["augment"]
     assert summary["synthesizers"]["conditions"]["cross-synth"]["utterances"] == len(cross)
-    # off again: the copies and the condition go away with the option
+    # a tuning set: some of those speakers, spread over their ids, go to cross-synth-dev instead
+    res = recipe(smoke_corpus, exp, "--set", "data.train_synthesizer=flite", "--set", "data.cross_synth_dev_speakers=2",
+                 "--stop-stage", "prepare", "--force", "prepare")
+    assert res.returncode == 0, res.stderr[-3000:]
+    dev = read_manifest(paths.condition_manifest("cross-synth-dev"))
+    test = read_manifest(paths.condition_manifest("cross-synth"))
+    dev_spk, test_spk = {u.speaker for u in dev}, {u.speaker for u in test}
+    assert len(dev_spk) == 2 and not dev_spk & test_spk and dev_spk | test_spk == {u.speaker for u in cross}
+    assert sorted(u.id for u in dev + test) == sorted(u.id for u in cross)
+    conditions = read_json(paths.marker("prepare"))["summary"]["synthesizers"]["conditions"]
+    assert conditions["cross-synth-dev"]["speakers"] == 2 and conditions["cross-synth"]["utterances"] == len(test)
+    # asking for every speaker leaves nothing to test on: an error that names the setting
+    n = len(dev_spk | test_spk)
+    res = recipe(smoke_corpus, exp, "--set", "data.train_synthesizer=flite", "--set",
+                 f"data.cross_synth_dev_speakers={n}", "--stop-stage", "prepare", "--force", "prepare")
+    assert res.returncode != 0 and "data.cross_synth_dev_speakers" in res.stderr
+    # off again: the copies and the conditions go away with the options
     res = recipe(smoke_corpus, exp, "--stop-stage", "prepare", "--force", "prepare")
     assert res.returncode == 0, res.stderr[-3000:]
     assert not paths.augmented_audio.exists() and not paths.condition_manifest("cross-synth").exists()
+    assert not paths.condition_manifest("cross-synth-dev").exists()
     assert not any(u.id.startswith(("sp", "ps", "rvb")) for u in read_manifest(paths.manifest("train")))
 
 
@@ -69,14 +86,17 @@ def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_conditio
     paths = RunPaths(exp)
     test = read_manifest(paths.manifest("test"))
     synth = speaker_synthesizers(smoke_corpus)
-    write_manifest(paths.condition_manifest("cross-synth"), [u for u in test if synth[u.speaker] == "flite"])
+    flite = [u for u in test if synth[u.speaker] == "flite"]
+    tuning = sorted({u.speaker for u in flite})[0]  # one flite voice tunes the scales, the other is tested
+    write_manifest(paths.condition_manifest("cross-synth-dev"), [u for u in flite if u.speaker == tuning])
+    write_manifest(paths.condition_manifest("cross-synth"), [u for u in flite if u.speaker != tuning])
     res = recipe(smoke_corpus, exp, "--stage", "conditions", "--force", "conditions")
     assert res.returncode == 0, res.stderr[-3000:]
     report = json.loads(paths.report_json.read_text())
     conds = {c["condition"]: c for c in report["conditions"]}
-    assert set(conds) == {"test", "cross-synth"}
+    assert set(conds) == {"test", "cross-synth-dev", "cross-synth"}
     c = conds["cross-synth"]
-    assert c["utterances"] == len([u for u in test if synth[u.speaker] == "flite"])
+    assert c["utterances"] == len([u for u in flite if u.speaker != tuning])
     for who in ("mean_teacher", "ensemble", "student"):
         low, high = c[who]["wer_ci"]
         assert low <= c[who]["wer"] <= high
@@ -87,14 +107,22 @@ def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_conditio
     # ensemble WER is a subset of it, so it must be a WER the decode stage could have produced
     eval_report = read_json(paths.eval_dir("cross-synth") / "report.json")
     assert {s["system"] for s in eval_report["systems"]} >= {"ensemble", c["best_student"]}
-    # every system is also searched at each scale of the dev grid; at its own dev choice that is the
-    # WER above (the same hypotheses), and the report shows the grid
+    # every system is also searched at each scale of the dev grid. On cross-synth-dev each is scored
+    # at its own dev choice; on cross-synth at the scale with its lowest WER on cross-synth-dev (ties:
+    # the smaller), and that is the WER above (the same hypotheses); the report shows both
     grid = {f"{g:g}" for g in read_json(paths.config)["decode"]["acoustic_scales"]}
-    ens_scale = f"{read_json(paths.decode_summary('ensemble'))['acoustic_scale']:g}"
-    assert set(c["ensemble"]["wer_by_scale"]) == grid | {ens_scale}
+    ens_dev_scale = f"{read_json(paths.decode_summary('ensemble'))['acoustic_scale']:g}"
+    tune = conds["cross-synth-dev"]
+    assert tune["scales_from"] == ["dev"] and c["scales_from"] == ["cross-synth-dev"]
+    assert set(tune["ensemble"]["wer_by_scale"]) == grid | {ens_dev_scale}
+    assert tune["ensemble"]["wer_by_scale"][ens_dev_scale] == tune["ensemble"]["wer"]
+    by_scale = tune["ensemble"]["wer_by_scale"]
+    ens_scale = min(by_scale, key=lambda g: (by_scale[g], float(g)))
+    assert c["ensemble"]["acoustic_scales"] == [float(ens_scale)]
     assert c["ensemble"]["wer_by_scale"][ens_scale] == c["ensemble"]["wer"]
     assert set(c["mean_teacher"]["wer_by_scale"]) >= grid
     md = paths.report_md.read_text()
-    assert "## Test conditions" in md and "| cross-synth |" in md
+    assert "## Test conditions" in md and "| cross-synth (scales from cross-synth-dev) |" in md
     assert "WER at each acoustic scale" in md and f"| cross-synth | {min(grid, key=float)} |" in md
+    assert "(cross-synth-dev) |" in (paths.eval_dir("cross-synth") / "report.md").read_text()
     assert "conditions" in report["timing"]
