@@ -28,7 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from asr_kd.config import RecipeConfig, config_hash, global_batch_size, to_dict
+from asr_kd.config import NEUTRAL_DEFAULTS, RecipeConfig, config_hash, global_batch_size, to_dict
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
@@ -94,6 +94,12 @@ def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
         if key.startswith("!"):
             section, _, name = key[1:].partition(".")
             out.get(section, {}).pop(name, None)
+    for key, default in NEUTRAL_DEFAULTS.items():  # an option added later, at the value that changes nothing
+        section, _, name = key.partition(".")
+        if key in out and out[key] == default:
+            del out[key]
+        elif name in out.get(section, {}) and out[section][name] == default:
+            del out[section][name]
     train = out.get("train", {})
     if "batch_size" in train and global_batch_size(cfg.train) != train["batch_size"]:
         # more than one process: the batch the optimiser sees (config.train_result_keys) is part of

@@ -2,7 +2,7 @@
 
 import pytest
 
-from asr_kd.config import load_config
+from asr_kd.config import load_config, to_dict
 from asr_kd.fileio import _umask, read_json
 from asr_kd.paths import RunPaths
 from asr_kd.runner import Stage, StageError, StageRunner
@@ -144,6 +144,20 @@ def test_read_but_unhashed_entries_leave_the_hash_alone():
     more = (*plain, "!model", "!train.precision", "!teachers", "!distill", "!preset")
     assert selected_config(cfg, more) == selected_config(cfg, plain)
     assert "num_jobs" not in selected_config(cfg, plain)["decode"]
+
+
+def test_an_option_added_later_leaves_finished_runs_done_at_its_neutral_value():
+    """A key of NEUTRAL_DEFAULTS is out of the hash at that value (a run made before the option
+    existed stays done after an upgrade) and in it at any other (changing it re-runs the stage)."""
+    from asr_kd.config import NEUTRAL_DEFAULTS
+    from asr_kd.runner import selected_config
+
+    assert NEUTRAL_DEFAULTS["data.cross_synth_dev_speakers"] == 0
+    before = {"data": {k: v for k, v in to_dict(load_config("smoke").data).items() if k != "cross_synth_dev_speakers"}}
+    assert selected_config(load_config("smoke"), ("data",)) == before
+    changed = selected_config(load_config("smoke", {"data.cross_synth_dev_speakers": "3"}), ("data",))
+    assert changed["data"]["cross_synth_dev_speakers"] == 3
+    assert selected_config(load_config("smoke"), ("data.cross_synth_dev_speakers",)) == {}
 
 
 def test_a_stage_module_becomes_a_stage():
