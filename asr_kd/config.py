@@ -375,6 +375,9 @@ class DecodeConfig:
     max_active: int = 7000
     lattice_beam: float = 6.0
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
+    # Scales the conditions stage also searches on its test conditions, beside acoustic_scales: a
+    # shifted domain may want one the dev grid lacks (flite voices a lower one). () = the dev grid.
+    condition_scales: tuple[float, ...] = ()
     self_loop_scale: float = 0.1
     num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
     teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
@@ -396,6 +399,8 @@ class DecodeConfig:
             grid = getattr(self, key)
             if not grid or min(grid) <= 0:
                 raise ConfigError(f"decode.{key} must be positive numbers, got {grid}")
+        if self.condition_scales and min(self.condition_scales) <= 0:
+            raise ConfigError(f"decode.condition_scales must be positive numbers, got {self.condition_scales}")
         if self.lm_order < 1:
             raise ConfigError(f"decode.lm_order must be >= 1, got {self.lm_order}")
 
@@ -557,7 +562,7 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 # Options added after runs were made, with the value that leaves a stage's work as it was: a stage's
 # config hash leaves them out while they hold it, so a run finished before asr-kd gained the
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
-NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0}
+NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": []}
 
 
 def config_hash(obj: Any) -> str:

@@ -241,8 +241,8 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
     grid = sorted({g for s in report["systems"] for g in s.get("wer_by_scale", {})}, key=float)
     if grid:
         lines += ["", "## WER at each acoustic scale", "",
-                  "Each system searched again at every scale of the dev grid (the table above: the scale it "
-                  "chose on dev, or on the set named beside it).", "",
+                  "Each system searched again at every scale of the dev grid and of decode.condition_scales "
+                  "(the table above: the scale it chose on dev, or on the set named beside it).", "",
                   "| system | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
         for s in report["systems"]:
             lines.append(f"| {s['system']} | " + " | ".join(pct(s.get("wer_by_scale", {}).get(g)) for g in grid) + " |")

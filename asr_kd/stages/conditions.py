@@ -8,8 +8,9 @@ features with the run's settings, frame labels from the run's GMM) into ``<exp>/
 for the teachers, the ensemble and the students, every system at the acoustic scale it chose on
 dev, except that with ``cross-synth-dev`` every system is scored on ``cross-synth`` at the scale
 it chose on ``cross-synth-dev`` (tuned on the shifted domain, not on its test voices). Each is also
-searched at every scale of ``decode.acoustic_scales`` (its WER per scale in the summary), since a
-shifted domain may want another scale than dev chose (the condition's time grows with the grid).
+searched at every scale of ``decode.acoustic_scales`` and ``decode.condition_scales`` (its WER per
+scale in the summary), since a shifted domain may want another scale than dev chose (the
+condition's time grows with the grid).
 The summary gives, per condition, the mean teacher, the ensemble and the best student (on dev)
 with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over the mean
 teacher and the share of it the student keeps. Without a condition the stage does nothing.
@@ -24,8 +25,8 @@ from asr_kd.paths import RunPaths
 
 DOC = "extra test conditions (cross-synthesizer)"
 # Which conditions exist is prepare's business; the systems and their scales come from decode.
-READS = ("!data.train_synthesizer", "!decode", "!teachers.num_teachers", "!distill.temperatures",
-         "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision")
+READS = ("decode.condition_scales", "!data.train_synthesizer", "!decode", "!teachers.num_teachers",
+         "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision")
 AFTER = ("decode",)
 
 # In this order: a tuning set before the condition it tunes.
@@ -52,7 +53,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
                    if s.name.startswith(("teacher-", "distilled_T")) or s.name == "ensemble"]
         source = TUNED_ON.get(name)
         tuned = (source, chosen[source]) if source in chosen else None
-        report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=cfg.decode.acoustic_scales, tuned=tuned)
+        grid = (*cfg.decode.acoustic_scales, *cfg.decode.condition_scales)
+        report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=grid, tuned=tuned)
         chosen[name] = {s["system"]: best_grid_scale(s["wer_by_scale"]) for s in report["systems"]}
         out[name] = condition_summary(paths, ep, report, data)
     return {"conditions": out}

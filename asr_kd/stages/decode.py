@@ -11,7 +11,8 @@ from asr_kd.paths import RunPaths
 
 DOC = "hybrid decoding, WER"
 # The systems to decode and how the networks run: via the training stages, not hashed here.
-READS = ("decode", "!decode.num_jobs", "!model", "!train.precision", "!teachers", "!distill", "!align.context")
+READS = ("decode", "!decode.num_jobs", "!decode.condition_scales", "!model", "!train.precision", "!teachers",
+         "!distill", "!align.context")
 AFTER = ("graph", "distill")
 
 

@@ -677,8 +677,8 @@ def _scale_table(conds: list[dict[str, Any]]) -> list[str]:
     rows = [c for c in conds if c["mean_teacher"].get("wer_by_scale")]
     if not rows:
         return []
-    out = ["", "WER at each acoustic scale of the dev grid (the table above: each system's choice on dev, or on the "
-           "set named beside the condition):", "",
+    out = ["", "WER at each acoustic scale of the dev grid and of decode.condition_scales (the table above: each "
+           "system's choice on dev, or on the set named beside the condition):", "",
            "| condition | acoustic scale | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
     for c in rows:
         for g in sorted(c["mean_teacher"]["wer_by_scale"], key=float):
