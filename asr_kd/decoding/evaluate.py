@@ -165,11 +165,13 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
             raise StageError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
                              "scale; finish the run's decode stage first")
         scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
+        st = run_summary.stat()  # rewritten whenever the run decodes the system again (e.g. retrained)
+        model_key = f"{st.st_size}-{st.st_mtime_ns}"
         if tuned is not None:
             scale_from, scale = tuned[0], float(tuned[1][name])
         out = ep.summary(name)
         done = read_json(out) if out.exists() else {}
-        if (done.get("data_key") == key and done.get("acoustic_scale") == scale
+        if (done.get("data_key") == key and done.get("model_key") == model_key and done.get("acoustic_scale") == scale
                 and done.get("scale_from", "dev") == scale_from
                 and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {}))):
             log.info("eval %s: done, skipping", name)
@@ -183,7 +185,8 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         stats = write_scoring(ep.system_dir(name), data.refs, hyps, title=f"{name} on {ep.root.name}, scale {scale:g}")
         _, aligned = score(data.refs, hyps)
         per_utt = {a.utt: [a.stats.errors, a.stats.ref_words, *res.utt_frames.get(a.utt, (0, 0))] for a in aligned}
-        rows[name] = {"system": name, "data_key": key, "acoustic_scale": scale, "scale_from": scale_from,
+        rows[name] = {"system": name, "data_key": key, "model_key": model_key, "acoustic_scale": scale,
+                      "scale_from": scale_from,
                       "wer": stats.wer,
                       "frame_acc": res.frame_acc, "params": params, "per_utt": per_utt,
                       "seconds": round(time.time() - t0, 1)}

@@ -8,6 +8,7 @@ manifest written by hand, so only that stage and the report run here.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,14 @@ def test_conditions_stage_reports_mean_teacher_ensemble_and_student_per_conditio
     assert "WER at each acoustic scale" in md and f"| cross-synth | {min(grid, key=float)} |" in md
     assert "(cross-synth-dev) |" in (paths.eval_dir("cross-synth") / "report.md").read_text()
     assert "conditions" in report["timing"]
+    # a system the run decodes again (retrained) is evaluated again; the others are reused
+    evals = paths.eval_dir("cross-synth") / "decode"
+    before = {n: read_json(evals / n / "summary.json") for n in ("ensemble", "teacher-0")}
+    summary = paths.decode_summary("ensemble")
+    os.utime(summary, ns=(summary.stat().st_atime_ns, summary.stat().st_mtime_ns + 10**9))
+    res = recipe(smoke_corpus, exp, "--stage", "conditions", "--stop-stage", "conditions", "--force", "conditions",
+                 "--set", "decode.condition_scales=0.06")
+    assert res.returncode == 0, res.stderr[-3000:]
+    after = {n: read_json(evals / n / "summary.json") for n in before}
+    assert after["ensemble"]["model_key"] != before["ensemble"]["model_key"]
+    assert after["teacher-0"] == before["teacher-0"]
