@@ -39,6 +39,11 @@ class DataConfig:
     synthetic_size: str = "tiny"  # smoke | tiny | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
+    # Add festival ked speakers to the synthetic corpus's training split (data_prep.synthetic
+    # --festival; needs `apt-get install festival festvox-kdlpc16k`); the corpus then lives in
+    # <synthetic_dir>/synthetic-<size>-seed<seed>-festival. A richer training set for the
+    # cross-synthesizer test: data.train_synthesizer=espeak,festival.
+    synthetic_festival: bool = False
     # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
     # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
     # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
@@ -65,13 +70,16 @@ class DataConfig:
     # "cross-synth-dev": the conditions stage decodes it first and every system is then scored on
     # "cross-synth" at the acoustic scale it chose on cross-synth-dev (tuned on the shifted domain,
     # never on its test voices) instead of the scale it chose on the usual dev set.
+    # "espeak,festival" (or "flite,festival") also keeps the festival training speakers of a
+    # data.synthetic_festival corpus; with one synthesizer named, festival's speakers are left out
+    # (counted in prepare's summary), so the same corpus gives both arms.
     train_synthesizer: str = ""
     cross_synth_utts_per_speaker: int = 10
     cross_synth_dev_speakers: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
-        _check_choice("data.train_synthesizer", self.train_synthesizer, ("", "espeak", "flite"))
+        train_synthesizers(self.train_synthesizer)  # raises on a bad value
         if self.cross_synth_dev_speakers < 0:
             raise ConfigError(f"data.cross_synth_dev_speakers={self.cross_synth_dev_speakers}: "
                               "a number of speakers (0 = no tuning set)")
@@ -81,6 +89,24 @@ class DataConfig:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
                               "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
         _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
+
+
+TEST_SYNTHESIZERS = ("espeak", "flite")  # the synthetic corpus's synthesizers of every split
+TRAIN_ONLY_SYNTHESIZERS = ("festival",)  # data.synthetic_festival: training split only
+
+
+def train_synthesizers(value: str) -> tuple[str, ...]:
+    """``data.train_synthesizer`` as the set of synthesizers trained on (empty = all): one of
+    espeak / flite, optionally with festival (``espeak,festival``); raises :class:`ConfigError`."""
+    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+    if not names:
+        return ()
+    unknown = [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
+    tested = [n for n in names if n in TEST_SYNTHESIZERS]
+    if unknown or len(tested) != 1:
+        raise ConfigError(f"data.train_synthesizer={value!r}: name one of espeak / flite (the other one is the "
+                          "cross-synthesizer test), optionally with festival: e.g. espeak or espeak,festival")
+    return names
 
 
 @dataclass(frozen=True)
@@ -562,7 +588,8 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 # Options added after runs were made, with the value that leaves a stage's work as it was: a stage's
 # config hash leaves them out while they hold it, so a run finished before asr-kd gained the
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
-NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": []}
+NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
+                                     "data.synthetic_festival": False}
 
 
 def config_hash(obj: Any) -> str:

@@ -1,6 +1,6 @@
 """The embedded synthetic corpus: synthesizer voices reading generated sentences, in LibriSpeech layout.
 
-``python -m data_prep.synthetic --out DIR --size {smoke,tiny,small} [--seed N]`` writes::
+``python -m data_prep.synthetic --out DIR --size {smoke,tiny,small} [--seed N] [--festival]`` writes::
 
     DIR/train-synth/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac   16 kHz mono 16-bit FLAC
     DIR/train-synth/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    lines like: 100-1000-0000 THE OLD ...
@@ -17,6 +17,16 @@ espeak-ng voices only use accents (base voices) that training has. Sentences com
 :mod:`data_prep.synthetic_text`; every utterance's sentence is unique, so dev and test sentences
 never occur in train (nor in the LM text). Each utterance gets seeded edge silence, level and mild
 additive noise; there is no dither anywhere, so a seed fixes every sample.
+
+``--festival`` adds a third synthesizer to the *training* split only: speakers made from festival's
+ked voice (a US male diphone voice built from recorded speech, ``festival festvox-kdlpc16k``) at an
+F0 target and tempo, shifted with sox, male and female. Festival has one such English voice whose
+speaker flite lacks, so a held-out festival speaker would be the same recorded voice as the
+training ones: it is a training-side family, a richer training set for the cross-synthesizer test
+(train on espeak-ng + festival, test on flite; flite is festival's C port, which matters for
+flite's diphone voice kal16 more than for its clustergen ones). The festival speakers, their
+sentences and their audio come from random streams of their own and take the ids after the test
+speakers, so every other file of the corpus is the same with or without them.
 """
 
 from __future__ import annotations
@@ -54,9 +64,12 @@ GENERATOR_VERSION = 4
 MARKER_NAME = "SYNTHETIC.json"
 LM_TEXT_NAME = "lm-text.txt"
 SPEAKERS_NAME = "SPEAKERS.TXT"
-SYNTHS = ("espeak", "flite")
+SYNTHS = ("espeak", "flite")  # in every split
+TRAIN_ONLY_SYNTHS = ("festival",)  # training split only, with --festival
 TOOLS = ("espeak-ng", "flite", "sox")
+FESTIVAL_TOOLS = ("text2wave",)
 INSTALL_HINT = "install espeak-ng, flite and sox (e.g. sudo apt-get install espeak-ng flite sox)"
+FESTIVAL_HINT = "install festival and its ked voice (e.g. sudo apt-get install festival festvox-kdlpc16k)"
 GENDERS = ("M", "F")
 
 
@@ -68,6 +81,7 @@ class SizeSpec:
     utts_per_speaker: dict[str, int]  # split -> utterances
     utts_per_chapter: int
     lm_sentences: int
+    festival_train: tuple[int, int] = (0, 0)  # --festival: festival training speakers (M, F)
 
 
 def _grid(espeak_m: int, espeak_f: int, flite_m: int, flite_f: int) -> dict[tuple[str, str], int]:
@@ -77,13 +91,16 @@ def _grid(espeak_m: int, espeak_f: int, flite_m: int, flite_f: int) -> dict[tupl
 SIZES: dict[str, SizeSpec] = {
     # seconds to generate; for tests and the smoke preset
     "smoke": SizeSpec({"train": _grid(2, 2, 2, 2), "dev": _grid(1, 1, 1, 1), "test": _grid(1, 1, 1, 1)},
-                      {"train": 25, "dev": 5, "test": 5}, utts_per_chapter=25, lm_sentences=5000),
+                      {"train": 25, "dev": 5, "test": 5}, utts_per_chapter=25, lm_sentences=5000,
+                      festival_train=(1, 1)),
     # the demo default: about 1.3 h
     "tiny": SizeSpec({"train": _grid(7, 7, 5, 5), "dev": _grid(2, 2, 1, 1), "test": _grid(2, 2, 1, 1)},
-                     {"train": 50, "dev": 25, "test": 25}, utts_per_chapter=25, lm_sentences=30000),
+                     {"train": 50, "dev": 25, "test": 25}, utts_per_chapter=25, lm_sentences=30000,
+                     festival_train=(3, 3)),
     # several hours
     "small": SizeSpec({"train": _grid(20, 20, 10, 10), "dev": _grid(3, 3, 2, 2), "test": _grid(3, 3, 2, 2)},
-                      {"train": 80, "dev": 40, "test": 40}, utts_per_chapter=40, lm_sentences=100000),
+                      {"train": 80, "dev": 40, "test": 40}, utts_per_chapter=40, lm_sentences=100000,
+                      festival_train=(8, 8)),
 }
 
 # -- voices ---------------------------------------------------------------------------------------
@@ -104,24 +121,26 @@ FLITE_FAMILIES = {
     "F": (("slt", (160, 240), (0, 200)), ("kal16", (190, 230), (350, 450)), ("awb", (190, 230), (350, 450)),
           ("rms", None, (450, 550))),
 }
+# festival voice families, as flite's: (voice, F0 target range in Hz, sox shift range in cents)
+FESTIVAL_FAMILIES = {"M": (("ked", (90, 130), (-150, 150)),), "F": (("ked", (180, 230), (350, 500)),)}
 
 
 @dataclass(frozen=True)
 class Voice:
     """One speaker: a synthesizer voice with its settings."""
 
-    synth: str  # espeak | flite
-    name: str  # espeak: "<base>+<variant>"; flite: a voice name
+    synth: str  # espeak | flite | festival
+    name: str  # espeak: "<base>+<variant>"; flite, festival: a voice name
     sex: str  # M | F
-    rate: float  # espeak: words per minute; flite: duration stretch (1.0 = the voice's own)
-    pitch: int  # espeak: pitch 0-99; flite: F0 target mean in Hz (0 = the voice's own)
+    rate: float  # espeak: words per minute; flite, festival: duration stretch (1.0 = the voice's own)
+    pitch: int  # espeak: pitch 0-99; flite, festival: F0 target mean in Hz (0 = the voice's own)
     shift_cents: int  # sox pitch+formant shift (0 = none)
 
     def describe(self) -> str:
         if self.synth == "espeak":
             base = f"espeak-ng {self.name} s{self.rate:g} p{self.pitch}"
         else:
-            base = f"flite {self.name} stretch{self.rate:g} f0{self.pitch or 'own'}"
+            base = f"{self.synth} {self.name} stretch{self.rate:g} f0{self.pitch or 'own'}"
         return base + (f" shift{self.shift_cents:+d}" if self.shift_cents else "")
 
 
@@ -177,32 +196,41 @@ def _espeak_voices(rng: random.Random, sex: str, counts: list[int]) -> list[list
     return out
 
 
-def _flite_voice(rng: random.Random, sex: str, family: int) -> Voice:
-    name, f0_range, shift_range = FLITE_FAMILIES[sex][family]
+def _family_voice(rng: random.Random, synth: str, sex: str, family: int) -> Voice:
+    table = FLITE_FAMILIES if synth == "flite" else FESTIVAL_FAMILIES
+    name, f0_range, shift_range = table[sex][family]
     f0 = rng.randrange(f0_range[0], f0_range[1] + 1, 5) if f0_range else 0
-    return Voice("flite", name, sex, rate=round(rng.uniform(0.85, 1.2), 2), pitch=f0,
+    return Voice(synth, name, sex, rate=round(rng.uniform(0.85, 1.2), 2), pitch=f0,
                  shift_cents=rng.randrange(shift_range[0], shift_range[1] + 1, 10))
 
 
-def _flite_voices(rng: random.Random, sex: str, counts: list[int]) -> list[list[Voice]]:
-    """flite speakers for each split: families in turn (each split starts at a random one), unique settings."""
+def _flite_voices(rng: random.Random, sex: str, counts: list[int], synth: str = "flite") -> list[list[Voice]]:
+    """flite (or festival) speakers for each split: families in turn (each split starts at a random
+    one), unique settings."""
     seen: set[Voice] = set()
     out = []
-    families = len(FLITE_FAMILIES[sex])
+    families = len((FLITE_FAMILIES if synth == "flite" else FESTIVAL_FAMILIES)[sex])
     for n in counts:
         first, split_voices = rng.randrange(families), []
         for i in range(n):
-            voice = _flite_voice(rng, sex, (first + i) % families)
+            voice = _family_voice(rng, synth, sex, (first + i) % families)
             while voice in seen:
-                voice = _flite_voice(rng, sex, (first + i) % families)
+                voice = _family_voice(rng, synth, sex, (first + i) % families)
             seen.add(voice)
             split_voices.append(voice)
         out.append(split_voices)
     return out
 
 
+def festival_speakers(spec: SizeSpec, seed: int) -> list[Voice]:
+    """The festival training speakers of ``--festival`` (their own random stream)."""
+    rng = random.Random(f"festival-speakers-{seed}")
+    return [v for sex, n in zip(GENDERS, spec.festival_train) for v in _flite_voices(rng, sex, [n], "festival")[0]]
+
+
 def assign_speakers(spec: SizeSpec, seed: int) -> dict[str, list[Voice]]:
-    """Split -> its speakers' voices (disjoint across splits, deterministic for ``seed``)."""
+    """Split -> its speakers' voices (disjoint across splits, deterministic for ``seed``); without
+    the festival speakers (:func:`festival_speakers`)."""
     rng = random.Random(f"speakers-{seed}")
     splits = list(SUBSETS)
     voices: dict[str, list[Voice]] = {s: [] for s in splits}
@@ -256,12 +284,29 @@ def _synthesize(voice: Voice, text: str) -> bytes:
     if voice.synth == "espeak":
         return _run(["espeak-ng", "-v", voice.name, "-s", str(int(voice.rate)), "-p", str(voice.pitch),
                      "--stdout", spoken])
+    if voice.synth == "festival":
+        return _festival(voice, spoken)
     with tempfile.TemporaryDirectory(prefix="flite-") as tmp:
         out = Path(tmp) / "out.wav"
         cmd = ["flite", "-voice", voice.name, "--setf", f"duration_stretch={voice.rate}"]
         if voice.pitch:
             cmd += ["--setf", f"int_f0_target_mean={voice.pitch}"]
         _run([*cmd, "-t", spoken, "-o", str(out)])
+        return out.read_bytes()
+
+
+def _festival(voice: Voice, text: str) -> bytes:
+    """festival's text2wave: the voice, its duration stretch, and its F0 target (the voice's own
+    linear-regression intonation model, re-targeted: std in proportion to the mean, as the voice's
+    own 105 / 15 Hz)."""
+    with tempfile.TemporaryDirectory(prefix="festival-") as tmp:
+        out = Path(tmp) / "out.wav"
+        cmd = ["text2wave", "-eval", f"(voice_{voice.name}_diphone)",
+               "-eval", f"(Parameter.set 'Duration_Stretch {voice.rate})"]
+        if voice.pitch:
+            cmd += ["-eval", f"(set! int_lr_params '((target_f0_mean {voice.pitch}) (target_f0_std "
+                             f"{round(voice.pitch / 7)}) (model_f0_mean 170) (model_f0_std 34)))"]
+        _run([*cmd, "-o", str(out)], stdin=text.encode())
         return out.read_bytes()
 
 
@@ -297,19 +342,27 @@ def _render_job(job: Job) -> int:
 
 
 # -- corpus ---------------------------------------------------------------------------------------
-def _plan(out: Path, spec: SizeSpec, seed: int, noise: bool) -> tuple[list[Job], dict[str, list[Voice]],
-                                                                        dict[Path, list[str]], list[str], dict]:
-    """Everything random, decided up front: speakers, ids, sentences, audio jobs, transcript lines."""
+def _plan(out: Path, spec: SizeSpec, seed: int, noise: bool, festival: bool = False
+          ) -> tuple[list[Job], dict[str, list[Voice]], dict[Path, list[str]], list[str], dict]:
+    """Everything random, decided up front: speakers, ids, sentences, audio jobs, transcript lines.
+    The festival speakers come last, from streams of their own (the rest is the same without them)."""
     voices = assign_speakers(spec, seed)
-    sentences, lm = draw_sentences(spec, {s: len(v) for s, v in voices.items()}, seed)
+    extra = festival_speakers(spec, seed) if festival else []
+    counts = {s: len(v) + (len(extra) if s == "train" else 0) for s, v in voices.items()}
+    sentences, lm = draw_sentences(spec, counts, seed)  # festival's train sentences: drawn after the others
     rng = random.Random(f"audio-{seed}")
     jobs: list[Job] = []
     trans: dict[Path, list[str]] = defaultdict(list)
     speakers: dict[str, dict[str, Any]] = {}
     speaker_id, chapter_id = 100, 1000
-    for split, subset in SUBSETS.items():
-        texts = iter(sentences[split])
-        for voice in voices[split]:
+    train_texts = iter(sentences["train"])
+    passes = [(split, subset, voices[split], train_texts if split == "train" else iter(sentences[split]), rng)
+              for split, subset in SUBSETS.items()]
+    if extra:
+        passes.append(("train", SUBSETS["train"], extra, train_texts, random.Random(f"festival-audio-{seed}")))
+        voices = {**voices, "train": voices["train"] + extra}
+    for split, subset, split_voices, texts, rng in passes:
+        for voice in split_voices:
             speaker_id += 1
             speakers[str(speaker_id)] = {"subset": subset, "voice": voice}
             for u in range(spec.utts_per_speaker[split]):
@@ -357,11 +410,12 @@ def _stats(jobs: list[Job], samples: list[int], voices: dict[str, list[Voice]]) 
     return per_split
 
 
-def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True) -> dict[str, Any]:
+def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True,
+                 festival: bool = False) -> dict[str, Any]:
     """Write the whole corpus into ``out`` (which must not exist); returns the marker contents."""
     spec = SIZES[size]
     t0 = time.monotonic()
-    jobs, voices, trans, lm, speakers = _plan(out, spec, seed, noise)
+    jobs, voices, trans, lm, speakers = _plan(out, spec, seed, noise, festival)
     for path in {Path(j.path).parent for j in jobs}:
         path.mkdir(parents=True, exist_ok=True)
     samples = _synthesize_all(jobs, workers)
@@ -373,7 +427,7 @@ def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bo
     write_text(out / SPEAKERS_NAME, _speakers_table(speakers, minutes))
     write_text(out / LM_TEXT_NAME, "\n".join(lm) + "\n")
     marker = {
-        "size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION,
+        "size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION, "festival": festival,
         "splits": _stats(jobs, samples, voices),
         "vocabulary_size": len(vocabulary()),
         "lm_sentences": len(lm),
@@ -385,7 +439,7 @@ def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bo
 
 
 def speaker_synthesizers(root: Path) -> dict[str, str]:
-    """Speaker id -> ``espeak`` or ``flite``, from a synthetic corpus's SPEAKERS.TXT."""
+    """Speaker id -> ``espeak``, ``flite`` or ``festival``, from a synthetic corpus's SPEAKERS.TXT."""
     path = Path(root) / SPEAKERS_NAME
     if not path.exists():
         raise CorpusError(f"{path} is missing: {root} is not a finished synthetic corpus; regenerate it")
@@ -396,11 +450,15 @@ def speaker_synthesizers(root: Path) -> dict[str, str]:
         fields = [f.strip() for f in line.split("|")]
         if len(fields) < 5:
             raise CorpusError(f"{path}: unexpected line {line!r}; regenerate the corpus")
-        out[fields[0]] = "espeak" if fields[4].startswith("espeak-ng") else "flite"
+        name = fields[4].split(" ", 1)[0]
+        out[fields[0]] = {"espeak-ng": "espeak", "flite": "flite", "festival": "festival"}.get(name, "")
+        if not out[fields[0]]:
+            raise CorpusError(f"{path}: speaker {fields[0]}'s voice {fields[4]!r} is not espeak-ng, flite "
+                              "or festival; regenerate the corpus")
     return out
 
 
-def _marker_matches(root: Path, size: str, seed: int, noise: bool) -> bool:
+def _marker_matches(root: Path, size: str, seed: int, noise: bool, festival: bool = False) -> bool:
     """True if ``root`` holds a finished corpus of these settings; raises if it holds something else."""
     marker_path = root / MARKER_NAME
     if not root.exists():
@@ -409,15 +467,26 @@ def _marker_matches(root: Path, size: str, seed: int, noise: bool) -> bool:
         raise CorpusError(f"{root} exists but is not a finished synthetic corpus (no {MARKER_NAME}); "
                            "delete it or choose another directory")
     marker = json.loads(marker_path.read_text())
-    want = {"size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION}
-    have = {k: marker.get(k) for k in want}
+    want = {"size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION, "festival": festival}
+    have = {k: marker.get(k, False if k == "festival" else None) for k in want}  # corpora before --festival: none
     if have != want:
         raise CorpusError(f"{root} holds a synthetic corpus made with {have}, not {want}; "
                            "delete it (or pass --force to data_prep.synthetic) to regenerate")
     return True
 
 
-def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True) -> None:
+def check_festival() -> None:
+    """Raise a :class:`CorpusError` saying what to install unless festival can speak with ked."""
+    if shutil.which("text2wave") is None:
+        raise CorpusError(f"--festival (data.synthetic_festival) needs festival's text2wave, not found; {FESTIVAL_HINT}")
+    try:
+        _festival(Voice("festival", "ked", "M", rate=1.0, pitch=0, shift_cents=0), "test")
+    except CorpusError as e:
+        raise CorpusError(f"festival cannot speak with its ked voice ({str(e)[-200:].strip()}); {FESTIVAL_HINT}") from None
+
+
+def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True,
+                  festival: bool = False) -> None:
     """Create the corpus at ``root`` once; a finished one with the same settings is left alone.
 
     The corpus is built in ``.<name>.partial`` beside ``root`` and renamed into place after its marker
@@ -426,19 +495,21 @@ def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: 
     root = Path(root)
     if size not in SIZES:
         raise ValueError(f"unknown synthetic corpus size {size!r}; choose one of {', '.join(SIZES)}")
-    if _marker_matches(root, size, seed, noise):
+    if _marker_matches(root, size, seed, noise, festival):
         log.info("synthetic corpus %s already exists (size=%s seed=%d)", root, size, seed)
         return
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise CorpusError(f"cannot generate the synthetic corpus: {', '.join(missing)} not found; {INSTALL_HINT}")
+    if festival:
+        check_festival()
     partial = root.parent / f".{root.name}.partial"
     if partial.exists():
         log.info("removing the unfinished build %s", partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     log.info("generating the %s synthetic corpus (seed %d) in %s", size, seed, root)
-    marker = build_corpus(partial, size, seed, workers=workers, noise=noise)
+    marker = build_corpus(partial, size, seed, workers=workers, noise=noise, festival=festival)
     os.replace(partial, root)
     log.info("synthetic corpus done in %.1f s: %s", marker["generation_seconds"],
              ", ".join(f"{s} {v['utterances']} utts {v['hours']:.2f} h {v['speakers']} spk"
@@ -452,6 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2, help="synthesis processes")
     p.add_argument("--no-noise", action="store_true", help="clean audio (no additive noise)")
+    p.add_argument("--festival", action="store_true",
+                   help="add festival ked speakers to the training split (needs festival festvox-kdlpc16k)")
     p.add_argument("--force", action="store_true", help="delete an existing synthetic corpus at --out first")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -460,7 +533,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.force and (root / MARKER_NAME).exists():
         shutil.rmtree(root)
     try:
-        ensure_corpus(root, args.size, args.seed, workers=args.workers, noise=not args.no_noise)
+        ensure_corpus(root, args.size, args.seed, workers=args.workers, noise=not args.no_noise,
+                      festival=args.festival)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

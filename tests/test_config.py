@@ -13,6 +13,7 @@ from asr_kd.config import (
     load_config,
     parse_set_args,
     to_dict,
+    train_synthesizers,
 )
 
 
@@ -48,11 +49,21 @@ def test_overrides_are_coerced_to_the_field_type():
         ("teachers.stacked=maybe", "teachers.stacked"),
         ("features.cmvn=utterance", "features.cmvn"),
         ("distill.hard_weight=1.5", "distill.hard_weight"),
+        ("data.train_synthesizer=festival", "data.train_synthesizer"),  # festival speakers are train-only
+        ("data.train_synthesizer=espeak,flite", "data.train_synthesizer"),  # nothing left to test across
+        ("data.train_synthesizer=espeak,mbrola", "data.train_synthesizer"),
     ],
 )
 def test_bad_overrides_name_the_key(item, message):
     with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
         load_config("smoke", parse_set_args([item]))
+
+
+def test_train_synthesizer_names_a_set_of_synthesizers():
+    assert train_synthesizers("") == ()
+    assert train_synthesizers("festival, espeak") == train_synthesizers("espeak,festival") == ("espeak", "festival")
+    cfg = load_config("smoke", parse_set_args(["data.train_synthesizer=flite,festival", "data.synthetic_festival=true"]))
+    assert train_synthesizers(cfg.data.train_synthesizer) == ("festival", "flite") and cfg.data.synthetic_festival
 
 
 def test_set_needs_key_equals_value():

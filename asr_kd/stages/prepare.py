@@ -12,7 +12,9 @@ written once under ``prepare/audio/<split>/`` and named by the manifest.
 Two options act on the manifests once they are written:
 
 * ``data.train_synthesizer`` (synthetic corpus only) keeps one synthesizer's speakers in every
-  split and writes the other synthesizer's speakers (all of them, from every split, at most
+  split (with ``espeak,festival`` also the festival training speakers of a
+  ``data.synthetic_festival`` corpus; without, those are left out and counted) and writes the
+  other synthesizer's speakers (all of them, from every split, at most
   ``data.cross_synth_utts_per_speaker`` utterances each) to ``prepare/condition-cross-synth.jsonl``,
   the cross-synthesizer test condition (decoded by the conditions stage); with
   ``data.cross_synth_dev_speakers`` some of those speakers go to ``condition-cross-synth-dev.jsonl``
@@ -44,7 +46,8 @@ def corpus_root(cfg: RecipeConfig) -> Path:
     if cfg.data.root:
         return Path(cfg.data.root)
     d = cfg.data
-    return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
+    return Path(d.synthetic_dir) / (f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
+                                    + ("-festival" if d.synthetic_festival else ""))
 
 
 def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
@@ -108,15 +111,20 @@ CROSS_SYNTH_DEV = "cross-synth-dev"
 
 def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: int = 0,
                          dev_speakers: int = 0) -> dict[str, Any]:
-    """Keep ``synth``'s speakers in every manifest. The other synthesizer's speakers, of every split
-    (none of them is trained or tuned on now), at most ``per_speaker`` utterances each, become the
+    """Keep the speakers of ``synth`` (``data.train_synthesizer``: espeak or flite, optionally with
+    festival) in every manifest. The other of espeak / flite's speakers, of every split (none of
+    them is trained or tuned on now), at most ``per_speaker`` utterances each, become the
     cross-synthesizer condition; ``dev_speakers`` of them (:func:`spread_speakers`) become its
-    tuning set, ``cross-synth-dev``, instead. Returns what was kept and held out, per split."""
+    tuning set, ``cross-synth-dev``, instead. Festival speakers not asked for are left out
+    (``left_out``). Returns what was kept, held out and left out, per split."""
+    from asr_kd.config import TEST_SYNTHESIZERS, train_synthesizers
     from asr_kd.data.manifest import read_manifest, write_manifest
     from data_prep.synthetic import speaker_synthesizers
 
     synth_of = speaker_synthesizers(root)
-    out: dict[str, Any] = {"train_synthesizer": synth, "kept": {}, "held_out": {}}
+    kept_synths = set(train_synthesizers(synth))
+    other_synth = next(s for s in TEST_SYNTHESIZERS if s not in kept_synths)
+    out: dict[str, Any] = {"train_synthesizer": synth, "kept": {}, "held_out": {}, "left_out": {}}
     cross: list[Any] = []
     for split in SPLITS:
         utts = read_manifest(paths.manifest(split))
@@ -124,20 +132,21 @@ def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: i
         if unknown:
             raise StageError(f"speakers {', '.join(unknown[:5])} of {paths.manifest(split)} are not in "
                              f"{root}/SPEAKERS.TXT; data.train_synthesizer needs the synthetic corpus as generated")
-        keep = [u for u in utts if synth_of[u.speaker] == synth]
-        other = [u for u in utts if synth_of[u.speaker] != synth]
+        keep = [u for u in utts if synth_of[u.speaker] in kept_synths]
+        other = [u for u in utts if synth_of[u.speaker] == other_synth]
+        left = [u for u in utts if synth_of[u.speaker] not in kept_synths and synth_of[u.speaker] != other_synth]
         if not keep:
             raise StageError(f"the {split} split has no {synth} speakers; data.train_synthesizer={synth} "
                              "leaves it empty")
         write_manifest(paths.manifest(split), keep)
         out["kept"][split] = {"utterances": len(keep), "speakers": len({u.speaker for u in keep})}
         out["held_out"][split] = {"utterances": len(other), "speakers": len({u.speaker for u in other})}
+        out["left_out"][split] = {"utterances": len(left), "speakers": len({u.speaker for u in left})}
         cross += other
     cross = first_per_speaker(cross, per_speaker)
     if not cross:
-        raise StageError(f"the corpus has no speakers of the other synthesizer than {synth}: no cross-synthesizer "
-                         "test condition")
-    other_synth = "flite" if synth == "espeak" else "espeak"
+        raise StageError(f"the corpus has no {other_synth} speakers, the other synthesizer than {synth}: no "
+                         "cross-synthesizer test condition")
     parts = {CROSS_SYNTH: cross}
     if dev_speakers:
         speakers = sorted({u.speaker for u in cross}, key=_natural)
@@ -214,7 +223,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     root = corpus_root(cfg)
     try:
         if not cfg.data.root:
-            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
+            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed,
+                          festival=cfg.data.synthetic_festival)
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
                                     min_samples=min_utterance_samples(cfg), fmt=fmt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 from pathlib import Path
@@ -16,6 +17,7 @@ from data_prep import synthetic
 from data_prep.librispeech import CorpusError
 from data_prep.synthetic import (
     LM_TEXT_NAME,
+    Job,
     MARKER_NAME,
     SIZES,
     SPEAKERS_NAME,
@@ -23,6 +25,8 @@ from data_prep.synthetic import (
     assign_speakers,
     draw_sentences,
     ensure_corpus,
+    festival_speakers,
+    speaker_synthesizers,
 )
 from data_prep.synthetic_text import SentenceGenerator, vocabulary
 
@@ -204,4 +208,62 @@ def test_missing_synthesizer_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(synthetic.shutil, "which", lambda name: None if name == "flite" else real_which(name))
     with pytest.raises(CorpusError, match="flite not found.*apt-get install"):
         ensure_corpus(tmp_path / "corpus", "smoke", 0)
+    assert not (tmp_path / "corpus").exists()
+
+
+def test_festival_speakers_join_train_only_and_leave_every_other_file_unchanged(tmp_path: Path) -> None:
+    spec = SIZES["tiny"]
+    jobs, voices, trans, lm, speakers = synthetic._plan(tmp_path, spec, 0, noise=True)
+    jobs_f, voices_f, trans_f, lm_f, speakers_f = synthetic._plan(tmp_path, spec, 0, noise=True, festival=True)
+    # every espeak-ng and flite utterance: the same id, text, voice, level, padding and noise
+    assert jobs_f[: len(jobs)] == jobs and lm_f == lm
+    assert all(trans_f[path] == lines for path, lines in trans.items())
+    extra = jobs_f[len(jobs):]
+    assert len(extra) == sum(spec.festival_train) * spec.utts_per_speaker["train"]
+    assert {j.voice.synth for j in extra} == {"festival"} and {j.voice.sex for j in extra} == {"M", "F"}
+    assert all(f"{os.sep}train-synth{os.sep}" in j.path for j in extra)
+    # new speakers, after every other id, each with sentences of its own (none of dev's or test's)
+    new = {spk for spk in speakers_f if spk not in speakers}
+    assert min(map(int, new)) > max(map(int, speakers)) and len(new) == sum(spec.festival_train)
+    texts = [j.text for j in jobs_f]
+    assert len(set(texts)) == len(texts)
+    assert voices_f["dev"] == voices["dev"] and voices_f["test"] == voices["test"]
+    assert len(voices_f["train"]) == len(voices["train"]) + len(new)
+
+
+def test_festival_voice_renders_both_sexes_at_16k() -> None:
+    f0 = {}
+    for voice in festival_speakers(SIZES["smoke"], 0):
+        job = Job(path="", text="the old man read a book by the fire", voice=voice, peak=0.5, snr_db=float("inf"),
+                  pad_s=(0.1, 0.1), noise_seed=0)
+        x = synthetic.render(job)
+        assert x.dtype == np.float32 and len(x) > synthetic.SAMPLE_RATE and np.abs(x).max() == pytest.approx(0.5, 0.01)
+        import torch
+        import torchaudio.functional as AF
+
+        f0[voice.sex] = float(AF.detect_pitch_frequency(torch.from_numpy(x), synthetic.SAMPLE_RATE).median())
+    assert f0["F"] > 1.4 * f0["M"], f0  # the female speakers sound female: F0 target and sox shift
+
+
+def test_speakers_table_names_each_speakers_synthesizer(tmp_path: Path) -> None:
+    voices = [*assign_speakers(SIZES["smoke"], 0)["train"][:1], *festival_speakers(SIZES["smoke"], 0)]
+    voices.append(next(v for v in assign_speakers(SIZES["smoke"], 0)["test"] if v.synth == "flite"))
+    table = synthetic._speakers_table({str(200 + i): {"subset": "train-synth", "voice": v} for i, v in enumerate(voices)},
+                                      {str(200 + i): 1.0 for i in range(len(voices))})
+    (tmp_path / SPEAKERS_NAME).write_text(table)
+    assert list(speaker_synthesizers(tmp_path).values()) == [v.synth for v in voices]
+    (tmp_path / SPEAKERS_NAME).write_text(table + "999  | M | train-synth |  1.00 | mbrola us1\n")
+    with pytest.raises(CorpusError, match="999.*regenerate"):
+        speaker_synthesizers(tmp_path)
+
+
+def test_festival_corpus_is_told_apart_and_needs_festival(smoke_corpus: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(synthetic, "build_corpus", lambda *a, **k: pytest.fail("should not build"))
+    with pytest.raises(CorpusError, match="'festival': False.*'festival': True"):
+        ensure_corpus(smoke_corpus, "smoke", 0, festival=True)
+    real_which = synthetic.shutil.which
+    monkeypatch.setattr(synthetic.shutil, "which", lambda name: None if name == "text2wave" else real_which(name))
+    with pytest.raises(CorpusError, match="text2wave.*apt-get install festival festvox-kdlpc16k"):
+        ensure_corpus(tmp_path / "corpus", "smoke", 0, festival=True)
     assert not (tmp_path / "corpus").exists()
