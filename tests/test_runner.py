@@ -153,11 +153,14 @@ def test_an_option_added_later_leaves_finished_runs_done_at_its_neutral_value():
     from asr_kd.runner import selected_config
 
     assert NEUTRAL_DEFAULTS["data.cross_synth_dev_speakers"] == 0
-    before = {"data": {k: v for k, v in to_dict(load_config("smoke").data).items() if k != "cross_synth_dev_speakers"}}
+    neutral = {k.split(".", 1)[1] for k in NEUTRAL_DEFAULTS if k.startswith("data.")}
+    assert {"cross_synth_dev_speakers", "synthetic_festival"} <= neutral
+    before = {"data": {k: v for k, v in to_dict(load_config("smoke").data).items() if k not in neutral}}
     assert selected_config(load_config("smoke"), ("data",)) == before
     changed = selected_config(load_config("smoke", {"data.cross_synth_dev_speakers": "3"}), ("data",))
     assert changed["data"]["cross_synth_dev_speakers"] == 3
     assert selected_config(load_config("smoke"), ("data.cross_synth_dev_speakers",)) == {}
+    assert selected_config(load_config("smoke", {"data.synthetic_festival": "true"}), ("data",))["data"]["synthetic_festival"]
 
 
 def test_a_stage_module_becomes_a_stage():

@@ -276,6 +276,7 @@ def corpus_section(paths: RunPaths) -> dict[str, Any]:
         "skipped": {s: v.get("skipped") for s, v in prep.get("splits", {}).items()},
         "skipped_total": prep.get("skipped_total"),
         "lm_text": prep.get("lm_text"),
+        "synthesizers": prep.get("synthesizers"),  # data.train_synthesizer's split, where set
     }
 
 
@@ -562,6 +563,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for split, v in report["corpus"].get("splits", {}).items():
         lines.append(f"| {split} | {v.get('hours')} | {v.get('utterances')} | {v.get('speakers')} | "
                      f"{v.get('listed_by_prepare', v.get('utterances'))} |")
+    lines += _synthesizer_table(report["corpus"].get("synthesizers"))
     lab = report["labels"]
     lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}).", ""]
     lines += _lost_table(report["corpus"].get("lost", {}))
@@ -569,6 +571,30 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in report["timing"].items()]
     lines += ["", "Plots: `frame_acc_wer_vs_T.png`, `table5_curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _synthesizer_table(syn: dict[str, Any] | None) -> list[str]:
+    """Where data.train_synthesizer sent each split's utterances: kept, to the other synthesizer's test
+    conditions, or left out (festival speakers of a corpus whose festival voices the run does not train on)."""
+    if not syn:
+        return []
+
+    def n(v: dict[str, Any]) -> str:
+        return f"{v['utterances']} ({v['speakers']} speakers)"
+
+    conds = syn.get("conditions", {})
+    other = next((c["synthesizer"] for c in conds.values()), "other")
+    lines = ["", f"Split by synthesizer (`data.train_synthesizer={syn['train_synthesizer']}`): utterances "
+                 f"(speakers) kept, held out as {other} voices (the test conditions, at most "
+                 f"{next((c['utts_per_speaker'] for c in conds.values()), 0) or 'all'} utterances a speaker), and left out "
+                 "(synthesizers neither trained nor tested on).", "",
+             f"| split | kept | {other}, held out | left out |", "|---|---|---|---|"]
+    for split, kept in syn.get("kept", {}).items():
+        left = syn.get("left_out", {}).get(split, {"utterances": 0, "speakers": 0})
+        lines.append(f"| {split} | {n(kept)} | {n(syn['held_out'][split])} | {n(left)} |")
+    lines.append("| conditions | " + ", ".join(f"{name}: {c['utterances']} ({c['speakers']} speakers)"
+                                              for name, c in conds.items()) + " | | |")
+    return lines
 
 
 def _lost_table(account: dict[str, Any]) -> list[str]:

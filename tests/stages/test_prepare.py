@@ -63,3 +63,14 @@ def test_a_corpus_without_the_other_synthesizer_is_an_error(tmp_path: Path) -> N
                                                if not SPEAKERS[u.speaker][1].startswith("flite")])
     with pytest.raises(StageError, match="no flite speakers"):
         split_by_synthesizer(root, paths, "espeak,festival")
+
+
+def test_the_report_counts_where_each_split_went(tmp_path: Path) -> None:
+    from asr_kd.stages.report import _synthesizer_table
+
+    root, paths = fake_corpus(tmp_path)
+    table = "\n".join(_synthesizer_table(split_by_synthesizer(root, paths, "flite", per_speaker=2)))
+    assert "`data.train_synthesizer=flite`" in table and "espeak, held out" in table
+    assert "| train | 3 (1 speakers) | 3 (1 speakers) | 6 (2 speakers) |" in table  # festival: left out, counted
+    assert "cross-synth: 6 (3 speakers)" in table
+    assert _synthesizer_table(None) == []
