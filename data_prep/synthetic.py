@@ -64,10 +64,8 @@ GENERATOR_VERSION = 4
 MARKER_NAME = "SYNTHETIC.json"
 LM_TEXT_NAME = "lm-text.txt"
 SPEAKERS_NAME = "SPEAKERS.TXT"
-SYNTHS = ("espeak", "flite")  # in every split
-TRAIN_ONLY_SYNTHS = ("festival",)  # training split only, with --festival
+SYNTHS = ("espeak", "flite")  # in every split; festival (--festival) in the training split only
 TOOLS = ("espeak-ng", "flite", "sox")
-FESTIVAL_TOOLS = ("text2wave",)
 INSTALL_HINT = "install espeak-ng, flite and sox (e.g. sudo apt-get install espeak-ng flite sox)"
 FESTIVAL_HINT = "install festival and its ked voice (e.g. sudo apt-get install festival festvox-kdlpc16k)"
 GENDERS = ("M", "F")
@@ -196,20 +194,23 @@ def _espeak_voices(rng: random.Random, sex: str, counts: list[int]) -> list[list
     return out
 
 
+def _families(synth: str, sex: str) -> tuple:
+    return (FLITE_FAMILIES if synth == "flite" else FESTIVAL_FAMILIES)[sex]
+
+
 def _family_voice(rng: random.Random, synth: str, sex: str, family: int) -> Voice:
-    table = FLITE_FAMILIES if synth == "flite" else FESTIVAL_FAMILIES
-    name, f0_range, shift_range = table[sex][family]
+    name, f0_range, shift_range = _families(synth, sex)[family]
     f0 = rng.randrange(f0_range[0], f0_range[1] + 1, 5) if f0_range else 0
     return Voice(synth, name, sex, rate=round(rng.uniform(0.85, 1.2), 2), pitch=f0,
                  shift_cents=rng.randrange(shift_range[0], shift_range[1] + 1, 10))
 
 
-def _flite_voices(rng: random.Random, sex: str, counts: list[int], synth: str = "flite") -> list[list[Voice]]:
+def _family_voices(rng: random.Random, sex: str, counts: list[int], synth: str = "flite") -> list[list[Voice]]:
     """flite (or festival) speakers for each split: families in turn (each split starts at a random
     one), unique settings."""
     seen: set[Voice] = set()
     out = []
-    families = len((FLITE_FAMILIES if synth == "flite" else FESTIVAL_FAMILIES)[sex])
+    families = len(_families(synth, sex))
     for n in counts:
         first, split_voices = rng.randrange(families), []
         for i in range(n):
@@ -225,7 +226,7 @@ def _flite_voices(rng: random.Random, sex: str, counts: list[int], synth: str = 
 def festival_speakers(spec: SizeSpec, seed: int) -> list[Voice]:
     """The festival training speakers of ``--festival`` (their own random stream)."""
     rng = random.Random(f"festival-speakers-{seed}")
-    return [v for sex, n in zip(GENDERS, spec.festival_train) for v in _flite_voices(rng, sex, [n], "festival")[0]]
+    return [v for sex, n in zip(GENDERS, spec.festival_train) for v in _family_voices(rng, sex, [n], "festival")[0]]
 
 
 def assign_speakers(spec: SizeSpec, seed: int) -> dict[str, list[Voice]]:
@@ -237,7 +238,7 @@ def assign_speakers(spec: SizeSpec, seed: int) -> dict[str, list[Voice]]:
     for synth in SYNTHS:
         for sex in GENDERS:
             counts = [spec.speakers[s][(synth, sex)] for s in splits]
-            make = _espeak_voices if synth == "espeak" else _flite_voices
+            make = _espeak_voices if synth == "espeak" else _family_voices
             for split, vs in zip(splits, make(rng, sex, counts)):
                 voices[split].extend(vs)
     return voices
