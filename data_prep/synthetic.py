@@ -269,12 +269,14 @@ def draw_sentences(spec: SizeSpec, n_speakers: dict[str, int], seed: int) -> tup
 
 
 # -- audio ----------------------------------------------------------------------------------------
-def _run(cmd: list[str], stdin: bytes | None = None) -> bytes:
+def _run(cmd: list[str], stdin: bytes | None = None, fail_on: str = "") -> bytes:
+    """``cmd``'s stdout; a CorpusError if it fails, or if its stderr holds ``fail_on`` (festival's
+    text2wave exits 0 after a Scheme error, e.g. a voice that is not installed)."""
     try:
         res = subprocess.run(cmd, input=stdin, capture_output=True, check=False, timeout=120)
     except FileNotFoundError:
         raise CorpusError(f"'{cmd[0]}' is not installed; {INSTALL_HINT}") from None
-    if res.returncode != 0:
+    if res.returncode != 0 or (fail_on and fail_on in res.stderr.decode(errors="replace")):
         raise CorpusError(f"{' '.join(cmd[:6])} ... failed ({res.returncode}): {res.stderr.decode()[-500:]}")
     return res.stdout
 
@@ -307,7 +309,7 @@ def _festival(voice: Voice, text: str) -> bytes:
         if voice.pitch:
             cmd += ["-eval", f"(set! int_lr_params '((target_f0_mean {voice.pitch}) (target_f0_std "
                              f"{round(voice.pitch / 7)}) (model_f0_mean 170) (model_f0_std 34)))"]
-        _run([*cmd, "-o", str(out)], stdin=text.encode())
+        _run([*cmd, "-o", str(out)], stdin=text.encode(), fail_on="SIOD ERROR")
         return out.read_bytes()
 
 

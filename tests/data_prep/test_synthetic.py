@@ -267,3 +267,7 @@ def test_festival_corpus_is_told_apart_and_needs_festival(smoke_corpus: Path, tm
     with pytest.raises(CorpusError, match="text2wave.*apt-get install festival festvox-kdlpc16k"):
         ensure_corpus(tmp_path / "corpus", "smoke", 0, festival=True)
     assert not (tmp_path / "corpus").exists()
+    # text2wave exits 0 after a Scheme error: a voice that is not installed must still be an error
+    missing = synthetic.Voice("festival", "nosuch", "M", rate=1.0, pitch=0, shift_cents=0)
+    with pytest.raises(CorpusError, match="voice_nosuch_diphone"):
+        synthetic._festival(missing, "test")
