@@ -69,6 +69,7 @@ TOOLS = ("espeak-ng", "flite", "sox")
 INSTALL_HINT = "install espeak-ng, flite and sox (e.g. sudo apt-get install espeak-ng flite sox)"
 FESTIVAL_HINT = "install festival and its ked voice (e.g. sudo apt-get install festival festvox-kdlpc16k)"
 GENDERS = ("M", "F")
+SYNTH_OF_PROGRAM = {"espeak-ng": "espeak", "flite": "flite", "festival": "festival"}  # SPEAKERS.TXT's names
 
 
 @dataclass(frozen=True)
@@ -453,8 +454,7 @@ def speaker_synthesizers(root: Path) -> dict[str, str]:
         fields = [f.strip() for f in line.split("|")]
         if len(fields) < 5:
             raise CorpusError(f"{path}: unexpected line {line!r}; regenerate the corpus")
-        name = fields[4].split(" ", 1)[0]
-        out[fields[0]] = {"espeak-ng": "espeak", "flite": "flite", "festival": "festival"}.get(name, "")
+        out[fields[0]] = SYNTH_OF_PROGRAM.get(fields[4].split(" ", 1)[0], "")
         if not out[fields[0]]:
             raise CorpusError(f"{path}: speaker {fields[0]}'s voice {fields[4]!r} is not espeak-ng, flite "
                               "or festival; regenerate the corpus")

@@ -134,7 +134,7 @@ def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: i
                              f"{root}/SPEAKERS.TXT; data.train_synthesizer needs the synthetic corpus as generated")
         keep = [u for u in utts if synth_of[u.speaker] in kept_synths]
         other = [u for u in utts if synth_of[u.speaker] == other_synth]
-        left = [u for u in utts if synth_of[u.speaker] not in kept_synths and synth_of[u.speaker] != other_synth]
+        left = [u for u in utts if synth_of[u.speaker] not in kept_synths | {other_synth}]
         if not keep:
             raise StageError(f"the {split} split has no {synth} speakers; data.train_synthesizer={synth} "
                              "leaves it empty")
