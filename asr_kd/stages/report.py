@@ -240,9 +240,52 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
             tests[label] = {"systems": [a, b], "metric": "wer",
                             **paired_test(wer_by[a], wer_by[b], rows[a]["wer"] - rows[b]["wer"])}
     derived["paired_tests"] = tests
+    groups = test_utts_by_synthesizer(paths)
+    if groups:
+        teachers = _decoded_systems(cfg, rows["baseline_mean"]) if "baseline_mean" in rows else []
+        derived["test_by_synthesizer"] = by_synthesizer(
+            groups, counts, {"mean_teacher": teachers, "ensemble": [ens], "best_student": [best] if best else []})
     if base in wer_by and rows[base]["wer"]:
         low, high = interval(wer_by[base])
         derived["wer_resolution_rel"] = (high - low) / 2.0 / rows[base]["wer"]
+
+
+def test_utts_by_synthesizer(paths: RunPaths) -> dict[str, list[str]] | None:
+    """The test utterances of each synthesizer, for a synthetic corpus whose test set mixes
+    synthesizers (SPEAKERS.TXT under prepare's ``corpus_root``); None for any other corpus."""
+    from asr_kd.data.manifest import read_manifest
+    from data_prep.synthetic import SPEAKERS_NAME, speaker_synthesizers
+
+    root = marker_summary(paths, "prepare").get("corpus_root")
+    if not root or not (Path(root) / SPEAKERS_NAME).exists() or not paths.manifest("test").exists():
+        return None
+    synth_of = speaker_synthesizers(Path(root))
+    groups: dict[str, list[str]] = {}
+    for u in read_manifest(paths.manifest("test")):
+        groups.setdefault(synth_of.get(u.speaker, "unknown"), []).append(u.id)
+    return groups if len(groups) > 1 else None
+
+
+def by_synthesizer(groups: dict[str, list[str]], counts: dict[str, Any], systems: dict[str, list[str]]
+                   ) -> list[dict[str, Any]]:
+    """Per synthesizer of the test set: WER with its 95 % bootstrap interval (over that synthesizer's
+    utterances) of each system, a system's several decodes (the mean teacher's) averaged."""
+    from asr_kd.decoding.stats import Bootstrap, interval, mean_over
+
+    rows = []
+    for synth, ids in sorted(groups.items()):
+        utts = sorted(set(ids).intersection(*(c.utts for c in counts.values())))
+        if not utts:
+            continue
+        boot = Bootstrap(utts)
+        row: dict[str, Any] = {"synthesizer": synth, "utterances": len(utts)}
+        for label, names in systems.items():
+            if names and all(n in counts for n in names):
+                sub = [counts[n].reorder(utts) for n in names]
+                wer = float(np.mean([c.errors.sum() / max(c.words.sum(), 1.0) for c in sub]))
+                row[label] = {"wer": wer, "wer_ci": interval(mean_over([boot.wer(c) for c in sub]))}
+        rows.append(row)
+    return rows
 
 
 def used_corpus(paths: RunPaths, split: str) -> dict[str, Any] | None:
@@ -544,6 +587,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{cell(c['ensemble'])} | {c['best_student']}: {cell(c['student'])} | "
                          f"{100 * c['ensemble_wer_gain']:+.1f} points | {kept_s} |")
         lines += _scale_table(conds)
+    lines += _by_synthesizer_table(d.get("test_by_synthesizer"), d.get("best_student"))
     if report.get("gmm_systems"):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "
@@ -571,6 +615,21 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += [f"| {k} | {v} |" for k, v in report["timing"].items()]
     lines += ["", "Plots: `frame_acc_wer_vs_T.png`, `table5_curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _by_synthesizer_table(rows: list[dict[str, Any]] | None, best: str | None) -> list[str]:
+    """The test WER of each synthesizer's voices (a synthetic corpus whose test set mixes them)."""
+    if not rows:
+        return []
+    lines = ["", "## Test WER by synthesizer", "",
+             "The usual test set split by the synthesizer of each held-out voice: WER with 95 % bootstrap "
+             f"intervals over that synthesizer's test utterances; the student is the best on dev ({best}).", "",
+             "| synthesizer | utts | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
+    for r in rows:
+        cells = [f"{_pct(r[k]['wer'])}{_ci(r[k].get('wer_ci'))}" if k in r else "n/a"
+                 for k in ("mean_teacher", "ensemble", "best_student")]
+        lines.append(f"| {r['synthesizer']} | {r['utterances']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _synthesizer_table(syn: dict[str, Any] | None) -> list[str]:

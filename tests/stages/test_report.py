@@ -216,3 +216,54 @@ def test_an_utterance_dropped_silently_shows_as_unaccounted(tmp_path) -> None:
     account = report.corpus_section(paths)["lost"]["train"]
     assert account["unaccounted"] == 1
     assert account["rows"][-1]["reason"] == "unaccounted" and account["rows"][-1]["count"] == 1
+
+
+def _synthetic_test_split(paths: RunPaths, corpus, synth_of_speaker: dict[str, str]) -> None:
+    """A synthetic corpus's SPEAKERS.TXT, the test manifest (u00-u19: speaker 131, u20-u39: 132)
+    and prepare's corpus_root, as the prepare stage leaves them."""
+    from data_prep.synthetic import SPEAKERS_NAME
+
+    corpus.mkdir()
+    program = {"espeak": "espeak-ng en-gb+m1 s160 p50", "flite": "flite kal16 stretch1.00 f0own shift+0"}
+    (corpus / SPEAKERS_NAME).write_text("".join(f"{s}  | M | test-synth  |  1.00 | {program[v]}\n"
+                                                for s, v in synth_of_speaker.items()))
+    paths.manifest("test").parent.mkdir(parents=True, exist_ok=True)
+    rows = [{"id": f"u{i:02d}", "speaker": "131" if i < 20 else "132", "chapter": "1", "audio": f"/a/u{i:02d}.flac",
+             "text": "A", "num_samples": 16000, "sample_rate": 16000} for i in range(40)]
+    paths.manifest("test").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    marker = json.loads(paths.marker("prepare").read_text())
+    marker["summary"]["corpus_root"] = str(corpus)
+    write_json(paths.marker("prepare"), marker)
+
+
+def _wer_on(paths: RunPaths, name: str, utts: set[str]) -> float:
+    c = json.loads(paths.decode_utt_counts(name).read_text())
+    keep = [i for i, u in enumerate(c["utts"]) if u in utts]
+    return sum(c["errors"][i] for i in keep) / sum(c["words"][i] for i in keep)
+
+
+def test_test_wer_by_synthesizer_of_a_synthetic_corpus(run, tmp_path) -> None:
+    cfg, paths = run
+    _synthetic_test_split(paths, tmp_path / "corpus", {"131": "espeak", "132": "flite"})
+    report.run(cfg, paths)
+    rows = json.loads(paths.report_json.read_text())["derived"]["test_by_synthesizer"]
+    assert [(r["synthesizer"], r["utterances"]) for r in rows] == [("espeak", 20), ("flite", 20)]
+    espeak = {f"u{i:02d}" for i in range(20)}
+    mean_teacher = np.mean([_wer_on(paths, f"teacher-{k}", espeak) for k in range(3)])
+    assert rows[0]["mean_teacher"]["wer"] == pytest.approx(mean_teacher)
+    assert rows[0]["ensemble"]["wer"] == pytest.approx(_wer_on(paths, "ensemble", espeak))
+    assert rows[0]["best_student"]["wer"] == pytest.approx(_wer_on(paths, "distilled_T5", espeak))
+    low, high = rows[1]["ensemble"]["wer_ci"]
+    assert low <= rows[1]["ensemble"]["wer"] <= high
+    md = paths.report_md.read_text()
+    assert "## Test WER by synthesizer" in md
+    assert f"| espeak | 20 | {100 * mean_teacher:.1f}% [" in md
+
+
+def test_no_synthesizer_table_for_one_synthesizer_or_another_corpus(run, tmp_path) -> None:
+    cfg, paths = run
+    assert "test_by_synthesizer" not in report.build_report(cfg, paths)["derived"]  # no corpus_root
+    _synthetic_test_split(paths, tmp_path / "corpus", {"131": "espeak", "132": "espeak"})
+    assert "test_by_synthesizer" not in report.build_report(cfg, paths)["derived"]
+    report.run(cfg, paths)
+    assert "Test WER by synthesizer" not in paths.report_md.read_text()
