@@ -67,6 +67,10 @@ def write_tiny_shards(root: Path, utts: dict[str, int] | None = None, frames_per
 
 
 def tiny_train_config(**kw) -> TrainConfig:
+    # fp32: these runs are compared with each other (stacked vs separate members, DDP vs one process,
+    # resumed vs uninterrupted), equalities that bf16 kernels only approximate (and differently per CPU:
+    # AVX512-BF16 vs AMX). The recipe tests run the presets' precision ("auto": bf16 where the CPU has it).
     base = TrainConfig(optimizer="adam", lr=3e-3, warmup_steps=5, lr_schedule="cosine", batch_size=32,
-                       max_epochs=3, accelerator="cpu", devices="1", log_every_n_steps=5, seed=0)
+                       max_epochs=3, accelerator="cpu", devices="1", log_every_n_steps=5, seed=0,
+                       precision="32-true")
     return dataclasses.replace(base, **kw)

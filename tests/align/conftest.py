@@ -56,9 +56,14 @@ def _synth(text: str, voice: str, wav: Path) -> np.ndarray:
 
 
 def _mfcc(wave) -> np.ndarray:
+    import torch
     import torchaudio
 
-    feats = torchaudio.compliance.kaldi.mfcc(wave * 32768, sample_frequency=16000, num_ceps=13, dither=0.0)
+    # Kaldi's default dither (1.0, seeded here): espeak-ng pads with digital silence, whose log
+    # energy sits at the floor (c0 = -76.5). Without dither, on a machine with AVX512 one of these
+    # utterances failed to align at any beam; the recipe's corpus has its noise floor instead.
+    torch.manual_seed(0)
+    feats = torchaudio.compliance.kaldi.mfcc(wave * 32768, sample_frequency=16000, num_ceps=13, dither=1.0)
     return feats.numpy().astype(np.float32)  # (T, 13)
 
 

@@ -71,11 +71,11 @@ def test_utterance_log_posteriors_for_model_and_ensemble():
     members = [AcousticDNN(**arch, seed=s).eval() for s in range(3)]
     feats = torch.randn(37, 40)  # (T, 40)
     windows = utterance_windows(feats)  # (T, 26, 40)
-    single = utterance_log_posteriors(members[0], feats, batch_frames=10)
+    single = utterance_log_posteriors(members[0], feats, batch_frames=10, precision="32-true")  # vs fp32 below
     assert single.shape == (37, 5)
     torch.testing.assert_close(single, torch.log_softmax(members[0](windows), -1))
     ens = Ensemble(StackedDNN.from_members(members))
-    got = utterance_log_posteriors(ens, feats, batch_frames=16)
+    got = utterance_log_posteriors(ens, feats, batch_frames=16, precision="32-true")
     expected = torch.log(sum(torch.softmax(m(windows), -1) for m in members) / 3)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(got.exp().sum(-1), torch.ones(37))
