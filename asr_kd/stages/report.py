@@ -244,7 +244,7 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
     if groups:
         teachers = _decoded_systems(cfg, rows["baseline_mean"]) if "baseline_mean" in rows else []
         derived["test_by_synthesizer"] = by_synthesizer(
-            groups, counts, {"mean_teacher": teachers, "ensemble": [ens], "best_student": [best] if best else []})
+            groups, utts, counts, {"mean_teacher": teachers, "ensemble": [ens], "best_student": [best] if best else []})
     if base in wer_by and rows[base]["wer"]:
         low, high = interval(wer_by[base])
         derived["wer_resolution_rel"] = (high - low) / 2.0 / rows[base]["wer"]
@@ -266,15 +266,17 @@ def test_utts_by_synthesizer(paths: RunPaths) -> dict[str, list[str]] | None:
     return groups if len(groups) > 1 else None
 
 
-def by_synthesizer(groups: dict[str, list[str]], counts: dict[str, Any], systems: dict[str, list[str]]
-                   ) -> list[dict[str, Any]]:
+def by_synthesizer(groups: dict[str, list[str]], decoded: list[str], counts: dict[str, Any],
+                   systems: dict[str, list[str]]) -> list[dict[str, Any]]:
     """Per synthesizer of the test set: WER with its 95 % bootstrap interval (over that synthesizer's
-    utterances) of each system, a system's several decodes (the mean teacher's) averaged."""
+    utterances among ``decoded``, those every system decoded) of each system, a system's several
+    decodes (the mean teacher's) averaged."""
     from asr_kd.decoding.stats import Bootstrap, interval, mean_over
 
+    common = set(decoded)
     rows = []
     for synth, ids in sorted(groups.items()):
-        utts = sorted(set(ids).intersection(*(c.utts for c in counts.values())))
+        utts = sorted(common.intersection(ids))
         if not utts:
             continue
         boot = Bootstrap(utts)
