@@ -332,6 +332,38 @@ class TeachersConfig:
     stacked: bool = True  # train all K in one batched model on one device
     seed_base: int = 1000  # teacher k gets seed seed_base + k
     only: int = -1  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
+    # The output-layer re-tune (a second phase, off by default): after the K teachers are trained,
+    # each one's output layer is trained retune_epochs more epochs, its hidden layers frozen, on
+    # the training utterances of the synthesizers named in retune_synthesizer (a synthetic corpus;
+    # e.g. "espeak,flite" to leave the festival voices out), at retune_lr (Adam, cosine decay).
+    # Extra training voices then shape the hidden layers, and the voices of the test set have the
+    # last word on the states they map to. The teachers the later stages use are then the re-tuned
+    # ones (teachers/retuned/teacher-k); the first phase's runs stay, so a change of these settings
+    # re-tunes without training the teachers again.
+    retune_epochs: int = 0
+    retune_synthesizer: str = ""
+    retune_lr: float = 1e-3
+
+    def __post_init__(self) -> None:
+        if self.retune_epochs < 0:
+            raise ConfigError(f"teachers.retune_epochs={self.retune_epochs}: a number of epochs (0 = no re-tune)")
+        if self.retune_epochs > 0:
+            names = retune_synthesizers(self.retune_synthesizer)
+            if not names:
+                raise ConfigError("teachers.retune_epochs > 0 needs teachers.retune_synthesizer: the synthesizers "
+                                  "whose training utterances the output layer is re-tuned on, e.g. espeak,flite")
+        if self.retune_lr <= 0:
+            raise ConfigError(f"teachers.retune_lr={self.retune_lr}: a positive learning rate")
+
+
+def retune_synthesizers(value: str) -> tuple[str, ...]:
+    """``teachers.retune_synthesizer`` as a sorted tuple of synthesizer names; raises on an unknown one."""
+    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+    unknown = [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
+    if unknown:
+        raise ConfigError(f"teachers.retune_synthesizer={value!r}: {', '.join(unknown)} is not a synthesizer of the "
+                          f"synthetic corpus ({', '.join((*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS))})")
+    return names
 
 
 TARGET_MODES = ("online", "cached", "stored")
@@ -589,7 +621,8 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 # config hash leaves them out while they hold it, so a run finished before asr-kd gained the
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
 NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
-                                     "data.synthetic_festival": False}
+                                     "data.synthetic_festival": False, "teachers.retune_epochs": 0,
+                                     "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3}
 
 
 def config_hash(obj: Any) -> str:

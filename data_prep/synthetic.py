@@ -43,6 +43,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import write_json, write_text
 from asr_kd.parallel import worker_map
 from asr_kd.progress import progress
@@ -458,6 +460,23 @@ def speaker_synthesizers(root: Path) -> dict[str, str]:
         if not out[fields[0]]:
             raise CorpusError(f"{path}: speaker {fields[0]}'s voice {fields[4]!r} is not espeak-ng, flite "
                               "or festival; regenerate the corpus")
+    return out
+
+
+def utterance_synthesizers(root: Path, utts: Iterable[Utterance]) -> dict[str, str]:
+    """Utterance id -> the synthesizer of its voice (``speaker_synthesizers``), for utterances of the
+    corpus at ``root``; an augmented copy (speaker ``sp0.9-<speaker>``, ...) gets its source's. An
+    utterance whose speaker the corpus does not list is left out."""
+    from asr_kd.data.augment import is_copy
+
+    synth_of = speaker_synthesizers(root)
+    out = {}
+    for u in utts:
+        speaker = u.speaker
+        while speaker not in synth_of and is_copy(speaker):
+            speaker = speaker.split("-", 1)[1]
+        if speaker in synth_of:
+            out[u.id] = synth_of[speaker]
     return out
 
 

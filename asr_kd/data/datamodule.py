@@ -200,6 +200,7 @@ def shard_datamodule(
     subset_unit: str = "utterances",
     return_ids: bool = False,
     targets_dir: str | os.PathLike | None = None,
+    utterances: frozenset[str] | None = None,
 ) -> FrameDataModule:
     """Train / dev / test window datasets over the ``shards`` stage's output.
 
@@ -211,7 +212,8 @@ def shard_datamodule(
     ``return_ids`` makes the in-memory training set add window ids to its batches (for a cache
     of the ensemble's soft targets); it needs the in-memory path. ``targets_dir`` (stored soft
     targets, ``asr_kd.data.targets``): the training set reads the targets shard of each training
-    shard from there and adds the targets to its batches.
+    shard from there and adds the targets to its batches. ``utterances``: the training set serves
+    only these utterance ids (dev and test stay whole).
     """
     from asr_kd.data.shards import read_index, shard_urls
     from asr_kd.data.targets import target_shard
@@ -232,7 +234,7 @@ def shard_datamodule(
 
     def make(split: str, *, shuffle: bool, equal: bool = False, single: bool = False) -> Dataset:
         subset = (dict(subset_fraction=subset_fraction, subset_seed=subset_seed, subset_unit=subset_unit,
-                       target_urls=None if single else target_urls)
+                       target_urls=None if single else target_urls, utterances=utterances)
                   if split == "train" else {})
         rank_world = dict(rank=0, world_size=1) if single else {}
         if in_memory:

@@ -7,6 +7,11 @@ stages make, with what keys, on what data (the stages, :mod:`asr_kd.stages.teach
   teacher, inside it at ``last.ckpt``). ``teachers.stacked=true`` trains all K in one batched
   model (``teachers/stacked/``) and then writes each member to its teacher directory;
   ``teachers.only=k`` trains teacher k alone (one task of a cluster job array).
+* the output-layer re-tune (``teachers.retune_epochs`` > 0): each teacher's output layer trained
+  again on the training utterances of ``teachers.retune_synthesizer``'s voices, its hidden layers
+  frozen (``teachers/retuned/teacher-k``, all K at once in ``teachers/retuned/stacked`` when
+  stacked). The later stages then use the re-tuned teachers (``RunPaths.teacher_dirs``); the first
+  phase's runs are kept and keyed without the re-tune, so new re-tune settings re-tune only.
 * ensemble: the K teachers stacked into one frozen model; its dev/test frame accuracy beside each
   teacher's.
 * distill: one student per temperature (``distill.temperatures``, hard-target weight
@@ -24,6 +29,7 @@ import logging
 import shutil
 import statistics
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,7 +39,7 @@ from asr_kd.data.datamodule import FrameDataModule, shard_datamodule
 from asr_kd.data.windows import InMemoryWindows
 from asr_kd.fileio import read_json, write_json
 from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
-from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
+from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count, freeze_hidden, load_model
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
@@ -129,58 +135,133 @@ def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs
     metrics = train_run(system, dm, cfg.train, paths.teachers_stacked_dir, key=key,
                         max_epochs=cfg.train.max_epochs, early_stopping_patience=cfg.train.early_stopping_patience)
     if global_rank() == 0:
-        _write_members(cfg, paths, metrics)
+        _write_members(paths, metrics, paths.teachers_stacked_dir,
+                       [(paths.teacher_dir(k), _teacher_key(cfg, paths, seed)) for k, seed in enumerate(seeds)],
+                       trained_in="stacked")
     barrier()  # every rank sees the members' runs finished
 
 
-def _write_members(cfg: RecipeConfig, paths: RunPaths, metrics: dict[str, Any]) -> None:
-    """Each member of the stacked run as a finished run in its teacher directory."""
-    seeds = teacher_seeds(cfg)
-    stacked = TrainRunDir(paths.teachers_stacked_dir)
-    for k, seed in enumerate(seeds):
-        run = TrainRunDir(paths.teacher_dir(k))
+def _write_members(paths: RunPaths, metrics: dict[str, Any], stacked_dir: Path,
+                   members: list[tuple[Path, str]], trained_in: str) -> None:
+    """Each member of a stacked run as a finished run in its own directory (``members``: its
+    directory and run key, in member order)."""
+    stacked = TrainRunDir(stacked_dir)
+    for k, (member_dir, member_key) in enumerate(members):
+        run = TrainRunDir(member_dir)
         run.root.mkdir(parents=True, exist_ok=True)
-        write_json(run.key, {"key": _teacher_key(cfg, paths, seed)})
+        write_json(run.key, {"key": member_key})
         tmp = run.model.with_suffix(".pt.tmp")
         shutil.copyfile(stacked.member_model(k), tmp)
         tmp.replace(run.model)
         member = {key_: (v[k] if isinstance(v, list) and key_.endswith("frame_acc") else v)
                   for key_, v in metrics.items() if key_ != "history"}
-        member["history"] = [{**row, "dev_frame_acc": row.get("dev_member_frame_acc", [row["dev_frame_acc"]] * len(seeds))[k]}
+        member["history"] = [{**row, "dev_frame_acc": row.get("dev_member_frame_acc", [row["dev_frame_acc"]] * len(members))[k]}
                              for row in metrics.get("history", [])]
-        member["trained_in"] = "stacked"
+        member["trained_in"] = trained_in
         write_json(run.metrics, member)
         write_json(run.done, {"from": str(stacked.root.relative_to(paths.root))})  # run-dir relative: movable
 
 
-def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """Train the K teachers (resumable per teacher); summary lists each with dev/test frame_acc."""
+def train_teachers(cfg: RecipeConfig, paths: RunPaths,
+                   retune_utterances: frozenset[str] | None = None) -> dict[str, Any]:
+    """Train the K teachers (resumable per teacher), then re-tune their output layers on
+    ``retune_utterances`` when teachers.retune_epochs > 0; the summary lists each teacher with its
+    dev/test frame accuracy (the re-tuned teacher's, with the first phase's beside it)."""
     K, only = cfg.teachers.num_teachers, cfg.teachers.only
     if only >= K:
         raise StageError(f"teachers.only={only} but teachers.num_teachers={K}")
+    retune = cfg.teachers.retune_epochs > 0
+    if retune and not retune_utterances:
+        raise StageError("teachers.retune_epochs > 0 but no training utterance is spoken by a voice of "
+                         f"teachers.retune_synthesizer={cfg.teachers.retune_synthesizer!r}; name synthesizers "
+                         "the training set has (see prepare's summary)")
     pdfs = num_pdfs(paths)
     dm = shard_datamodule(paths, cfg.model, cfg.train)
+    todo = [only] if only >= 0 else list(range(K))
     if cfg.teachers.stacked and only < 0:
         _train_stacked(cfg, paths, dm, pdfs)
     else:
-        for k in ([only] if only >= 0 else range(K)):
+        for k in todo:
             _train_one_teacher(cfg, paths, dm, k, pdfs)
-    missing = [k for k, seed in enumerate(teacher_seeds(cfg))
-               if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed))]
+    if retune:
+        assert retune_utterances is not None
+        _retune(cfg, paths, retune_utterances, todo)
+    missing = [k for k in range(K) if not _teacher_finished(cfg, paths, k, retune_utterances)]
     if missing:
         raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
                               f"is complete once all {K} are: run the other teachers.only tasks, or the "
                               f"stage without teachers.only")
-    return teachers_summary(cfg, paths, pdfs)
+    return teachers_summary(cfg, paths, pdfs, retune_utterances)
 
 
-def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str, Any]:
+def _teacher_finished(cfg: RecipeConfig, paths: RunPaths, k: int, retune_utterances: frozenset[str] | None) -> bool:
+    seed = teacher_seeds(cfg)[k]
+    if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed)):
+        return False
+    if cfg.teachers.retune_epochs > 0:
+        assert retune_utterances is not None
+        return run_finished(paths.retuned_teacher_dir(k), _retune_key(cfg, paths, [seed], retune_utterances))
+    return True
+
+
+def retune_train_config(cfg: RecipeConfig) -> TrainConfig:
+    """The re-tune's training rule: train's, with Adam at teachers.retune_lr, cosine decay without
+    warm-up over teachers.retune_epochs, no early stopping."""
+    t = cfg.teachers
+    return dataclasses.replace(cfg.train, optimizer="adam", lr=t.retune_lr, lr_schedule="cosine", warmup_steps=0,
+                               max_epochs=t.retune_epochs, early_stopping_patience=0)
+
+
+def _retune_key(cfg: RecipeConfig, paths: RunPaths, seeds: Sequence[int], utterances: frozenset[str]) -> str:
+    return config_hash({"teachers": [_teacher_key(cfg, paths, seed) for seed in seeds],
+                        "retune": train_result_keys(retune_train_config(cfg)),
+                        "utterances": config_hash(sorted(utterances))})
+
+
+def _retune(cfg: RecipeConfig, paths: RunPaths, utterances: frozenset[str], todo: Sequence[int]) -> None:
+    """The output layers of teachers ``todo`` (all K stacked at once when teachers.stacked), trained
+    on ``utterances`` with every hidden layer frozen; each result in its retuned/teacher-k run."""
+    seeds = teacher_seeds(cfg)
+    keys = [_retune_key(cfg, paths, [seed], utterances) for seed in seeds]
+    pending = [k for k in todo if not run_finished(paths.retuned_teacher_dir(k), keys[k])]
+    if not pending:
+        return
+    train = retune_train_config(cfg)
+    dm = shard_datamodule(paths, cfg.model, train, utterances=utterances)
+    log.info("re-tuning the output layer of %d teacher(s) on %d training utterances (%d frames), %d epoch(s)",
+             len(pending), len(utterances), dm.train_set.total_frames, train.max_epochs)
+    if cfg.teachers.stacked and cfg.teachers.only < 0:
+        members = [load_model(TrainRunDir(paths.teacher_dir(k)).model)[0] for k in range(len(seeds))]
+        model = freeze_hidden(StackedDNN.from_members(members))
+        system = TeacherSystem(model, train, max_epochs=train.max_epochs, run_config=to_dict(cfg))
+        metrics = train_run(system, dm, train, paths.retune_stacked_dir, key=_retune_key(cfg, paths, seeds, utterances),
+                            max_epochs=train.max_epochs)
+        if global_rank() == 0:
+            _write_members(paths, metrics, paths.retune_stacked_dir,
+                           [(paths.retuned_teacher_dir(k), keys[k]) for k in range(len(seeds))],
+                           trained_in="stacked re-tune")
+        barrier()
+        return
+    for k in pending:
+        model = freeze_hidden(load_model(TrainRunDir(paths.teacher_dir(k)).model)[0].train())
+        system = TeacherSystem(model, train, max_epochs=train.max_epochs, run_config=to_dict(cfg))
+        train_run(system, dm, train, paths.retuned_teacher_dir(k), key=keys[k], max_epochs=train.max_epochs,
+                  model_extra={"teacher": k, "seed": seeds[k], "retuned": True})
+
+
+def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int,
+                     retune_utterances: frozenset[str] | None = None) -> dict[str, Any]:
     teachers = []
-    for k, seed in enumerate(teacher_seeds(cfg)):
-        m = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
-        teachers.append({"teacher": k, "seed": seed, **_split_metrics(m), "epochs": m.get("epochs"),
-                         "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s"),
-                         "trained_in": m.get("trained_in", "own run")})
+    for k, (seed, run_dir) in enumerate(zip(teacher_seeds(cfg), paths.teacher_dirs(cfg.teachers))):
+        m = read_json(TrainRunDir(run_dir).metrics)
+        row = {"teacher": k, "seed": seed, **_split_metrics(m), "epochs": m.get("epochs"),
+               "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s"),
+               "trained_in": m.get("trained_in", "own run")}
+        if run_dir != paths.teacher_dir(k):  # re-tuned: the first phase's figures beside it
+            first = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
+            row["before_retune"] = {**_split_metrics(first), "epochs": first.get("epochs"),
+                                    "wall_time_s": first.get("wall_time_s")}
+        teachers.append(row)
     summary: dict[str, Any] = {"num_teachers": len(teachers), "num_pdfs": pdfs, "stacked": cfg.teachers.stacked,
                                "params": _params(arch(cfg, pdfs)), "teachers": teachers}
     for split in ("dev", "test"):
@@ -188,6 +269,13 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str,
         if accs:
             summary[f"{split}_frame_acc_mean"] = statistics.fmean(accs)
             summary[f"{split}_frame_acc_std"] = statistics.pstdev(accs)
+        before = [t["before_retune"][split]["frame_acc"] for t in teachers if split in t.get("before_retune", {})]
+        if before:
+            summary[f"{split}_frame_acc_mean_before_retune"] = statistics.fmean(before)
+    if retune_utterances is not None and cfg.teachers.retune_epochs > 0:
+        summary["retune"] = {"epochs": cfg.teachers.retune_epochs, "lr": cfg.teachers.retune_lr,
+                             "synthesizers": cfg.teachers.retune_synthesizer,
+                             "utterances": len(retune_utterances)}
     return summary
 
 
@@ -195,7 +283,7 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str,
 # ensemble
 # ---------------------------------------------------------------------------------------------
 def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
-    files = [TrainRunDir(paths.teacher_dir(k)).model for k in range(cfg.teachers.num_teachers)]
+    files = [TrainRunDir(d).model for d in paths.teacher_dirs(cfg.teachers)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
@@ -286,7 +374,7 @@ def _stored_targets(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble) -> dict[s
 
     d, m = cfg.distill, cfg.model
     temps = stored_temperatures(cfg)
-    teachers = [TrainRunDir(paths.teacher_dir(k)).model for k in range(cfg.teachers.num_teachers)]
+    teachers = [TrainRunDir(d).model for d in paths.teacher_dirs(cfg.teachers)]
     key = targets_key(teachers, read_index(paths.shard_index("train")), k=d.targets_k, temperatures=temps,
                       mean=d.ensemble_mean, left=m.left_context, right=m.right_context, precision=cfg.train.precision)
     rank, world = rank_and_world()
@@ -388,7 +476,7 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     pdfs = ens.num_pdfs
     epochs = d.subset_max_epochs or cfg.train.max_epochs
     if d.baseline_100 == "teacher0":
-        base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
+        base100 = read_json(TrainRunDir(paths.teacher_dirs(cfg.teachers)[0]).metrics)
     else:
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
                             max_epochs=d.student_max_epochs or cfg.train.max_epochs,

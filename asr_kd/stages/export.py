@@ -14,7 +14,7 @@ from asr_kd.paths import RunPaths
 
 DOC = "model dirs (TorchScript, ONNX + graph) and inference cost"
 # What the systems are and how their features were made: hashed by the stages that made them.
-READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
+READS = ("!model", "!teachers.num_teachers", "!teachers.retune_epochs", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
          "!features", "!data.sample_rate")
 AFTER = ("decode",)
 

@@ -24,7 +24,7 @@ from asr_kd.paths import STAGE_NAMES, TABLE5_RUNS, RunPaths, TrainRunDir
 from asr_kd.runner import marker_summary
 
 DOC = "report.json, report.md, plots"
-READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
+READS = ("!preset", "!teachers.num_teachers", "!teachers.retune_epochs", "!distill")  # what to tabulate: via the upstream stages
 AFTER = ("decode", "conditions", "export")
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
@@ -124,7 +124,7 @@ def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     for name in TABLE5_RUNS:
         own = TrainRunDir(paths.table5_dir(name))
         decoded = name if own.model.exists() or name != "baseline_100" else "teacher-0"
-        run = own if decoded == name else TrainRunDir(paths.teacher_dir(0))
+        run = own if decoded == name else TrainRunDir(paths.teacher_dirs(cfg.teachers)[0])
         s = _read_summary(paths, decoded)
         if s is None:
             continue
@@ -254,15 +254,16 @@ def test_utts_by_synthesizer(paths: RunPaths) -> dict[str, list[str]] | None:
     """The test utterances of each synthesizer, for a synthetic corpus whose test set mixes
     synthesizers (SPEAKERS.TXT under prepare's ``corpus_root``); None for any other corpus."""
     from asr_kd.data.manifest import read_manifest
-    from data_prep.synthetic import SPEAKERS_NAME, speaker_synthesizers
+    from data_prep.synthetic import SPEAKERS_NAME, utterance_synthesizers
 
     root = marker_summary(paths, "prepare").get("corpus_root")
     if not root or not (Path(root) / SPEAKERS_NAME).exists() or not paths.manifest("test").exists():
         return None
-    synth_of = speaker_synthesizers(Path(root))
+    utts = read_manifest(paths.manifest("test"))
+    synth_of = utterance_synthesizers(Path(root), utts)
     groups: dict[str, list[str]] = {}
-    for u in read_manifest(paths.manifest("test")):
-        groups.setdefault(synth_of.get(u.speaker, "unknown"), []).append(u.id)
+    for u in utts:
+        groups.setdefault(synth_of.get(u.id, "unknown"), []).append(u.id)
     return groups if len(groups) > 1 else None
 
 
@@ -329,6 +330,16 @@ def labels_section(paths: RunPaths) -> dict[str, Any]:
     align = marker_summary(paths, "align")
     return {"num_pdfs": align.get("num_pdfs"), "context": align.get("context"),
             "source": align.get("source", "builtin GMM-HMM aligner" if align else None)}
+
+
+def retune_section(paths: RunPaths) -> dict[str, Any] | None:
+    """The teachers' output-layer re-tune (teachers.retune_epochs > 0): its settings and the mean
+    teacher's dev frame accuracy before and after; None without one."""
+    teachers = marker_summary(paths, "teachers")
+    if not teachers.get("retune"):
+        return None
+    return {**teachers["retune"], "dev_frame_acc_before": teachers.get("dev_frame_acc_mean_before_retune"),
+            "dev_frame_acc_after": teachers.get("dev_frame_acc_mean")}
 
 
 def timing_section(paths: RunPaths) -> dict[str, float]:
@@ -407,6 +418,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "derived": derived,
         "corpus": corpus_section(paths),
         "labels": labels_section(paths),
+        "retune": retune_section(paths),
         "graph": marker_summary(paths, "graph"),
         "timing": timing_section(paths),
         "deployment": marker_summary(paths, "export") or None,
@@ -612,6 +624,11 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines += _synthesizer_table(report["corpus"].get("synthesizers"))
     lab = report["labels"]
     lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}).", ""]
+    if rt := report.get("retune"):
+        lines += [f"Teachers: output layer re-tuned for {rt['epochs']} epoch(s) at lr {rt['lr']:g}, hidden layers "
+                  f"frozen, on the {rt['utterances']:,} training utterances of the {rt['synthesizers']} voices "
+                  f"(`teachers.retune_epochs`); the mean teacher's dev frame accuracy "
+                  f"{_pct(rt['dev_frame_acc_before'])} before, {_pct(rt['dev_frame_acc_after'])} after.", ""]
     lines += _lost_table(report["corpus"].get("lost", {}))
     lines += ["## Wall time per stage", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in report["timing"].items()]
