@@ -28,6 +28,7 @@ import dataclasses
 import logging
 import shutil
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -183,15 +184,21 @@ def train_teachers(cfg: RecipeConfig, paths: RunPaths,
     else:
         for k in todo:
             _train_one_teacher(cfg, paths, dm, k, pdfs)
+    retune_s = None
     if retune:
         assert retune_utterances is not None
+        t0 = time.time()
         _retune(cfg, paths, retune_utterances, todo)
+        retune_s = round(time.time() - t0, 1)
     missing = [k for k in range(K) if not _teacher_finished(cfg, paths, k, retune_utterances)]
     if missing:
         raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
                               f"is complete once all {K} are: run the other teachers.only tasks, or the "
                               f"stage without teachers.only")
-    return teachers_summary(cfg, paths, pdfs, retune_utterances)
+    summary = teachers_summary(cfg, paths, pdfs, retune_utterances)
+    if retune_s is not None:
+        summary["retune"]["wall_time_s"] = retune_s  # this invocation's (0 when every re-tune was done)
+    return summary
 
 
 def _teacher_finished(cfg: RecipeConfig, paths: RunPaths, k: int, retune_utterances: frozenset[str] | None) -> bool:
@@ -259,8 +266,8 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int,
                "trained_in": m.get("trained_in", "own run")}
         if run_dir != paths.teacher_dir(k):  # re-tuned: the first phase's figures beside it
             first = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
-            row["before_retune"] = {**_split_metrics(first), "epochs": first.get("epochs"),
-                                    "wall_time_s": first.get("wall_time_s")}
+            row["before_retune"] = {**_split_metrics(first), "wall_time_s": first.get("wall_time_s")}
+            row.update(epochs=first.get("epochs"), best_epoch=first.get("best_epoch"), retune_epochs=m.get("epochs"))
         teachers.append(row)
     summary: dict[str, Any] = {"num_teachers": len(teachers), "num_pdfs": pdfs, "stacked": cfg.teachers.stacked,
                                "params": _params(arch(cfg, pdfs)), "teachers": teachers}
@@ -476,7 +483,10 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     pdfs = ens.num_pdfs
     epochs = d.subset_max_epochs or cfg.train.max_epochs
     if d.baseline_100 == "teacher0":
-        base100 = read_json(TrainRunDir(paths.teacher_dirs(cfg.teachers)[0]).metrics)
+        base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
+        if cfg.teachers.retune_epochs > 0:  # the re-tuned teacher 0's accuracies; the first phase's curve
+            retuned = read_json(TrainRunDir(paths.retuned_teacher_dir(0)).metrics)
+            base100.update({f"{split}_frame_acc": retuned.get(f"{split}_frame_acc") for split in ("dev", "test", "train")})
     else:
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
                             max_epochs=d.student_max_epochs or cfg.train.max_epochs,

@@ -27,6 +27,7 @@ Two options act on the manifests once they are written:
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -190,8 +191,6 @@ def first_per_speaker(utts: list[Any], n: int) -> list[Any]:
 
 def augment_training_set(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Add ``augment.*``'s copies of the training utterances to the training manifest."""
-    import time
-
     from asr_kd.config import config_hash, to_dict
     from asr_kd.data.augment import AugmentSettings, augment_train
     from asr_kd.data.manifest import read_manifest, write_manifest
@@ -221,10 +220,13 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     from data_prep.synthetic import ensure_corpus
 
     root = corpus_root(cfg)
+    generation_s = None
     try:
         if not cfg.data.root:
+            t0 = time.time()
             ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed,
                           festival=cfg.data.synthetic_festival)
+            generation_s = round(time.time() - t0, 1)  # ~0 when the corpus was already there
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
                                     min_samples=min_utterance_samples(cfg), fmt=fmt)
@@ -240,4 +242,6 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         summary["augment"] = augment_training_set(cfg, paths)
     elif paths.augmented_audio.exists():
         shutil.rmtree(paths.augmented_audio)
+    if generation_s is not None:
+        summary["synthetic_corpus_s"] = generation_s
     return {"format": fmt, "format_detected": detected, **summary}

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from asr_kd.config import ConfigError, load_config
+from asr_kd.data.datamodule import shard_datamodule
 from asr_kd.data.manifest import Utterance
 from asr_kd.data.windows import InMemoryWindows
 from asr_kd.fileio import write_json
@@ -39,10 +40,18 @@ def _layers(path: Path) -> list[torch.Tensor]:
 
 
 @pytest.mark.parametrize("stacked", [True, False], ids=["stacked", "one-by-one"])
-def test_the_retune_moves_only_the_output_layer_on_the_chosen_utterances(tmp_path, stacked):
+def test_the_retune_moves_only_the_output_layer_on_the_chosen_utterances(tmp_path, monkeypatch, stacked):
     paths = write_tiny_shards(tmp_path / "exp")
     cfg = _cfg(stacked)
+    trained_on = []
+
+    def spy(*args, **kw):
+        trained_on.append(kw.get("utterances"))
+        return shard_datamodule(*args, **kw)
+
+    monkeypatch.setattr(runs, "shard_datamodule", spy)
     summary = runs.train_teachers(cfg, paths, CHOSEN)
+    assert trained_on == [None, CHOSEN], "the first phase on every utterance, the re-tune on the chosen ones"
 
     assert paths.teacher_dirs(cfg.teachers) == [paths.retuned_teacher_dir(k) for k in range(2)]
     for k in range(2):
@@ -52,11 +61,13 @@ def test_the_retune_moves_only_the_output_layer_on_the_chosen_utterances(tmp_pat
             assert torch.equal(w0, w1), "a hidden layer moved"
         assert not torch.equal(before[-1], after[-1]), "the output layer did not move"
         metrics = json.loads(retuned.metrics.read_text())
-        assert metrics["train_frames"] == len(CHOSEN) * 32, "trained on other utterances than the chosen ones"
+        assert metrics["train_frames"] == 16 * 32, "train frame accuracy is over the whole training set"
         assert metrics["epochs"] == 1
+    assert summary["retune"].pop("wall_time_s") > 0
     assert summary["retune"] == {"epochs": 1, "lr": 0.01, "synthesizers": "espeak", "utterances": 8}
     for t in summary["teachers"]:
         assert set(t["before_retune"]) >= {"dev", "test"} and t["dev"]["frame_acc"] > 0
+        assert (t["epochs"], t["retune_epochs"]) == (1, 1), "epochs: the first phase's; then the re-tune's"
     assert "dev_frame_acc_mean_before_retune" in summary
     # the ensemble (and through it every later stage) is made of the re-tuned teachers
     ens = runs.load_ensemble(cfg, paths)
@@ -94,6 +105,17 @@ def test_retune_settings_are_checked():
     with pytest.raises(ConfigError, match="mbrola is not a synthesizer"):
         load_config("smoke", {"teachers.retune_epochs": "1", "teachers.retune_synthesizer": "espeak,mbrola"})
     assert load_config("smoke").teachers.retune_epochs == 0  # off by default
+
+
+def test_a_datamodule_trains_on_the_utterances_asked_for_and_evaluates_all(tmp_path):
+    paths = write_tiny_shards(tmp_path / "exp")
+    cfg = _cfg()
+    dm = shard_datamodule(paths, cfg.model, cfg.train, utterances=CHOSEN)
+    assert dm.train_set.total_frames == 8 * 32
+    assert sum(len(y) for _, y in dm.eval_loader("train")) == 16 * 32
+    assert sum(len(y) for _, y in dm.eval_loader("dev")) == 4 * 32
+    plain = shard_datamodule(paths, cfg.model, cfg.train)
+    assert plain.train_set.total_frames == 16 * 32 and plain.eval_train is None
 
 
 def test_windows_serve_only_the_utterances_asked_for(tmp_path):
