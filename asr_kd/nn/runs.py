@@ -290,7 +290,7 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int,
 # ensemble
 # ---------------------------------------------------------------------------------------------
 def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
-    files = [TrainRunDir(d).model for d in paths.teacher_dirs(cfg.teachers)]
+    files = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
@@ -381,7 +381,7 @@ def _stored_targets(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble) -> dict[s
 
     d, m = cfg.distill, cfg.model
     temps = stored_temperatures(cfg)
-    teachers = [TrainRunDir(d).model for d in paths.teacher_dirs(cfg.teachers)]
+    teachers = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers)]
     key = targets_key(teachers, read_index(paths.shard_index("train")), k=d.targets_k, temperatures=temps,
                       mean=d.ensemble_mean, left=m.left_context, right=m.right_context, precision=cfg.train.precision)
     rank, world = rank_and_world()
