@@ -252,9 +252,7 @@ def shard_datamodule(
                                   num_workers=train.num_workers, **common, **subset, **rank_world)
 
     def make_whole_train() -> Dataset:  # every training utterance, one process's view
-        whole = dict(left=model.left_context, right=model.right_context, batch_size=train.batch_size,
-                     seed=train.seed, shuffle_buffer_utts=train.shuffle_buffer_utts, shuffle=False,
-                     rank=0, world_size=1)
+        whole = dict(**common, shuffle=False, rank=0, world_size=1)
         if in_memory:
             return InMemoryWindows(urls["train"], **whole)
         return FrameWindowDataset(urls["train"], num_workers=train.num_workers, **whole)
@@ -263,5 +261,5 @@ def shard_datamodule(
         make("train", shuffle=True, equal=True), make("dev", shuffle=False), make("test", shuffle=False),
         batch_size=train.batch_size, seed=train.seed, num_workers=0 if in_memory else train.num_workers,
         eval_builder=lambda split: make(split, shuffle=False, single=True),
-        eval_train=None if utterances is None else lambda: make_whole_train(),
+        eval_train=None if utterances is None else make_whole_train,
     )

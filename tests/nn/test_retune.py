@@ -107,11 +107,15 @@ def test_retune_settings_are_checked():
     assert load_config("smoke").teachers.retune_epochs == 0  # off by default
 
 
-def test_a_datamodule_trains_on_the_utterances_asked_for_and_evaluates_all(tmp_path):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+def test_a_datamodule_trains_on_the_utterances_asked_for_and_evaluates_all(tmp_path, in_memory):
     paths = write_tiny_shards(tmp_path / "exp")
-    cfg = _cfg()
+    cfg = _cfg(**({} if in_memory else {"train.in_memory_max_frames": "0"}))
     dm = shard_datamodule(paths, cfg.model, cfg.train, utterances=CHOSEN)
+    assert isinstance(dm.train_set, InMemoryWindows) == in_memory
     assert dm.train_set.total_frames == 8 * 32
+    dm.train_set.set_epoch(0)
+    assert sum(len(y) for _, y in dm.train_dataloader()) == 8 * 32
     assert sum(len(y) for _, y in dm.eval_loader("train")) == 16 * 32
     assert sum(len(y) for _, y in dm.eval_loader("dev")) == 4 * 32
     plain = shard_datamodule(paths, cfg.model, cfg.train)
