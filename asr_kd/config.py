@@ -95,13 +95,18 @@ TEST_SYNTHESIZERS = ("espeak", "flite")  # the synthetic corpus's synthesizers o
 TRAIN_ONLY_SYNTHESIZERS = ("festival",)  # data.synthetic_festival: training split only
 
 
+def _synthesizer_names(value: str) -> tuple[tuple[str, ...], list[str]]:
+    """A comma-separated list of synthesizers as (sorted unique names, those the corpus does not have)."""
+    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+    return names, [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
+
+
 def train_synthesizers(value: str) -> tuple[str, ...]:
     """``data.train_synthesizer`` as the set of synthesizers trained on (empty = all): one of
     espeak / flite, optionally with festival (``espeak,festival``); raises :class:`ConfigError`."""
-    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
+    names, unknown = _synthesizer_names(value)
     if not names:
         return ()
-    unknown = [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
     tested = [n for n in names if n in TEST_SYNTHESIZERS]
     if unknown or len(tested) != 1:
         raise ConfigError(f"data.train_synthesizer={value!r}: name one of espeak / flite (the other one is the "
@@ -358,8 +363,7 @@ class TeachersConfig:
 
 def retune_synthesizers(value: str) -> tuple[str, ...]:
     """``teachers.retune_synthesizer`` as a sorted tuple of synthesizer names; raises on an unknown one."""
-    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
-    unknown = [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
+    names, unknown = _synthesizer_names(value)
     if unknown:
         raise ConfigError(f"teachers.retune_synthesizer={value!r}: {', '.join(unknown)} is not a synthesizer of the "
                           f"synthetic corpus ({', '.join((*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS))})")

@@ -25,6 +25,7 @@ Each returns the JSON summary the stage stores in its marker.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import shutil
 import statistics
@@ -195,9 +196,12 @@ def train_teachers(cfg: RecipeConfig, paths: RunPaths,
         raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
                               f"is complete once all {K} are: run the other teachers.only tasks, or the "
                               f"stage without teachers.only")
-    summary = teachers_summary(cfg, paths, pdfs, retune_utterances)
-    if retune_s is not None:
-        summary["retune"]["wall_time_s"] = retune_s  # this invocation's (0 when every re-tune was done)
+    summary = teachers_summary(cfg, paths, pdfs)
+    if retune_utterances is not None and retune_s is not None:
+        t = cfg.teachers
+        summary["retune"] = {"epochs": t.retune_epochs, "lr": t.retune_lr, "synthesizers": t.retune_synthesizer,
+                             "utterances": len(retune_utterances),
+                             "wall_time_s": retune_s}  # this invocation's (0 when every re-tune was done)
     return summary
 
 
@@ -222,7 +226,13 @@ def retune_train_config(cfg: RecipeConfig) -> TrainConfig:
 def _retune_key(cfg: RecipeConfig, paths: RunPaths, seeds: Sequence[int], utterances: frozenset[str]) -> str:
     return config_hash({"teachers": [_teacher_key(cfg, paths, seed) for seed in seeds],
                         "retune": train_result_keys(retune_train_config(cfg)),
-                        "utterances": config_hash(sorted(utterances))})
+                        "utterances": _utterances_hash(utterances)})
+
+
+@functools.lru_cache(maxsize=4)
+def _utterances_hash(utterances: frozenset[str]) -> str:
+    """One hash of a re-tune's utterance set, computed once however many run keys name it."""
+    return config_hash(sorted(utterances))
 
 
 def _retune(cfg: RecipeConfig, paths: RunPaths, utterances: frozenset[str], todo: Sequence[int]) -> None:
@@ -256,8 +266,7 @@ def _retune(cfg: RecipeConfig, paths: RunPaths, utterances: frozenset[str], todo
                   model_extra={"teacher": k, "seed": seeds[k], "retuned": True})
 
 
-def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int,
-                     retune_utterances: frozenset[str] | None = None) -> dict[str, Any]:
+def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str, Any]:
     teachers = []
     for k, (seed, run_dir) in enumerate(zip(teacher_seeds(cfg), paths.teacher_dirs(cfg.teachers))):
         m = read_json(TrainRunDir(run_dir).metrics)
@@ -279,10 +288,6 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int,
         before = [t["before_retune"][split]["frame_acc"] for t in teachers if split in t.get("before_retune", {})]
         if before:
             summary[f"{split}_frame_acc_mean_before_retune"] = statistics.fmean(before)
-    if retune_utterances is not None and cfg.teachers.retune_epochs > 0:
-        summary["retune"] = {"epochs": cfg.teachers.retune_epochs, "lr": cfg.teachers.retune_lr,
-                             "synthesizers": cfg.teachers.retune_synthesizer,
-                             "utterances": len(retune_utterances)}
     return summary
 
 
