@@ -6,7 +6,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-APT_PACKAGES := espeak-ng flite sox festival festvox-kdlpc16k
+APT_PACKAGES := espeak-ng flite sox festival festvox-kdlpc16k slurmd slurmctld slurm-client munge
 RECIPE_ARGS ?=
 
 .PHONY: demo test test-fast smoke apt venv lock bench clean
@@ -57,10 +57,11 @@ lock:
 	mv requirements.lock.tmp requirements.lock
 	rm -rf $(LOCK_VENV)
 
-# Installs espeak-ng/flite/sox/festival (and festival's ked voice, used by data.synthetic_festival) with
-# apt when one is missing and we are root (or have sudo).
+# Installs espeak-ng/flite/sox/festival (and festival's ked voice, used by data.synthetic_festival), and
+# SLURM with munge (the `slurm` test runs the cluster scripts on a one-node SLURM of this machine,
+# recipes/librispeech/slurm/local_cluster.sh) with apt when one is missing and we are root (or have sudo).
 apt:
-	@missing=""; for p in espeak-ng flite sox text2wave; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
+	@missing=""; for p in espeak-ng flite sox text2wave slurmctld slurmd sbatch munged; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	test -d /usr/share/festival/voices/english/ked_diphone || missing="$$missing festvox-kdlpc16k"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \

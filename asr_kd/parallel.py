@@ -7,6 +7,10 @@
   multi-process launcher (torchrun, ``srun``): the process group is set up before any stage runs,
   rank 0 does the work of the stages that are not distributed while the other ranks wait for its
   outcome (its error ends them too).
+* :func:`plan_launch`, :func:`start_ranks`: how a command a user typed runs its training stages:
+  in this one process, as one rank of a launcher's job (torchrun, ``srun``), or, for a plain command
+  asking for several devices, as the parent of its own ranks (started through torchrun); anything
+  else is refused in one line before any stage starts.
 * :func:`worker_map`: ``fn`` over items, in order, in ``jobs`` worker processes (or threads), or in
   this process when ``jobs <= 1``. With ``start="fork"`` the workers inherit ``fn`` instead of
   receiving it pickled, so ``fn`` may be a closure over a decoder, a graph or a model.
@@ -20,6 +24,7 @@ import multiprocessing as mp
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -192,6 +197,150 @@ def barrier() -> None:
         import torch.distributed as dist
 
         dist.barrier()
+
+
+# ---------------------------------------------------------------------------------------------
+# How a launch runs its training stages
+# ---------------------------------------------------------------------------------------------
+# Set in the environment of the ranks a plain command starts (start_ranks): the PID of that parent,
+# which holds the run lock for them (asr_kd.runlock accepts it as rank 0's own).
+LOCK_PARENT_ENV = "ASR_KD_LOCK_PARENT"
+_SPAWNING_STRATEGIES = ("spawn", "fork", "notebook")  # Lightning strategies that start ranks in-process
+
+
+class LaunchRefused(ValueError):
+    """The command cannot run its training stages as launched; the message names the command that works."""
+
+
+@dataclass(frozen=True)
+class Launch:
+    """``kind``: ``"single"`` (this process is the whole run), ``"joined"`` (one rank of a
+    torchrun / srun job), ``"spawn"`` (a plain command that starts ``processes`` ranks itself)."""
+
+    kind: str
+    processes: int = 1
+    launcher: str = ""
+
+
+def _srun_tasks() -> int:
+    """Tasks of the SLURM job step this process is one of, as Lightning's SLURM environment counts
+    them (1 outside SLURM, and in an interactive allocation: job name ``bash`` or ``interactive``)."""
+    if os.environ.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return 1
+    n = os.environ.get("SLURM_NTASKS", "1")
+    return int(n) if n.isdigit() else 1
+
+
+def devices_per_node(accelerator: str, devices: str) -> int:
+    """``train.devices`` as a count of processes per node: an int, a list of ids ("0,1"), or
+    "auto" / "-1" (every visible GPU where the accelerator may take one, else one process)."""
+    text = devices.strip()
+    if text.isdigit():
+        return max(int(text), 1)
+    if "," in text:
+        return max(len([d for d in text.split(",") if d.strip()]), 1)
+    import torch
+
+    gpu = accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
+    return max(torch.cuda.device_count(), 1) if gpu else 1
+
+
+def plan_launch(accelerator: str, devices: str, num_nodes: int, strategy: str, *, training: bool) -> Launch:
+    """How this process runs a recipe whose stages include training (``training``) or not.
+
+    Raises :class:`LaunchRefused` (one line naming the command that works) for what cannot run:
+    a GPU asked for where there is none, several nodes from a plain command, a launcher whose
+    process count is not ``train.devices x train.num_nodes``, ``srun -n N`` without
+    ``--ntasks-per-node``, or a launcher asr-kd does not join."""
+    world = os.environ.get("WORLD_SIZE", "1")
+    elastic = "TORCHELASTIC_RUN_ID" in os.environ
+    tasks = _srun_tasks()
+    if elastic and world.isdigit() and int(world) > 1:
+        launcher, launched = "torchrun", int(world)
+    elif tasks > 1:
+        launcher, launched = "srun", tasks
+    elif "LOCAL_RANK" in os.environ and world.isdigit() and int(world) > 1:
+        raise LaunchRefused(
+            "this process was started by a launcher asr-kd does not join (LOCAL_RANK and WORLD_SIZE set, "
+            "neither torchrun nor srun): start the recipe with a plain command (it starts its own ranks "
+            "for train.devices=N), with torchrun, or with srun --ntasks-per-node=N")
+    else:
+        launcher, launched = "", 1
+    if not training:
+        return Launch("joined" if launched > 1 else "single", launched, launcher)
+
+    if accelerator in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LaunchRefused(
+                f"train.accelerator={accelerator} but no CUDA device is visible on this machine; run the "
+                "training stages on a GPU node, or add --set train.accelerator=cpu")
+    per_node = devices_per_node(accelerator, devices)
+    wanted = per_node * max(num_nodes, 1)
+    if launcher == "srun" and "SLURM_NTASKS_PER_NODE" not in os.environ:
+        raise LaunchRefused(
+            f"srun started {launched} tasks without --ntasks-per-node, which Lightning refuses: use "
+            f"srun --nodes=N --ntasks-per-node=G (G = train.devices per node)")
+    if launched > 1:
+        if launched != wanted:
+            raise LaunchRefused(
+                f"{launcher} started {launched} processes but train.devices x train.num_nodes = "
+                f"{per_node} x {num_nodes} = {wanted}: add --set train.devices=<processes per node> "
+                f"--set train.num_nodes=<nodes> to match the launch")
+        return Launch("joined", launched, launcher)
+    if num_nodes > 1:
+        raise LaunchRefused(
+            f"train.num_nodes={num_nodes} needs one process per device on every node: start the recipe "
+            f"with srun --nodes={num_nodes} --ntasks-per-node={per_node} (recipes/librispeech/slurm/), "
+            f"or torchrun on each node")
+    if per_node == 1:
+        return Launch("single")
+    if any(word in strategy for word in _SPAWNING_STRATEGIES):
+        raise LaunchRefused(
+            f"train.strategy={strategy} starts ranks inside one training run, which the recipe's other "
+            f"stages cannot follow: use --set train.strategy=ddp (the recipe then starts {per_node} ranks)")
+    return Launch("spawn", per_node, "torchrun")
+
+
+def _end_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """The started launcher gets SIGTERM if the recipe process that started it dies (even by SIGKILL)."""
+    import ctypes
+    import signal
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def start_ranks(processes: int, module: str, argv: Sequence[str]) -> int:
+    """Run ``python -m module argv`` as ``processes`` ranks on this node through torchrun
+    (``--standalone``: a free local port), wait for them and return their exit status.
+
+    The ranks are what ``torchrun --standalone --nproc-per-node=N`` would start, with the run lock
+    passed to them (:data:`LOCK_PARENT_ENV`) and, unless set, ``OMP_NUM_THREADS`` = cores / ranks.
+    SIGTERM and SIGINT to this process reach them (torchrun stops its ranks), and they end if this
+    process dies."""
+    import signal
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", module, *argv]
+    env = dict(os.environ)
+    env[LOCK_PARENT_ENV] = str(os.getpid())
+    env.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // processes, 1)))
+    log.info("starting %d ranks on this node: %s", processes, " ".join(cmd[1:6]) + " ...")
+    proc = subprocess.Popen(cmd, env=env, preexec_fn=_end_with_parent if sys.platform == "linux" else None)
+    forward = {sig: signal.signal(sig, lambda s, _f: proc.send_signal(s)) for sig in (signal.SIGTERM,)}
+    try:
+        while True:
+            try:
+                return proc.wait()
+            except KeyboardInterrupt:  # Ctrl-C reached the ranks too (same process group): wait for them
+                continue
+    finally:
+        for sig, old in forward.items():
+            signal.signal(sig, old)
 
 
 # ---------------------------------------------------------------------------------------------

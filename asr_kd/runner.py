@@ -101,10 +101,11 @@ def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
         elif name in out.get(section, {}) and out[section][name] == default:
             del out[section][name]
     train = out.get("train", {})
-    if "batch_size" in train and global_batch_size(cfg.train) != train["batch_size"]:
-        # more than one process: the batch the optimiser sees (config.train_result_keys) is part of
-        # what the stage computes; one process keeps the hash of a config without it
-        train["global_batch_size"] = global_batch_size(cfg.train)
+    if "batch_size" in train:
+        # the batch the optimiser sees, as the run keys hash it (config.train_result_keys): 2 ranks
+        # of 128 compute what 1 process of 256 does, so a job of 8 GPUs at the per-rank batch of
+        # global/8 finds the one-GPU jobs' stages done (one process hashes the value as set)
+        train["batch_size"] = global_batch_size(cfg.train)
     return out
 
 
@@ -154,6 +155,15 @@ class StageRunner:
         self.by_name = {s.name: s for s in self.stages}
         self.cfg = cfg
         self.paths = paths
+
+    def temp_dirs(self, stage: str) -> list[Path]:
+        """Where a stage's start removes the temp files a killed run left: its directory, or, for
+        one task of a job array (``teachers.only=k``), which shares the run directory with the other
+        tasks, that task's own teacher directories only."""
+        k = self.cfg.teachers.only
+        if k < 0:
+            return [self.paths.stage_dir(stage)]
+        return [self.paths.teacher_dir(k), self.paths.retuned_teacher_dir(k)] if stage == "teachers" else []
 
     # -- lookup ------------------------------------------------------------------
     def resolve(self, ref: str | None, default: int) -> int:
@@ -303,7 +313,8 @@ class StageRunner:
         if rank == 0 and self.paths.marker(stage.name).exists():
             self.paths.marker(stage.name).unlink()
         if rank == 0:
-            remove_stale_temp_files(self.paths.stage_dir(stage.name))
+            for root in self.temp_dirs(stage.name):
+                remove_stale_temp_files(root)
         t0 = time.time()
         try:
             summary = stage.run(self.cfg, self.paths)

@@ -68,3 +68,30 @@ def test_second_recipe_on_a_run_dir_exits_at_once(tmp_path, live_process):
     assert res.returncode == 1
     assert f"in use by process {live_process.pid}" in res.stderr and "Traceback" not in res.stderr
     assert not (exp / "config.json").exists() and not (exp / "prepare").exists()
+
+
+def test_tasks_of_a_job_array_lock_side_by_side_but_not_beside_a_whole_run(tmp_path, live_process):
+    """teachers.only=k tasks share the run directory (their own .lock-teacher-k); a whole run refuses
+    while one of them runs, and they refuse while a whole run holds the directory."""
+    _write_lock_named = lambda name, pid: (tmp_path / name).write_text(  # noqa: E731
+        json.dumps({"pid": pid, "host": socket.gethostname(), "started": "2026-01-01T00:00:00"}))
+    tmp_path.mkdir(exist_ok=True)
+    _write_lock_named(f"{LOCK_NAME}-teacher-1", live_process.pid)
+    mine = acquire(tmp_path, task="teacher-2")  # another task: fine
+    assert mine.name == f"{LOCK_NAME}-teacher-2"
+    with pytest.raises(RunLocked, match=f"process {live_process.pid}"):
+        acquire(tmp_path)  # a whole run while task 1 trains
+    release(mine)
+    assert not mine.exists()
+    (tmp_path / f"{LOCK_NAME}-teacher-1").unlink()
+    _write_lock(tmp_path, live_process.pid)  # a whole run holds it
+    with pytest.raises(RunLocked, match=f"process {live_process.pid}"):
+        acquire(tmp_path, task="teacher-0")
+
+
+def test_a_dead_tasks_lock_does_not_block_a_whole_run(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    tmp_path.mkdir(exist_ok=True)
+    (tmp_path / f"{LOCK_NAME}-teacher-0").write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname()}))
+    release(acquire(tmp_path))

@@ -28,7 +28,8 @@ from asr_kd.config import (
 )
 from asr_kd.envcheck import check_environment
 from asr_kd.fileio import read_json, write_json
-from asr_kd.parallel import RankZeroFailed, distributed_session, global_rank, on_rank_zero
+from asr_kd.parallel import (LaunchRefused, RankZeroFailed, distributed_session, global_rank, on_rank_zero,
+                             plan_launch, start_ranks)
 from asr_kd.paths import RunPaths
 from asr_kd.runlock import RunLocked, run_lock
 from asr_kd.runner import Stage, StageError, StageRunner
@@ -141,13 +142,24 @@ def main(argv: list[str] | None = None) -> int:
         print(problem.line(), file=sys.stderr)
     if any(p.fatal for p in problems):
         return 3
+    task = f"teacher-{cfg.teachers.only}" if cfg.teachers.only >= 0 else None  # one task of a job array
+    try:
+        if task is not None:
+            _check_task_range(runner, args)
+        launch = plan_launch(cfg.train.accelerator, cfg.train.devices, cfg.train.num_nodes, cfg.train.strategy,
+                             training=_trains(runner, args))
+    except (LaunchRefused, StageError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if launch.kind == "spawn":  # a plain command asking for several devices: it starts its ranks
+        return _run_as_ranks(launch.processes, runner, args, sys.argv[1:] if argv is None else argv, task)
     log_file: Path | None = None
     handler: logging.Handler | None = None
     lock = contextlib.ExitStack()
 
     def start() -> None:  # rank 0, before any stage: the lock, the log file, the config checks
         nonlocal handler, log_file
-        lock.enter_context(run_lock(paths.root))
+        lock.enter_context(run_lock(paths.root, task=task))
         handler, log_file = _log_to_file(paths), paths.recipe_log
         runner.check(args.stage, args.stop_stage, args.force)
         _write_run_config(cfg, paths)
@@ -181,6 +193,57 @@ def main(argv: list[str] | None = None) -> int:
     if global_rank() == 0 and runner.status(STAGES[-1]) == "done" and paths.report_md.exists():
         print(_report_tables(paths.report_md.read_text()))
         print(f"full report: {paths.report_md}")
+    return 0
+
+
+def _trains(runner: StageRunner, args: argparse.Namespace) -> bool:
+    """Whether this command may run a training stage: one in its range that is not done, or that a
+    stage before it in the range (not done, or forced) would make stale."""
+    i0 = runner.resolve(args.stage, 0)
+    i1 = runner.resolve(args.stop_stage, len(runner.stages) - 1)
+    forced = {runner.stages[runner.resolve(f, 0)].name for f in args.force}
+    todo = False
+    for stage in runner.stages[i0 : i1 + 1]:
+        todo = todo or stage.name in forced or runner.status(stage) != "done"
+        if stage.distributed and todo:
+            return True
+    return False
+
+
+def _check_task_range(runner: StageRunner, args: argparse.Namespace) -> None:
+    """``teachers.only=k`` (one task of a job array) shares the run directory with the other tasks:
+    it may train its teacher, never run a stage before it (they would all run it at once)."""
+    i0 = runner.resolve(args.stage, 0)
+    i1 = runner.resolve(args.stop_stage, len(runner.stages) - 1)
+    forced = {runner.stages[runner.resolve(f, 0)].name for f in args.force}
+    for stage in runner.stages[i0 : i1 + 1]:
+        if stage.name == "teachers":
+            return
+        if stage.name in forced or runner.status(stage) != "done":
+            raise StageError(f"teachers.only={runner.cfg.teachers.only} trains one teacher beside the other tasks "
+                             f"of a job array, but stage '{stage.name}' is not done: run the stages before "
+                             f"'teachers' first (one job), then the tasks with --stage teachers --stop-stage teachers")
+
+
+def _run_as_ranks(processes: int, runner: StageRunner, args: argparse.Namespace, argv: list[str],
+                  task: str | None) -> int:
+    """A plain command with ``train.devices=N`` (N > 1): hold the run lock, check the config as a
+    one-process run would, then run the same command as N ranks on this node (torchrun's
+    ``--standalone``), as ``torchrun --nproc-per-node=N`` would; their exit status is ours."""
+    paths = runner.paths
+    try:
+        with run_lock(paths.root, task=task):
+            runner.check(args.stage, args.stop_stage, args.force)
+            log.info("train.devices=%s with train.strategy=%s: this command runs as %d ranks on this node",
+                     runner.cfg.train.devices, runner.cfg.train.strategy, processes)
+            status = start_ranks(processes, "asr_kd.recipes.librispeech", argv)
+    except (StageError, RunLocked) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    if status != 0:
+        print(f"error: the {processes} ranks this command started exited with status {status}; their errors "
+              f"are above, the log is {paths.recipe_log}", file=sys.stderr)
+        return 1
     return 0
 
 
