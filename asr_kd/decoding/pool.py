@@ -4,7 +4,7 @@
 64 utterances, so a 100 h decode forked (and tore down) hundreds of pools and pickled to them, per
 acoustic scale, a (frames x transition ids) score matrix. Here the pool is forked once, after the
 graphs and GMMs are read (the workers share them copy-on-write) and before any network runs
-(so no CUDA context is forked). A task is one utterance: the searcher's name, the utterance,
+(the workers never use CUDA). A task is one utterance: the searcher's name, the utterance,
 its data (the unscaled pseudo log-likelihoods (T, N) of a DNN, or a GMM's features) and the
 scales to search it at; the worker applies each scale itself (``Decoder.decode_log_likelihoods``).
 
@@ -31,24 +31,26 @@ SearchTask = tuple[str, str, Any, tuple[float, ...]]  # (searcher name, utt, dat
 _SEARCHERS: dict[str, Searcher] = {}  # set before forking; the forked workers use their copy
 
 
-def run_task(task: SearchTask) -> list[Hypothesis]:
-    """One utterance searched at each of its scales (in a worker, or in this process)."""
+def run_task(task: SearchTask, searchers: Mapping[str, Searcher] | None = None) -> list[Hypothesis]:
+    """One utterance searched at each of its scales (in a worker: the searchers it inherited)."""
     name, utt, data, scales = task
-    search = _SEARCHERS[name]
+    search = (_SEARCHERS if searchers is None else searchers)[name]
     return [search(utt, data, s) for s in scales]
 
 
 class Pending:
     """The hypotheses of submitted tasks, in task order, once :meth:`get` is called."""
 
-    def __init__(self, tasks: Sequence[SearchTask], async_result: Any = None) -> None:
+    def __init__(self, tasks: Sequence[SearchTask], searchers: Mapping[str, Searcher],
+                 async_result: Any = None) -> None:
         self._tasks = tasks
+        self._searchers = searchers
         self._async = async_result
 
     def get(self) -> list[list[Hypothesis]]:
         if self._async is not None:
             return self._async.get()
-        return [run_task(t) for t in self._tasks]
+        return [run_task(t, self._searchers) for t in self._tasks]
 
 
 class SearchPool:
@@ -56,7 +58,7 @@ class SearchPool:
 
     def __init__(self, searchers: Mapping[str, Searcher], jobs: int) -> None:
         global _SEARCHERS
-        _SEARCHERS = dict(searchers)
+        _SEARCHERS = self.searchers = dict(searchers)
         self.jobs = jobs if jobs > 1 and "fork" in mp.get_all_start_methods() else 1
         self._pool = mp.get_context("fork").Pool(self.jobs) if self.jobs > 1 else None
         if self._pool is not None:
@@ -65,11 +67,11 @@ class SearchPool:
     def submit(self, tasks: Sequence[SearchTask]) -> Pending:
         """Start searching ``tasks``; their hypotheses come from the returned :class:`Pending`."""
         for name, *_ in tasks:
-            if name not in _SEARCHERS:
-                raise KeyError(f"no searcher {name!r} in this pool ({', '.join(_SEARCHERS)})")
+            if name not in self.searchers:
+                raise KeyError(f"no searcher {name!r} in this pool ({', '.join(self.searchers)})")
         if self._pool is None or not tasks:
-            return Pending(tasks)
-        return Pending(tasks, self._pool.map_async(run_task, tasks, chunksize=1))
+            return Pending(tasks, self.searchers)
+        return Pending(tasks, self.searchers, self._pool.map_async(run_task, tasks, chunksize=1))
 
     def close(self) -> None:
         if self._pool is not None:

@@ -24,8 +24,10 @@ MACHINE_FIGURES = {"search_rtf", "forward_s"}  # timings: the only keys a re-run
 
 
 def receipts(exp: Path) -> tuple[dict[str, int], dict[str, int]]:
-    """(finished split receipts, chunk receipts of unfinished splits): path -> mtime_ns."""
-    splits = {str(p): p.stat().st_mtime_ns for p in (exp / "decode").glob("*/receipts/*.json")}
+    """(finished split receipts, chunk receipts of unfinished splits): path -> mtime_ns (not the
+    temp files of writes under way)."""
+    splits = {str(p): p.stat().st_mtime_ns for p in (exp / "decode").glob("*/receipts/*.json")
+              if not p.name.startswith(".")}
     chunks = {str(p): p.stat().st_mtime_ns for p in (exp / "decode").glob("*/receipts/*/chunk-*.json")
               if str(p.parent) + ".json" not in splits}
     return splits, chunks
