@@ -448,6 +448,12 @@ class DecodeConfig:
     # the ensemble included, still chooses its own)
     teacher_scale: str = "each"
     tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
+    # which ones: first (the first in shard order) | seeded (a fixed seeded draw from the sorted
+    # ids: the same subset every run, spread over the speakers of a speaker-sorted dev set)
+    tune_draw: str = "first"
+    # Utterances whose posteriors are held (and searched) at once; each finished chunk leaves a
+    # receipt a killed decode resumes from. Where, not what: not hashed.
+    chunk_utts: int = 64
     # The GMM-HMMs of the align stage are decoded too, with their own scale grid (GMM likelihoods
     # are far sharper than DNN posteriors); with align.context=triphone the monophone system it was
     # built from as well (gmm_monophone: the graph stage builds its HCLG in graph/mono).
@@ -457,6 +463,11 @@ class DecodeConfig:
     def __post_init__(self) -> None:
         _check_choice("decode.teachers", self.teachers, ("all", "first"))
         _check_choice("decode.teacher_scale", self.teacher_scale, ("each", "first"))
+        _check_choice("decode.tune_draw", self.tune_draw, ("first", "seeded"))
+        if self.tune_max_utts < 0:
+            raise ConfigError(f"decode.tune_max_utts must be >= 0 (0 = all of dev), got {self.tune_max_utts}")
+        if self.chunk_utts < 1:
+            raise ConfigError(f"decode.chunk_utts must be >= 1, got {self.chunk_utts}")
         for key in ("acoustic_scales", "gmm_acoustic_scales"):
             grid = getattr(self, key)
             if not grid or min(grid) <= 0:
@@ -626,7 +637,8 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
 NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
                                      "data.synthetic_festival": False, "teachers.retune_epochs": 0,
-                                     "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3}
+                                     "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3,
+                                     "decode.tune_draw": "first", "decode.chunk_utts": 64}
 
 
 def config_hash(obj: Any) -> str:

@@ -144,7 +144,17 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     from asr_kd.align.model import load_model
     from asr_kd.decoding.scoring import score, write_scoring
     from asr_kd.decoding.search import SearchConfig, read_hclg_decoder
-    from asr_kd.decoding.systems import EvalSplit, discover_systems, posterior_fn, run_split, train_log_priors
+    from asr_kd.decoding.pool import SearchPool
+    from asr_kd.decoding.systems import (
+        EvalSplit,
+        Search,
+        discover_systems,
+        dnn_chunks,
+        forward_device,
+        posterior_fn,
+        run_split,
+        train_log_priors,
+    )
 
     known = {s.name: s for s in discover_systems(cfg, paths)}
     chosen = list(systems) if systems else list(known)
@@ -159,41 +169,45 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     split = EvalSplit(ep.root.name, data.utts, data.feats, data.labels, data.refs)
     grid = sorted({float(g) for g in scale_grid})
     rows = {}
-    for name in chosen:
-        run_summary = paths.decode_summary(name)
-        if not run_summary.exists():
-            raise StageError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
-                             "scale; finish the run's decode stage first")
-        scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
-        st = run_summary.stat()  # rewritten whenever the run decodes the system again (e.g. retrained)
-        model_key = f"{st.st_size}-{st.st_mtime_ns}"
-        if tuned is not None:
-            scale_from, scale = tuned[0], float(tuned[1][name])
-        out = ep.summary(name)
-        done = read_json(out) if out.exists() else {}
-        if (done.get("data_key") == key and done.get("model_key") == model_key and done.get("acoustic_scale") == scale
-                and done.get("scale_from", "dev") == scale_from
-                and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {}))):
-            log.info("eval %s: done, skipping", name)
-            rows[name] = done
-            continue
-        fn, params = posterior_fn(known[name], cfg)
-        t0 = time.time()
-        scales = sorted({scale, *grid})
-        res = run_split(name, decoder, split, fn, log_prior, scales, cfg.decode.num_jobs)
-        hyps = {h.utt: h.words for h in res.hyps[scale]}
-        stats = write_scoring(ep.system_dir(name), data.refs, hyps, title=f"{name} on {ep.root.name}, scale {scale:g}")
-        _, aligned = score(data.refs, hyps)
-        per_utt = {a.utt: [a.stats.errors, a.stats.ref_words, *res.utt_frames.get(a.utt, (0, 0))] for a in aligned}
-        rows[name] = {"system": name, "data_key": key, "model_key": model_key, "acoustic_scale": scale,
-                      "scale_from": scale_from,
-                      "wer": stats.wer,
-                      "frame_acc": res.frame_acc, "params": params, "per_utt": per_utt,
-                      "seconds": round(time.time() - t0, 1)}
-        if grid:
-            rows[name]["wer_by_scale"] = {f"{g:g}": score(data.refs, {h.utt: h.words for h in res.hyps[g]})[0].wer
-                                          for g in scales}
-        write_json(out, rows[name])
+    device = forward_device(cfg)
+    with SearchPool({"dnn": decoder.decode_log_likelihoods}, cfg.decode.num_jobs) as pool:
+        for name in chosen:
+            run_summary = paths.decode_summary(name)
+            if not run_summary.exists():
+                raise StageError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
+                                 "scale; finish the run's decode stage first")
+            scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
+            st = run_summary.stat()  # rewritten whenever the run decodes the system again (e.g. retrained)
+            model_key = f"{st.st_size}-{st.st_mtime_ns}"
+            if tuned is not None:
+                scale_from, scale = tuned[0], float(tuned[1][name])
+            out = ep.summary(name)
+            done = read_json(out) if out.exists() else {}
+            if (done.get("data_key") == key and done.get("model_key") == model_key
+                    and done.get("acoustic_scale") == scale and done.get("scale_from", "dev") == scale_from
+                    and {f"{g:g}" for g in grid} <= set(done.get("wer_by_scale", {}))):
+                log.info("eval %s: done, skipping", name)
+                rows[name] = done
+                continue
+            fn, params, _ = posterior_fn(known[name], cfg, device)
+            t0 = time.time()
+            scales = sorted({scale, *grid})
+            search = Search(pool, "dnn", cfg.decode.chunk_utts)
+            res = run_split(name, search, split, dnn_chunks(fn, split, log_prior), scales)
+            hyps = {h.utt: h.words for h in res.hyps[scale]}
+            stats = write_scoring(ep.system_dir(name), data.refs, hyps,
+                                  title=f"{name} on {ep.root.name}, scale {scale:g}")
+            _, aligned = score(data.refs, hyps)
+            per_utt = {a.utt: [a.stats.errors, a.stats.ref_words, *res.utt_frames.get(a.utt, (0, 0))] for a in aligned}
+            rows[name] = {"system": name, "data_key": key, "model_key": model_key, "acoustic_scale": scale,
+                          "scale_from": scale_from,
+                          "wer": stats.wer,
+                          "frame_acc": res.frame_acc, "params": params, "per_utt": per_utt,
+                          "seconds": round(time.time() - t0, 1)}
+            if grid:
+                rows[name]["wer_by_scale"] = {f"{g:g}": score(data.refs, {h.utt: h.words for h in res.hyps[g]})[0].wer
+                                              for g in scales}
+            write_json(out, rows[name])
     report = build_eval_report(ep.root.name, data, [rows[n] for n in chosen])
     write_json(ep.report_json, report)
     write_text(ep.report_md, render_eval_markdown(report))

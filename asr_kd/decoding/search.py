@@ -80,13 +80,24 @@ def tid_to_pdf(trans_model: Any) -> np.ndarray:
     return np.asarray(trans_model.transition_id_to_pdf_array()[1:], dtype=np.int64)
 
 
+def hybrid_log_likelihoods(log_post: np.ndarray, log_prior: np.ndarray) -> np.ndarray:
+    """The unscaled pseudo log-likelihoods (T, N): ``log p(s | x) - log p(s)``, per pdf."""
+    if log_post.ndim != 2 or log_post.shape[1] != log_prior.shape[0]:
+        raise ValueError(f"log-posteriors {log_post.shape} do not match {log_prior.shape[0]} state priors")
+    return log_post - log_prior[None, :]  # (T, N)
+
+
+def scaled_scores(log_lik: np.ndarray, tid_pdf: np.ndarray, acoustic_scale: float) -> np.ndarray:
+    """Decoder input (T, num_tids) from pseudo log-likelihoods (T, N): ``scale * log_lik`` gathered
+    per transition id. The decode stage's search processes apply it to the unscaled
+    :func:`hybrid_log_likelihoods` they receive, once per scale."""
+    return np.ascontiguousarray(acoustic_scale * log_lik[:, tid_pdf], dtype=np.float32)  # (T, num_tids)
+
+
 def hybrid_scores(log_post: np.ndarray, log_prior: np.ndarray, tid_pdf: np.ndarray,
                   acoustic_scale: float) -> np.ndarray:
     """Decoder input (T, num_tids): ``scale * (log_post - log_prior)`` gathered per transition id."""
-    if log_post.ndim != 2 or log_post.shape[1] != log_prior.shape[0]:
-        raise ValueError(f"log-posteriors {log_post.shape} do not match {log_prior.shape[0]} state priors")
-    ratio = log_post - log_prior[None, :]  # (T, N)
-    return np.ascontiguousarray(acoustic_scale * ratio[:, tid_pdf], dtype=np.float32)  # (T, num_tids)
+    return scaled_scores(hybrid_log_likelihoods(log_post, log_prior), tid_pdf, acoustic_scale)
 
 
 class Decoder:
@@ -101,6 +112,13 @@ class Decoder:
         self.trans_model = trans_model
         self.word_symbols = word_symbols
         self.tid_pdf = tid_to_pdf(trans_model)
+        self.num_pdfs = int(self.tid_pdf.max()) + 1 if len(self.tid_pdf) else 0
+
+    def decode_log_likelihoods(self, utt: str, log_lik: np.ndarray, acoustic_scale: float) -> Hypothesis:
+        """Best path for unscaled pseudo log-likelihoods (T, N) (:func:`hybrid_log_likelihoods`) at a scale."""
+        if log_lik.ndim != 2 or log_lik.shape[1] < self.num_pdfs:
+            raise ValueError(f"{utt}: log-likelihoods {log_lik.shape} do not cover the model's {self.num_pdfs} pdfs")
+        return self.decode(utt, scaled_scores(log_lik, self.tid_pdf, acoustic_scale))
 
     def decode(self, utt: str, scores: np.ndarray) -> Hypothesis:
         """Best path for a (T, num_tids) score matrix (see :func:`hybrid_scores`)."""

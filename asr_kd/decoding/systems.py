@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,20 +42,22 @@ from asr_kd.decoding.search import (
     PosteriorFn,
     SearchConfig,
     count_pdfs,
-    hybrid_scores,
+    hybrid_log_likelihoods,
     log_priors_from_counts,
 )
+from asr_kd.decoding.pool import Pending, Searcher, SearchPool
+from asr_kd.decoding.receipts import SearchRecord, SplitReceipts, Tally, array_key, file_key, utt_digests
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.fileio import write_json
-from asr_kd.parallel import worker_map
-from asr_kd.paths import TABLE5_RUNS, RunPaths, TrainRunDir
+from asr_kd.paths import GMM_MODEL_FILE, TABLE5_RUNS, RunPaths, TrainRunDir
 from asr_kd.progress import progress
 from asr_kd.runner import StageError, marker_summary
 
 log = logging.getLogger(__name__)
 
-MIN_UTTS_PER_JOB = 20  # below this many utterances per process, decode in this process
-CHUNK_UTTS = 64  # utterances whose posteriors are held in memory at once
+CHUNK_UTTS = 64  # utterances whose posteriors are held in memory at once (decode.chunk_utts)
+FORWARD_BATCH_FRAMES = 8192  # frames (windows) per forward batch, across the utterances of a chunk
+TUNE_SEED = 0  # the seeded draw of the dev utterances that choose the scale (decode.tune_draw=seeded)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,9 +93,30 @@ def read_split(paths: RunPaths, split: str, max_utts: int = 0) -> EvalSplit:
 
 
 def subset(data: EvalSplit, max_utts: int) -> EvalSplit:
+    """The first ``max_utts`` utterances of ``data`` in shard order (0: all)."""
     if not max_utts or max_utts >= len(data.utts):
         return data
-    keep = data.utts[:max_utts]
+    return _keep(data, data.utts[:max_utts])
+
+
+def tune_subset(data: EvalSplit, max_utts: int, draw: str = "first") -> EvalSplit:
+    """The dev utterances that choose the acoustic scale (``decode.tune_max_utts``, 0: all):
+    ``first``: the first ones in shard order; ``seeded``: a draw of ``TUNE_SEED`` from the ids in
+    sorted order (the same subset on every run of the same dev set, spread over its speakers,
+    where the first ones of a speaker-sorted set such as LibriSpeech's would be a few speakers),
+    kept in shard order."""
+    if not max_utts or max_utts >= len(data.utts):
+        return data
+    if draw == "first":
+        return subset(data, max_utts)
+    if draw != "seeded":
+        raise ValueError(f"unknown draw {draw!r} (first, seeded)")
+    ids = sorted(data.utts)
+    picked = set(ids[i] for i in np.random.default_rng(TUNE_SEED).choice(len(ids), size=max_utts, replace=False))
+    return _keep(data, [u for u in data.utts if u in picked])
+
+
+def _keep(data: EvalSplit, keep: list[str]) -> EvalSplit:
     return EvalSplit(data.split, keep, {u: data.feats[u] for u in keep},
                      {u: data.labels[u] for u in keep if u in data.labels}, {u: data.refs[u] for u in keep})
 
@@ -110,25 +134,16 @@ def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parallel search
+# One split of one system: posteriors once per chunk, searched at every scale by the pool
 # ---------------------------------------------------------------------------------------------
-def parallel_search(fn: Callable[..., Hypothesis], items: Sequence[tuple[Any, ...]], num_jobs: int) -> list[Hypothesis]:
-    """``[fn(*item) for item in items]``, over ``num_jobs`` forked processes when there are enough items.
-
-    ``fn`` is inherited by the forked workers, not pickled, so it may hold a decoder and its graph."""
-    jobs = min(num_jobs, len(items) // MIN_UTTS_PER_JOB)
-    chunksize = max(1, len(items) // (4 * jobs)) if jobs > 1 else 1
-    return list(worker_map(lambda item: fn(*item), items, jobs, chunksize=chunksize))
+BatchPosteriorFn = Callable[[Sequence[np.ndarray]], list[np.ndarray]]  # [feats (T, D)] -> [log p(s|x) (T, N)]
 
 
-def search_all(decoder: Decoder, items: Sequence[tuple[str, np.ndarray]], num_jobs: int) -> list[Hypothesis]:
-    """Decode (utt, score matrix) pairs, over ``num_jobs`` forked processes when there are enough."""
-    return parallel_search(decoder.decode, items, num_jobs)
+def per_utterance(fn: PosteriorFn) -> BatchPosteriorFn:
+    """A batch posterior source from a per-utterance one (tests, simple models)."""
+    return lambda feats: [fn(f) for f in feats]
 
 
-# ---------------------------------------------------------------------------------------------
-# One system
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class SplitResult:
     """Hypotheses of one split at each acoustic scale, and the frame accuracy counts."""
@@ -138,11 +153,17 @@ class SplitResult:
     frames: int = 0  # frames with labels (for frame accuracy)
     utt_frames: dict[str, tuple[int, int]] = field(default_factory=dict)  # utt -> (hits, frames)
     forward_s: float = 0.0
-    search_s: float = 0.0
+    search_s: float = 0.0  # search seconds of one process, summed over the utterances
 
     @property
     def frame_acc(self) -> float | None:
         return self.hits / self.frames if self.frames else None
+
+    @classmethod
+    def of(cls, rec: SearchRecord) -> SplitResult:
+        hits, frames = (sum(v[i] for v in rec.utt_frames.values()) for i in (0, 1))
+        search_s = sum(h.search_s for hs in rec.hyps.values() for h in hs)
+        return cls(rec.hyps, hits, frames, rec.utt_frames, rec.forward_s, search_s)
 
 
 def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -150,27 +171,83 @@ def batches(items: Sequence[str], size: int) -> list[Sequence[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def run_split(name: str, decoder: Decoder, data: EvalSplit, post_fn: PosteriorFn, log_prior: np.ndarray,
-              scales: Sequence[float], num_jobs: int) -> SplitResult:
-    """Posteriors of each utterance once (in chunks, so memory stays bounded), searched at every scale."""
-    res = SplitResult({s: [] for s in scales})
-    for chunk in progress(batches(data.utts, CHUNK_UTTS), desc=f"{name} {data.split}", unit="chunk", leave=False):
-        t0 = time.time()
-        lps = {u: post_fn(data.feats[u]) for u in chunk}  # utt -> (T, N)
-        res.forward_s += time.time() - t0
-        for u, lp in lps.items():
+# A chunk's preparation: its utterances -> (utt -> what the searcher takes, utt -> (hits, frames))
+ChunkFn = Callable[[Sequence[str]], tuple[dict[str, Any], dict[str, tuple[int, int]]]]
+
+
+def dnn_chunks(forward: BatchPosteriorFn, data: EvalSplit, log_prior: np.ndarray) -> ChunkFn:
+    """The network's posteriors of a chunk (one batched forward), frame hits against the labels,
+    and the unscaled pseudo log-likelihoods the searcher scales."""
+
+    def prepare(chunk: Sequence[str]) -> tuple[dict[str, Any], dict[str, tuple[int, int]]]:
+        lls, frames = {}, {}
+        for u, lp in zip(chunk, forward([data.feats[u] for u in chunk])):
+            lp = np.asarray(lp)  # (T, N)
             if u in data.labels and len(data.labels[u]) == len(lp):
-                hits = int((lp.argmax(axis=1) == data.labels[u]).sum())
-                res.hits += hits
-                res.frames += len(lp)
-                res.utt_frames[u] = (hits, len(lp))
+                frames[u] = (int((lp.argmax(axis=1) == data.labels[u]).sum()), len(lp))
+            lls[u] = hybrid_log_likelihoods(lp, log_prior)
+        return lls, frames
+
+    return prepare
+
+
+@dataclass
+class Search:
+    """Where a system's splits are searched: the stage's pool, the pool's searcher (graph) to use,
+    chunk size, and (optionally) the receipts a killed decode resumes from."""
+
+    pool: SearchPool
+    searcher: str
+    chunk_utts: int = CHUNK_UTTS
+    receipts: Callable[[EvalSplit, Sequence[float]], SplitReceipts | None] | None = None
+
+
+def run_split(name: str, search: Search, data: EvalSplit, prepare: ChunkFn, scales: Sequence[float]) -> SplitResult:
+    """Every utterance of ``data`` prepared once (in chunks, so memory stays bounded) and searched at
+    every scale: the pool searches a chunk while the next one is prepared. Finished chunks (and a
+    finished split) with a receipt of the same key are reused."""
+    scales = tuple(scales)
+    receipts = search.receipts(data, scales) if search.receipts else None
+    done = receipts.finished() if receipts else None
+    if done is not None:
+        return SplitResult.of(done)
+    total = SearchRecord({s: [] for s in scales})
+    in_flight: deque[tuple[int, Sequence[str], Pending, SearchRecord]] = deque()
+
+    def collect() -> None:
+        i, utts, pending, rec = in_flight.popleft()
+        for u, hyps in zip(utts, pending.get()):
+            for s, h in zip(scales, hyps):
+                rec.hyps[s].append(h)
+        if receipts:
+            receipts.write_chunk(i, rec)
+        total.extend(rec)
+
+    chunks = batches(data.utts, search.chunk_utts)
+    for i, chunk in enumerate(progress(chunks, desc=f"{name} {data.split}", unit="chunk", leave=False)):
+        rec = receipts.chunk(i) if receipts else None
+        if rec is not None:
+            while in_flight:  # keep the chunks in order
+                collect()
+            total.extend(rec)
+            continue
         t0 = time.time()
-        items = [(u, hybrid_scores(lps[u], log_prior, decoder.tid_pdf, s)) for s in scales for u in chunk]
-        hyps = search_all(decoder, items, num_jobs)
-        res.search_s += time.time() - t0
-        for i, s in enumerate(scales):
-            res.hyps[s] += hyps[i * len(chunk) : (i + 1) * len(chunk)]
-    return res
+        payload, frames = prepare(chunk)
+        rec = SearchRecord({s: [] for s in scales}, frames, time.time() - t0)
+        utts = [u for u in chunk if u in payload]
+        pending = search.pool.submit([(search.searcher, u, payload[u], scales) for u in utts] if scales else [])
+        del payload
+        in_flight.append((i, utts, pending, rec))
+        while len(in_flight) > 1:  # one chunk searched while the next is prepared
+            collect()
+    while in_flight:
+        collect()
+    if receipts:
+        reused = receipts.tally.chunks_reused.get(receipts.where, 0)
+        if reused:
+            log.info("decode: %s: reused %d of %d chunks", receipts.where, reused, len(chunks))
+        receipts.write(total)
+    return SplitResult.of(total)
 
 
 def best_scale(refs: dict[str, list[str]], hyps: dict[float, list[Hypothesis]]) -> tuple[float, dict[str, float]]:
@@ -204,21 +281,21 @@ def finish_system(name: str, paths: RunPaths, dev: EvalSplit, test: EvalSplit, d
     }
 
 
-def decode_dnn(name: str, post_fn: PosteriorFn, paths: RunPaths, decoder: Decoder, log_prior: np.ndarray,
-               dev: EvalSplit, test: EvalSplit, scales: Sequence[float], num_jobs: int,
-               params: int | None = None, scale_from: tuple[str, float] | None = None) -> dict[str, Any]:
+def decode_dnn(name: str, forward: BatchPosteriorFn, paths: RunPaths, search: Search, log_prior: np.ndarray,
+               dev: EvalSplit, test: EvalSplit, scales: Sequence[float], params: int | None = None,
+               scale_from: tuple[str, float] | None = None) -> dict[str, Any]:
     """One hybrid system: the acoustic scale chosen by dev WER, test decoded at it; frame accuracies.
 
     With ``scale_from = (system, scale)`` the scale is that system's: dev is only scored for frame
     accuracy (no search), test is decoded at it."""
     if scale_from is None:
-        dev_res = run_split(name, decoder, dev, post_fn, log_prior, scales, num_jobs)
+        dev_res = run_split(name, search, dev, dnn_chunks(forward, dev, log_prior), scales)
         scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
         dev_hyps = dev_res.hyps[scale]
     else:
-        dev_res = run_split(name, decoder, dev, post_fn, log_prior, [], num_jobs)
+        dev_res = run_split(name, search, dev, dnn_chunks(forward, dev, log_prior), [])
         scale, dev_wer, dev_hyps = scale_from[1], {}, None
-    test_res = run_split(name, decoder, test, post_fn, log_prior, [scale], num_jobs)
+    test_res = run_split(name, search, test, dnn_chunks(forward, test, log_prior), [scale])
     summary = finish_system(name, paths, dev, test, dev_hyps, test_res.hyps[scale], scale, dev_wer,
                             test_res.search_s, scale_from=scale_from[0] if scale_from else None)
     summary.update(kind="dnn", frame_acc=test_res.frame_acc, dev_frame_acc=dev_res.frame_acc, params=params,
@@ -285,25 +362,21 @@ def gmm_eval_features(paths: RunPaths, dev: EvalSplit, test: EvalSplit) -> dict[
     return feats
 
 
-def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, decoder: Decoder, dev: EvalSplit,
-                      test: EvalSplit, feats: dict[str, np.ndarray], scales: Sequence[float],
-                      num_jobs: int) -> dict[str, Any]:
-    """One GMM-HMM of the align stage through its graph, on its own features (:func:`gmm_eval_features`)."""
+def gmm_chunks(feats: dict[str, np.ndarray]) -> ChunkFn:
+    """A GMM's chunk: its features (the searcher computes the likelihoods); no frame accuracy."""
+    return lambda chunk: ({u: feats[u] for u in chunk if u in feats}, {})
 
-    def decode(utt: str, scale: float) -> Hypothesis:
-        return decoder.decode_gmm(utt, model.am, feats[utt], scale)
 
-    def run(data: EvalSplit, grid: Sequence[float]) -> dict[float, list[Hypothesis]]:
-        utts = [u for u in data.utts if u in feats]
-        hyps = parallel_search(decode, [(u, s) for s in grid for u in utts], num_jobs)
-        return {s: hyps[i * len(utts) : (i + 1) * len(utts)] for i, s in enumerate(grid)}
-
-    dev_hyps = run(dev, scales)
-    scale, dev_wer = best_scale(dev.refs, dev_hyps)
-    t0 = time.time()
-    test_hyps = run(test, [scale])[scale]
-    summary = finish_system(system.name, paths, dev, test, dev_hyps[scale], test_hyps, scale, dev_wer,
-                            time.time() - t0)
+def decode_gmm_system(system: GmmSystem, paths: RunPaths, model: Any, search: Search, dev: EvalSplit,
+                      test: EvalSplit, feats: dict[str, np.ndarray], scales: Sequence[float]) -> dict[str, Any]:
+    """One GMM-HMM of the align stage through its graph (``search.searcher``, a searcher of the
+    pool over ``model``), on its own features (:func:`gmm_eval_features`)."""
+    dev_res = run_split(system.name, search, dev, gmm_chunks(feats), scales)
+    scale, dev_wer = best_scale(dev.refs, dev_res.hyps)
+    test_res = run_split(system.name, search, test, gmm_chunks(feats), [scale])
+    test_hyps = test_res.hyps[scale]
+    summary = finish_system(system.name, paths, dev, test, dev_res.hyps[scale], test_hyps, scale, dev_wer,
+                            test_res.search_s)
     summary.update(kind="gmm", context=system.context, num_pdfs=int(model.num_pdfs),
                    num_gaussians=int(model.num_gauss), frame_acc=None,
                    params=int(model.num_gauss) * (2 * model.dim + 1))
@@ -360,12 +433,25 @@ def discover_systems(cfg: RecipeConfig, paths: RunPaths) -> list[DnnSystem]:
     return present
 
 
-def posterior_fn(system: DnnSystem, cfg: RecipeConfig) -> tuple[PosteriorFn, int]:
-    """(feats (T, D) -> log-posteriors (T, N), parameter count of one model) for a system."""
+def forward_device(cfg: RecipeConfig) -> str:
+    """Where the networks' forward runs: CUDA when there is a GPU (and ``train.accelerator`` does
+    not say cpu), else the CPU."""
     import torch
 
-    from asr_kd.nn.ensemble import load_teachers, utterance_log_posteriors
+    return "cuda" if cfg.train.accelerator != "cpu" and torch.cuda.is_available() else "cpu"
+
+
+def posterior_fn(system: DnnSystem, cfg: RecipeConfig, device: str = "cpu",
+                 batch_frames: int = FORWARD_BATCH_FRAMES) -> tuple[BatchPosteriorFn, int, str]:
+    """(a chunk's feats [(T, D)] -> log-posteriors [(T, N)], parameter count of one model, the
+    precision it runs in) for a system, its model on ``device``. The precision is
+    ``train.precision`` for that device (:func:`asr_kd.nn.precision.inference_precision`: fp32
+    where a preset's bf16 would be emulated)."""
+    import torch
+
+    from asr_kd.nn.ensemble import batch_log_posteriors, load_teachers
     from asr_kd.nn.models import count_parameters, load_model
+    from asr_kd.nn.precision import inference_precision
 
     if len(system.model_files) > 1:
         model = load_teachers(system.model_files, cfg.distill.ensemble_mean)
@@ -373,14 +459,16 @@ def posterior_fn(system: DnnSystem, cfg: RecipeConfig) -> tuple[PosteriorFn, int
     else:
         model, _ = load_model(system.model_files[0])
         params = count_parameters(model)
+    model = model.to(torch.device(device))
     left, right = cfg.model.left_context, cfg.model.right_context
+    precision = inference_precision(cfg.train.precision, torch.device(device).type)
 
-    def fn(feats: np.ndarray) -> np.ndarray:
-        lp = utterance_log_posteriors(model, torch.from_numpy(np.asarray(feats, np.float32)), left, right,
-                                      precision=cfg.train.precision)
-        return lp.numpy()  # (T, N)
+    def fn(feats: Sequence[np.ndarray]) -> list[np.ndarray]:
+        lps = batch_log_posteriors(model, [torch.from_numpy(np.asarray(f, np.float32)) for f in feats], left, right,
+                                   batch_frames=batch_frames, precision=precision)
+        return [lp.numpy() for lp in lps]  # (T, N) each
 
-    return fn, params
+    return fn, params, precision
 
 
 def shared_scale(cfg: RecipeConfig, system: DnnSystem, done: dict[str, Any]) -> tuple[str, float] | None:
@@ -392,25 +480,27 @@ def shared_scale(cfg: RecipeConfig, system: DnnSystem, done: dict[str, Any]) -> 
 
 
 def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """The decode stage's work: every system of the run through HCLG; returns WERs and frame accuracies."""
+    """The decode stage's work: every system of the run through HCLG; returns WERs and frame accuracies.
+
+    The graphs and GMMs are read first and one pool of ``decode.num_jobs`` search processes is
+    forked with them (:mod:`asr_kd.decoding.pool`); then each network's posteriors are computed
+    once per chunk of each split, batched, on the GPU when there is one, and searched at every
+    scale by the pool; every finished split and chunk leaves a receipt (:mod:`asr_kd.decoding.receipts`)."""
     from asr_kd.align.model import load_model
     from asr_kd.decoding.search import read_hclg_decoder
+    from asr_kd.paths import GraphDir
 
     gmm = load_model(paths.align)
-    search = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
-    decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search)
+    search_cfg = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
+    decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search_cfg)
     log_prior = train_log_priors(paths, gmm.num_pdfs)
     dev_all, test = read_split(paths, "dev"), read_split(paths, "test")
-    dev = subset(dev_all, cfg.decode.tune_max_utts)
+    dev = tune_subset(dev_all, cfg.decode.tune_max_utts, cfg.decode.tune_draw)
     scales = cfg.decode.acoustic_scales
-    results: dict[str, Any] = {}
     systems = discover_systems(cfg, paths)
-    for system in systems:
-        fn, params = posterior_fn(system, cfg)
-        results[system.name] = decode_dnn(system.name, fn, paths, decoder, log_prior, dev, test, scales,
-                                          cfg.decode.num_jobs, params, scale_from=shared_scale(cfg, system, results))
     gmm_feats = gmm_eval_features(paths, dev, test)
     not_decoded: dict[str, str] = {}
+    gmms: list[tuple[GmmSystem, Any, Decoder]] = []
     for gs in gmm_systems(cfg, paths):
         model = gmm if gs.name == "gmm" else load_model(gs.model_dir)
         problem = gmm_feature_mismatch(model.dim, gmm_feats)
@@ -418,14 +508,59 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             not_decoded[gs.name] = problem
             log.warning("%s (%s) not decoded: %s", gs.name, gs.model_dir, problem)
             continue
-        gmm_decoder = decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model, search)
-        results[gs.name] = decode_gmm_system(gs, paths, model, gmm_decoder, dev, test, gmm_feats,
-                                             cfg.decode.gmm_acoustic_scales, cfg.decode.num_jobs)
+        gmms.append((gs, model, decoder if gs.name == "gmm" else read_hclg_decoder(gs.graph_dir, model.trans_model,
+                                                                                      search_cfg)))
+
+    # what every result depends on besides the model and the data: the graph, the priors, the search
+    def graph_key(graph_dir: Path, mdl: Path) -> dict[str, Any]:
+        g = GraphDir(graph_dir)
+        return {"hclg": file_key(g.hclg), "words": file_key(g.words), "mdl": file_key(mdl),
+                "search": [search_cfg.beam, search_cfg.max_active, search_cfg.lattice_beam]}
+
+    dnn_graph = {**graph_key(paths.graph, paths.final_mdl), "prior": array_key(log_prior)}
+    tally = Tally()
+    digests: dict[tuple[str, str], list[str]] = {}
+
+    def receipts_for(system: str, identity: dict[str, Any], tables: str) -> Callable[..., SplitReceipts]:
+        def make(data: EvalSplit, grid: Sequence[float]) -> SplitReceipts:
+            if (tables, data.split) not in digests:
+                arrays = (data.feats, data.labels) if tables == "dnn" else (gmm_feats,)
+                digests[tables, data.split] = utt_digests(data.utts, *arrays)
+            return SplitReceipts(paths.stage_dir("decode"), system, data.split, {**identity, "scales": list(grid)},
+                                 digests[tables, data.split], cfg.decode.chunk_utts, tally)
+        return make
+
+    searchers: dict[str, Searcher] = {"dnn": decoder.decode_log_likelihoods}
+    for gs, model, gdec in gmms:
+        searchers[gs.name] = (lambda d, am: lambda u, f, s: d.decode_gmm(u, am, f, s))(gdec, model.am)
+    device = forward_device(cfg)
+    results: dict[str, Any] = {}
+    precision = ""
+    # forked before any network runs: the workers share the graphs and never hold a CUDA context
+    with SearchPool(searchers, cfg.decode.num_jobs) as pool:
+        for system in systems:
+            fn, params, precision = posterior_fn(system, cfg, device)
+            identity = {"kind": "dnn", "models": [file_key(p) for p in system.model_files],
+                        "context": [cfg.model.left_context, cfg.model.right_context], "precision": precision,
+                        **({"mean": cfg.distill.ensemble_mean} if len(system.model_files) > 1 else {}),
+                        "graph": dnn_graph}
+            search = Search(pool, "dnn", cfg.decode.chunk_utts, receipts_for(system.name, identity, "dnn"))
+            results[system.name] = decode_dnn(system.name, fn, paths, search, log_prior, dev, test, scales, params,
+                                              scale_from=shared_scale(cfg, system, results))
+            del fn
+        for gs, model, _ in gmms:
+            identity = {"kind": "gmm", "model": file_key(gs.model_dir / GMM_MODEL_FILE),
+                        "graph": graph_key(gs.graph_dir, gs.model_dir / GMM_MODEL_FILE)}
+            search = Search(pool, gs.name, cfg.decode.chunk_utts, receipts_for(gs.name, identity, "gmm"))
+            results[gs.name] = decode_gmm_system(gs, paths, model, search, dev, test, gmm_feats,
+                                                 cfg.decode.gmm_acoustic_scales)
+    log.info("%s", tally.line())
     return {
         "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
                                           "search_rtf")} for n, r in results.items()},
         "dev_utts_for_tuning": len(dev.utts),
         "test_utts": len(test.utts),
         "acoustic_scales": list(scales),
+        "forward": {"device": device, "precision": precision, "search_processes": pool.jobs},
         **({"gmm_not_decoded": not_decoded} if not_decoded else {}),
     }

@@ -15,6 +15,7 @@ import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -144,6 +145,56 @@ def utterance_log_posteriors(
                for i in range(0, windows.shape[0], batch_frames)]
     model.train(was_training)
     return torch.cat(out)  # (T_frames, N)
+
+
+@torch.no_grad()
+def batch_log_posteriors(
+    model: nn.Module,
+    feats: Sequence[torch.Tensor | np.ndarray],
+    left: int = 20,
+    right: int = 5,
+    T: float = 1.0,
+    batch_frames: int = 8192,
+    precision: str = "auto",
+) -> list[torch.Tensor]:
+    """:func:`utterance_log_posteriors` of several utterances in one pass: their windows go through
+    the model (on its device) in batches of ``batch_frames`` across utterance boundaries; returns
+    one (T_frames, N) float32 CPU tensor per utterance. A row's output does not depend on the other
+    rows of its batch (the same numbers as one utterance at a time)."""
+    from asr_kd.data.windows import utterance_windows
+
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    lengths = [int(f.shape[0]) for f in feats]
+    outs: list[torch.Tensor] = []
+    pending: list[torch.Tensor] = []
+    held = 0
+
+    def flush() -> None:
+        nonlocal held
+        x = torch.cat(pending).to(device, non_blocking=True)  # (B, 26, 40)
+        outs.append(log_posteriors(model, x, T).float())
+        pending.clear()
+        held = 0
+
+    with inference_autocast(device, precision):
+        for f in feats:
+            w = utterance_windows(torch.as_tensor(f, dtype=torch.float32), left=left, right=right)  # (T, 26, 40)
+            start = 0
+            while start < w.shape[0]:
+                take = min(batch_frames - held, w.shape[0] - start)
+                pending.append(w[start : start + take])
+                held += take
+                start += take
+                if held == batch_frames:
+                    flush()
+        if pending:
+            flush()
+    model.train(was_training)
+    if not outs:
+        return []
+    return list(torch.cat(outs).cpu().split(lengths))  # device -> host once per pass
 
 
 @torch.no_grad()

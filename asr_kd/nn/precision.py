@@ -59,6 +59,17 @@ def resolve_precision(precision: str, accelerator: str = "auto") -> str:
     return "bf16-mixed" if device_has_fast_bf16(_device_type(accelerator)) else "32-true"
 
 
+def inference_precision(precision: str, device_type: str) -> str:
+    """The precision a forward pass runs in on ``device_type`` (cpu, cuda): ``precision`` resolved
+    as :func:`resolve_precision`, except that bf16 asked for on a device without fast bf16 (a
+    preset's ``bf16-mixed``, chosen for its GPUs, on a CPU without AVX512-BF16/AMX) runs in fp32:
+    emulated bf16 is ~50x slower there and no more exact."""
+    resolved = resolve_precision(precision, device_type)
+    if resolved.startswith("bf16") and not device_has_fast_bf16(device_type):
+        return "32-true"
+    return resolved
+
+
 @contextlib.contextmanager
 def inference_autocast(device: torch.device | str, precision: str = AUTO) -> Iterator[None]:
     """bf16 autocast for a forward pass when ``precision`` (resolved for ``device``) is bf16."""

@@ -26,7 +26,8 @@ from asr_kd.paths import RunPaths
 DOC = "extra test conditions (cross-synthesizer)"
 # Which conditions exist is prepare's business; the systems and their scales come from decode.
 READS = ("decode.condition_scales", "!data.train_synthesizer", "!decode", "!teachers.num_teachers", "!teachers.retune_epochs",
-         "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision")
+         "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision",
+         "!train.accelerator")
 AFTER = ("decode",)
 
 # In this order: a tuning set before the condition it tunes.

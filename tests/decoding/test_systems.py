@@ -1,5 +1,6 @@
-"""Decoding the systems of a run: decode_dnn on a tiny graph with a fake acoustic model, the forked
-search, which GMM systems are decoded."""
+"""Decoding the systems of a run: decode_dnn on a tiny graph with a fake acoustic model, the search
+pool (the scale applied in the worker), the receipts a killed decode resumes from, the dev subset
+that chooses the scale, which GMM systems are decoded."""
 
 from __future__ import annotations
 
@@ -13,6 +14,8 @@ from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
 from asr_kd.config import load_config
 from asr_kd.decoding import graph, lm, systems
 from asr_kd.decoding import search as decode
+from asr_kd.decoding.pool import SearchPool
+from asr_kd.decoding.receipts import SplitReceipts, Tally, utt_digests
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths
 
@@ -44,8 +47,10 @@ def test_decode_dnn_with_a_callable_posterior_source(tmp_path, tiny_graph) -> No
 
     paths = RunPaths(tmp_path / "exp")
     prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
-    out = systems.decode_dnn("fake", lambda feats: feats, paths, dec, prior, split("dev"), split("test"),
-                            scales=(0.5, 1.0), num_jobs=1, params=42)
+    identity = systems.per_utterance(lambda feats: feats)
+    search = systems.Search(SearchPool({"dnn": dec.decode_log_likelihoods}, 1), "dnn", chunk_utts=2)
+    out = systems.decode_dnn("fake", identity, paths, search, prior, split("dev"), split("test"),
+                             scales=(0.5, 1.0), params=42)
     assert out["wer"] == 0.0 and out["dev"]["wer"] == 0.0
     n0 = len(posteriorgram(lang, sentences[0]))
     total = sum(len(posteriorgram(lang, s)) for s in sentences)
@@ -56,8 +61,8 @@ def test_decode_dnn_with_a_callable_posterior_source(tmp_path, tiny_graph) -> No
     assert out["acoustic_scale_from"] == "dev"
 
     # a scale taken from another system: no dev search (no dev scoring), test decoded at that scale
-    shared = systems.decode_dnn("fake2", lambda feats: feats, paths, dec, prior, split("dev"), split("test"),
-                                scales=(0.5, 1.0), num_jobs=1, scale_from=("fake", 1.0))
+    shared = systems.decode_dnn("fake2", identity, paths, search, prior, split("dev"), split("test"),
+                                scales=(0.5, 1.0), scale_from=("fake", 1.0))
     assert shared["acoustic_scale"] == 1.0 and shared["acoustic_scale_from"] == "fake"
     assert shared["dev_wer_by_scale"] == {} and shared["dev"] == {}
     assert shared["wer"] == 0.0 and shared["frame_acc"] == out["frame_acc"]
@@ -76,16 +81,153 @@ def test_teachers_share_teacher_zeros_scale_only_when_asked() -> None:
     assert systems.shared_scale(each, sys("teacher-3"), done) is None
 
 
-def test_parallel_search_matches_serial(tiny_graph) -> None:
+def _old_scores(log_post, log_prior, tid_pdf, scale):
+    """The decode stage's scores before the scale moved into the search processes (a copy per scale)."""
+    ratio = log_post - log_prior[None, :]
+    return np.ascontiguousarray(scale * ratio[:, tid_pdf], dtype=np.float32)
+
+
+def _utterances(lang, n=40):
+    sents = [["YES"], ["MAYBE", "YES"], ["NO", "MAYBE"], ["NO", "YES"]] * (n // 4)
+    lps = {f"u{i:02d}": posteriorgram(lang, s, peak=0.6, seed=i) for i, s in enumerate(sents)}
+    return systems.EvalSplit("dev", list(lps), lps, {u: lp.argmax(axis=1) for u, lp in lps.items()},
+                             {f"u{i:02d}": s for i, s in enumerate(sents)})
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_scale_applied_in_the_search_gives_the_old_hypotheses(tiny_graph, jobs) -> None:
+    """The pool's workers get each utterance's unscaled log-likelihoods once and scale them
+    themselves: the same score matrices (to the bit) and hypotheses as the old per-scale copies,
+    at every scale, in one process or two, in chunks or not."""
+    lang, dec = tiny_graph
+    prior = decode.log_priors_from_counts(np.arange(1, lang.trans_model.num_pdfs + 1, dtype=np.float64))
+    data, scales = _utterances(lang), (0.05, 0.3, 1.0)
+    for lp in list(data.feats.values())[:4]:
+        ll = decode.hybrid_log_likelihoods(lp, prior)
+        for s in scales:
+            assert np.array_equal(decode.scaled_scores(ll, dec.tid_pdf, s), _old_scores(lp, prior, dec.tid_pdf, s))
+            assert np.array_equal(decode.hybrid_scores(lp, prior, dec.tid_pdf, s), _old_scores(lp, prior, dec.tid_pdf, s))
+    old = {s: [dec.decode(u, _old_scores(data.feats[u], prior, dec.tid_pdf, s)) for u in data.utts] for s in scales}
+    assert {s: len({tuple(h.words) for h in hs}) > 1 for s, hs in old.items()} == dict.fromkeys(scales, True)
+    with SearchPool({"dnn": dec.decode_log_likelihoods}, jobs) as pool:
+        assert pool.jobs == jobs
+        res = systems.run_split("fake", systems.Search(pool, "dnn", chunk_utts=7), data,
+                                systems.dnn_chunks(systems.per_utterance(lambda f: f), data, prior), scales)
+    for s in scales:
+        assert [h.utt for h in res.hyps[s]] == data.utts
+        assert [(h.words, h.ok) for h in res.hyps[s]] == [(h.words, h.ok) for h in old[s]], s
+    assert res.frames == sum(len(lp) for lp in data.feats.values()) and res.hits == res.frames
+    assert systems.best_scale(data.refs, res.hyps) == systems.best_scale(data.refs, old)
+
+
+def test_a_killed_split_resumes_from_its_chunk_receipts(tmp_path, tiny_graph) -> None:
+    """Each finished chunk leaves a receipt; a re-run reuses those of the same key (model, graph,
+    scales, data) and searches the rest, to the same result; the finished split's receipt replaces
+    the chunks'; another key (a retrained model, other scales) is searched again."""
     lang, dec = tiny_graph
     prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
-    sents = [["YES"], ["MAYBE", "YES"], ["NO", "MAYBE"], ["NO", "YES"]] * 10
-    items = [(f"u{i}", decode.hybrid_scores(posteriorgram(lang, s, peak=0.6, seed=i), prior, dec.tid_pdf, 1.0))
-             for i, s in enumerate(sents)]
-    serial = systems.search_all(dec, items, num_jobs=1)
-    parallel = systems.search_all(dec, items, num_jobs=2)
-    assert [h.words for h in parallel] == [h.words for h in serial]
-    assert [h.utt for h in parallel] == [u for u, _ in items]
+    data, scales = _utterances(lang, 20), (0.5, 1.0)
+    digests = utt_digests(data.utts, data.feats, data.labels)
+    calls = []
+
+    def forward(feats):
+        calls.append(len(feats))
+        return [f for f in feats]
+
+    def run(identity, tally, grid=scales):
+        receipts = lambda d, g: SplitReceipts(tmp_path, "fake", d.split, {**identity, "scales": list(g)},  # noqa: E731
+                                              digests, 6, tally)
+        with SearchPool({"dnn": dec.decode_log_likelihoods}, 1) as pool:
+            search = systems.Search(pool, "dnn", 6, receipts)
+            return systems.run_split("fake", search, data, systems.dnn_chunks(forward, data, prior), grid)
+
+    first = run({"model": "a"}, Tally())
+    assert calls == [6, 6, 6, 2]
+    split_receipt = tmp_path / "fake" / "receipts" / "dev.json"
+    assert split_receipt.exists() and not (tmp_path / "fake" / "receipts" / "dev").exists()
+
+    # a kill after two chunks: their receipts are on disk, the split's is not
+    rec = SplitReceipts(tmp_path, "fake", "dev", {"model": "a", "scales": list(scales)}, digests, 6)
+    split_receipt.unlink()
+    from asr_kd.decoding.receipts import SearchRecord
+    for i in range(2):
+        utts = data.utts[6 * i : 6 * i + 6]
+        part = SearchRecord({s: [h for h in first.hyps[s] if h.utt in utts] for s in scales},
+                            {u: first.utt_frames[u] for u in utts}, 0.0)
+        rec.write_chunk(i, part)
+    calls.clear()
+    tally = Tally()
+    again = run({"model": "a"}, tally)
+    assert calls == [6, 2], "only the unfinished chunks are computed"
+    assert tally.chunks_reused == {"fake/dev": 2} and tally.chunks_searched == 2 and not tally.splits_reused
+    assert tally.line() == ("decode: reused 0 finished (system, split) results and 2 chunks (2 of fake/dev); "
+                            "searched 2 chunks")
+    for s in scales:
+        assert [(h.utt, h.words, h.ok) for h in again.hyps[s]] == [(h.utt, h.words, h.ok) for h in first.hyps[s]]
+    assert (again.hits, again.frames, again.utt_frames) == (first.hits, first.frames, first.utt_frames)
+
+    calls.clear()
+    tally = Tally()
+    run({"model": "a"}, tally)
+    assert calls == [] and tally.splits_reused == ["fake/dev"], "a finished split is reused whole"
+    calls.clear()
+    run({"model": "b"}, Tally())
+    assert calls == [6, 6, 6, 2], "another model's receipts are not reused"
+    calls.clear()
+    run({"model": "b"}, Tally(), grid=(0.5,))
+    assert calls == [6, 6, 6, 2], "nor those of other scales"
+
+
+def test_an_unreadable_receipt_is_an_error_naming_the_file(tmp_path) -> None:
+    from asr_kd.runner import StageError
+
+    rec = SplitReceipts(tmp_path, "sys", "dev", {"scales": [0.1]}, ["d1"], 4)
+    rec.file.parent.mkdir(parents=True)
+    rec.file.write_text("{not json")
+    with pytest.raises(StageError, match=r"sys/receipts/dev.json: unreadable decode receipt"):
+        rec.finished()
+
+
+def test_the_tuning_subset_is_a_fixed_draw() -> None:
+    """decode.tune_draw=seeded: the same utterances every time, whatever the order they come in,
+    spread over the speakers of a speaker-sorted dev set, kept in shard order; first: the first ones."""
+    utts = [f"spk{s:02d}-{i:03d}" for s in range(40) for i in range(60)]
+    data = systems.EvalSplit("dev", utts, dict.fromkeys(utts), {}, {u: ["W"] for u in utts})
+    a = systems.tune_subset(data, 300, "seeded")
+    rng = np.random.default_rng(1)
+    shuffled = list(rng.permutation(utts))
+    b = systems.tune_subset(systems.EvalSplit("dev", shuffled, data.feats, {}, data.refs), 300, "seeded")
+    assert len(a.utts) == 300 and set(a.utts) == set(b.utts)
+    assert a.utts == [u for u in utts if u in set(a.utts)] and b.utts == [u for u in shuffled if u in set(b.utts)]
+    assert len({u.split("-")[0] for u in a.utts}) >= 35  # the first 300 would be 5 speakers
+    assert systems.tune_subset(data, 300, "first").utts == utts[:300]
+    assert systems.tune_subset(data, 0, "seeded") is data and systems.tune_subset(data, 5000, "seeded") is data
+    assert set(a.refs) == set(a.utts)
+
+
+def test_the_forward_precision_is_the_device_s_own() -> None:
+    """A preset's bf16-mixed runs in fp32 on a CPU without fast bf16 (and stays bf16 where it is fast)."""
+    from asr_kd.nn import precision
+
+    assert precision.inference_precision("32-true", "cpu") == "32-true"
+    fast = precision.cpu_has_fast_bf16()
+    assert precision.inference_precision("bf16-mixed", "cpu") == ("bf16-mixed" if fast else "32-true")
+    assert precision.inference_precision("auto", "cpu") == ("bf16-mixed" if fast else "32-true")
+
+
+def test_batched_posteriors_equal_one_utterance_at_a_time() -> None:
+    import torch
+
+    from asr_kd.nn.ensemble import batch_log_posteriors, utterance_log_posteriors
+    from asr_kd.nn.models import AcousticDNN
+
+    model = AcousticDNN(hidden_layers=2, hidden_dim=64, num_pdfs=30)
+    feats = [torch.randn(n, 40) for n in (7, 50, 1, 33)]
+    for precision in ("32-true", "auto"):
+        one = [utterance_log_posteriors(model, f, 20, 5, precision=precision) for f in feats]
+        got = batch_log_posteriors(model, feats, 20, 5, batch_frames=16, precision=precision)
+        assert [g.shape for g in got] == [o.shape for o in one]
+        assert all(torch.allclose(g, o, atol=1e-5) for g, o in zip(got, one))
 
 
 def test_gmm_systems_decode_the_monophone_only_when_asked_and_present(tmp_path) -> None:
@@ -107,3 +249,16 @@ def test_a_gmm_on_other_features_than_ours_is_not_decoded() -> None:
     assert systems.gmm_feature_mismatch(39, feats) is None
     assert systems.gmm_feature_mismatch(40, feats) == (
         "its features are 40-dimensional, the recipe's MFCC + deltas 39-dimensional")
+
+
+def test_the_new_decode_options_leave_finished_decodes_done() -> None:
+    """decode.tune_draw (at "first") and decode.chunk_utts (where, not what) are out of the decode
+    stage's hash: a decode finished before they existed stays done; a seeded draw re-runs it."""
+    from asr_kd.runner import selected_config
+    from asr_kd.stages import decode as decode_stage
+
+    plain = selected_config(load_config("smoke"), decode_stage.READS)
+    assert "tune_draw" not in plain["decode"] and "chunk_utts" not in plain["decode"]
+    assert selected_config(load_config("smoke", {"decode.chunk_utts": "8"}), decode_stage.READS) == plain
+    seeded = selected_config(load_config("smoke", {"decode.tune_draw": "seeded"}), decode_stage.READS)
+    assert seeded["decode"]["tune_draw"] == "seeded"
