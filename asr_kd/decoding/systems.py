@@ -25,6 +25,7 @@ The GMM systems are chosen the same way from ``decode.gmm_acoustic_scales``.
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -555,6 +556,10 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             results[gs.name] = decode_gmm_system(gs, paths, model, search, dev, test, gmm_feats,
                                                  cfg.decode.gmm_acoustic_scales)
     log.info("%s", tally.line())
+    # the stage's marker now records the finished work: receipts only serve a killed run, and a
+    # forced re-run (--force decode) searches again
+    for receipts_dir in sorted(paths.stage_dir("decode").glob("*/receipts")):
+        shutil.rmtree(receipts_dir)
     return {
         "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
                                           "search_rtf")} for n, r in results.items()},

@@ -77,9 +77,8 @@ def test_a_killed_decode_resumes_and_redoes_only_unfinished_work(smoke_run, smok
     assert summary["forward"]["device"] in ("cpu", "cuda")
     total = 2 * 3 * len(summary["systems"])  # dev and test, 3 chunks each
     assert searched == total - 3 * len(splits) - len(chunks), "only the unfinished chunks are searched again"
-    after, _ = receipts(exp)
-    assert all(after[p] == t for p, t in splits.items()), "a finished split's receipt is reused, not rewritten"
-    assert len(after) == total // 3 and not list((exp / "decode").glob("*/receipts/*/chunk-*.json"))
+    # the finished stage's marker records the work: its receipts are gone, so --force decode searches again
+    assert not list((exp / "decode").glob("*/receipts"))
 
     # the uninterrupted run's results, to the last hypothesis
     want = json.loads((smoke_run / "decode" / "DONE.json").read_text())["summary"]
