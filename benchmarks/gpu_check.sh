@@ -7,7 +7,9 @@
 # 2. the recipe's training stages (teachers, ensemble, distill) on the carried smoke shards, on one
 #    GPU with DDP and bf16 (train.precision=auto picks it), timed by the stage summaries.
 # 3. stored vs online vs hard-target student steps (bench_targets.py cost), tiny and paper sizes.
-# Budget: ~7 minutes on an H200.
+# 4. the decode stage's forward on the GPU against this node's CPU (bench_decode.py --stage-path:
+#    the ensemble of step 2 on the smoke dev set; forward and search seconds per hour of audio).
+# Budget: ~8 minutes on an H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-/tmp/gpu-check}
@@ -50,4 +52,11 @@ fi
 # 3. student steps: hard targets vs stored top-k targets vs the online ensemble
 timeout 120 python3 benchmarks/bench_targets.py cost --device cuda --batch 2048 --steps 50 --paper-steps 20 \
   --online-steps 10 --json "$OUT/bench_targets_cost.json" 2>&1 | tee "$OUT/bench_targets_cost.txt"
+# 4. the decode forward on the GPU and on the CPU (search by 8 processes), the ensemble trained in step 2
+if [ -f /tmp/gpu-exp/ensemble/DONE.json ]; then
+  for dev in cuda cpu; do
+    timeout 90 python3 benchmarks/bench_decode.py --exp-dir /tmp/gpu-exp --stage-path --system ensemble \
+      --split dev --jobs 8 --device "$dev" 2>&1 | tee "$OUT/bench_decode_$dev.txt"
+  done
+fi
 ls -la "$OUT"

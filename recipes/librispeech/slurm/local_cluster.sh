@@ -13,11 +13,18 @@ cmd=${1:?usage: local_cluster.sh start|stop DIR}
 dir=$(mkdir -p "${2:?usage: local_cluster.sh start|stop DIR}" && cd "$2" && pwd)
 host=$(hostname -s)
 
-stop() {
+stop() {  # SIGTERM to the daemons this DIR started, then wait (up to 20 s) until they are gone
+  local pids=() pid
   for d in slurmd slurmctld munged; do
-    [[ -f "$dir/$d.pid" ]] && kill "$(cat "$dir/$d.pid")" 2>/dev/null || true
+    [[ -f "$dir/$d.pid" ]] && pids+=("$(cat "$dir/$d.pid")")
   done
-  sleep 1
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for _ in $(seq 40); do
+    alive=0
+    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+    (( alive )) || break
+    sleep 0.5
+  done
   rm -f "$dir"/*.pid
 }
 
