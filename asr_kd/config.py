@@ -52,6 +52,11 @@ class DataConfig:
     train_subsets: tuple[str, ...] = ()
     dev_subsets: tuple[str, ...] = ()
     test_subsets: tuple[str, ...] = ()
+    # Extra test sets beside the test split (LibriSpeech: dev-other and test-other beside dev-clean and
+    # test-clean): each named subset (a LibriSpeech subset dir, Kaldi data dir or lhotse part of the
+    # root) is read by the conditions stage and decoded there, every system at the scale it chose on
+    # dev, and reported beside test (report.md's test conditions; its OOV rate and perplexity in lm).
+    extra_test_subsets: tuple[str, ...] = ()
     max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
     sample_rate: int = 16000
     # Words without a lexicon pronunciation: g2p (espeak-ng pronounces them; utterances kept, the
@@ -634,7 +639,7 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
                                      "data.synthetic_festival": False, "teachers.retune_epochs": 0,
                                      "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3,
-                                     "data.lm_vocab_size": 0}
+                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": []}
 
 
 def config_hash(obj: Any) -> str:

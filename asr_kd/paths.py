@@ -453,6 +453,16 @@ class EvalDir(_Reported):
     def data_info(self) -> Path:
         return self.root / "data.json"
 
+    @property
+    def manifest(self) -> Path:
+        """An extra test set's utterances (data.extra_test_subsets), as the conditions stage read them."""
+        return self.root / "manifest.jsonl"
+
+    @property
+    def audio(self) -> Path:
+        """Audio the corpus reader wrote for an extra test set (Kaldi pipes, lhotse, resampled)."""
+        return self.root / "audio"
+
     def system_dir(self, system: str) -> Path:
         return self.root / "decode" / system
 

@@ -352,7 +352,8 @@ def lm_section(paths: RunPaths) -> dict[str, Any] | None:
     training transcripts', never dev or test's), ``vocabulary_rule``, and per metric a map split ->
     value: ``tokens``, ``oov_tokens`` and ``oov_rate`` (transcript tokens outside the vocabulary,
     each a word error no search avoids), ``perplexity`` (SRILM's: OOVs not scored, ``</s>`` counted;
-    null when nothing could be scored). E.g. ``lm.oov_rate.test``, ``lm.perplexity.dev``. None for
+    null when nothing could be scored). E.g. ``lm.oov_rate.test``, ``lm.perplexity.dev``; the extra
+    test sets (``data.extra_test_subsets``) under their names, ``lm.oov_rate.test-other``. None for
     a run whose graph stage predates it."""
     g = marker_summary(paths, "graph").get("lm")
     if not g or "splits" not in g:
@@ -360,8 +361,12 @@ def lm_section(paths: RunPaths) -> dict[str, Any] | None:
     vocab = g.get("vocabulary") or {}
     out: dict[str, Any] = {"source": g.get("source"), "order": g.get("order"),
                            "vocabulary_size": vocab.get("in_graph"), "vocabulary_rule": vocab.get("rule")}
+    splits = dict(g["splits"])
+    for name, c in marker_summary(paths, "conditions").get("conditions", {}).items():
+        if c.get("lm"):  # an extra test set (data.extra_test_subsets), e.g. test-other
+            splits[name] = c["lm"]
     for metric in LM_METRICS:
-        out[metric] = {split: v.get(metric) for split, v in g["splits"].items()}
+        out[metric] = {split: v.get(metric) for split, v in splits.items()}
     return out
 
 
@@ -633,10 +638,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     conds = report.get("conditions") or []
     if len(conds) > 1:
         lines += ["", "## Test conditions: does the ensemble's advantage survive a shift of domain?", "",
-                  "`test`: held-out voices of the training synthesizers; `cross-synth`: voices of the synthesizer "
+                  "`test`: the test split (a synthetic corpus: held-out voices of the training synthesizers); "
+                  "`cross-synth`: voices of the synthesizer "
                   "training never heard (data.train_synthesizer); `cross-synth-dev`, where present: other such "
                   "voices, on which each system chose the acoustic scale it uses on `cross-synth` "
-                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice). WER (frame accuracy) with "
+                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice); any other: a test set of "
+                  "data.extra_test_subsets (LibriSpeech: test-other beside test-clean). WER (frame accuracy) with "
                   "95 % bootstrap intervals over each condition's utterances; the student is the best on dev.", "",
                   "| condition | utts | mean teacher | ensemble | best student | ensemble WER gain | student keeps "
                   "(frame acc) |", "|---|---|---|---|---|---|---|"]
