@@ -302,20 +302,21 @@ def evaluate_lm(paths: RunPaths, vocab: set[str], order: int, splits: Iterable[s
     """Per split (dev, test): its transcripts' tokens outside the decoding vocabulary (each one a
     word error no search can avoid) and the perplexity of ``graph/lm.arpa`` on them (SRILM's: OOVs
     not scored, ``</s>`` counted; :func:`asr_kd.decoding.lm.oov_perplexity`)."""
+    sentences = {split: [u.words for u in _manifest(paths, split)] for split in splits}
+    sentences = {split: sents for split, sents in sentences.items() if sents}
+    # one pass over the ARPA for every split: only the n-grams their text can look up
+    keep = set().union(*(lm.text_ngrams(sents, order) for sents in sentences.values())) if sentences else set()
+    model = lm.read_arpa(paths.lm_arpa, keep=keep) if sentences else None
     out: dict[str, Any] = {}
-    for split in splits:
-        utts = _manifest(paths, split)
-        if not utts:
-            continue
-        sentences = [u.words for u in utts]
-        counts = oov_counts(sentences, vocab)
+    for split, sents in sentences.items():
+        counts = oov_counts(sents, vocab)
         try:
-            ppl = lm.arpa_perplexity(paths.lm_arpa, sentences, vocab, order)["perplexity"]
+            ppl: float | None = round(float(lm.oov_perplexity(model, sents, vocab)["perplexity"]), 3)
         except ValueError:  # every token an OOV: nothing to score
             ppl = None
-        out[split] = {**counts, "perplexity": None if ppl is None else round(ppl, 3)}
+        out[split] = {**counts, "perplexity": ppl}
         log.info("LM on %s: %d tokens, %d OOV (%.2f%%), perplexity %s", split, counts["tokens"],
-                 counts["oov_tokens"], 100 * counts["oov_rate"], out[split]["perplexity"])
+                 counts["oov_tokens"], 100 * counts["oov_rate"], ppl)
     return out
 
 

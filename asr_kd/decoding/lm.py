@@ -364,11 +364,9 @@ def copy_arpa_adding_unigrams(src: str | os.PathLike, dst: str | os.PathLike, wo
     the LM's words plus theirs); the model is not renormalised (the added mass is tiny next to a
     200k-word vocabulary). Returns the added count and the log-probability used.
     """
-    present = arpa_words_all(src)
+    present, lowest = unigram_scan(src)
     add = sorted(set(words) - present)
-    floor = None
-    if add:
-        floor = present_unigram_floor(src)
+    floor = lowest if add else None
     with open_text(src) as f, atomic_open(dst, "w", encoding="utf-8") as out:
         in_unigrams = False
         for line in f:
@@ -386,24 +384,10 @@ def copy_arpa_adding_unigrams(src: str | os.PathLike, dst: str | os.PathLike, wo
     return {"added_unigrams": len(add), "added_log10_prob": floor, "added_examples": add[:20]}
 
 
-def arpa_words_all(path: str | os.PathLike) -> set[str]:
-    """Every symbol of an ARPA model's unigram section (``<s>``, ``</s>``, ``<unk>`` included)."""
-    words: set[str] = set()
-    with open_text(path) as f:
-        in_unigrams = False
-        for line in f:
-            s = line.strip()
-            if s == "\\1-grams:":
-                in_unigrams = True
-            elif in_unigrams and s.startswith("\\"):
-                break
-            elif in_unigrams and s:
-                words.add(s.split()[1])
-    return words
-
-
-def present_unigram_floor(path: str | os.PathLike) -> float:
-    """The log10 probability of ``<unk>`` in an ARPA model, else its lowest word unigram's."""
+def unigram_scan(path: str | os.PathLike) -> tuple[set[str], float]:
+    """One pass over an ARPA model's unigrams: every symbol (``<s>``, ``</s>``, ``<unk>`` included), and
+    the log10 probability of ``<unk>``, else of its rarest word."""
+    symbols: set[str] = set()
     lowest, unk = 0.0, None
     with open_text(path) as f:
         in_unigrams = False
@@ -415,12 +399,12 @@ def present_unigram_floor(path: str | os.PathLike) -> float:
                 break
             elif in_unigrams and s:
                 fields = s.split()
-                lp = float(fields[0])
+                symbols.add(fields[1])
                 if fields[1] in ("<unk>", "<UNK>"):
-                    unk = lp
+                    unk = float(fields[0])
                 elif fields[1] != BOS:
-                    lowest = min(lowest, lp)
-    return unk if unk is not None else lowest
+                    lowest = min(lowest, float(fields[0]))
+    return symbols, (unk if unk is not None else lowest)
 
 
 def build_arpa(text: str | os.PathLike, out: str | os.PathLike, order: int = 3,
