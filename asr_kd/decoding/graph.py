@@ -346,7 +346,9 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     lm_summary = prepare_lm(cfg, paths, in_graph, train_words)
     lm_summary["vocabulary"] = vocab_summary
     lm_summary["splits"] = evaluate_lm(paths, in_graph, int(lm_summary.get("order") or cfg.decode.lm_order))
-    drop = lang_words - in_graph  # transcript words (dev/test) the LM does not hold: the aligner's only
+    # Transcript words (dev/test) the LM does not hold: the aligner's only. Whatever symbol the LM has
+    # (a Kaldi lang's <UNK> in a user ARPA) stays, as G may output it.
+    drop = lang_words - in_graph - lm.unigram_scan(paths.lm_arpa)[0]
     inputs = GraphInputs(
         l_disambig=lang.read_l_fst(disambig=True),
         disambig_phones=lang.disambig_phones,

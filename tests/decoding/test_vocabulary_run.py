@@ -86,3 +86,37 @@ def test_a_test_word_outside_the_lm_and_train_is_an_oov_not_in_the_graph(tmp_pat
     assert lm["oov_tokens"] == {"dev": 0, "test": 2} and lm["vocabulary_size"] == 10
     assert lm["perplexity"]["test"] == splits["test"]["perplexity"]
     assert "| test | 10 | 2 | 20.00% |" in "\n".join(report._lm_table(lm))
+
+
+@pytest.mark.slow
+def test_a_user_arpa_keeps_its_words_and_gains_the_training_words(tmp_path):
+    import gzip
+
+    from asr_kd.decoding import lm
+
+    paths = RunPaths(tmp_path / "exp")
+    for split, texts in (("train", TRAIN), ("dev", DEV), ("test", TEST)):
+        _manifest(paths.manifest(split), texts)
+    text = tmp_path / "arpa-text.txt"
+    text.write_text("THE GIRAFFE SAT\nA DOG RAN HOME\nTHE HORSE SAT\n")  # no CAT, ON, MAT (train words)
+    plain = tmp_path / "user.arpa"
+    lm.build_arpa(text, plain, order=2)  # with <unk>, as LibriSpeech's
+    arpa = tmp_path / "user.arpa.gz"
+    with gzip.open(arpa, "wt") as f:
+        f.write(plain.read_text())
+    write_json(paths.marker("prepare"), {"summary": {"lm_text": ""}})
+    cfg = load_config("smoke", {"data.oov_policy": "error", "decode.arpa": str(arpa)})
+
+    lang_stage.run(cfg, paths)
+    lang = load_lang(paths.lang)
+    assert "GIRAFFE" in lang.words  # an ARPA word no transcript has: pronounced, decodable
+    paths.align.mkdir(parents=True, exist_ok=True)
+    save_model(init_monophone(lang.topology(), np.zeros(13), np.ones(13)), paths.final_mdl, paths.tree)
+    summary = graph_stage.run(cfg, paths)
+    assert summary["lm"]["added_unigrams"] == 3  # CAT, MAT, ON: training words the ARPA lacked
+    assert summary["lm"]["order"] == 2
+    graph_words = set(read_word_symbols(GraphDir(paths.graph).words).values())
+    assert {"GIRAFFE", "CAT", "MAT", "ON", "HORSE"} <= graph_words and "ZEBRA" not in graph_words
+    hclg_words = _olabels(kaldifst.StdVectorFst.read(str(GraphDir(paths.graph).hclg)))
+    assert {lang.words[w] for w in ("GIRAFFE", "CAT", "MAT")} <= hclg_words
+    assert summary["lm"]["splits"]["test"]["oov_tokens"] == 2
