@@ -271,6 +271,7 @@ def lm_train_text(paths: RunPaths, lm_text: Path | None) -> tuple[Path, str]:
         if lm_text is not None:
             with open_text(lm_text) as src:
                 shutil.copyfileobj(src, f)
+            f.write("\n")  # a text whose last line lacks its newline (blank lines are skipped)
         for utt in iter_manifest(paths.manifest("train")):
             f.write(utt.text + "\n")
     return out, (f"LM text {lm_text} + training transcripts" if lm_text else "training transcripts")
