@@ -296,7 +296,8 @@ def prepare_lm(cfg: RecipeConfig, paths: RunPaths, vocab: set[str], train_words:
     lm_text = Path(prepare["lm_text"]) if prepare.get("lm_text") else None
     text, source = lm_train_text(paths, lm_text)
     summary = lm.build_arpa(text, paths.lm_arpa, order=cfg.decode.lm_order, vocab=vocab)
-    return {"source": f"Kneser-Ney from {source} ({text})", **summary}
+    # the text is named relative to the run directory, which may move (an absolute path would go stale)
+    return {"source": f"Kneser-Ney from {source} (graph/{text.name})", **summary}
 
 
 def evaluate_lm(paths: RunPaths, vocab: set[str], order: int, splits: Iterable[str] = EVAL_SPLITS) -> dict[str, Any]:

@@ -73,6 +73,7 @@ def test_a_test_word_outside_the_lm_and_train_is_an_oov_not_in_the_graph(tmp_pat
     assert "ZEBRA" not in paths.lm_arpa.read_text()
     assert "ZEBRA" not in paths.lm_train_text.read_text()  # the LM's text: LM text + train only
 
+    assert str(paths.root) not in json.dumps(summary)  # a run directory can be moved (issue 17)
     splits = marker_summary(paths, "graph")["lm"]["splits"]
     assert splits["test"]["tokens"] == 10 and splits["test"]["oov_tokens"] == 2
     assert splits["test"]["oov_rate"] == pytest.approx(2 / 10)
