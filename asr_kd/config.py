@@ -52,6 +52,11 @@ class DataConfig:
     train_subsets: tuple[str, ...] = ()
     dev_subsets: tuple[str, ...] = ()
     test_subsets: tuple[str, ...] = ()
+    # Extra test sets beside the test split (LibriSpeech: dev-other and test-other beside dev-clean and
+    # test-clean): each named subset (a LibriSpeech subset dir, Kaldi data dir or lhotse part of the
+    # root) is read by the conditions stage and decoded there, every system at the scale it chose on
+    # dev, and reported beside test (report.md's test conditions; its OOV rate and perplexity in lm).
+    extra_test_subsets: tuple[str, ...] = ()
     max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
     sample_rate: int = 16000
     # Words without a lexicon pronunciation: g2p (espeak-ng pronounces them; utterances kept, the
@@ -60,6 +65,10 @@ class DataConfig:
     oov_policy: str = "g2p"
     extra_lexicon: str = ""  # optional LibriSpeech-style lexicon file (WORD PH1 PH2 ...)
     lm_text: str = ""  # LM training text, one sentence a line; "" = corpus default if any
+    # The decoding vocabulary (asr_kd.data.vocab) is the LM's words plus the training transcripts',
+    # never dev or test's: decode.arpa's words when given, else the LM text's, capped here at its
+    # N most frequent words (as Kaldi/icefall's 200k for librispeech-lm-norm.txt); 0 = every word.
+    lm_vocab_size: int = 0
     # The cross-synthesizer test (a synthetic corpus only, the embedded one or one passed as --data-root:
     # it reads the corpus's SPEAKERS.TXT): "espeak" or "flite" keeps only that
     # synthesizer's speakers in train, dev and test (the usual test set: held-out voices of the
@@ -80,6 +89,9 @@ class DataConfig:
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
         train_synthesizers(self.train_synthesizer)  # raises on a bad value
+        if self.lm_vocab_size < 0:
+            raise ConfigError(f"data.lm_vocab_size={self.lm_vocab_size}: a number of words (0 = every word "
+                              "of the LM text)")
         if self.cross_synth_dev_speakers < 0:
             raise ConfigError(f"data.cross_synth_dev_speakers={self.cross_synth_dev_speakers}: "
                               "a number of speakers (0 = no tuning set)")
@@ -638,7 +650,8 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
                                      "data.synthetic_festival": False, "teachers.retune_epochs": 0,
                                      "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3,
-                                     "decode.tune_draw": "first", "decode.chunk_utts": 64}
+                                     "decode.tune_draw": "first", "decode.chunk_utts": 64,
+                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": []}
 
 
 def config_hash(obj: Any) -> str:

@@ -27,13 +27,14 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
     distill/targets/                 stored soft targets: shard-NNNNNN.tar (+ .json receipt) per training shard, index.json
     graph/HCLG.fst G.fst words.txt graph_info.json   (see GraphDir)
-    graph/lm.arpa lm-train-text.txt  the decoding LM and, without a corpus LM text, its training text
+    graph/lm.arpa lm-train-text.txt  the decoding LM and (without decode.arpa) its text: LM text + train transcripts
     graph/mono/HCLG.fst words.txt    the monophone GMM's graph (align.context=triphone)
     decode/<system>/<split>/         hyp.txt, per_utt, wer, wer.json (see ScoringDir)
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     models/<system>/                 a self-contained model directory (asr_kd.decoding.modeldir)
     models/index.json                the exported systems and the best student on dev
-    eval/<name>/                     python -m asr_kd.evaluate on another test set (asr_kd.decoding.evaluate)
+    eval/<name>/                     python -m asr_kd.evaluate on another test set (asr_kd.decoding.evaluate); the
+                                     conditions stage's conditions (manifest.jsonl: a data.extra_test_subsets set)
     report.json report.md *.png      the paper-shaped report
 
 A run directory can be moved or copied: every path it records of its own files is relative
@@ -249,7 +250,8 @@ class RunPaths(_Reported):
 
     @property
     def lm_arpa(self) -> Path:
-        """The decoding LM: estimated from the LM text, or a copy of decode.arpa."""
+        """The decoding LM: estimated from the LM text and the training transcripts, or decode.arpa
+        (gunzipped, with the training words it lacks added as unigrams)."""
         return self.graph / "lm.arpa"
 
     @property
@@ -452,6 +454,16 @@ class EvalDir(_Reported):
     @property
     def data_info(self) -> Path:
         return self.root / "data.json"
+
+    @property
+    def manifest(self) -> Path:
+        """An extra test set's utterances (data.extra_test_subsets), as the conditions stage read them."""
+        return self.root / "manifest.jsonl"
+
+    @property
+    def audio(self) -> Path:
+        """Audio the corpus reader wrote for an extra test set (Kaldi pipes, lhotse, resampled)."""
+        return self.root / "audio"
 
     def system_dir(self, system: str) -> Path:
         return self.root / "decode" / system

@@ -63,6 +63,14 @@ class Stage:
     after: tuple[str, ...]  # upstream stages whose outputs it reads
     distributed: bool = False  # runs on every rank under DDP (training); else rank 0 only
     doc: str = ""
+    # What the stage computes from the same inputs, changed by asr-kd itself (e.g. the graph stage's
+    # decoding vocabulary, 1: the LM's words and the training transcripts', never dev or test's):
+    # hashed with its config, so a run finished by an older asr-kd is refused with this said, not reused.
+    version: int = 0
+    version_note: str = ""  # what the latest version changed, said when an older run is refused
+    # Keys the stage began to read after runs were made, with the value at which its work is what it
+    # was without them: left out of its hash at that value (as config.NEUTRAL_DEFAULTS for new options).
+    neutral_reads: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, module: ModuleType) -> Stage:
@@ -70,7 +78,19 @@ class Stage:
         and the ``READS``, ``AFTER``, ``DISTRIBUTED`` and ``DOC`` declared beside it."""
         return cls(module.__name__.rsplit(".", 1)[-1], module.run, reads=tuple(module.READS),
                    after=tuple(module.AFTER), distributed=getattr(module, "DISTRIBUTED", False),
-                   doc=module.DOC)
+                   doc=module.DOC, version=getattr(module, "VERSION", 0),
+                   version_note=getattr(module, "VERSION_NOTE", ""),
+                   neutral_reads=tuple(getattr(module, "NEUTRAL_READS", {}).items()))
+
+    def hashed_config(self, cfg: RecipeConfig) -> dict[str, Any]:
+        """What the stage's marker hashes: the config it reads and, from version 1 on, its version."""
+        out = selected_config(cfg, self.reads)
+        for key, neutral in self.neutral_reads:
+            if key in out and out[key] == neutral:
+                del out[key]
+        if self.version:
+            out["stage_version"] = self.version
+        return out
 
 
 def marker_summary(paths: RunPaths, stage: str) -> dict[str, Any]:
@@ -180,7 +200,7 @@ class StageRunner:
         return [s.name for s in self.stages].index(ref)
 
     def own_hash(self, stage: Stage) -> str:
-        return config_hash(selected_config(self.cfg, stage.reads))
+        return config_hash(stage.hashed_config(self.cfg))
 
     def read_marker(self, name: str) -> dict[str, Any] | None:
         path = self.paths.marker(name)
@@ -213,7 +233,10 @@ class StageRunner:
         assert m is not None
         if m["config_hash"] != self.own_hash(stage):
             before = m.get("config", {})
-            now = selected_config(self.cfg, stage.reads)
+            now = stage.hashed_config(self.cfg)
+            if before.get("stage_version", 0) != stage.version:
+                return (f"asr-kd changed what it computes (stage version {before.get('stage_version', 0)} -> "
+                        f"{stage.version}{': ' + stage.version_note if stage.version_note else ''})")
             changed = _changed_keys(before, now)
             return "its config changed (" + ", ".join(changed) + ")" if changed else "its config changed"
         ups = [u for u in stage.after if m["upstream"].get(u) != self.marker_id(u)]
@@ -328,7 +351,7 @@ class StageRunner:
             "stage": stage.name,
             "run_id": uuid.uuid4().hex,  # what downstream markers record of this run
             "config_hash": self.own_hash(stage),
-            "config": selected_config(self.cfg, stage.reads),
+            "config": stage.hashed_config(self.cfg),
             "upstream": {u: self.marker_id(u) for u in stage.after},
             "summary": summary,
             "wall_time_s": round(wall, 3),

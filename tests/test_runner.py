@@ -184,3 +184,43 @@ def test_stale_by_an_upstream_config_change_names_the_root_cause(tmp_path):
     assert "upstream stage 'first' is stale" in reason and "data.max_utts_per_split" in reason
     with pytest.raises(StageError, match="data.max_utts_per_split"):
         changed.run(start="second", stop="second")
+
+
+def test_a_new_stage_version_refuses_an_older_run_with_its_note(tmp_path):
+    """A stage whose work changed with the same config (the graph stage's decoding vocabulary, issue
+    31) is refused, with what changed and the --force to give, rather than silently reused."""
+    import dataclasses
+
+    calls = []
+    paths = RunPaths(tmp_path)
+    old = make_stages(calls)
+    StageRunner(old, load_config("smoke"), paths).run(stop="second")
+    new = [old[0], dataclasses.replace(old[1], version=1, version_note="the vocabulary is the LM's"), old[2]]
+    runner = StageRunner(new, load_config("smoke"), paths)
+    assert runner.status(runner.by_name["second"]) == "stale"
+    with pytest.raises(StageError, match=r"stage version 0 -> 1: the vocabulary is the LM's.*--force second"):
+        runner.run(stop="second")
+    runner.run(stop="second", force=["second"])
+    assert calls == ["first", "second", "second"] and runner.status(runner.by_name["second"]) == "done"
+    assert read_json(paths.marker("second"))["config"]["stage_version"] == 1
+
+
+def test_a_key_a_stage_began_to_read_later_is_neutral_at_its_old_value(tmp_path):
+    import dataclasses
+
+    calls = []
+    paths = RunPaths(tmp_path)
+    old = make_stages(calls)
+    StageRunner(old, load_config("smoke"), paths).run(stop="second")
+    reads_more = dataclasses.replace(old[1], reads=("train.lr", "decode.arpa"), neutral_reads=(("decode.arpa", ""),))
+    runner = StageRunner([old[0], reads_more, old[2]], load_config("smoke"), paths)
+    assert runner.status(runner.by_name["second"]) == "done"
+    runner = StageRunner([old[0], reads_more, old[2]], load_config("smoke", {"decode.arpa": "/x.arpa"}), paths)
+    assert runner.status(runner.by_name["second"]) == "stale"
+
+
+def test_the_lang_and_graph_stages_declare_their_version_and_neutral_reads():
+    from asr_kd.stages import graph, lang
+
+    assert Stage.of(graph).version == 1 and "dev and test" in Stage.of(graph).version_note
+    assert Stage.of(lang).neutral_reads == (("decode.arpa", ""),)

@@ -358,29 +358,10 @@ def run_lang_dir(paths: RunPaths) -> Path:
 # ------------------------------------------------------------------------------------------------
 # The stage
 # ------------------------------------------------------------------------------------------------
-def corpus_words(manifests: Iterable[Path], lm_text: Path | None) -> tuple[set[str], int]:
-    """Words of the manifests' transcripts and (optionally) of the LM text; and the LM-only count."""
-    from asr_kd.data.manifest import iter_manifest
-
-    words: set[str] = set()
-    for path in manifests:
-        for utt in iter_manifest(path):
-            words.update(utt.words)
-    lm_only = 0
-    if lm_text is not None:
-        lm_words: set[str] = set()
-        with open(lm_text) as f:
-            for line in f:
-                lm_words.update(line.split())
-        lm_only = len(lm_words - words)
-        words |= lm_words
-    return words, lm_only
-
-
 def prepare_lang(
     lang_dir: Path,
     manifests: Sequence[Path],
-    lm_text: Path | None,
+    vocab: set[str],
     pronounce: Mapping[str, Sequence[Sequence[str]]],
     sil_prob: float,
     position_dependent: bool,
@@ -388,15 +369,24 @@ def prepare_lang(
 ) -> dict[str, Any]:
     """Build and write the lang directory for the corpus words; returns the stage summary.
 
+    Its words: the decoding vocabulary ``vocab`` (:func:`asr_kd.data.vocab.decoding_vocabulary`: the
+    LM's words and the training transcripts') and, for the aligner alone (every split's frame
+    labels), the words of every transcript in ``manifests``; a dev or test word outside ``vocab``
+    is in the lexicon but never in the decoding graph (the graph stage's LM holds ``vocab`` only).
     Transcript words without a pronunciation are an error with ``oov_policy="error"`` (naming
     them) and are left out, counted, with ``"skip"``. With ``"g2p"`` every word without one, of
-    the transcripts and of the LM text, is given espeak-ng's (:mod:`asr_kd.data.g2p`), listed in
+    the transcripts and of the vocabulary, is given espeak-ng's (:mod:`asr_kd.data.g2p`), listed in
     ``lexicon_g2p.txt``; a transcript word the G2P cannot pronounce is then the error. Otherwise
-    LM-text words without one are left out and counted (the LM text is larger and noisier than
-    the transcripts).
+    vocabulary-only words without one are left out and counted (the LM's words are many more, and
+    noisier, than the transcripts'). The pronunciations of ``pronounce`` (CMUdict and the user's
+    lexicon) come first, so the G2P pronounces only the remainder.
     """
-    transcript_words, _ = corpus_words(manifests, None)
-    all_words, lm_only = corpus_words(manifests, lm_text)
+    from asr_kd.data.vocab import manifest_words
+
+    transcript_words = manifest_words(manifests)
+    all_words = transcript_words | set(vocab)
+    lm_only = len(all_words - transcript_words)
+    aligner_only = len(transcript_words - set(vocab))
     lexicon, missing = build_lexicon(all_words, pronounce, position_dependent)
     g2p_summary: dict[str, Any] = {}
     if oov_policy == "g2p":
@@ -421,7 +411,9 @@ def prepare_lang(
         "num_pronunciations": len(lexicon),
         "num_nonsilence_phones": len(lang.nonsilence_phones),
         "num_disambig_symbols": len(lang.disambig_phones),
+        "decoding_vocabulary_words": len(set(vocab) & set(lang.lexicon)),
         "lm_only_words": lm_only,
+        "aligner_only_words": aligner_only,
         "words_without_pronunciation": len(missing),
         "transcript_words_without_pronunciation": missing_transcript[:100],
         **g2p_summary,

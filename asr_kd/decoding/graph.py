@@ -33,6 +33,7 @@ from asr_kd.align.model import load_model
 from asr_kd.config import RecipeConfig
 from asr_kd.data.lang import load_lang, run_lang_dir
 from asr_kd.data.manifest import Utterance, iter_manifest, read_manifest
+from asr_kd.data.vocab import decoding_vocabulary, manifest_words, open_text, oov_counts
 from asr_kd.decoding import lm
 from asr_kd.fileio import atomic_open, atomic_path, file_sha256, read_json, write_json
 from asr_kd.paths import GraphDir, RunPaths
@@ -191,15 +192,18 @@ def graph_key(files: Iterable[str | Path], self_loop_scale: float, transition_sc
 
 
 def make_graph(inputs: GraphInputs, arpa: Path, out_dir: Path, key_files: Iterable[str | Path],
-               g_fst: Path | None = None) -> dict[str, Any]:
+               g_fst: Path | None = None, drop_words: set[str] | None = None) -> dict[str, Any]:
     """Write ``G.fst``, ``HCLG.fst`` and ``graph_info.json`` under ``out_dir`` unless cached there.
 
     ``key_files`` are the files the in-memory inputs came from (L_disambig.fst, tree, model); with
     the ARPA file they form the cache key. ``g_fst``: a G.fst already compiled from ``arpa`` (read
-    instead of compiling the LM again). Returns the graph info (sizes, build time, cached flag).
+    instead of compiling the LM again). ``drop_words``: words of ``inputs.words_txt`` outside the
+    decoding vocabulary (the LM has none of them, so neither has G), left out of the graph's
+    ``words.txt`` (the others keep their ids). Returns the graph info (sizes, build time, cached flag).
     """
     out = GraphDir(out_dir)
     key = graph_key([*key_files, arpa], inputs.self_loop_scale, inputs.transition_scale)
+    write_word_table(inputs.words_txt, out.words, drop_words or set())
     if out.info.exists() and out.hclg.exists():
         old = read_json(out.info)
         if old.get("key") == key:
@@ -211,11 +215,18 @@ def make_graph(inputs: GraphInputs, arpa: Path, out_dir: Path, key_files: Iterab
         g.write(str(tmp))
     with atomic_path(out.hclg) as tmp:
         hclg.write(str(tmp))
-    with atomic_path(out.words) as tmp:
-        shutil.copyfile(inputs.words_txt, tmp)
     info = {**info, "key": key}
     write_json(out.info, info)
     return {**info, "cached": False}
+
+
+def write_word_table(src: Path, dst: Path, drop: set[str]) -> None:
+    """The graph's ``words.txt``: ``src``'s lines but those of the words in ``drop``, ids unchanged."""
+    with open(src, encoding="utf-8") as f, atomic_open(dst, "w", encoding="utf-8") as out:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] not in drop:
+                out.write(line)
 
 
 def read_hclg(path: str | Path) -> kaldifst.StdVectorFst:
@@ -244,40 +255,71 @@ def read_word_symbols(words_txt: str | Path) -> dict[int, str]:
 # The graphs of a run (the graph stage)
 # ---------------------------------------------------------------------------------------------
 MAX_LM_TEXT_BYTES = 200 * 2**20  # beyond this the pure-Python estimator is too slow: supply an ARPA
+LANG_SYMBOLS = frozenset({"<eps>", "#0", "<s>", "</s>"})  # words.txt symbols that are not words
+EVAL_SPLITS = ("dev", "test")  # the splits whose OOV rate and perplexity the graph stage reports
 
 
-def lm_text_source(paths: RunPaths) -> tuple[Path, str]:
-    """The LM training text and where it came from: the prepare stage's LM text, else the training
-    transcripts (written to ``graph/lm-train-text.txt``)."""
-    prepare = marker_summary(paths, "prepare")
-    if prepare.get("lm_text"):
-        return Path(prepare["lm_text"]), "corpus LM text"
+def lm_train_text(paths: RunPaths, lm_text: Path | None) -> tuple[Path, str]:
+    """``graph/lm-train-text.txt``: the corpus or user LM text (if any), then the training transcripts;
+    and where it came from. The dev and test transcripts are never in it."""
+    if lm_text is not None and lm_text.stat().st_size > MAX_LM_TEXT_BYTES:
+        raise StageError(f"{lm_text} is {lm_text.stat().st_size / 2**20:.0f} MB: too large for the built-in LM "
+                         "estimator; build an ARPA with KenLM/SRILM (or use LibriSpeech's 3-gram.arpa.gz) "
+                         "and pass --set decode.arpa=PATH")
     out = paths.lm_train_text
     with atomic_open(out, "w", encoding="utf-8") as f:
+        if lm_text is not None:
+            with open_text(lm_text) as src:
+                shutil.copyfileobj(src, f)
+            f.write("\n")  # a text whose last line lacks its newline (blank lines are skipped)
         for utt in iter_manifest(paths.manifest("train")):
             f.write(utt.text + "\n")
-    return out, "training transcripts"
+    return out, (f"LM text {lm_text} + training transcripts" if lm_text else "training transcripts")
 
 
-def prepare_lm(cfg: RecipeConfig, paths: RunPaths, vocab: set[str]) -> dict[str, Any]:
-    """``graph/lm.arpa``: a copy of ``decode.arpa``, or a Kneser-Ney model of the LM text."""
+def prepare_lm(cfg: RecipeConfig, paths: RunPaths, vocab: set[str], train_words: set[str]) -> dict[str, Any]:
+    """``graph/lm.arpa`` over the decoding vocabulary ``vocab``: ``decode.arpa`` (plain or .gz) with the
+    training words it lacks added as unigrams, or a Kneser-Ney model of the LM text and the training
+    transcripts (sentences with a word outside ``vocab`` skipped)."""
     if cfg.decode.arpa:
         src = Path(cfg.decode.arpa)
         if not src.is_file():
             raise StageError(f"decode.arpa={src} does not exist; fix the path or leave it empty")
-        with atomic_path(paths.lm_arpa) as tmp:
-            shutil.copyfile(src, tmp)
-        return {"source": f"user ARPA {src}"}
-    text, source = lm_text_source(paths)
-    if text.stat().st_size > MAX_LM_TEXT_BYTES:
-        raise StageError(f"{text} is {text.stat().st_size / 2**20:.0f} MB: too large for the built-in LM "
-                         "estimator; build an ARPA with KenLM/SRILM (or use LibriSpeech's 3-gram.arpa) "
-                         "and pass --set decode.arpa=PATH")
+        try:
+            added = lm.copy_arpa_adding_unigrams(src, paths.lm_arpa, train_words & vocab)
+            order = lm.arpa_order(paths.lm_arpa)
+        except (ValueError, IndexError) as e:
+            raise StageError(f"decode.arpa={src} is not a readable ARPA model ({e}); pass an ARPA file "
+                             "(plain or .gz), e.g. LibriSpeech's 3-gram.arpa.gz") from e
+        return {"source": f"user ARPA {src}", "order": order, **added}
+    prepare = marker_summary(paths, "prepare")
+    lm_text = Path(prepare["lm_text"]) if prepare.get("lm_text") else None
+    text, source = lm_train_text(paths, lm_text)
     summary = lm.build_arpa(text, paths.lm_arpa, order=cfg.decode.lm_order, vocab=vocab)
-    dev = [u.words for u in _manifest(paths, "dev") if all(w in vocab for w in u.words)]
-    if dev:
-        summary["dev_perplexity"] = round(lm.perplexity(lm.read_arpa(paths.lm_arpa), dev), 3)
-    return {"source": f"Kneser-Ney from {source} ({text})", **summary}
+    # the text is named relative to the run directory, which may move (an absolute path would go stale)
+    return {"source": f"Kneser-Ney from {source} (graph/{text.name})", **summary}
+
+
+def evaluate_lm(paths: RunPaths, vocab: set[str], order: int, splits: Iterable[str] = EVAL_SPLITS) -> dict[str, Any]:
+    """Per split (dev, test): its transcripts' tokens outside the decoding vocabulary (each one a
+    word error no search can avoid) and the perplexity of ``graph/lm.arpa`` on them (SRILM's: OOVs
+    not scored, ``</s>`` counted; :func:`asr_kd.decoding.lm.oov_perplexity`)."""
+    sentences = {split: [u.words for u in _manifest(paths, split)] for split in splits}
+    sentences = {split: sents for split, sents in sentences.items() if sents}
+    # one pass over the ARPA for every split: only the n-grams their text can look up
+    keep = set().union(*(lm.text_ngrams(sents, order) for sents in sentences.values())) if sentences else set()
+    model = lm.read_arpa(paths.lm_arpa, keep=keep) if sentences else None
+    out: dict[str, Any] = {}
+    for split, sents in sentences.items():
+        counts = oov_counts(sents, vocab)
+        try:
+            ppl: float | None = round(float(lm.oov_perplexity(model, sents, vocab)["perplexity"]), 3)
+        except ValueError:  # every token an OOV: nothing to score
+            ppl = None
+        out[split] = {**counts, "perplexity": ppl}
+        log.info("LM on %s: %d tokens, %d OOV (%.2f%%), perplexity %s", split, counts["tokens"],
+                 counts["oov_tokens"], 100 * counts["oov_rate"], ppl)
+    return out
 
 
 def _manifest(paths: RunPaths, split: str) -> list[Utterance]:
@@ -285,11 +327,30 @@ def _manifest(paths: RunPaths, split: str) -> list[Utterance]:
 
 
 def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """The graph stage's work: LM -> G -> HCLG under ``<exp>/graph`` (and ``graph/mono``); its summary."""
+    """The graph stage's work: LM -> G -> HCLG under ``<exp>/graph`` (and ``graph/mono``); its summary.
+
+    The decoding vocabulary (:func:`asr_kd.data.vocab.decoding_vocabulary`) is the LM's words and
+    the training transcripts', those of them the lexicon pronounces; the LM, G and the graph's
+    ``words.txt`` hold it alone, so a dev or test word outside it is an OOV (counted per split)."""
     lang = load_lang(run_lang_dir(paths))  # lang/, or align/lang/ with an imported Kaldi model
     model = load_model(paths.align)
-    vocab = {w for w in lang.words if w not in ("<eps>", "#0", "<s>", "</s>")}
-    lm_summary = prepare_lm(cfg, paths, vocab)
+    lang_words = {w for w in lang.words if w not in LANG_SYMBOLS}
+    lm_text = marker_summary(paths, "prepare").get("lm_text") or None
+    train_words = manifest_words([paths.manifest("train")])
+    try:
+        vocab, vocab_summary = decoding_vocabulary([paths.manifest("train")], lm_text, cfg.decode.arpa or None,
+                                                   cfg.data.lm_vocab_size)
+    except (OSError, ValueError) as e:
+        raise StageError(f"{e}; fix decode.arpa / data.lm_text") from e
+    in_graph = vocab & lang_words
+    vocab_summary.update(in_graph=len(in_graph), without_pronunciation=len(vocab - lang_words),
+                         without_pronunciation_examples=sorted(vocab - lang_words)[:20])
+    lm_summary = prepare_lm(cfg, paths, in_graph, train_words)
+    lm_summary["vocabulary"] = vocab_summary
+    lm_summary["splits"] = evaluate_lm(paths, in_graph, int(lm_summary.get("order") or cfg.decode.lm_order))
+    # Transcript words (dev/test) the LM does not hold: the aligner's only. Whatever symbol the LM has
+    # (a Kaldi lang's <UNK> in a user ARPA) stays, as G may output it.
+    drop = lang_words - in_graph - lm.unigram_scan(paths.lm_arpa)[0]
     inputs = GraphInputs(
         l_disambig=lang.read_l_fst(disambig=True),
         disambig_phones=lang.disambig_phones,
@@ -299,7 +360,7 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         self_loop_scale=cfg.decode.self_loop_scale,
     )
     key_files = [lang.l_disambig_fst_path, paths.tree, paths.final_mdl]
-    info = make_graph(inputs, paths.lm_arpa, paths.graph, key_files)
+    info = make_graph(inputs, paths.lm_arpa, paths.graph, key_files, drop_words=drop)
     summary = {"lm": lm_summary, **{k: v for k, v in info.items() if k != "key"},
                "num_pdfs": int(model.trans_model.num_pdfs),
                "num_transition_ids": int(model.trans_model.num_transition_ids)}
@@ -309,7 +370,7 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         mono_inputs = dataclasses.replace(inputs, trans_model=mono.trans_model, ctx_dep=mono.ctx_dep)
         mono_keys = [lang.l_disambig_fst_path, paths.mono_tree, paths.mono_mdl]
         mono_info = make_graph(mono_inputs, paths.lm_arpa, paths.mono_graph, mono_keys,
-                               g_fst=GraphDir(paths.graph).g_fst)
+                               g_fst=GraphDir(paths.graph).g_fst, drop_words=drop)
         summary["monophone"] = {k: mono_info[k] for k in ("HCLG", "context_width", "build_s", "cached")
                                 if k in mono_info} | {"num_pdfs": int(mono.trans_model.num_pdfs)}
     return summary

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr_kd.data.vocab import open_text
 from asr_kd.fileio import atomic_open
 
 log = logging.getLogger(__name__)
@@ -217,11 +218,13 @@ def write_arpa(model: NgramModel, path: str | os.PathLike) -> None:
         f.write("\n\\end\\\n")
 
 
-def read_arpa(path: str | os.PathLike) -> NgramModel:
-    """Parse an ARPA file into an :class:`NgramModel` (for scoring and tests; not for huge LMs)."""
+def read_arpa(path: str | os.PathLike, keep: set[Ngram] | None = None) -> NgramModel:
+    """Parse an ARPA file (plain or ``.gz``) into an :class:`NgramModel`, streamed; with ``keep``, only
+    those n-grams are kept (what scoring a small text needs: :func:`text_ngrams`), so a 200k-word
+    LibriSpeech 3-gram is read in bounded memory."""
     orders: list[dict[Ngram, tuple[float, float]]] = []
     current = 0
-    with open(path, encoding="utf-8") as f:
+    with open_text(path) as f:
         for lineno, line in enumerate(f, 1):
             line = line.strip()
             if not line or line.startswith("ngram ") or line == "\\data\\":
@@ -239,8 +242,11 @@ def read_arpa(path: str | os.PathLike) -> NgramModel:
             if len(fields) not in (current + 1, current + 2):
                 raise ValueError(f"{path}:{lineno}: expected {current} words, a log-prob and an "
                                  f"optional back-off weight; got {line!r}")
+            ngram = tuple(fields[1 : current + 1])
+            if keep is not None and ngram not in keep:
+                continue
             bow = float(fields[current + 1]) if len(fields) == current + 2 else 0.0
-            orders[current - 1][tuple(fields[1 : current + 1])] = (float(fields[0]), bow)
+            orders[current - 1][ngram] = (float(fields[0]), bow)
     if not orders:
         raise ValueError(f"{path}: no n-grams found; is it an ARPA file?")
     return NgramModel(order=len(orders), orders=orders)
@@ -285,6 +291,120 @@ def perplexity(model: NgramModel, sentences: Iterable[Sequence[str]]) -> float:
     if tokens == 0:
         raise ValueError("perplexity of an empty text")
     return 10 ** (-total / tokens)
+
+
+def text_ngrams(sentences: Iterable[Sequence[str]], order: int) -> set[Ngram]:
+    """Every n-gram (n <= ``order``) that scoring ``sentences`` with an order-``order`` model may
+    look up: the n-grams ending at each token of ``<s> w1 .. wm </s>`` and their contexts."""
+    keep: set[Ngram] = set()
+    for words in sentences:
+        toks = (BOS, *words, EOS)
+        for i in range(len(toks)):
+            for k in range(1, order + 1):
+                if i - k + 1 < 0:
+                    break
+                keep.add(toks[i - k + 1 : i + 1])
+    return keep
+
+
+def oov_perplexity(model: NgramModel, sentences: Iterable[Sequence[str]], vocab: set[str]) -> dict[str, float | int]:
+    """Perplexity as SRILM's ``ngram -ppl`` reports it for a closed-vocabulary model: words outside
+    ``vocab`` (OOVs) are not scored and not counted, and a word after one is scored through the
+    back-off, its context holding the OOV (no n-gram holds it); ``</s>`` is scored and counted.
+
+    ``ppl = 10 ** (-sum log10 p / (tokens - oov_tokens + sentences))``. Returns that, with the
+    counts (and ``log10_prob``, the sum).
+    """
+    scorer = ArpaModel(model)
+    total, scored, n_sent, n_tok, n_oov = 0.0, 0, 0, 0, 0
+    for words in sentences:
+        n_sent += 1
+        n_tok += len(words)
+        toks = [BOS, *words, EOS]
+        for i in range(1, len(toks)):
+            if i < len(toks) - 1 and toks[i] not in vocab:
+                n_oov += 1
+                continue
+            total += scorer.log10_prob(toks[:i], toks[i])
+            scored += 1
+    if scored == 0:
+        raise ValueError("perplexity of an empty text")
+    return {"perplexity": 10 ** (-total / scored), "log10_prob": total, "sentences": n_sent, "tokens": n_tok,
+            "oov_tokens": n_oov, "scored_tokens": scored}
+
+
+def arpa_perplexity(arpa: str | os.PathLike, sentences: Sequence[Sequence[str]], vocab: set[str],
+                    order: int | None = None) -> dict[str, float | int]:
+    """:func:`oov_perplexity` of an ARPA file, reading only the n-grams ``sentences`` need."""
+    if order is None:
+        order = arpa_order(arpa)
+    return oov_perplexity(read_arpa(arpa, keep=text_ngrams(sentences, order)), sentences, vocab)
+
+
+def arpa_order(path: str | os.PathLike) -> int:
+    """The order of an ARPA model, from its ``\\data\\`` header (``ngram N=...`` lines)."""
+    order = 0
+    with open_text(path) as f:
+        for line in f:
+            line = line.strip()
+            if line.startswith("ngram ") and "=" in line:
+                order = max(order, int(line[len("ngram "):].split("=")[0]))
+            elif line.startswith("\\") and line.endswith("-grams:"):
+                break
+    if order == 0:
+        raise ValueError(f"{path}: no 'ngram N=count' lines in its \\data\\ header; is it an ARPA file?")
+    return order
+
+
+def copy_arpa_adding_unigrams(src: str | os.PathLike, dst: str | os.PathLike, words: Iterable[str]) -> dict[str, object]:
+    """Copy an ARPA model (plain or ``.gz``) to ``dst`` (plain text, atomically), adding ``words`` it
+    lacks as unigrams at the log-probability of its ``<unk>`` (else of its rarest unigram), no back-off.
+
+    So the training transcripts' words a user's LM lacks stay decodable (the decoding vocabulary is
+    the LM's words plus theirs); the model is not renormalised (the added mass is tiny next to a
+    200k-word vocabulary). Returns the added count and the log-probability used.
+    """
+    present, lowest = unigram_scan(src)
+    add = sorted(set(words) - present)
+    floor = lowest if add else None
+    with open_text(src) as f, atomic_open(dst, "w", encoding="utf-8") as out:
+        in_unigrams = False
+        for line in f:
+            stripped = line.strip()
+            if stripped.startswith("ngram 1=") and add:
+                out.write(f"ngram 1={int(stripped.split('=')[1]) + len(add)}\n")
+                continue
+            if stripped == "\\1-grams:":
+                in_unigrams = True
+            elif in_unigrams and stripped.startswith("\\"):
+                out.writelines(f"{floor:.6f}\t{w}\n" for w in add)
+                out.write("\n")
+                in_unigrams = False
+            out.write(line if line.endswith("\n") else line + "\n")
+    return {"added_unigrams": len(add), "added_log10_prob": floor, "added_examples": add[:20]}
+
+
+def unigram_scan(path: str | os.PathLike) -> tuple[set[str], float]:
+    """One pass over an ARPA model's unigrams: every symbol (``<s>``, ``</s>``, ``<unk>`` included), and
+    the log10 probability of ``<unk>``, else of its rarest word."""
+    symbols: set[str] = set()
+    lowest, unk = 0.0, None
+    with open_text(path) as f:
+        in_unigrams = False
+        for line in f:
+            s = line.strip()
+            if s == "\\1-grams:":
+                in_unigrams = True
+            elif in_unigrams and s.startswith("\\"):
+                break
+            elif in_unigrams and s:
+                fields = s.split()
+                symbols.add(fields[1])
+                if fields[1] in ("<unk>", "<UNK>"):
+                    unk = float(fields[0])
+                elif fields[1] != BOS:
+                    lowest = min(lowest, float(fields[0]))
+    return symbols, (unk if unk is not None else lowest)
 
 
 def build_arpa(text: str | os.PathLike, out: str | os.PathLike, order: int = 3,

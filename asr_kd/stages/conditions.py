@@ -11,6 +11,12 @@ it chose on ``cross-synth-dev`` (tuned on the shifted domain, not on its test vo
 searched at every scale of ``decode.acoustic_scales`` and ``decode.condition_scales`` (its WER per
 scale in the summary), since a shifted domain may want another scale than dev chose (the
 condition's time grows with the grid).
+``data.extra_test_subsets`` (LibriSpeech: ``dev-other``, ``test-other``) are conditions too: each
+subset of the corpus is read here (the prepare stage's reader and settings; an utterance with a
+word the lexicon lacks is kept, as in any test set) into ``eval/<subset>/manifest.jsonl`` and
+decoded after the others, every system at the scale it chose on dev; its summary also gives its
+OOV rate against the decoding vocabulary and the LM's perplexity (``lm``), as the graph stage does
+for dev and test.
 The summary gives, per condition, the mean teacher, the ensemble and the best student (on dev)
 with 95 % bootstrap intervals over the condition's utterances, the ensemble's gain over the mean
 teacher and the share of it the student keeps. Without a condition the stage does nothing.
@@ -18,16 +24,19 @@ teacher and the share of it the student keeps. Without a condition the stage doe
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
-DOC = "extra test conditions (cross-synthesizer)"
+DOC = "extra test conditions (cross-synthesizer, data.extra_test_subsets)"
 # Which conditions exist is prepare's business; the systems and their scales come from decode.
-READS = ("decode.condition_scales", "!data.train_synthesizer", "!decode", "!teachers.num_teachers", "!teachers.retune_epochs",
-         "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align", "!train.precision",
-         "!train.accelerator")
+READS = ("decode.condition_scales", "data.extra_test_subsets", "!data.train_synthesizer", "!data.root", "!data.format",
+         "!data.synthetic_size", "!data.synthetic_seed", "!data.synthetic_dir", "!data.synthetic_festival",
+         "!data.sample_rate", "!data.extra_lexicon", "!data.max_utts_per_split", "!decode", "!teachers.num_teachers",
+         "!teachers.retune_epochs", "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align",
+         "!train.precision", "!train.accelerator")
 AFTER = ("decode",)
 
 # In this order: a tuning set before the condition it tunes.
@@ -44,8 +53,9 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 
     out: dict[str, Any] = {}
     chosen: dict[str, dict[str, float]] = {}  # condition -> system -> its best scale there
-    for name in CONDITIONS:
-        manifest = paths.condition_manifest(name)
+    extra = extra_test_manifests(cfg, paths)
+    for name in (*CONDITIONS, *extra):
+        manifest = extra.get(name) or paths.condition_manifest(name)
         if not manifest.exists():
             continue
         ep = EvalDir(paths.eval_dir(name))
@@ -58,7 +68,56 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         report = evaluate_systems(cfg, paths, ep, data, systems, scale_grid=grid, tuned=tuned)
         chosen[name] = {s["system"]: best_grid_scale(s["wer_by_scale"]) for s in report["systems"]}
         out[name] = condition_summary(paths, ep, report, data)
+        if name in extra:
+            out[name]["lm"] = lm_on(paths, manifest)
     return {"conditions": out}
+
+
+def extra_test_manifests(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Path]:
+    """Each subset of ``data.extra_test_subsets`` read from the run's corpus (as prepare reads it) into
+    ``eval/<subset>/manifest.jsonl``; name -> that manifest."""
+    from asr_kd.data.manifest import write_manifest
+    from asr_kd.paths import EvalDir
+    from asr_kd.runner import StageError
+    from asr_kd.stages.prepare import corpus_format, corpus_root, min_utterance_samples
+    from data_prep.formats import read_formatted_corpus
+    from data_prep.librispeech import CorpusError
+
+    out: dict[str, Path] = {}
+    for name in cfg.data.extra_test_subsets:
+        if name in CONDITIONS:
+            raise StageError(f"data.extra_test_subsets: {name!r} is the name of a built-in condition; rename the subset")
+        ep = EvalDir(paths.eval_dir(name))
+        try:
+            fmt, _ = corpus_format(cfg)
+            corpus = read_formatted_corpus(fmt, corpus_root(cfg), {name: (name,)}, ep.audio,
+                                           sample_rate=cfg.data.sample_rate, extra_lexicon=cfg.data.extra_lexicon,
+                                           oov_policy="g2p", max_utts_per_split=cfg.data.max_utts_per_split,
+                                           lm_text="", min_samples=min_utterance_samples(cfg))
+        except CorpusError as e:
+            raise StageError(f"data.extra_test_subsets={name}: {e}") from e
+        write_manifest(ep.manifest, corpus.splits[name])
+        out[name] = ep.manifest
+    return out
+
+
+def lm_on(paths: RunPaths, manifest: Path) -> dict[str, Any]:
+    """OOV tokens against the decoding vocabulary (``graph/words.txt``) and the perplexity of
+    ``graph/lm.arpa`` on a manifest's transcripts (as the graph stage reports for dev and test)."""
+    from asr_kd.data.manifest import read_manifest
+    from asr_kd.data.vocab import oov_counts
+    from asr_kd.decoding import lm
+    from asr_kd.decoding.graph import LANG_SYMBOLS, read_word_symbols
+    from asr_kd.paths import GraphDir
+
+    vocab = set(read_word_symbols(GraphDir(paths.graph).words).values()) - LANG_SYMBOLS
+    sentences = [u.words for u in read_manifest(manifest)]
+    counts = oov_counts(sentences, vocab)
+    try:
+        ppl: float | None = round(float(lm.arpa_perplexity(paths.lm_arpa, sentences, vocab)["perplexity"]), 3)
+    except ValueError:
+        ppl = None
+    return {**counts, "perplexity": ppl}
 
 
 def best_grid_scale(wer_by_scale: dict[str, float]) -> float:

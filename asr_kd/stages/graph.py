@@ -1,7 +1,13 @@
-"""The graph stage: LM text (or ``decode.arpa``) -> ``graph/lm.arpa`` -> G.fst; with L, the tree
-and the model -> HCLG.fst, and with a triphone align stage the monophone GMM's graph in
-``graph/mono`` too (:mod:`asr_kd.decoding.graph`, :mod:`asr_kd.decoding.lm`). L and the words are
-``lang/``'s, or ``align/lang/``'s when the align stage imported a Kaldi model with its lang.
+"""The graph stage: the decoding vocabulary's LM (``decode.arpa``, or Kneser-Ney on the LM text and
+the training transcripts) -> ``graph/lm.arpa`` -> G.fst; with L, the tree and the model -> HCLG.fst,
+and with a triphone align stage the monophone GMM's graph in ``graph/mono`` too
+(:mod:`asr_kd.decoding.graph`, :mod:`asr_kd.decoding.lm`). L and the words are ``lang/``'s, or
+``align/lang/``'s when the align stage imported a Kaldi model with its lang.
+
+The decoding vocabulary (:mod:`asr_kd.data.vocab`) is the LM's words plus the training
+transcripts', never dev or test's: a test word outside it is not in G, nor in ``graph/words.txt``,
+and the summary counts it (``lm.splits.<split>.oov_tokens``, ``oov_rate``) beside the LM's
+perplexity on dev and test (``lm.splits.<split>.perplexity``).
 """
 
 from __future__ import annotations
@@ -12,12 +18,19 @@ from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "n-gram LM and HCLG"
-READS = ("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "decode.gmm_monophone", "lang")
+READS = ("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "decode.gmm_monophone", "data.lm_vocab_size",
+         "lang")
 AFTER = ("lang", "align")
+# 1: the decoding vocabulary is the LM's words and the training transcripts' (no dev or test word);
+# the LM is trained on the LM text and the training transcripts; OOV rate and perplexity per split.
+VERSION = 1
+VERSION_NOTE = ("the decoding vocabulary is now the LM's words plus the training transcripts', without the dev "
+                "and test words (LibriSpeech's scoring convention); --force graph rebuilds the LM and HCLG, and the "
+                "stages after it re-run")
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """LM -> G -> HCLG under ``<exp>/graph``; returns the summary (sizes, LM)."""
+    """LM -> G -> HCLG under ``<exp>/graph``; returns the summary (sizes, LM, OOV rates, perplexities)."""
     from asr_kd.decoding.graph import build_graphs
 
     return build_graphs(cfg, paths)

@@ -37,7 +37,8 @@ from asr_kd.runner import StageError
 
 DOC = "corpus -> manifests"
 # model and features: the shortest usable audio (min_utterance_samples), deliberately not hashed
-READS = ("data", "augment", "!augment.num_workers", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
+# data.extra_test_subsets: read by the conditions stage, not here
+READS = ("data", "!data.extra_test_subsets", "augment", "!augment.num_workers", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
          "!features.frame_shift_ms")
 AFTER = ()
 

@@ -342,6 +342,34 @@ def retune_section(paths: RunPaths) -> dict[str, Any] | None:
             "dev_frame_acc_after": teachers.get("dev_frame_acc_mean")}
 
 
+LM_METRICS = ("tokens", "oov_tokens", "oov_rate", "perplexity")
+
+
+def lm_section(paths: RunPaths) -> dict[str, Any] | None:
+    """The decoding LM as LibriSpeech papers report it (report.json's ``lm``), from the graph stage:
+
+    ``source``, ``order``, ``vocabulary_size`` (the words the graph can output: the LM's plus the
+    training transcripts', never dev or test's), ``vocabulary_rule``, and per metric a map split ->
+    value: ``tokens``, ``oov_tokens`` and ``oov_rate`` (transcript tokens outside the vocabulary,
+    each a word error no search avoids), ``perplexity`` (SRILM's: OOVs not scored, ``</s>`` counted;
+    null when nothing could be scored). E.g. ``lm.oov_rate.test``, ``lm.perplexity.dev``; the extra
+    test sets (``data.extra_test_subsets``) under their names, ``lm.oov_rate.test-other``. None for
+    a run whose graph stage predates it."""
+    g = marker_summary(paths, "graph").get("lm")
+    if not g or "splits" not in g:
+        return None
+    vocab = g.get("vocabulary") or {}
+    out: dict[str, Any] = {"source": g.get("source"), "order": g.get("order"),
+                           "vocabulary_size": vocab.get("in_graph"), "vocabulary_rule": vocab.get("rule")}
+    splits = dict(g["splits"])
+    for name, c in marker_summary(paths, "conditions").get("conditions", {}).items():
+        if c.get("lm"):  # an extra test set (data.extra_test_subsets), e.g. test-other
+            splits[name] = c["lm"]
+    for metric in LM_METRICS:
+        out[metric] = {split: v.get(metric) for split, v in splits.items()}
+    return out
+
+
 def timing_section(paths: RunPaths) -> dict[str, float]:
     """Wall time of each stage that ran, in pipeline order."""
     out = {}
@@ -431,6 +459,7 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "labels": labels_section(paths),
         "retune": retune_section(paths),
         "graph": marker_summary(paths, "graph"),
+        "lm": lm_section(paths),
         "timing": timing_section(paths),
         "timing_parts": timing_parts(paths),
         "deployment": marker_summary(paths, "export") or None,
@@ -492,6 +521,21 @@ def validate_report(obj: dict[str, Any]) -> None:
                 raise ReportError(f"gmm_systems[{i}]: missing key {k!r}")
         for k in GMM_KEYS[2:]:
             _check_number(f"gmm_systems[{i}].{k}", row[k])
+    lm = obj.get("lm")
+    if lm is not None:
+        if not isinstance(lm, dict):
+            raise ReportError("lm: expected an object (source, vocabulary_size, oov_rate, perplexity, ...)")
+        _check_number("lm.vocabulary_size", lm.get("vocabulary_size"))
+        for metric in LM_METRICS:
+            per_split = lm.get(metric)
+            if not isinstance(per_split, dict):
+                raise ReportError(f"lm.{metric}: expected {{split: value}}, got {per_split!r}")
+            for split, value in per_split.items():
+                _check_number(f"lm.{metric}.{split}", value, allow_none=metric == "perplexity")
+                if metric == "oov_rate" and not 0.0 <= value <= 1.0:
+                    raise ReportError(f"lm.oov_rate.{split}={value}: rates are fractions")
+                if metric == "perplexity" and value is not None and value < 1.0:
+                    raise ReportError(f"lm.perplexity.{split}={value}: a perplexity is at least 1")
     if not isinstance(obj["timing"], dict):
         raise ReportError("timing: expected {stage: seconds}")
     for stage, secs in obj["timing"].items():
@@ -594,10 +638,12 @@ def render_markdown(report: dict[str, Any]) -> str:
     conds = report.get("conditions") or []
     if len(conds) > 1:
         lines += ["", "## Test conditions: does the ensemble's advantage survive a shift of domain?", "",
-                  "`test`: held-out voices of the training synthesizers; `cross-synth`: voices of the synthesizer "
+                  "`test`: the test split (a synthetic corpus: held-out voices of the training synthesizers); "
+                  "`cross-synth`: voices of the synthesizer "
                   "training never heard (data.train_synthesizer); `cross-synth-dev`, where present: other such "
                   "voices, on which each system chose the acoustic scale it uses on `cross-synth` "
-                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice). WER (frame accuracy) with "
+                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice); any other: a test set of "
+                  "data.extra_test_subsets (LibriSpeech: test-other beside test-clean). WER (frame accuracy) with "
                   "95 % bootstrap intervals over each condition's utterances; the student is the best on dev.", "",
                   "| condition | utts | mean teacher | ensemble | best student | ensemble WER gain | student keeps "
                   "(frame acc) |", "|---|---|---|---|---|---|---|"]
@@ -626,6 +672,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                          f"{ll[1]} | {_pct(r['dev_wer'])} | {_pct(r['wer'])} | {r['acoustic_scale']:g} |")
     elif report.get("gmm"):
         lines.append(f"- GMM-HMM sanity baseline: {_pct(report['gmm']['wer'])} WER.")
+    lines += _lm_table(report.get("lm"))
     lines += ["", "## Corpus and labels", "",
               "Hours, utterances and speakers count what training used (the utterances in the shards); "
               "\"listed by prepare\" is what the corpus reader accepted, before the later losses below.", "",
@@ -648,6 +695,24 @@ def render_markdown(report: dict[str, Any]) -> str:
               for k, v in report["timing"].items()]
     lines += ["", "Plots: `frame_acc_wer_vs_T.png`, `table5_curves.png`.", ""]
     return "\n".join(lines)
+
+
+def _lm_table(lm: dict[str, Any] | None) -> list[str]:
+    """The decoding LM: vocabulary, OOV rate and perplexity per split (report.json's ``lm``)."""
+    if not lm:
+        return []
+    size = lm.get("vocabulary_size")
+    lines = ["", "## Language model and vocabulary", "",
+             f"Decoding vocabulary: {size:,} words, the LM's plus the training transcripts' (never dev or test's: "
+             f"a word outside it is an error no search avoids, counted as OOV). LM: {lm.get('source')}"
+             f"{', order ' + str(lm['order']) if lm.get('order') else ''}. Perplexity as SRILM's "
+             "(OOVs not scored, `</s>` counted)." if size is not None else "", "",
+             "| split | tokens | OOV tokens | OOV rate | perplexity |", "|---|---|---|---|---|"]
+    for split in lm.get("tokens", {}):
+        ppl = lm["perplexity"].get(split)
+        lines.append(f"| {split} | {lm['tokens'][split]:,} | {lm['oov_tokens'][split]:,} | "
+                     f"{100 * lm['oov_rate'][split]:.2f}% | {'n/a' if ppl is None else f'{ppl:.1f}'} |")
+    return lines
 
 
 def _by_synthesizer_table(rows: list[dict[str, Any]] | None, best: str | None) -> list[str]:

@@ -10,6 +10,7 @@ import kaldi_hmm_gmm as khg
 import kaldifst
 import pytest
 
+from asr_kd.data.vocab import decoding_vocabulary
 from asr_kd.data.lang import add_disambig, build_lexicon, load_lang, mark_positions, prepare_lang, write_lang
 
 LEXICON = {
@@ -109,14 +110,15 @@ def test_position_dependent_phones(tmp_path):
 
 
 def one_utterance_and_lm(tmp_path, text: str, lm_text: str):
-    """(manifest with one utterance saying ``text``, LM text file) under ``tmp_path``."""
+    """(manifest with one utterance saying ``text``, the decoding vocabulary of it and an LM text) under
+    ``tmp_path``."""
     manifest = tmp_path / "m.jsonl"
     row = {"id": "u1", "speaker": "s", "chapter": "c", "audio": "x.flac", "text": text,
            "num_samples": 16000, "sample_rate": 16000}
     manifest.write_text(json.dumps(row) + "\n")
     lm = tmp_path / "lm.txt"
     lm.write_text(lm_text)
-    return manifest, lm
+    return manifest, decoding_vocabulary([manifest], lm, None)[0]
 
 
 def test_prepare_lang_names_missing_words_or_skips_them(tmp_path):

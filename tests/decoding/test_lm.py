@@ -91,3 +91,62 @@ def test_build_arpa_skips_oov_lines_and_parses_with_kaldilm(tmp_path) -> None:
     g = kaldifst.compile(s=fst_text, acceptor=False)
     # one G state per history (bigram contexts + unigram contexts + start/back-off states)
     assert g.num_states >= len(lm.read_arpa(tmp_path / "lm.arpa").orders[1]) // 2
+
+
+# A bigram model whose scores are easy to follow by hand (log10).
+TOY_BIGRAM = """
+\\data\\
+ngram 1=4
+ngram 2=2
+
+\\1-grams:
+-99\t<s>\t-0.30103
+-0.60206\tA\t-0.5
+-0.30103\tB
+-0.60206\t</s>
+
+\\2-grams:
+-0.1\t<s> A
+-0.2\tA B
+
+\\end\\
+"""
+
+
+def test_perplexity_of_a_toy_arpa_matches_the_hand_computed_value(tmp_path) -> None:
+    arpa = tmp_path / "toy.arpa"
+    arpa.write_text(TOY_BIGRAM)
+    # "A B":   p(A|<s>) = -0.1, p(B|A) = -0.2, p(</s>|B) = bow(B) 0 + p(</s>) -0.60206  -> 3 tokens
+    # "B X A": p(B|<s>) = bow(<s>) -0.30103 + p(B) -0.30103; X is an OOV: not scored, not counted;
+    #          p(A|X) = p(A) -0.60206 (no context X); p(</s>|A) = bow(A) -0.5 + p(</s>) -0.60206  -> 3 tokens
+    total = (-0.1 - 0.2 - 0.60206) + (-0.30103 - 0.30103 - 0.60206 - 0.5 - 0.60206)
+    expected = 10 ** (-total / 6)
+    got = lm.arpa_perplexity(arpa, [["A", "B"], ["B", "X", "A"]], vocab={"A", "B"})
+    assert got["perplexity"] == pytest.approx(expected, rel=1e-9)
+    assert (got["tokens"], got["oov_tokens"], got["scored_tokens"], got["sentences"]) == (5, 1, 6, 2)
+    # the whole model read, or only the n-grams the text needs: the same numbers
+    full = lm.oov_perplexity(lm.read_arpa(arpa), [["A", "B"], ["B", "X", "A"]], {"A", "B"})
+    assert full["perplexity"] == pytest.approx(expected, rel=1e-9)
+    assert lm.text_ngrams([["A"]], 2) == {("<s>",), ("A",), ("</s>",), ("<s>", "A"), ("A", "</s>")}
+    assert lm.arpa_order(arpa) == 2
+
+
+def test_user_arpa_gets_the_training_words_it_lacks(tmp_path) -> None:
+    import gzip
+
+    import kaldilm
+
+    src = tmp_path / "user.arpa.gz"
+    with gzip.open(src, "wt") as f:
+        f.write(TOY_BIGRAM)
+    out = tmp_path / "lm.arpa"
+    added = lm.copy_arpa_adding_unigrams(src, out, {"A", "NEWWORD"})
+    assert added["added_unigrams"] == 1 and added["added_log10_prob"] == pytest.approx(-0.60206)  # rarest unigram
+    model = lm.read_arpa(out)
+    assert model.orders[0][("NEWWORD",)] == (pytest.approx(-0.60206), 0.0)
+    assert model.orders[1] == lm.read_arpa(src).orders[1]
+    assert "ngram 1=5" in out.read_text()
+    words = tmp_path / "words.txt"
+    words.write_text("".join(f"{w} {i}\n" for i, w in enumerate(["<eps>", "A", "B", "NEWWORD", "#0", "<s>", "</s>"])))
+    fst = kaldilm.arpa2fst(input_arpa=str(out), disambig_symbol="#0", read_symbol_table=str(words))
+    assert any(line.split()[2:4] == ["3", "3"] for line in fst.splitlines() if len(line.split()) >= 4)

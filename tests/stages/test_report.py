@@ -53,6 +53,12 @@ def run(tmp_path):
     write_json(paths.marker("prepare"), {"wall_time_s": 3.5, "summary": {
         "splits": {"train": {"hours": 0.1, "utterances": 50, "speakers": 6, "skipped": {}}},
         "skipped_total": 0, "lm_text": ""}})
+    split = {"sentences": 5, "tokens": 40, "oov_types": 1, "oov_words": [["ZEBRA", 2]]}
+    write_json(paths.marker("graph"), {"wall_time_s": 4.0, "summary": {"lm": {
+        "source": "Kneser-Ney from LM text + training transcripts", "order": 3,
+        "vocabulary": {"rule": "LM words + training-transcript words (no dev or test words)", "in_graph": 1234},
+        "splits": {"dev": {**split, "oov_tokens": 0, "oov_rate": 0.0, "perplexity": 41.5},
+                   "test": {**split, "oov_tokens": 2, "oov_rate": 0.05, "perplexity": 57.25}}}}})
     write_json(paths.marker("align"), {"wall_time_s": 20.0, "summary": {
         "num_pdfs": 300, "context": "triphone", "train_loglike_per_frame": -80.5, "dev_loglike_per_frame": -85.25,
         "monophone": {"num_pdfs": 120, "train_loglike_per_frame": -82.0, "dev_loglike_per_frame": -86.0}}})
@@ -76,7 +82,12 @@ def test_report_follows_schema_and_numbers(run) -> None:
     assert d["best_student"] == "distilled_T5"
     assert d["gain_kept"] == pytest.approx((0.645 - 0.60) / (0.66 - 0.60))
     assert d["gap_recovered"] == pytest.approx((0.55 - 0.45) / (0.60 - 0.45))
-    assert out["timing"] == {"prepare": 3.5, "align": 20.0}
+    assert out["timing"] == {"prepare": 3.5, "align": 20.0, "graph": 4.0}
+    assert out["lm"] == {"source": "Kneser-Ney from LM text + training transcripts", "order": 3,
+                         "vocabulary_size": 1234,
+                         "vocabulary_rule": "LM words + training-transcript words (no dev or test words)",
+                         "tokens": {"dev": 40, "test": 40}, "oov_tokens": {"dev": 0, "test": 2},
+                         "oov_rate": {"dev": 0.0, "test": 0.05}, "perplexity": {"dev": 41.5, "test": 57.25}}
     assert out["labels"]["num_pdfs"] == 300
     gmm = out["gmm_systems"]
     assert [r["system"] for r in gmm] == ["gmm_mono", "gmm"]
@@ -144,6 +155,8 @@ def test_report_files_markdown_and_plots(run) -> None:
     assert "| ensemble | 66.0% [" in md
     assert "| gmm_mono | monophone | 120 | 480 | -82.00 | -86.00 | 30.0% | 32.0% | 0.08 |" in md
     assert "| gmm | triphone | 300 | 1200 | -80.50 | -85.25 | 22.0% | 25.0% | 0.08 |" in md
+    assert "Decoding vocabulary: 1,234 words" in md
+    assert "| dev | 40 | 0 | 0.00% | 41.5 |" in md and "| test | 40 | 2 | 5.00% | 57.2 |" in md
     for png in (paths.plot_vs_temperature, paths.plot_table5_curves):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -157,6 +170,10 @@ def test_report_files_markdown_and_plots(run) -> None:
     (lambda r: r["table5"][0].update(system="baseline_50"), "baseline_50"),
     (lambda r: r["gmm_systems"][0].pop("train_loglike_per_frame"), "train_loglike_per_frame"),
     (lambda r: r["gmm_systems"][1].update(num_pdfs="300"), "num_pdfs"),
+    (lambda r: r["lm"]["oov_rate"].update(test=5.0), "lm.oov_rate.test"),
+    (lambda r: r["lm"].pop("perplexity"), "lm.perplexity"),
+    (lambda r: r["lm"]["perplexity"].update(dev=0.5), "lm.perplexity.dev"),
+    (lambda r: r["lm"]["tokens"].update(dev="40"), "lm.tokens.dev"),
 ])
 def test_validate_report_rejects_broken_reports(run, breakage, message) -> None:
     cfg, paths = run
