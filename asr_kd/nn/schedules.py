@@ -32,17 +32,19 @@ class FrameLR(LRScheduler):
     """``lr(step) = base_lr x factor(step)``; ``last_epoch`` counts optimiser steps (0 = the first).
 
     Its ``state_dict`` (saved by Lightning) holds the step, the planned steps and the newbob state
-    (``scale``, ``halving``, ``best``).
+    (``scale``, ``halving``, ``best``). ``total_steps`` (the cosine decay's length) may be left None
+    and set by :meth:`plan` once it is known (the trainer's estimate needs the training data, which
+    must not be loaded before a resumed run has restored its loader state).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, optim: TrainConfig, total_steps: int,
+    def __init__(self, optimizer: torch.optim.Optimizer, optim: TrainConfig, total_steps: int | None = None,
                  last_epoch: int = -1) -> None:
         self.schedule = optim.lr_schedule
         self.warmup_steps = optim.warmup_steps
         self.min_lr_ratio = optim.min_lr_ratio
         self.newbob_threshold = optim.newbob_threshold
         self.newbob_stop_threshold = optim.newbob_stop_threshold
-        self.total_steps = total_steps  # for the cosine decay; 0 = unknown (no decay)
+        self.total_steps = total_steps  # for the cosine decay; 0 = unknown (no decay), None = not planned yet
         self.scale, self.halving, self.best = 1.0, False, -1.0  # newbob
         super().__init__(optimizer, last_epoch)
 
@@ -50,7 +52,7 @@ class FrameLR(LRScheduler):
         """The rate of optimiser step ``step`` over the base rate."""
         warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps > 0 else 1.0
         if self.schedule == "cosine":
-            if self.total_steps > 0:
+            if self.total_steps:  # > 0
                 progress = min(1.0, step / self.total_steps)
                 floor = self.min_lr_ratio
                 warm *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
@@ -70,6 +72,11 @@ class FrameLR(LRScheduler):
         for group, lr in zip(self.optimizer.param_groups, lrs):
             group["lr"] = lr
         self._last_lr = lrs
+
+    def plan(self, total_steps: int) -> None:
+        """Set the planned optimiser steps of the run (before its first step)."""
+        self.total_steps = total_steps
+        self._apply()
 
     def newbob_update(self, dev_acc: float) -> bool:
         """Halve the rate once dev stops improving by ``newbob_threshold``; True = converged (stop).

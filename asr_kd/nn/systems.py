@@ -72,7 +72,9 @@ class FrameSystem(L.LightningModule):
             # per-tensor loop, which took a fifth of a training step on CPU (benchmarks/README.md).
             fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
             opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
-        schedule = FrameLR(opt, o, self.planned_steps())
+        # The planned steps are set at train start (on_train_start): the trainer's estimate loads the
+        # training data, which here, before a resumed run restores its loader state, would lose it.
+        schedule = FrameLR(opt, o)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
     def planned_steps(self) -> int:
@@ -81,6 +83,10 @@ class FrameSystem(L.LightningModule):
             return self.steps_per_epoch * self.max_epochs
         est = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
         return int(est) if math.isfinite(est) else 0
+
+    def on_train_start(self) -> None:
+        if self.schedule.total_steps is None:  # a new run (a resumed one restored its plan)
+            self.schedule.plan(self.planned_steps())
 
     @property
     def schedule(self) -> FrameLR:
