@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from asr_kd.nn.losses import distillation_loss, sparse_distillation_loss
+from asr_kd.nn.losses import SparseTargets, distillation_loss, sparse_tail
 from asr_kd.nn.models import AcousticDNN, StackedDNN
 from asr_kd.nn.precision import resolve_precision
 
@@ -72,20 +72,22 @@ def _student(cfg: Any, paths: Any, ens: Any, dm: Any, run_dir: Path, *, T: float
     from asr_kd.config import to_dict
     from asr_kd.nn.runs import arch, student_train_config
     from asr_kd.nn.systems import DistillSystem
+    from asr_kd.nn.target_sources import CachedTargets, StoredTargets
     from asr_kd.nn.train import train_run
 
-    class PrefixK(DistillSystem):
+    class PrefixK(StoredTargets):
         """Reads the first k of the stored top-k columns (a smaller k from the same shards)."""
 
-        def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-            if k is not None and len(batch) == 4:
-                batch = (batch[0], batch[1], batch[2][..., :k], batch[3][..., :k])
-            return super().training_step(batch, batch_idx)
+        def targets(self, batch: dict[str, torch.Tensor]) -> SparseTargets:
+            if k is not None:
+                batch = {**batch, "topk_ids": batch["topk_ids"][..., :k], "topk_p": batch["topk_p"][..., :k]}
+            return super().targets(batch)
 
     train = student_train_config(cfg)
     student = AcousticDNN(**arch(cfg, ens.num_pdfs, student=True), seed=train.seed)
-    system = PrefixK(student, ens, train, T=T, hard_weight=cfg.distill.hard_weight, cached_targets=cached,
-                     stored_column=None if cached is not None else 0, max_epochs=epochs, run_config=to_dict(cfg))
+    source = CachedTargets(cached, T) if cached is not None else PrefixK(0, T)
+    system = DistillSystem(student, source, train, hard_weight=cfg.distill.hard_weight, max_epochs=epochs,
+                           run_config=to_dict(cfg))
     t0 = time.perf_counter()
     m = train_run(system, dm, train, run_dir, key=f"bench-{k}-{T}-{epochs}", max_epochs=epochs,
                   early_stopping_patience=train.early_stopping_patience, progress_bar=False)
@@ -205,7 +207,11 @@ def _cost_size(name: str, args: argparse.Namespace) -> dict[str, Any]:
         return step
 
     hard = optimise(lambda z: F.cross_entropy(z, y))
-    stored = optimise(lambda z: sparse_distillation_loss(z, y, idx, q.half().float(), T, 0.5))
+    def stored_loss(z: torch.Tensor) -> torch.Tensor:
+        q16 = q.half().float()
+        return distillation_loss(z, y, SparseTargets(idx, q16, sparse_tail(q16)), T, 0.5)
+
+    stored = optimise(stored_loss)
 
     def online_loss(z: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():

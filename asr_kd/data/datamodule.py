@@ -11,7 +11,9 @@ tests) and wraps them in loaders. Two kinds of dataset are accepted:
   over DDP ranks.
 
 Both kinds split their data over DDP ranks themselves, so the Trainer runs with
-``use_distributed_sampler=False``.
+``use_distributed_sampler=False``. Every loader yields dict batches (``{"x": ..., "y": ...}``
+plus what the training set carries: ``asr_kd.data.windows.named_batch``), the tensors named by
+the dataset's ``columns`` (``("x", "y")`` for a dataset without them).
 
 ``ResumableLoader`` makes a killed run continue exactly where its last checkpoint was taken:
 Lightning stores its ``state_dict`` (epoch and batches already trained on) in every checkpoint,
@@ -20,21 +22,34 @@ and on restore the loader re-creates that epoch's order and skips the batches al
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sized
+from collections.abc import Callable, Iterator, Sequence, Sized
 from typing import Any
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from asr_kd.config import ModelConfig, TrainConfig
+from asr_kd.data.windows import BASE_COLUMNS, named_batch
 from asr_kd.parallel import process_group
 from asr_kd.paths import RunPaths
 
 log = logging.getLogger(__name__)
+
+
+def _collate_named(columns: Sequence[str], samples: list[Any]) -> dict[str, torch.Tensor]:
+    return named_batch(columns, default_collate(samples))
+
+
+def batch_collate(ds: Dataset, batched: bool) -> Callable[[Any], dict[str, torch.Tensor]]:
+    """The collate function of a loader over ``ds``: its batches (``batched``: a dataset that yields
+    whole batches) or its collated samples, as dicts named by ``ds.columns``."""
+    columns = tuple(getattr(ds, "columns", BASE_COLUMNS))
+    return functools.partial(named_batch if batched else _collate_named, columns)
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -164,11 +179,12 @@ class FrameDataModule(L.LightningDataModule):
         extra: dict[str, Any] = {"progress": self._progress} if resumable else {}
         common = dict(num_workers=self.num_workers, persistent_workers=False, **extra)
         if isinstance(ds, IterableDataset):
-            return cls(ds, batch_size=None, **common)
+            return cls(ds, batch_size=None, collate_fn=batch_collate(ds, batched=True), **common)
         if not isinstance(ds, Sized):
             raise TypeError(f"dataset {type(ds).__name__} is neither iterable nor sized")
         sampler = EpochShuffleSampler(len(ds), self.seed, shuffle=train, distributed=distributed, pad=train)
-        return cls(ds, batch_size=self.batch_size, sampler=sampler, drop_last=False, **common)
+        return cls(ds, batch_size=self.batch_size, sampler=sampler, drop_last=False,
+                   collate_fn=batch_collate(ds, batched=False), **common)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, train=True, resumable=True)

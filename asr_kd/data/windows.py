@@ -17,6 +17,11 @@ the stored soft targets beside the features and add them to every batch: ``(x, y
 (B, nT, k) int64, soft_prob (B, nT, k) float32)``, the targets of each window's centre frame for
 the nT stored temperatures; shuffling, workers and DDP parts are unchanged.
 
+The datasets yield tuples; their :attr:`columns` name the elements (``x``, ``y``, then ``ids``
+or ``topk_ids``, ``topk_p``), and :func:`named_batch` makes the dict batch the training code
+reads (``asr_kd.data.datamodule`` applies it in its loaders), e.g. ``{"x": (B, 26, 40), "y": (B,),
+"topk_ids": (B, nT, k), "topk_p": (B, nT, k)}``.
+
 Splitting an epoch (:func:`plan_epoch`, the same on every rank and worker): the training
 utterances (optionally only the ids in ``utterances``, and of those a fixed subset chosen by
 ``subset_seed``) are taken in shard order (the
@@ -61,6 +66,21 @@ from asr_kd.paths import SHARD_INDEX
 from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
+
+BASE_COLUMNS = ("x", "y")
+ID_COLUMNS = ("ids",)  # (B,) int64 window ids (a cache of per-window targets)
+STORED_COLUMNS = ("topk_ids", "topk_p")  # (B, nT, k) int64 state ids, (B, nT, k) float32 p_ens(T)
+
+
+def named_batch(columns: Sequence[str],
+                batch: Sequence[torch.Tensor] | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A tuple batch as the dict of its ``columns`` (a dict batch as it is)."""
+    if isinstance(batch, dict):
+        return batch
+    if len(batch) != len(columns):
+        raise ValueError(f"a batch of {len(batch)} tensors for the columns {tuple(columns)}")
+    return dict(zip(columns, batch))
+
 
 def utterance_windows(feats: torch.Tensor, left: int = 20, right: int = 5) -> torch.Tensor:
     """All windows of one utterance as a strided view: (T, D) -> (T, left + 1 + right, D)."""
@@ -370,6 +390,12 @@ class _WindowsBase:
     @property
     def window(self) -> int:
         return self.left + 1 + self.right
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The names of a batch's tensors, in order (:func:`named_batch`)."""
+        ids = ID_COLUMNS if getattr(self, "return_ids", False) else ()
+        return BASE_COLUMNS + ids + (STORED_COLUMNS if self.target_urls is not None else ())
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch``'s shuffle (deterministic for ``(seed, epoch)``)."""

@@ -200,13 +200,13 @@ def batch_log_posteriors(
 @torch.no_grad()
 def frame_accuracy(
     model: nn.Module,
-    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    batches: Iterable[dict[str, torch.Tensor]],
     device: str | torch.device = "cpu",
     max_frames: int = 0,
     desc: str = "frame accuracy",
     precision: str = "auto",
 ) -> dict[str, float | int | list[float]]:
-    """Frame accuracy over (x (B, 26, 40), y (B,)) batches.
+    """Frame accuracy over dict batches ``{"x": (B, 26, 40), "y": (B,), ...}``.
 
     Returns ``{"frame_acc", "frames"}``; for a StackedDNN or Ensemble also ``member_frame_acc``
     (K values, from the same batched forward) with ``frame_acc`` being the ensemble's.
@@ -218,7 +218,7 @@ def frame_accuracy(
     member_correct: torch.Tensor | None = None
     frames = 0
     for batch in progress(batches, desc=desc, unit="batch", leave=False, mininterval=5.0):
-        x, y = batch[0].to(device), batch[1].to(device)  # (B, 26, 40), (B,); window ids ignored
+        x, y = batch["x"].to(device), batch["y"].to(device)  # (B, 26, 40), (B,); soft targets ignored
         with inference_autocast(device, precision):
             out = model(x).float()  # (B, N) or (K, B, N)
         if out.dim() == 3:

@@ -43,6 +43,7 @@ from asr_kd.fileio import read_json, write_json
 from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
 from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count, freeze_hidden, load_model
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
+from asr_kd.nn.target_sources import CachedTargets, OnlineTargets, SoftTargets, StoredTargets
 from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
@@ -409,6 +410,19 @@ def soft_targets_summary(cfg: RecipeConfig, pdfs: int, stored: dict[str, Any] | 
     return {"mode": mode, "form": "dense", "k": pdfs, "bytes_per_frame": 0}
 
 
+def _soft_targets(cfg: RecipeConfig, ens: Ensemble, T: float, *, matching_logits: bool,
+                  cached: torch.Tensor | None) -> SoftTargets:
+    """The student's target source: its cached p_ens(T) if given, its column of the stored targets with
+    distill.targets=stored, else the ensemble online (its logits for the matching-logits student)."""
+    if matching_logits:
+        return OnlineTargets(ens, T, logits=True)
+    if cached is not None:
+        return CachedTargets(cached, T)
+    if cfg.distill.target_mode == "stored":
+        return StoredTargets(stored_temperatures(cfg).index(float(T)), T)
+    return OnlineTargets(ens, T)
+
+
 def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble, run_dir: Any, *,
                  T: float, matching_logits: bool = False, max_epochs: int | None = None,
                  subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
@@ -419,11 +433,8 @@ def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: E
     period = subset_period(cfg) if subset else 1
     epochs = (max_epochs or train.max_epochs) * period
     student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
-    stored = None
-    if d.target_mode == "stored" and not matching_logits:
-        stored = stored_temperatures(cfg).index(float(T))
-    system = DistillSystem(student, ens, train, T=T, hard_weight=hard_weight, matching_logits=matching_logits,
-                           cached_targets=cached, stored_column=stored, max_epochs=epochs, run_config=to_dict(cfg))
+    system = DistillSystem(student, _soft_targets(cfg, ens, T, matching_logits=matching_logits, cached=cached),
+                           train, hard_weight=hard_weight, max_epochs=epochs, run_config=to_dict(cfg))
     key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
     return train_run(system, dm, train, run_dir, key=key, max_epochs=epochs,
                      early_stopping_patience=train.early_stopping_patience, val_every_n_epochs=period,

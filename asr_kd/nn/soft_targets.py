@@ -2,7 +2,8 @@
 training shards writes, per frame and per temperature T, the k most probable states of p_ens(T)
 (ids and float16 probabilities); the rest of the mass is one tail bucket, ``1 - sum``. The
 students then read them beside the feature shards instead of running the K teachers in every
-step (:func:`asr_kd.nn.losses.sparse_soft_cross_entropy` is their loss).
+step (:class:`asr_kd.nn.target_sources.StoredTargets` reads them; their soft term is
+:func:`asr_kd.nn.losses.sparse_soft_cross_entropy`, inside the one ``distillation_loss``).
 
 The pass (:func:`write_soft_targets`) writes one targets shard per training feature shard
 (:mod:`asr_kd.data.targets`), atomically; every DDP rank writes shards ``rank, rank + world, ...``

@@ -4,17 +4,14 @@ The models are plain ``nn.Module`` (``asr_kd.nn.models``); a system adds the los
 its learning-rate schedule, dev frame accuracy every epoch, and the run's config and per-epoch
 history in every checkpoint (``checkpoint["asr_kd"]``).
 
-Learning-rate schedules (``train.lr_schedule``), always after a linear warm-up of
-``train.warmup_steps``:
+Batches are dicts (:mod:`asr_kd.data.windows`): ``"x"`` (B, 26, 40), ``"y"`` (B,), and what the
+training set adds for the students' soft targets (``"ids"``, ``"topk_ids"``, ``"topk_p"``).
 
-* ``cosine`` (default, with Adam): decays to ``train.min_lr_ratio`` x lr over all planned steps.
-  Adam needs no per-corpus tuning of the step size, which suits the short CPU presets.
-* ``newbob`` (paper preset, with SGD + momentum): the classic hybrid-DNN schedule (Kaldi nnet1,
-  the paper's era): keep the rate while the dev frame accuracy improves by at least
-  ``train.newbob_threshold`` per epoch, then halve it every epoch; with
-  ``train.newbob_stop_threshold`` > 0 the run ends (converged) once an epoch after halving began
-  gains less than that (Kaldi nnet1's ``end_halving_impr``), capped by ``max_epochs``.
-* ``constant``.
+The learning-rate schedule (``train.lr_schedule``: warm-up, then cosine, newbob or constant) is one
+LR scheduler, :class:`asr_kd.nn.schedules.FrameLR`, that ``configure_optimizers`` hands to
+Lightning to step after every optimiser step; Lightning saves and restores its state (the step
+and the newbob state) with every checkpoint. The newbob rule reads each epoch's dev frame accuracy
+at the end of validation.
 """
 
 from __future__ import annotations
@@ -30,10 +27,10 @@ from torch import nn
 
 from asr_kd.config import TrainConfig, to_dict
 from asr_kd.data.augment import spec_augment
-from asr_kd.nn.ensemble import Ensemble, ensemble_centred_logits, ensemble_probs
-from asr_kd.nn.losses import (distillation_loss, distillation_terms, matching_logits_loss,
-                              sparse_soft_cross_entropy)
+from asr_kd.nn.losses import distillation_loss, distillation_terms
 from asr_kd.nn.models import AcousticDNN, StackedDNN
+from asr_kd.nn.schedules import FrameLR, legacy_scheduler_state
+from asr_kd.nn.target_sources import OnlineTargets, SoftTargets
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +56,26 @@ class FrameSystem(L.LightningModule):
         self.max_epochs = max_epochs
         self.run_config = run_config or {}
         self.history: list[dict[str, Any]] = []  # one row per finished epoch
-        self.newbob = {"scale": 1.0, "halving": False, "best": -1.0}
         self._val = torch.zeros(0)
         self._train_sums = torch.zeros(3)  # loss sum, correct frames, frames
 
     # -- optimiser and schedule ------------------------------------------------------------
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> dict[str, Any]:
         params = [p for p in self.model.parameters() if p.requires_grad]
         o = self.optim
         if o.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-        # The fused kernel does Adam's update in one pass over each tensor: on the tiny demo's stacked
-        # teachers (8.7M parameters in 8 tensors) the update is ~3x faster than the default
-        # per-tensor loop, which took a fifth of a training step on CPU (benchmarks/README.md).
-        fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
-        return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+            opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum,
+                                                         weight_decay=o.weight_decay)
+        else:
+            # The fused kernel does Adam's update in one pass over each tensor: on the tiny demo's stacked
+            # teachers (8.7M parameters in 8 tensors) the update is ~3x faster than the default
+            # per-tensor loop, which took a fifth of a training step on CPU (benchmarks/README.md).
+            fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+            opt = torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+        # The planned steps are set at train start (on_train_start): the trainer's estimate loads the
+        # training data, which here, before a resumed run restores its loader state, would lose it.
+        schedule = FrameLR(opt, o)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": schedule, "interval": "step", "frequency": 1}}
 
     def planned_steps(self) -> int:
         """Optimiser steps of the whole run (for the cosine decay); 0 if unknown."""
@@ -82,35 +84,17 @@ class FrameSystem(L.LightningModule):
         est = self.trainer.estimated_stepping_batches if self._trainer is not None else math.inf
         return int(est) if math.isfinite(est) else 0
 
-    def lr_factor(self, step: int) -> float:
-        o = self.optim
-        warm = min(1.0, (step + 1) / o.warmup_steps) if o.warmup_steps > 0 else 1.0
-        if o.lr_schedule == "cosine":
-            total = self.planned_steps()
-            if total > 0:
-                progress = min(1.0, step / total)
-                floor = o.min_lr_ratio
-                warm *= floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-        elif o.lr_schedule == "newbob":
-            warm *= self.newbob["scale"]
-        return warm
+    def on_train_start(self) -> None:
+        if self.schedule.total_steps is None:  # a new run (a resumed one restored its plan)
+            self.schedule.plan(self.planned_steps())
 
-    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
-        lr = self.optim.lr * self.lr_factor(self.global_step)
-        for group in self.optimizers().param_groups:
-            group["lr"] = lr
-
-    def _newbob_update(self, dev_acc: float) -> bool:
-        """Halve the rate once dev stops improving by ``newbob_threshold``; True = converged (stop)."""
-        nb = self.newbob
-        gain = dev_acc - nb["best"] if nb["best"] >= 0 else math.inf
-        stop = nb["halving"] and self.optim.newbob_stop_threshold > 0 and gain < self.optim.newbob_stop_threshold
-        if gain < self.optim.newbob_threshold:
-            nb["halving"] = True
-        if nb["halving"]:
-            nb["scale"] *= 0.5
-        nb["best"] = max(nb["best"], dev_acc)
-        return stop
+    @property
+    def schedule(self) -> FrameLR:
+        """The run's LR scheduler (during fit)."""
+        sched = self.lr_schedulers()
+        if not isinstance(sched, FrameLR):
+            raise TypeError(f"expected the FrameLR scheduler, got {type(sched).__name__}")
+        return sched
 
     # -- training bookkeeping ----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -131,8 +115,8 @@ class FrameSystem(L.LightningModule):
         k = self.model.num_members if isinstance(self.model, StackedDNN) else 1
         self._val = torch.zeros(k + 1, device=self.device)  # correct per member, frames
 
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch["x"], batch["y"]
         logits = self._logits(x)  # (B, N) or (K, B, N)
         if logits.dim() == 2:
             logits = logits.unsqueeze(0)  # (1, B, N)
@@ -156,14 +140,15 @@ class FrameSystem(L.LightningModule):
         if self.trainer.world_size > 1:
             train = self.trainer.strategy.reduce(train.clone(), reduce_op="sum")
         n = max(train[2].item(), 1.0)
+        schedule = self.schedule
         row = {"epoch": self.current_epoch, "step": self.global_step,
-               "lr": self.optim.lr * self.lr_factor(max(self.global_step - 1, 0)),
+               "lr": self.optim.lr * schedule.factor(max(self.global_step - 1, 0)),
                "train_loss": train[0].item() / n, "train_frame_acc_running": train[1].item() / n,
                "dev_frame_acc": dev_acc}
         if len(member_acc) > 1:
             row["dev_member_frame_acc"] = member_acc
         self.history = [h for h in self.history if h["epoch"] != self.current_epoch] + [row]
-        if self.optim.lr_schedule == "newbob" and self._newbob_update(dev_acc):
+        if self.optim.lr_schedule == "newbob" and schedule.newbob_update(dev_acc):
             log.info("epoch %d: dev frame acc gained < %g after halving: converged, stopping", self.current_epoch,
                      self.optim.newbob_stop_threshold)
             self.trainer.should_stop = True
@@ -194,14 +179,17 @@ class FrameSystem(L.LightningModule):
             "train": to_dict(self.optim),
             "history": self.history,
             "metrics": self.history[-1] if self.history else {},
-            "newbob": dict(self.newbob),
             "train_sums": self._train_sums.tolist(),  # so a mid-epoch resume keeps the epoch's running loss
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         extra = checkpoint.get("asr_kd", {})
         self.history = list(extra.get("history", []))
-        self.newbob = dict(extra.get("newbob", self.newbob))
+        legacy = legacy_scheduler_state(checkpoint)
+        if legacy is not None:  # written before the schedule was a scheduler: its state, read once
+            log.info("checkpoint from before the LR scheduler: resuming its schedule at step %d (newbob scale %g)",
+                     legacy["last_epoch"], legacy["scale"])
+            checkpoint["lr_schedulers"] = [legacy]
         if "train_sums" in extra:
             self._train_sums = torch.tensor(extra["train_sums"])
 
@@ -214,8 +202,8 @@ class TeacherSystem(FrameSystem):
     early stopping and the newbob schedule then follow the members' mean dev frame accuracy.
     """
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]  # (B, 26, 40), (B,) (window ids, if any, are not needed here)
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]  # (B, 26, 40), (B,) (soft targets, if any, are not needed here)
         logits = self.model(self.augmented(x))  # (B, N) or (K, B, N)
         if logits.dim() == 3:
             k, b, n = logits.shape
@@ -230,95 +218,50 @@ class TeacherSystem(FrameSystem):
 class DistillSystem(FrameSystem):
     """Student trained on ``w * CE(y, softmax(z_s)) + (1 - w) * T^2 * CE(p_ens(T), softmax(z_s / T))``.
 
-    The ensemble is frozen (eval mode, no grad) and computes its tempered posteriors online, one
-    batched forward over all K members per batch. It is kept out of the module tree, so it is
-    neither trained, wrapped by DDP, nor stored in checkpoints (it is rebuilt from the teachers'
-    model files). ``matching_logits=True`` replaces the soft term by its high-T limit (L2 on
-    centred logits).
-
-    ``cached_targets`` (small corpora): p_ens(T) for every training window, precomputed once by
-    ``asr_kd.nn.ensemble.cache_targets``; training batches then carry window ids ``(x, y, ids)`` and
-    the targets are looked up instead of running the K teachers in every step.
-
-    ``stored_column`` (``distill.targets=stored``): batches carry the stored top-k + tail targets of
-    every stored temperature, ``(x, y, soft_idx (B, nT, k), soft_prob (B, nT, k))``; the student
-    uses column ``stored_column`` (its T) with ``asr_kd.nn.losses.sparse_distillation_loss``, and
-    the teachers stay off the device.
+    The soft targets come from one source (:mod:`asr_kd.nn.target_sources`): the frozen ensemble
+    online (one batched forward over all K members per batch, on the clean windows), a cache of
+    dense p_ens(T) looked up by window id, or the stored top-k + tail targets the batches carry.
+    Whatever their form, the loss is one call, :func:`asr_kd.nn.losses.distillation_loss`, which
+    applies the T^2 factor. An online source with ``logits=True`` replaces the soft term by its
+    high-T limit (L2 on centred logits, ``matching_logits``). The ensemble is neither trained, nor
+    wrapped by DDP, nor stored in checkpoints (it is rebuilt from the teachers' model files).
     """
 
     def __init__(
         self,
         student: AcousticDNN,
-        teacher: Ensemble,
+        targets: SoftTargets,
         optim: TrainConfig,
         *,
-        T: float,
         hard_weight: float,
-        matching_logits: bool = False,
-        cached_targets: torch.Tensor | None = None,
-        stored_column: int | None = None,
         steps_per_epoch: int = 0,
         max_epochs: int = 1,
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(student, optim, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs,
                          run_config=run_config)
-        if cached_targets is not None and matching_logits:
-            raise ValueError("cached targets hold probabilities; matching logits needs the online ensemble")
-        if stored_column is not None and (matching_logits or cached_targets is not None):
-            raise ValueError("stored targets replace the online ensemble and the cache; not with matching logits")
-        self._cached = cached_targets  # (num_windows, N) float16 on CPU, or None
-        self.stored_column = stored_column
-        if teacher.num_pdfs != student.num_pdfs:
-            raise ValueError(f"student has {student.num_pdfs} outputs but the teachers {teacher.num_pdfs}")
-        self._teacher = [teacher]  # a list: not registered as a submodule
-        self.T = T
+        if targets.num_pdfs is not None and targets.num_pdfs != student.num_pdfs:
+            raise ValueError(f"student has {student.num_pdfs} outputs but the targets {targets.num_pdfs}")
+        self._targets = [targets]  # a list: whatever it holds is not registered as a submodule
+        self.T = targets.T
         self.hard_weight = hard_weight
-        self.matching_logits = matching_logits
+        self.matching_logits = isinstance(targets, OnlineTargets) and targets.logits
 
     @property
-    def teacher(self) -> Ensemble:
-        return self._teacher[0]
+    def targets(self) -> SoftTargets:
+        return self._targets[0]
 
     def on_fit_start(self) -> None:
-        if self._cached is None and self.stored_column is None:
-            self.teacher.to(self.device)
+        self.targets.to(self.device)
 
-    def _targets(self, x: torch.Tensor, ids: torch.Tensor | None) -> torch.Tensor:
-        """p_ens(T) for the batch (B, N): looked up in the cache, or from the frozen ensemble."""
-        if ids is not None:
-            if self._cached is None:
-                raise ValueError("batches carry window ids but no target cache was given")
-            return self._cached[ids.cpu()].to(self.device, torch.float32)
-        with torch.no_grad():
-            return ensemble_probs(self.teacher(x), self.T, self.teacher.mean)
-
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]  # (B, 26, 40), (B,)
-        ids = batch[2] if len(batch) == 3 else None  # (B,) window ids when targets are cached
-        z = self.model(self.augmented(x))  # (B, N); the ensemble's targets are of the clean x
-        if self.stored_column is not None:
-            if len(batch) != 4:
-                raise ValueError("stored targets expected in the batches (x, y, soft_idx, soft_prob); the training "
-                                 "set was built without targets_dir")
-            idx, q = batch[2][:, self.stored_column], batch[3][:, self.stored_column]  # (B, k), (B, k)
-            hard = F.cross_entropy(z.float(), y)
-            soft = sparse_soft_cross_entropy(z, idx, q, self.T)
-            loss = self.hard_weight * hard + (1.0 - self.hard_weight) * (self.T * self.T) * soft
-            if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
-                self.log_dict({"train/hard_ce": hard.detach(), "train/soft_ce": soft.detach()})
-        elif self.matching_logits:
-            with torch.no_grad():
-                teacher_logits = self.teacher(x)  # (K, B, N)
-            hard = F.cross_entropy(z.float(), y)
-            soft = matching_logits_loss(z, ensemble_centred_logits(teacher_logits))
-            loss = self.hard_weight * hard + (1.0 - self.hard_weight) * soft
-        else:
-            p = self._targets(x, ids)  # (B, N)
-            loss = distillation_loss(z, y, p, self.T, self.hard_weight)
-            if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
-                hard, soft = distillation_terms(z.detach(), y, p, self.T)
-                self.log_dict({"train/hard_ce": hard, "train/soft_ce": soft})
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch["x"], batch["y"]  # (B, 26, 40), (B,)
+        z = self.model(self.augmented(x))  # (B, N); the targets are of the clean x
+        soft_targets = self.targets.targets(batch)
+        loss = distillation_loss(z, y, soft_targets, self.T, self.hard_weight)
+        if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
+            hard, soft = distillation_terms(z.detach(), y, soft_targets, self.T)
+            self.log_dict({"train/hard_ce": hard, "train/soft_ce": soft})
         self.log("train/loss", loss, prog_bar=True)
         self._track_train(loss, z, y)
         return loss

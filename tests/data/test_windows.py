@@ -230,3 +230,25 @@ def test_frame_subset_spans_every_utterance_and_is_fixed(urls: list[str]) -> Non
     assert Counter(again.block.labels.tolist()) == chosen
     other = InMemoryWindows(urls, shuffle=False, **{**kw, "subset_seed": 4})
     assert Counter(other.block.labels.tolist()) != chosen
+
+
+def test_columns_name_the_batches_the_data_module_serves_as_dicts(urls: list[str]) -> None:
+    from torch.utils.data import TensorDataset
+
+    from asr_kd.data.datamodule import FrameDataModule
+    from asr_kd.data.windows import named_batch
+
+    mem = InMemoryWindows(urls, batch_size=16, shuffle=False, return_ids=True)
+    assert mem.columns == ("x", "y", "ids")
+    assert FrameWindowDataset(urls, batch_size=16).columns == ("x", "y")
+    assert FrameWindowDataset(urls, batch_size=16, target_urls=urls).columns == ("x", "y", "topk_ids", "topk_p")
+    plain = TensorDataset(torch.randn(20, 26, 40), torch.arange(20))
+    dm = FrameDataModule(mem, FrameWindowDataset(urls, batch_size=16, shuffle=False), plain, batch_size=8)
+    first = next(iter(dm.train_dataloader()))
+    x, y, ids = next(iter(mem))
+    assert set(first) == {"x", "y", "ids"} and torch.equal(first["x"], x) and torch.equal(first["ids"], ids)
+    assert set(next(iter(dm.eval_loader("dev")))) == {"x", "y"}
+    test = next(iter(dm.eval_loader("test")))  # map-style: collated, then named
+    assert set(test) == {"x", "y"} and test["x"].shape == (8, 26, 40) and torch.equal(test["y"], torch.arange(8))
+    with pytest.raises(ValueError, match="a batch of 2 tensors"):
+        named_batch(("x", "y", "ids"), (x, y))

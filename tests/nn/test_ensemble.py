@@ -53,14 +53,14 @@ def test_load_teachers_and_frame_accuracy(tmp_path):
     torch.testing.assert_close(probs, expected, rtol=1e-5, atol=1e-6)
     y = probs.argmax(-1)
     y[:8] = (y[:8] + 1) % 5  # 24 of 32 right
-    res = frame_accuracy(ens, [(x[:16], y[:16]), (x[16:], y[16:])])
+    res = frame_accuracy(ens, [{"x": x[:16], "y": y[:16]}, {"x": x[16:], "y": y[16:]}])
     assert res["frame_acc"] == pytest.approx(24 / 32)
     assert res["frames"] == 32
     for k, m in enumerate(members):
         acc = (m(x).argmax(-1) == y).float().mean().item()
         assert res["member_frame_acc"][k] == pytest.approx(acc)
     # a StackedDNN is evaluated the same way (arithmetic mean)
-    assert frame_accuracy(StackedDNN.from_members(members), [(x, y)])["frame_acc"] == pytest.approx(24 / 32)
+    assert frame_accuracy(StackedDNN.from_members(members), [{"x": x, "y": y}])["frame_acc"] == pytest.approx(24 / 32)
 
 
 def test_utterance_log_posteriors_for_model_and_ensemble():
@@ -84,6 +84,7 @@ def test_utterance_log_posteriors_for_model_and_ensemble():
 def test_cached_targets_equal_the_online_ensemble_and_give_the_same_loss():
     from asr_kd.nn.ensemble import cache_targets
     from asr_kd.nn.losses import distillation_loss
+    from asr_kd.nn.target_sources import CachedTargets, OnlineTargets
 
     members = [AcousticDNN(1040, 1, 16, 5, seed=s) for s in range(3)]
     ens = Ensemble(StackedDNN.from_members(members))
@@ -96,8 +97,10 @@ def test_cached_targets_equal_the_online_ensemble_and_give_the_same_loss():
     # a student's loss on a shuffled batch is the same with looked-up and online targets
     ids = torch.tensor([7, 2, 9])
     z, y = torch.randn(3, 5), torch.tensor([0, 3, 1])
-    online = distillation_loss(z, y, ens.probs(x[ids], 5.0), 5.0, 0.5)
-    cached = distillation_loss(z, y, cache[5.0][ids].float(), 5.0, 0.5)
+    batch = {"x": x[ids], "y": y, "ids": ids}
+    online = distillation_loss(z, y, OnlineTargets(ens, 5.0).targets(batch), 5.0, 0.5)
+    cached = distillation_loss(z, y, CachedTargets(cache[5.0], 5.0).targets(batch), 5.0, 0.5)
+    torch.testing.assert_close(online, distillation_loss(z, y, ens.probs(x[ids], 5.0), 5.0, 0.5))
     torch.testing.assert_close(cached, online, atol=5e-3, rtol=1e-3)
     with pytest.raises(ValueError, match="covers 4 windows"):
         cache_targets(ens, batches[:1], 10, [1.0])

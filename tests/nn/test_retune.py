@@ -115,9 +115,9 @@ def test_a_datamodule_trains_on_the_utterances_asked_for_and_evaluates_all(tmp_p
     assert isinstance(dm.train_set, InMemoryWindows) == in_memory
     assert dm.train_set.total_frames == 8 * 32
     dm.train_set.set_epoch(0)
-    assert sum(len(y) for _, y in dm.train_dataloader()) == 8 * 32
-    assert sum(len(y) for _, y in dm.eval_loader("train")) == 16 * 32
-    assert sum(len(y) for _, y in dm.eval_loader("dev")) == 4 * 32
+    assert sum(len(b["y"]) for b in dm.train_dataloader()) == 8 * 32
+    assert sum(len(b["y"]) for b in dm.eval_loader("train")) == 16 * 32
+    assert sum(len(b["y"]) for b in dm.eval_loader("dev")) == 4 * 32
     plain = shard_datamodule(paths, cfg.model, cfg.train)
     assert plain.train_set.total_frames == 16 * 32 and plain.eval_train is None
 

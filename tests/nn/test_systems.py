@@ -4,7 +4,9 @@ import torch
 
 from asr_kd.nn.ensemble import Ensemble
 from asr_kd.nn.models import AcousticDNN, StackedDNN, load_model
+from asr_kd.nn.schedules import FrameLR
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
+from asr_kd.nn.target_sources import OnlineTargets
 from asr_kd.nn.train import train_run
 from asr_kd.paths import TrainRunDir
 from tests.train_helpers import NUM_PDFS, tiny_datamodule, tiny_train_config
@@ -55,29 +57,40 @@ def test_distill_student_learns_from_frozen_ensemble(tmp_path):
     cfg = tiny_train_config(max_epochs=2)
     teacher = Ensemble(StackedDNN([1, 2, 3], **ARCH))
     before = [p.clone() for p in teacher.parameters()]
-    system = DistillSystem(AcousticDNN(**ARCH, seed=9), teacher, cfg, T=2.0, hard_weight=0.5,
+    system = DistillSystem(AcousticDNN(**ARCH, seed=9), OnlineTargets(teacher, 2.0), cfg, hard_weight=0.5,
                            steps_per_epoch=16, max_epochs=2)
     m = train_run(system, tiny_datamodule(), cfg, tmp_path / "d", key="k", max_epochs=2, progress_bar=False)
     assert m["history"][-1]["train_loss"] < m["history"][0]["train_loss"]
     assert all(torch.equal(p, q) for p, q in zip(before, teacher.parameters()))  # teachers frozen
     ckpt = torch.load(TrainRunDir(tmp_path / "d").last_ckpt, weights_only=False)
     assert ckpt["asr_kd"]["T"] == 2.0
-    assert not any(k.startswith("_teacher") or "stacked" in k for k in ckpt["state_dict"])
+    assert not any(k.startswith("_t") or "stacked" in k for k in ckpt["state_dict"])
+    assert ckpt["lr_schedulers"][0]["last_epoch"] == ckpt["global_step"] and "newbob" not in ckpt["asr_kd"]
+
+
+def _schedule(**kw) -> tuple[FrameLR, torch.optim.Optimizer]:
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    total = kw.pop("total_steps", 0)
+    return FrameLR(opt, tiny_train_config(lr=1.0, **kw), total), opt
 
 
 def test_lr_schedules():
-    cfg = tiny_train_config(lr=1.0, warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.0)
-    s = TeacherSystem(AcousticDNN(**ARCH), cfg, steps_per_epoch=50, max_epochs=2)
     import math
 
-    assert abs(s.lr_factor(0) - 0.1 * 0.5 * (1 + math.cos(0.0))) < 1e-12  # warm-up: 1/10 of the rate
-    assert abs(s.lr_factor(9) - 0.5 * (1 + math.cos(math.pi * 9 / 100))) < 1e-12  # warm-up done
-    assert abs(s.lr_factor(50) - 0.5) < 1e-9  # half way through 100 planned steps
-    assert s.lr_factor(100) < 1e-9
-    nb = TeacherSystem(AcousticDNN(**ARCH), tiny_train_config(lr_schedule="newbob", warmup_steps=0,
-                                                              newbob_threshold=0.01), max_epochs=5)
+    s, _ = _schedule(warmup_steps=10, lr_schedule="cosine", min_lr_ratio=0.0, total_steps=100)
+    assert abs(s.factor(0) - 0.1 * 0.5 * (1 + math.cos(0.0))) < 1e-12  # warm-up: 1/10 of the rate
+    assert abs(s.factor(9) - 0.5 * (1 + math.cos(math.pi * 9 / 100))) < 1e-12  # warm-up done
+    assert abs(s.factor(50) - 0.5) < 1e-9  # half way through 100 planned steps
+    assert s.factor(100) < 1e-9
+    nb, opt = _schedule(lr_schedule="newbob", warmup_steps=0, newbob_threshold=0.01)
     scales = []
     for acc in (0.30, 0.40, 0.405, 0.45, 0.46):  # ramping stops at the first gain < 0.01, then halves
-        nb._newbob_update(acc)
-        scales.append(nb.lr_factor(0))
+        nb.newbob_update(acc)
+        scales.append(nb.factor(0))
+        assert opt.param_groups[0]["lr"] == scales[-1]  # the optimiser's rate follows at once
     assert scales == [1.0, 1.0, 0.5, 0.25, 0.125]
+    state = nb.state_dict()
+    assert (state["scale"], state["halving"], state["best"]) == (0.125, True, 0.46)
+    again, opt2 = _schedule(lr_schedule="newbob", warmup_steps=0, newbob_threshold=0.01)
+    again.load_state_dict(state)
+    assert again.factor(0) == 0.125 and opt2.param_groups[0]["lr"] == 0.125
