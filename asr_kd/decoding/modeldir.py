@@ -12,6 +12,8 @@ that turns audio into words, and nothing that needs the run directory or its con
     phones.txt, lexicon.txt   to put times on the words of the best path
     log_priors.npy        log p(state) counted on the training alignments
     cmvn.json             the training set's global CMVN statistics (count, sum, sum of squares)
+    README.md             the model card: what the system is, its training data, test WER and frame
+                          accuracy with 95 % intervals, size, how to run it (:func:`model_card`)
     model.json            what all of this is: features, CMVN, acoustic scale, sizes, checksums
 
 :class:`Transcriber` reads such a directory: audio (any format soundfile reads, any sample rate)
@@ -34,7 +36,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from asr_kd.fileio import file_sha256
+from asr_kd.fileio import file_sha256, write_text
 from asr_kd.paths import ModelDir
 
 FORMAT = "asr_kd.model_dir.v1"
@@ -52,6 +54,7 @@ EXPORT_ATOL = 1e-4  # the TorchScript and ONNX networks must match the PyTorch m
 ONNX_OPSET = 20  # torch 2.11's exporter's own opset; onnxruntime >= 1.17 runs it
 ONNX_INPUT, ONNX_OUTPUT = "feats", "log_posteriors"
 BACKENDS = ("torchscript", "onnx")
+CARD = "README.md"  # the model card, beside model.json
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +115,8 @@ class ExportSources:
 def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSources, *, left: int, right: int,
                      mean: str, acoustic_scale: float, check_feats: np.ndarray, search: dict[str, float],
                      extra: dict[str, Any] | None = None, onnx_skipped: str | None = None,
-                     onnx_like: Path | None = None) -> dict[str, Any]:
+                     onnx_like: Path | None = None,
+                     card: Callable[[dict[str, Any], int], str] | None = None) -> dict[str, Any]:
     """Write ``out_dir`` (atomically: a temp directory renamed into place) for one system.
 
     The network is traced to TorchScript and read back, and exported to ONNX and run with
@@ -120,7 +124,8 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
     log-posteriors of both on ``check_feats`` (a real utterance) must equal the PyTorch model's
     within :data:`EXPORT_ATOL`, else ValueError. ``onnx_like``: an am.onnx of the same architecture
     whose graph is reused with this network's weights (:func:`reuse_onnx_graph`) when it fits.
-    Returns the ``model.json`` written."""
+    ``card``: (model.json's contents, the directory's bytes) -> the model card, written as
+    :data:`CARD` and listed with the other files' checksums. Returns the ``model.json`` written."""
     net = net.eval().float()
     module = FramePosteriors(net, left, right, mean).eval()
     feats = torch.from_numpy(np.ascontiguousarray(check_feats, dtype=np.float32))
@@ -170,6 +175,10 @@ def export_model_dir(name: str, net: nn.Module, out_dir: Path, src: ExportSource
             "torch": torch.__version__,
             **(extra or {}),
         }
+        if card is not None:
+            info["card"] = CARD
+            size = sum(f.stat().st_size for f in tmp.iterdir() if f.is_file())
+            write_text(tmp / CARD, card(info, size))
         info["sha256"] = {f.name: file_sha256(f) for f in sorted(tmp.iterdir()) if f.is_file()}
         md.model_json.write_text(json.dumps(info, indent=2) + "\n")
         os.chmod(tmp, 0o755)
@@ -545,6 +554,105 @@ def _read_lexicon(path: Path) -> dict[str, list[tuple[str, ...]]]:
 
 
 # ---------------------------------------------------------------------------------------------
+# The model card (README.md of a model directory)
+# ---------------------------------------------------------------------------------------------
+SYNTHETIC_WARNING = ("**A demo model: it does not read real speech.** It was trained on the embedded "
+                     "synthetic corpus (English sentences read by speech synthesizers), for the recipe's demo "
+                     "and tests. Use it to try the tools; train on a real corpus (`--data-root`) to "
+                     "transcribe recordings.")
+
+
+def card_scores(counts: Any | None, decoded: dict[str, Any]) -> dict[str, Any]:
+    """A system's test figures for its card: WER and frame accuracy from its decode summary, with
+    95 % intervals from the paired bootstrap of :mod:`asr_kd.decoding.stats` over its test
+    utterances (the report's resamples when every system has the same utterances), and the counts.
+    ``counts``: its :class:`~asr_kd.decoding.stats.UttCounts` (None: the figures without intervals)."""
+    from asr_kd.decoding.stats import Bootstrap, interval
+
+    out: dict[str, Any] = {"wer": decoded.get("wer"), "frame_acc": decoded.get("frame_acc"),
+                           "dev_frame_acc": decoded.get("dev_frame_acc"), "wer_ci": None, "frame_acc_ci": None,
+                           "utterances": None, "words": None, "frames": None}
+    if counts is None or not counts.utts:
+        return out
+    utts = sorted(counts.utts)
+    c = counts.reorder(utts)
+    boot = Bootstrap(utts)
+    out.update(wer_ci=interval(boot.wer(c)), utterances=len(utts), words=int(c.words.sum()),
+               frames=int(c.frames.sum()))
+    if c.frames.sum() > 0:
+        out["frame_acc_ci"] = interval(boot.frame_acc(c))
+    return out
+
+
+def _pct(x: float | None, ci: Sequence[float] | None = None) -> str:
+    if x is None:
+        return "n/a"
+    return f"{100 * x:.1f} %" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else "")
+
+
+def model_card(info: dict[str, Any], size_bytes: int, *, what: str, training: dict[str, Any],
+               scores: dict[str, Any]) -> str:
+    """The model card of one model directory, in Markdown.
+
+    ``info``: its model.json (without checksums); ``what``: one sentence on the system;
+    ``training``: ``synthetic`` (bool), ``corpus`` (a sentence), and optionally ``utterances``,
+    ``speakers``, ``hours`` of the training split; ``scores``: :func:`card_scores`."""
+    name = info["system"]
+    am = info["acoustic_model"]
+    lines = [f"# {name}", ""]
+    if training.get("synthetic"):
+        lines += [f"> {SYNTHETIC_WARNING}", ""]
+    lines += ["## What it is", "", what, "",
+              f"A hybrid DNN-HMM system: the network maps a {sum(am['context']) + 1}-frame window of "
+              f"{info['features'].get('num_mel_bins', 40)} log-Mel filterbanks (Kaldi fbank, CMVN: "
+              f"{info['cmvn']['trained_with']}) to log p(state) over {am['num_pdfs']} tied HMM states; "
+              "the state log-likelihoods (posterior minus prior, times the acoustic scale "
+              f"{info['decoding']['acoustic_scale']} chosen on dev) are searched through the HCLG graph "
+              "(trigram LM, lexicon, HMM). Written by asr-kd's export stage.", "",
+              "## Training data", "", training.get("corpus", "(not recorded)"), ""]
+    counts = [f"{training[k]:,} {k}" for k in ("utterances", "speakers") if training.get(k) is not None]
+    hours = training.get("hours")
+    if hours is not None:
+        counts.append(f"{hours:.1f} hours" if hours >= 1 else f"{60 * hours:.1f} minutes")
+    if counts:
+        lines += [f"Training split: {', '.join(counts)}.", ""]
+    lines += ["## Test results", "",
+              "On the run's test split (speakers not heard in training), at the acoustic scale chosen on dev; "
+              "95 % intervals from 1,000 bootstrap resamples of the test utterances.", "",
+              "| WER | frame accuracy | test utterances | reference words |", "|---|---|---|---|",
+              f"| {_pct(scores.get('wer'), scores.get('wer_ci'))} | "
+              f"{_pct(scores.get('frame_acc'), scores.get('frame_acc_ci'))} | "
+              f"{scores['utterances'] if scores.get('utterances') is not None else 'n/a'} | "
+              f"{scores['words'] if scores.get('words') is not None else 'n/a'} |", ""]
+    if scores.get("dev_frame_acc") is not None:
+        lines += [f"Dev frame accuracy: {_pct(scores['dev_frame_acc'])}.", ""]
+    if training.get("synthetic"):
+        lines += ["These figures are on synthetic voices; they say nothing of real speech.", ""]
+    members = am.get("members", 1)
+    lines += ["## Size", "",
+              f"- {am['params']:,} parameters" + (f" ({members} networks, {am.get('mean')} mean of their softmaxes)"
+                                                  if members > 1 else ""),
+              f"- {am['mflops_per_frame']:.2f} MFLOPs per frame (acoustic model)",
+              f"- {size_bytes / 1e6:.1f} MB on disk (networks, graph, HMM and the rest of this directory)", "",
+              "## How to run it", "", "From the directory that holds this one:", "", "```bash",
+              f"python -m asr_kd.transcribe {name} a.flac b.wav            # 'utt-id words' a line",
+              f"python -m asr_kd.transcribe {name} a.flac --json           # with word times and RTF"]
+    if (am.get("onnx") or {}).get("file"):
+        lines.append(f"python -m asr_kd.transcribe {name} a.flac --backend onnx  # am.onnx through onnxruntime")
+    lines += ["```", "",
+              "Any audio format soundfile reads, at any sample rate (resampled to "
+              f"{info['features'].get('sample_rate', 16000)} Hz). It needs asr-kd installed (torch, torchaudio and "
+              "the Kaldi wheels); it reads nothing outside this directory. Copy the whole directory: "
+              "model.json lists every file with its sha256.", "",
+              "## Files", "",
+              "`am.pt` (TorchScript) and `am.onnx` (ONNX, when written): normalised fbank (T, D) -> log-posteriors "
+              "(T, N); `HCLG.fst`, `words.txt`: the decoding graph; `final.mdl`, `tree`: the HMM; "
+              "`log_priors.npy`: state priors; `cmvn.json`: training CMVN statistics; `phones.txt`, `lexicon.txt`: "
+              "for word times; `model.json`: all settings and checksums.", ""]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
 # The export stage's work: a model directory per deployable system, and what each costs
 # ---------------------------------------------------------------------------------------------
 def deployable_systems(cfg: Any, paths: Any) -> list[Any]:
@@ -555,11 +663,13 @@ def deployable_systems(cfg: Any, paths: Any) -> list[Any]:
             if s.name in ("teacher-0", "ensemble") or s.name.startswith("distilled_T")]
 
 
-def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
+def export_systems(cfg: Any, paths: Any, training: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``<exp>/models/<system>/`` for every deployable system that was decoded, then measure
     each acoustic model's inference cost on one CPU thread (TorchScript, and ONNX Runtime where
     am.onnx was written); ``models/index.json`` lists them. Without onnx/onnxruntime, am.onnx is
-    skipped: logged, and counted by reason in the summary (``onnx.skipped``)."""
+    skipped: logged, and counted by reason in the summary (``onnx.skipped``). Each directory gets a
+    model card (:func:`model_card`); ``training`` describes the training data for it (see there)."""
+    from asr_kd.decoding.stats import UttCounts
     from asr_kd.decoding.systems import read_split, train_log_priors
     from asr_kd.fileio import read_json, write_json
     from asr_kd.nn.ensemble import load_teachers
@@ -594,6 +704,9 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
                             cmvn_mode=cfg.features.cmvn)
         out = paths.model_dir(system.name)
         arch = (type(net).__name__, mean, tuple((k, tuple(v.shape)) for k, v in net.state_dict().items()))
+        counts_file = paths.decode_utt_counts(system.name)
+        scores = card_scores(UttCounts.from_json(read_json(counts_file)) if counts_file.exists() else None, decoded)
+        card = _card_writer(cfg, system.name, training or {}, scores)
         t0 = time.perf_counter()
         info = export_model_dir(system.name, net, out, src, left=cfg.model.left_context,
                                 right=cfg.model.right_context, mean=mean, acoustic_scale=decoded["acoustic_scale"],
@@ -602,7 +715,7 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
                                 check_feats=check,
                                 extra={"test_wer": decoded.get("wer"), "test_frame_acc": decoded.get("frame_acc"),
                                        "dev_frame_acc": decoded.get("dev_frame_acc")},
-                                onnx_skipped=onnx_skipped, onnx_like=onnx_graphs.get(arch))
+                                onnx_skipped=onnx_skipped, onnx_like=onnx_graphs.get(arch), card=card)
         am_info = info["acoustic_model"]
         if am_info["onnx"]["file"]:
             onnx_graphs.setdefault(arch, ModelDir(out).am_onnx)
@@ -625,6 +738,30 @@ def export_systems(cfg: Any, paths: Any) -> dict[str, Any]:
             "onnx": {"written": written, "skipped": {onnx_skipped: len(rows) - written} if written < len(rows) else {},
                      "max_abs_diff": max((r["onnx_max_abs_diff"] for r in rows if r["onnx_max_abs_diff"] is not None),
                                          default=None), "atol": EXPORT_ATOL}}
+
+
+def system_description(cfg: Any, name: str) -> str:
+    """One sentence on what a deployable system is, for its card."""
+    m = cfg.model
+    net = (f"a feed-forward DNN of {m.hidden_layers} ReLU hidden layers of {m.hidden_dim} units "
+           f"({m.left_context} frames of left and {m.right_context} of right context)")
+    if name == "ensemble":
+        return (f"The ensemble: {cfg.teachers.num_teachers} teachers, each {net} trained on the hard (forced-"
+                f"alignment) targets from its own seed, combined by the {cfg.distill.ensemble_mean} mean of "
+                "their softmaxes.")
+    if name.startswith("teacher-"):
+        return f"Teacher {name.split('-', 1)[1]} of the ensemble (the baseline): {net}, trained on the hard targets."
+    if name.startswith("distilled_T"):
+        return (f"A student distilled from the ensemble of {cfg.teachers.num_teachers} teachers at temperature "
+                f"T = {name[len('distilled_T'):]} (Hinton, Vinyals & Dean 2015): {net}, trained on the hard "
+                "targets and the ensemble's tempered soft targets, one network as cheap as a single teacher.")
+    return f"The system {name}: {net}."
+
+
+def _card_writer(cfg: Any, name: str, training: dict[str, Any],
+                 scores: dict[str, Any]) -> Callable[[dict[str, Any], int], str]:
+    what = system_description(cfg, name)
+    return lambda info, size: model_card(info, size, what=what, training=training, scores=scores)
 
 
 def _inference_cost(model_dir: Path, feats: np.ndarray) -> dict[str, Any]:

@@ -2,7 +2,12 @@
 ensemble, every student) under ``<exp>/models/<system>/``, its network as TorchScript and as ONNX
 (without the ``onnx`` extra: TorchScript only, counted in the summary), and what each costs at
 inference: parameters, MFLOPs per frame, real-time factor on one CPU thread with torch and with
-onnxruntime (:mod:`asr_kd.decoding.modeldir`).
+onnxruntime (:mod:`asr_kd.decoding.modeldir`), and a model card (``README.md``) in each directory:
+the system, its training data (a run on the synthetic corpus says it is a demo model that does not
+read real speech), test WER and frame accuracy with bootstrap intervals, size, how to run it.
+
+Runs finished before the card was written lack it until ``--force export``: the card is not in the
+stage's config hash, so it does not make their exports stale.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from asr_kd.paths import RunPaths
 DOC = "model dirs (TorchScript, ONNX + graph) and inference cost"
 # What the systems are and how their features were made: hashed by the stages that made them.
 READS = ("!model", "!teachers.num_teachers", "!teachers.retune_epochs", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
-         "!features", "!data.sample_rate")
+         "!features", "!data")  # data: for the model card (which corpus)
 AFTER = ("decode",)
 
 
@@ -24,4 +29,33 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     inference cost."""
     from asr_kd.decoding.modeldir import export_systems
 
-    return export_systems(cfg, paths)
+    return export_systems(cfg, paths, training=training_data(cfg, paths))
+
+
+def training_data(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """What the model cards say of the training data: ``synthetic`` (the embedded synthetic corpus,
+    or a corpus ``python -m data_prep.synthetic`` wrote: its ``SYNTHETIC.json`` marker), a sentence
+    naming the corpus, and the training split's utterances, speakers and hours (its manifest)."""
+    from asr_kd.data.manifest import read_manifest
+    from asr_kd.runner import marker_summary
+    from asr_kd.stages.prepare import corpus_root
+    from data_prep.synthetic import MARKER_NAME
+
+    root = corpus_root(cfg)
+    synthetic = not cfg.data.root or (root / MARKER_NAME).exists()
+    fmt = marker_summary(paths, "prepare").get("format", cfg.data.format)
+    subsets = ", ".join(cfg.data.train_subsets) or "the corpus's own training subset"
+    if synthetic:
+        corpus = (f"The embedded synthetic corpus `{root.name}` (`data_prep.synthetic`): English read-speech "
+                  "sentences spoken by synthetic voices (espeak-ng and flite"
+                  + (", festival's ked voice" if cfg.data.synthetic_festival else "") + "), in LibriSpeech layout.")
+        if cfg.data.train_synthesizer:
+            corpus += f" Trained on the `{cfg.data.train_synthesizer}` voices only."
+    else:
+        corpus = f"`{root}` ({fmt} layout), training subsets: {subsets}."
+    out: dict[str, Any] = {"synthetic": bool(synthetic), "corpus": corpus}
+    if paths.manifest("train").exists():
+        utts = read_manifest(paths.manifest("train"))
+        out.update(utterances=len(utts), speakers=len({u.speaker for u in utts}),
+                   hours=sum(u.duration for u in utts) / 3600.0)
+    return out
