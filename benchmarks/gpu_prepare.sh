@@ -19,7 +19,9 @@ for p in $pins; do
     $platforms --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu/whl "$p" 2>&1 \
     | grep -v "WARNING: Location" || true
 done
-# A smoke run up to its shards (features, labels, lang, GMM): the GPU run trains on it.
+# A smoke run up to its shards (features, labels, lang, GMM): the GPU run trains on it; and its
+# graph (HCLG), which the GPU check's decode-forward timing searches with (the corpus stays here).
 "$PY" -m asr_kd.recipes.librispeech --preset smoke --exp-dir .gpu/exp --stop-stage shards
-rm -rf .gpu/exp/features   # the training stages read the shards, not the archives
+"$PY" -m asr_kd.recipes.librispeech --preset smoke --exp-dir .gpu/exp --stage graph --stop-stage graph
+rm -rf .gpu/exp/features .gpu/exp/graph/mono  # training reads the shards; the decode timing needs the DNN graph only
 du -sh .gpu/whl .gpu/exp
