@@ -314,16 +314,9 @@ def train_world_size(train: TrainConfig) -> int:
 
     if os.environ.get("WORLD_SIZE", "").isdigit():
         return int(os.environ["WORLD_SIZE"])
-    devices = train.devices.strip()
-    if devices.isdigit():
-        per_node = int(devices)
-    elif "," in devices:
-        per_node = len([d for d in devices.split(",") if d.strip()])
-    else:
-        import torch
+    from asr_kd.parallel import devices_per_node
 
-        gpu = train.accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available()
-        per_node = torch.cuda.device_count() if gpu else 1
+    per_node = devices_per_node(train.accelerator, train.devices)
     return max(per_node, 1) * max(train.num_nodes, 1)
 
 

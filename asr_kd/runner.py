@@ -199,6 +199,12 @@ class StageRunner:
             raise StageError(f"unknown stage {ref!r}; stages: {', '.join(self.by_name)}")
         return [s.name for s in self.stages].index(ref)
 
+    def selection(self, start: str | None, stop: str | None, force: Sequence[str] = ()) -> tuple[list[Stage], set[str]]:
+        """The stages ``start`` .. ``stop`` (names or numbers) and the names of the ``force``d ones."""
+        i0 = self.resolve(start, 0)
+        i1 = self.resolve(stop, len(self.stages) - 1)
+        return self.stages[i0 : i1 + 1], {self.stages[self.resolve(f, 0)].name for f in force}
+
     def own_hash(self, stage: Stage) -> str:
         return config_hash(stage.hashed_config(self.cfg))
 
@@ -249,10 +255,8 @@ class StageRunner:
     def check(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:
         """Raise the StageError ``run`` would raise for a stage whose own config changed, before
         anything runs (so a refused change leaves the run directory, config.json included, alone)."""
-        i0 = self.resolve(start, 0)
-        i1 = self.resolve(stop, len(self.stages) - 1)
-        forced = {self.stages[self.resolve(f, 0)].name for f in force}
-        for stage in self.stages[i0 : i1 + 1]:
+        selected, forced = self.selection(start, stop, force)
+        for stage in selected:
             m = self.read_marker(stage.name) if stage.run is not None else None
             if m is not None and stage.name not in forced and m["config_hash"] != self.own_hash(stage):
                 raise StageError(
@@ -268,12 +272,10 @@ class StageRunner:
         what runs and writes every marker; a stage that is not ``distributed`` runs on rank 0 while
         the other ranks wait for its outcome; a distributed one (training) runs on every rank.
         """
-        i0 = self.resolve(start, 0)
-        i1 = self.resolve(stop, len(self.stages) - 1)
-        forced = {self.stages[self.resolve(f, 0)].name for f in force}
+        selected, forced = self.selection(start, stop, force)
         rank = global_rank()
         rerun: set[str] = set()
-        for stage in self.stages[i0 : i1 + 1]:
+        for stage in selected:
             if not on_rank_zero(self._should_run, stage, forced, rerun):
                 continue
             if stage.distributed:

@@ -199,11 +199,9 @@ def main(argv: list[str] | None = None) -> int:
 def _trains(runner: StageRunner, args: argparse.Namespace) -> bool:
     """Whether this command may run a training stage: one in its range that is not done, or that a
     stage before it in the range (not done, or forced) would make stale."""
-    i0 = runner.resolve(args.stage, 0)
-    i1 = runner.resolve(args.stop_stage, len(runner.stages) - 1)
-    forced = {runner.stages[runner.resolve(f, 0)].name for f in args.force}
+    selected, forced = runner.selection(args.stage, args.stop_stage, args.force)
     todo = False
-    for stage in runner.stages[i0 : i1 + 1]:
+    for stage in selected:
         todo = todo or stage.name in forced or runner.status(stage) != "done"
         if stage.distributed and todo:
             return True
@@ -213,10 +211,8 @@ def _trains(runner: StageRunner, args: argparse.Namespace) -> bool:
 def _check_task_range(runner: StageRunner, args: argparse.Namespace) -> None:
     """``teachers.only=k`` (one task of a job array) shares the run directory with the other tasks:
     it may train its teacher, never run a stage before it (they would all run it at once)."""
-    i0 = runner.resolve(args.stage, 0)
-    i1 = runner.resolve(args.stop_stage, len(runner.stages) - 1)
-    forced = {runner.stages[runner.resolve(f, 0)].name for f in args.force}
-    for stage in runner.stages[i0 : i1 + 1]:
+    selected, forced = runner.selection(args.stage, args.stop_stage, args.force)
+    for stage in selected:
         if stage.name == "teachers":
             return
         if stage.name in forced or runner.status(stage) != "done":
