@@ -89,6 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="list stages with their status and exit")
     p.add_argument("--show", default=None, metavar="STAGE", help="print STAGE's summary as JSON and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    est = p.add_argument_group("cost estimate (runs nothing)")
+    est.add_argument("--estimate", action="store_true",
+                     help="print each stage's predicted wall time, peak memory and disk, and the total, then exit")
+    est.add_argument("--hours", type=float, default=None, help="training-set hours (default: the preset's corpus)")
+    est.add_argument("--cores", type=int, default=None, help="CPU cores of the target machine (default: this one's)")
+    est.add_argument("--gpus", type=int, default=0, help="GPUs of the target machine (H100-class)")
+    est.add_argument("--mfu", type=float, default=None,
+                     help="share of a GPU's bf16 peak the networks reach (default: asr_kd.estimate.DEFAULT_MFU)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -119,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.print_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    if args.estimate:
+        return _estimate(cfg, args)
     if args.list:
         print(f"{'#':>2}  {'stage':<9} {'status':<11} wall")
         for i, name, status, wall in runner.listing():
@@ -193,6 +203,26 @@ def main(argv: list[str] | None = None) -> int:
     if global_rank() == 0 and runner.status(STAGES[-1]) == "done" and paths.report_md.exists():
         print(_report_tables(paths.report_md.read_text()))
         print(f"full report: {paths.report_md}")
+    return 0
+
+
+def _estimate(cfg: RecipeConfig, args: argparse.Namespace) -> int:
+    """``--estimate``: the run's predicted cost per stage, from the shipped reference costs."""
+    import os
+
+    from asr_kd import estimate
+
+    try:
+        costs = estimate.load_costs()
+        corpus = estimate.corpus_of(cfg, costs, args.hours)
+    except estimate.EstimateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    cores = args.cores or os.cpu_count() or 1
+    mfu = args.mfu or estimate.DEFAULT_MFU
+    rows = estimate.predict(cfg, corpus, costs, cores=cores, gpus=args.gpus, mfu=mfu,
+                            stages=[s.name for s in STAGES])
+    print(estimate.render(cfg, corpus, rows, costs, cores, args.gpus, mfu))
     return 0
 
 
