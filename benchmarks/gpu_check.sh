@@ -41,6 +41,7 @@ if [ $MODE = gpu ]; then
   DATA="--utts 800 --repeats 2"
   TARGETS="--batch 2048 --steps 50 --paper-batch 2048 --paper-steps 20 --online-steps 10"
   DECODE_DEVICES="cuda cpu"
+  CAP_TRAIN=100 CAP_DATA=90 CAP_RECIPE=120 CAP_TARGETS=60 CAP_DECODE=45  # seconds: under 8 minutes in all
   { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; } > "$OUT/env.txt" 2>&1
 else
   DEV=cpu ACC=cpu
@@ -48,33 +49,35 @@ else
   DATA="--utts 100 --repeats 1 --no-features"
   TARGETS="--batch 256 --steps 5 --paper-batch 32 --paper-steps 2 --online-steps 1"
   DECODE_DEVICES="cpu"
+  CAP_TRAIN=300 CAP_DATA=300 CAP_RECIPE=600 CAP_TARGETS=300 CAP_DECODE=300  # a shared 2-core CPU is slow
   : > "$OUT/env.txt"
   [ -d .gpu/exp ] || PY=$PY benchmarks/gpu_prepare.sh --no-wheels > "$OUT/prepare.log" 2>&1
 fi
+start=$(date +%s)
 "$PY" -c 'import torch, os; print("torch", torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU", os.cpu_count(), "CPUs")' \
   2>&1 | tee -a "$OUT/env.txt"
 
 step "1. teacher step (bench_train)"
-timeout 100 "$PY" benchmarks/bench_train.py --device $DEV $TRAIN --json "$OUT/bench_train.json" \
+timeout $CAP_TRAIN "$PY" benchmarks/bench_train.py --device $DEV $TRAIN --json "$OUT/bench_train.json" \
   > "$OUT/bench_train.txt" 2>&1
 step "2. loader supply (bench_data)"
-timeout 90 "$PY" benchmarks/bench_data.py --device $DEV --path both $DATA --json "$OUT/bench_data.json" \
+timeout $CAP_DATA "$PY" benchmarks/bench_data.py --device $DEV --path both $DATA --json "$OUT/bench_data.json" \
   > "$OUT/bench_data.txt" 2>&1
 step "3. training stages (smoke shards)"
 if [ -d .gpu/exp ]; then
   rm -rf "$EXP" && cp -r .gpu/exp "$EXP"
-  timeout 120 "$PY" -m asr_kd.recipes.librispeech --preset smoke --exp-dir "$EXP" --stage teachers \
+  timeout $CAP_RECIPE "$PY" -m asr_kd.recipes.librispeech --preset smoke --exp-dir "$EXP" --stage teachers \
     --stop-stage distill --set train.accelerator=$ACC --set train.devices=1 --set train.strategy=ddp \
     > "$OUT/recipe.log" 2>&1
   echo "recipe exit code $?" >> "$OUT/recipe.log"
 fi
 step "4. student steps (bench_targets cost)"
-timeout 60 "$PY" benchmarks/bench_targets.py cost --device $DEV $TARGETS --json "$OUT/bench_targets_cost.json" \
+timeout $CAP_TARGETS "$PY" benchmarks/bench_targets.py cost --device $DEV $TARGETS --json "$OUT/bench_targets_cost.json" \
   > "$OUT/bench_targets_cost.txt" 2>&1
 step "5. decode forward (bench_decode --stage-path)"
 if [ -f "$EXP/ensemble/DONE.json" ]; then
   for dev in $DECODE_DEVICES; do
-    timeout 45 "$PY" benchmarks/bench_decode.py --exp-dir "$EXP" --stage-path --system ensemble \
+    timeout $CAP_DECODE "$PY" benchmarks/bench_decode.py --exp-dir "$EXP" --stage-path --system ensemble \
       --split dev --jobs 8 --device "$dev" > "$OUT/bench_decode_$dev.txt" 2>&1
   done
 fi

@@ -29,12 +29,9 @@ from __future__ import annotations
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:
-    from asr_kd.data.windows import FrameBlock
 
 COMPACT_COLUMNS = ("frames", "block", "start", "y")
 Batch = dict[str, torch.Tensor]
@@ -63,7 +60,8 @@ class CompactBatches:
         self.token = new_token() if token is None else token
         self._serial, self._frames = 0, None
 
-    def __call__(self, pieces: Sequence[tuple[FrameBlock, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+    def __call__(self, pieces: Sequence[tuple[Any, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
+        """``pieces``: (``asr_kd.data.windows.FrameBlock``, positions in its windows) pairs, in batch order."""
         first = pieces[0][0]
         if all(b.frames is first.frames for b, _ in pieces):
             frames = first.frames
