@@ -54,6 +54,7 @@ else
   [ -d .gpu/exp ] || PY=$PY benchmarks/gpu_prepare.sh --no-wheels > "$OUT/prepare.log" 2>&1
 fi
 start=$(date +%s)
+{ lscpu | grep "Model name" | tr -s " "; } >> "$OUT/env.txt" 2>&1
 "$PY" -c 'import torch, os; print("torch", torch.__version__, torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU", os.cpu_count(), "CPUs")' \
   2>&1 | tee -a "$OUT/env.txt"
 

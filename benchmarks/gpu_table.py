@@ -55,7 +55,7 @@ def main(out: Path, exp: Path, mode: str) -> list[str]:
         md.append("| 2. loader | missing | see bench_data.txt |")
     for ln in _lines(out / "recipe.log"):
         if "exit code" in ln:
-            md.append(f"| 3. training stages | recipe {ln.strip()} | |")
+            md.append(f"| 3. training stages | {ln.strip()} | |")
     for s in ("teachers", "ensemble", "distill"):
         done = _json(exp / s / "DONE.json")
         md.append(f"| 3. training stages | {s} wall s | {done.get('wall_time_s') if done else 'not finished'} |")
