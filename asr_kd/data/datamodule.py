@@ -15,6 +15,15 @@ Both kinds split their data over DDP ranks themselves, so the Trainer runs with
 plus what the training set carries: ``asr_kd.data.windows.named_batch``), the tensors named by
 the dataset's ``columns`` (``("x", "y")`` for a dataset without them).
 
+The training and validation loaders that Lightning drives serve *compact* batches where the
+dataset can (``asr_kd.data.compact``): the frames of a block travel once (float16), each batch
+only its windows' start rows, labels and the student's temperature of the stored targets
+(``stored_column``, set by the distillation system at fit start); the data module's
+``transfer_batch_to_device`` hook puts them on the training device (the frames of an in-memory
+training set once per fit) and ``on_after_batch_transfer`` gathers the windows there, so the
+LightningModule sees the same dict batches as from a materialised loader, value for value.
+``eval_loader`` (read outside Lightning) serves materialised batches.
+
 ``ResumableLoader`` makes a killed run continue exactly where its last checkpoint was taken:
 Lightning stores its ``state_dict`` (epoch and batches already trained on) in every checkpoint,
 and on restore the loader re-creates that epoch's order and skips the batches already seen.
@@ -34,6 +43,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from asr_kd.config import ModelConfig, TrainConfig
+from asr_kd.data.compact import WindowSplicer, is_compact, splice_windows
 from asr_kd.data.windows import BASE_COLUMNS, named_batch
 from asr_kd.parallel import process_group
 from asr_kd.paths import RunPaths
@@ -154,6 +164,7 @@ class FrameDataModule(L.LightningDataModule):
         num_workers: int = 0,
         eval_builder: Callable[[str], Dataset] | None = None,
         eval_train: Callable[[], Dataset] | None = None,
+        compact_batches: bool = True,
     ) -> None:
         super().__init__()
         self.train_set = train
@@ -167,6 +178,11 @@ class FrameDataModule(L.LightningDataModule):
         # What eval_loader("train") reads when training serves only part of the training set (e.g.
         # the voices a re-tune trains on): built when first asked for.
         self.eval_train = eval_train
+        # The stored targets' column (temperature) the training batches carry; None: all of them.
+        self.stored_column: int | None = None
+        # False: Lightning's loaders serve materialised windows too (the loader before issue 34).
+        self.compact_batches = compact_batches
+        self.splicer = WindowSplicer()
 
     def _progress(self) -> int:
         trainer = self.trainer
@@ -174,7 +190,10 @@ class FrameDataModule(L.LightningDataModule):
             return 0
         return trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
-    def _loader(self, ds: Dataset, train: bool, resumable: bool = False, distributed: bool = True) -> DataLoader:
+    def _loader(self, ds: Dataset, train: bool, resumable: bool = False, distributed: bool = True,
+                compact: bool = False) -> DataLoader:
+        if compact and hasattr(ds, "compact_view"):
+            ds = ds.compact_view(self.stored_column if train else None)
         cls = ResumableLoader if resumable else DataLoader
         extra: dict[str, Any] = {"progress": self._progress} if resumable else {}
         common = dict(num_workers=self.num_workers, persistent_workers=False, **extra)
@@ -187,10 +206,22 @@ class FrameDataModule(L.LightningDataModule):
                    collate_fn=batch_collate(ds, batched=False), **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True, resumable=True)
+        return self._loader(self.train_set, train=True, resumable=True, compact=self.compact_batches)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader(self.dev_set, train=False)
+        return self._loader(self.dev_set, train=False, compact=self.compact_batches)
+
+    # -- compact batches: to the device, then spliced into windows there ------------------------------
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        if is_compact(batch):
+            return self.splicer.to_device(batch, device)
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return splice_windows(batch) if is_compact(batch) else batch
+
+    def teardown(self, stage: str) -> None:
+        self.splicer.clear()  # the frames held on the device
 
     def test_dataloader(self) -> DataLoader:
         if self.test_set is None:

@@ -45,6 +45,8 @@ DataLoader iterator is created, so do not use ``persistent_workers=True``).
 
 from __future__ import annotations
 
+import copy
+import functools
 import heapq
 import logging
 import math
@@ -58,6 +60,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from asr_kd.data.compact import COMPACT_COLUMNS, CompactBatches, new_token, per_window
 from asr_kd.data.shards import UttRecord, iter_shard, sample_key
 from asr_kd.data.targets import aligned_targets
 from asr_kd.fileio import read_json
@@ -236,6 +239,12 @@ class FrameBlock:
         soft = None if self.soft is None else (self.soft[0][idx], self.soft[1][idx])
         return FrameBlock(self.frames, self.starts[idx], self.labels[idx], ids, soft)
 
+    def column(self, c: int | None) -> FrameBlock:
+        """The block with only temperature ``c`` of its stored targets, (n, k) (None: all of them)."""
+        if c is None or self.soft is None:
+            return self
+        return FrameBlock(self.frames, self.starts, self.labels, self.ids, (self.soft[0][:, c], self.soft[1][:, c]))
+
 
 def make_block(records: Sequence[UttRecord], left: int, right: int, require_labels: bool = True,
                dtype: torch.dtype | None = None,
@@ -287,13 +296,19 @@ def gather_windows(block: FrameBlock, idx: torch.Tensor, width: int) -> tuple[to
 
 
 def batch_stream(blocks: Iterator[FrameBlock], batch_size: int, width: int, num_batches: int, pad: bool,
-                 rng: np.random.Generator) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+                 rng: np.random.Generator,
+                 emit: Callable[[list[tuple[FrameBlock, torch.Tensor]]], tuple[torch.Tensor, ...]] | None = None,
+                 ) -> Iterator[tuple[torch.Tensor, ...]]:
     """Cut the blocks' windows into ``num_batches`` batches (the last may be partial unless ``pad``).
 
     With ``pad``, the last partial batch and any missing batches are filled with windows drawn
-    at random from the last block (the plan counted them as ``padded``).
+    at random from the last block (the plan counted them as ``padded``). ``emit`` makes a batch of
+    its pieces, ``(block, positions)`` pairs: by default the materialised windows
+    (:func:`gather_windows`), or a compact batch (:class:`asr_kd.data.compact.CompactBatches`).
     """
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []
+    if emit is None:
+        emit = functools.partial(_materialise, width=width)
+    pending: list[tuple[FrameBlock, torch.Tensor]] = []
     have, count, last = 0, 0, None
     for block in blocks:
         if count == num_batches:
@@ -301,19 +316,23 @@ def batch_stream(blocks: Iterator[FrameBlock], batch_size: int, width: int, num_
         last, pos, n = block, 0, block.starts.shape[0]
         while pos < n and count < num_batches:
             take = min(batch_size - have, n - pos)
-            pending.append(gather_windows(block, torch.arange(pos, pos + take), width))
+            pending.append((block, torch.arange(pos, pos + take)))
             pos, have = pos + take, have + take
             if have == batch_size:
-                yield _cat(pending)
+                yield emit(pending)
                 pending, have, count = [], 0, count + 1
     if count < num_batches and have and not pad:
-        yield _cat(pending)
+        yield emit(pending)
         return
     while count < num_batches and last is not None:
         need = torch.from_numpy(rng.integers(0, last.starts.shape[0], size=batch_size - have))
-        pending.append(gather_windows(last, need, width))
-        yield _cat(pending)
+        pending.append((last, need))
+        yield emit(pending)
         pending, have, count = [], 0, count + 1
+
+
+def _materialise(pieces: list[tuple[FrameBlock, torch.Tensor]], width: int) -> tuple[torch.Tensor, ...]:
+    return _cat([gather_windows(block, idx, width) for block, idx in pieces])
 
 
 def _cat(parts: list[tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
@@ -371,6 +390,20 @@ class _WindowsBase:
             self.subset = subset_positions(len(full), subset_fraction, subset_seed)
         self.table = full.select(self.subset)
         self.epoch = 0
+        self.compact, self.stored_column = False, None
+
+    def compact_view(self, stored_column: int | None = None) -> Any:
+        """A view of this dataset (same data, same batches) that yields compact batches
+        (:mod:`asr_kd.data.compact`): block frames and window starts, spliced into windows on the
+        training device. ``stored_column``: of the stored targets, only this temperature's column
+        travels, as (B, k) (None: all, (B, nT, k))."""
+        view = copy.copy(self)
+        view.compact, view.stored_column = True, stored_column
+        return view
+
+    def _emitter(self, token: int | None = None) -> Callable[..., tuple[torch.Tensor, ...]] | None:
+        """How batch_stream makes batches: materialised (None) or compact."""
+        return CompactBatches(self.window, token, self.stored_column) if self.compact else None
 
     def _read_shard(self, s: int, keys: set[str]) -> Iterator[UttRecord]:
         """Utterances ``keys`` of shard ``s`` in stored order, with their stored targets if any."""
@@ -395,7 +428,8 @@ class _WindowsBase:
     def columns(self) -> tuple[str, ...]:
         """The names of a batch's tensors, in order (:func:`named_batch`)."""
         ids = ID_COLUMNS if getattr(self, "return_ids", False) else ()
-        return BASE_COLUMNS + ids + (STORED_COLUMNS if self.target_urls is not None else ())
+        base = COMPACT_COLUMNS if self.compact else BASE_COLUMNS
+        return base + ids + (STORED_COLUMNS if self.target_urls is not None else ())
 
     def set_epoch(self, epoch: int) -> None:
         """Use ``epoch``'s shuffle (deterministic for ``(seed, epoch)``)."""
@@ -499,8 +533,12 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
             yield self._block(buf, rng)
 
     def _block(self, records: list[UttRecord], rng: np.random.Generator) -> FrameBlock:
-        # float32 blocks: gathering float32 rows is faster than gathering float16 and casting.
-        block = make_block(records, self.left, self.right, dtype=torch.float32, keep=self.keep)
+        # Materialised batches gather float32 rows (faster than gathering float16 and casting);
+        # compact ones keep the storage dtype (float16), what travels to the device.
+        block = make_block(records, self.left, self.right, dtype=None if self.compact else torch.float32,
+                           keep=self.keep)
+        if self.compact:
+            block = block.column(self.stored_column)
         return shuffled(block, rng) if self.shuffle else block
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -509,7 +547,7 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
         rng = np.random.default_rng([self.seed, self.epoch, part])
         blocks = self._blocks(self._records(plan.parts[part]), rng)
         pad = self.equal_batches_per_rank and not self.drop_last
-        yield from batch_stream(blocks, self.batch_size, self.window, plan.batches[part], pad, rng)
+        yield from batch_stream(blocks, self.batch_size, self.window, plan.batches[part], pad, rng, self._emitter())
 
 
 class InMemoryWindows(_WindowsBase, IterableDataset):
@@ -541,6 +579,7 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                          rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls,
                          utterances=utterances)
         self.block = self._load()
+        self._token = new_token()  # the key of self.block's frames on a training device (compact batches)
         # Row of each table utterance's first window start in self.block.starts.
         self.first_window = np.concatenate([[0], np.cumsum(self.table.frames)[:-1]]).astype(np.int64)
 
@@ -610,14 +649,17 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
         positions = plan.parts[part]
         idx = torch.cat([torch.arange(self.first_window[p], self.first_window[p] + self.table.frames[p])
                          for p in positions] or [torch.zeros(0, dtype=torch.int64)])  # (frames of this part,)
-        view = self.block.take(idx, idx if self.return_ids else None)
+        whole = self.block.column(self.stored_column) if self.compact else self.block
+        view = whole.take(idx, idx if self.return_ids else None)
         if self.shuffle:
             view = shuffled(view, rng)
         pad = self.equal_batches_per_rank and not self.drop_last
-        batches = batch_stream(iter([view]), batch, self.window, plan.batches[part], pad, rng)
+        batches = batch_stream(iter([view]), batch, self.window, plan.batches[part], pad, rng,
+                               self._emitter(self._token))
         if batch == self.batch_size:
             yield from batches
             return
         lo, hi = rank * self.batch_size, (rank + 1) * self.batch_size
+        sliced = [per_window(name) for name in self.columns]
         for b in batches:
-            yield tuple(t[lo:hi] for t in b)
+            yield tuple(t[lo:hi] if cut else t for t, cut in zip(b, sliced))

@@ -30,7 +30,7 @@ from asr_kd.data.augment import spec_augment
 from asr_kd.nn.losses import distillation_loss, distillation_terms
 from asr_kd.nn.models import AcousticDNN, StackedDNN
 from asr_kd.nn.schedules import FrameLR, legacy_scheduler_state
-from asr_kd.nn.target_sources import OnlineTargets, SoftTargets
+from asr_kd.nn.target_sources import OnlineTargets, SoftTargets, StoredTargets
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +95,18 @@ class FrameSystem(L.LightningModule):
         if not isinstance(sched, FrameLR):
             raise TypeError(f"expected the FrameLR scheduler, got {type(sched).__name__}")
         return sched
+
+    # -- what the training batches carry ----------------------------------------------------------
+    @property
+    def stored_column(self) -> int | None:
+        """The column (temperature) of stored soft targets the training step reads; None: all."""
+        return None
+
+    def on_fit_start(self) -> None:
+        # Before the loaders are made: only this column of stored targets travels with the batches.
+        dm = self.trainer.datamodule
+        if dm is not None and hasattr(dm, "stored_column"):
+            dm.stored_column = self.stored_column
 
     # -- training bookkeeping ----------------------------------------------------------------
     def on_train_epoch_start(self) -> None:
@@ -251,7 +263,12 @@ class DistillSystem(FrameSystem):
     def targets(self) -> SoftTargets:
         return self._targets[0]
 
+    @property
+    def stored_column(self) -> int | None:
+        return self.targets.column if isinstance(self.targets, StoredTargets) else None
+
     def on_fit_start(self) -> None:
+        super().on_fit_start()
         self.targets.to(self.device)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:

@@ -79,7 +79,9 @@ class CachedTargets:
 
 
 class StoredTargets:
-    """Column ``column`` (the student's T) of the stored top-k + tail targets the batches carry."""
+    """Column ``column`` (the student's T) of the stored top-k + tail targets the batches carry:
+    ``topk_ids``/``topk_p`` (B, nT, k), or (B, k) when the loader served this column only
+    (``FrameDataModule.stored_column``, which :class:`asr_kd.nn.systems.DistillSystem` sets)."""
 
     def __init__(self, column: int, T: float) -> None:
         self.column, self.T = column, T
@@ -92,6 +94,7 @@ class StoredTargets:
         if "topk_ids" not in batch:
             raise ValueError("stored targets expected in the batches (topk_ids, topk_p); the training set was built "
                              "without targets_dir")
-        ids = batch["topk_ids"][:, self.column]  # (B, k)
-        probs = batch["topk_p"][:, self.column]  # (B, k)
+        ids, probs = batch["topk_ids"], batch["topk_p"]
+        if ids.dim() == 3:
+            ids, probs = ids[:, self.column], probs[:, self.column]  # (B, k)
         return SparseTargets(ids, probs, sparse_tail(probs))

@@ -244,7 +244,9 @@ def test_columns_name_the_batches_the_data_module_serves_as_dicts(urls: list[str
     assert FrameWindowDataset(urls, batch_size=16, target_urls=urls).columns == ("x", "y", "topk_ids", "topk_p")
     plain = TensorDataset(torch.randn(20, 26, 40), torch.arange(20))
     dm = FrameDataModule(mem, FrameWindowDataset(urls, batch_size=16, shuffle=False), plain, batch_size=8)
-    first = next(iter(dm.train_dataloader()))
+    compact = next(iter(dm.train_dataloader()))  # Lightning's loaders: compact, spliced on the device
+    assert set(compact) == {"frames", "block", "start", "y", "ids"}
+    first = dm.on_after_batch_transfer(dm.transfer_batch_to_device(compact, torch.device("cpu"), 0), 0)
     x, y, ids = next(iter(mem))
     assert set(first) == {"x", "y", "ids"} and torch.equal(first["x"], x) and torch.equal(first["ids"], ids)
     assert set(next(iter(dm.eval_loader("dev")))) == {"x", "y"}
