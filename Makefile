@@ -9,7 +9,7 @@ PY     := $(VENV)/bin/python
 APT_PACKAGES := espeak-ng flite sox festival festvox-kdlpc16k slurmd slurmctld slurm-client munge
 RECIPE_ARGS ?=
 
-.PHONY: demo test test-fast smoke apt venv lock bench clean
+.PHONY: demo test test-fast smoke apt venv lock bench bench-scale clean
 
 demo: apt venv
 	$(PY) -m asr_kd.recipes.librispeech $(RECIPE_ARGS)
@@ -29,6 +29,11 @@ bench: venv
 	$(PY) benchmarks/bench_train.py
 	$(PY) benchmarks/bench_decode.py
 	$(PY) benchmarks/bench_g2p.py
+
+# The scale rehearsal (issue 34): every stage at 1x and 4x the tiny corpus, measured; ~35 min on 2 cores.
+# Writes benchmarks/scale/{scale.json,scale.md} and the reference costs --estimate ships with.
+bench-scale: apt venv
+	$(PY) benchmarks/bench_scale.py --sizes tiny small --write-costs
 
 venv: $(VENV)/.installed
 

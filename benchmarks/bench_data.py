@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from asr_kd.estimate import H100_BF16_DENSE_FLOPS, corpus_of, load_costs
 from asr_kd.config import FeatureConfig, load_config
 from asr_kd.data.datamodule import FrameDataModule
 from asr_kd.data.features import fbank, mfcc
@@ -83,9 +84,7 @@ def make_shards(out: Path, utts: int, frames: int, utts_per_shard: int) -> list[
 
 
 PRESETS = ("smoke", "tiny", "librispeech-100h", "paper")
-TRAIN_HOURS = {"smoke": 0.2, "tiny": 1.15, "librispeech-100h": 100.6, "paper": 960.9}  # training audio
-FRAMES_PER_HOUR = 360_000  # 10 ms frames
-H100_BF16_PEAK = 989e12  # FLOP/s, H100 SXM, bf16 dense (no sparsity)
+H100_BF16_PEAK = H100_BF16_DENSE_FLOPS  # FLOP/s, H100 SXM, bf16 dense (no sparsity)
 MFU = 0.5
 
 
@@ -111,7 +110,7 @@ def preset_case(name: str) -> dict[str, Any]:
     m, t = cfg.model, cfg.train
     width = m.left_context + 1 + m.right_context
     flops = dnn_train_flops_per_frame(width * 40, m.hidden_layers, m.hidden_dim, cfg.align.tri_leaves)
-    in_memory = TRAIN_HOURS[name] * FRAMES_PER_HOUR <= t.in_memory_max_frames
+    in_memory = corpus_of(cfg, load_costs()).get("train").frames <= t.in_memory_max_frames  # the preset's corpus
     return {"preset": name, "model": f"{m.hidden_layers} x {m.hidden_dim} -> {cfg.align.tri_leaves}",
             "mflop_per_frame": flops / 1e6, "demand": MFU * H100_BF16_PEAK / flops, "batch": t.batch_size,
             "in_memory": in_memory, "workers": 0 if in_memory else t.num_workers,

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-H100_BF16_PEAK_GFLOPS = 989_000.0  # H100 SXM, bf16 dense
+H100_BF16_PEAK_GFLOPS = H100_BF16_DENSE_FLOPS / 1e9  # H100 SXM, bf16 dense
 
 
 def _json(path: Path) -> Any:
