@@ -33,12 +33,14 @@ def recipe(corpus: Path, exp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_prepare_adds_augmented_copies_and_removes_them_when_off(tmp_path, smoke_corpus):
     exp = tmp_path / "exp"
-    res = recipe(smoke_corpus, exp, "--set", "augment.speeds=0.9", "--set", "augment.pitch_copies=1",
+    few = ("--set", "data.max_utts_per_split=40")  # copies of 40 training utterances show it
+    res = recipe(smoke_corpus, exp, *few, "--set", "augment.speeds=0.9", "--set", "augment.pitch_copies=1",
                  "--set", "augment.reverb_copies=1", "--stop-stage", "prepare")
     assert res.returncode == 0, res.stderr[-3000:]
     paths = RunPaths(exp)
     train = read_manifest(paths.manifest("train"))
     originals = [u for u in train if not u.id.startswith(("sp", "ps", "rvb"))]
+    assert 0 < len(originals) <= 40
     # every original has its three copies, each a new speaker with its own audio file
     ids = {u.id for u in train}
     for u in originals:
@@ -49,7 +51,7 @@ def test_prepare_adds_augmented_copies_and_removes_them_when_off(tmp_path, smoke
     assert summary["augment"]["copies"] == 3 * len(originals) == len(train) - len(originals)
     assert summary["augment"]["hours_added"] > 0 and "augment_s" in summary["augment"]
     # off again: the copies go away with the options
-    res = recipe(smoke_corpus, exp, "--stop-stage", "prepare", "--force", "prepare")
+    res = recipe(smoke_corpus, exp, *few, "--stop-stage", "prepare", "--force", "prepare")
     assert res.returncode == 0, res.stderr[-3000:]
     assert not paths.augmented_audio.exists()
     assert not any(u.id.startswith(("sp", "ps", "rvb")) for u in read_manifest(paths.manifest("train")))
