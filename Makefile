@@ -62,7 +62,7 @@ lock:
 	mv requirements.lock.tmp requirements.lock
 	rm -rf $(LOCK_VENV)
 
-# Installs espeak-ng/flite/sox/festival (and festival's ked voice, used by data.synthetic_festival), and
+# Installs espeak-ng/flite/sox/festival (and festival's ked voice, for data_prep.synthetic --festival), and
 # SLURM with munge (the `slurm` test runs the cluster scripts on a one-node SLURM of this machine,
 # recipes/librispeech/slurm/local_cluster.sh) with apt when one is missing and we are root (or have sudo).
 apt:

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from asr_kd import retired
+
 PRESETS = ("smoke", "tiny", "librispeech-100h", "paper")
 DEFAULT_PRESET = "tiny"
 
@@ -39,11 +41,6 @@ class DataConfig:
     synthetic_size: str = "tiny"  # smoke | tiny | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
-    # Add festival ked speakers to the synthetic corpus's training split (data_prep.synthetic
-    # --festival; needs `apt-get install festival festvox-kdlpc16k`); the corpus then lives in
-    # <synthetic_dir>/synthetic-<size>-seed<seed>-festival. A richer training set for the
-    # cross-synthesizer test: data.train_synthesizer=espeak,festival.
-    synthetic_festival: bool = False
     # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
     # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
     # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
@@ -69,61 +66,17 @@ class DataConfig:
     # never dev or test's: decode.arpa's words when given, else the LM text's, capped here at its
     # N most frequent words (as Kaldi/icefall's 200k for librispeech-lm-norm.txt); 0 = every word.
     lm_vocab_size: int = 0
-    # The cross-synthesizer test (a synthetic corpus only, the embedded one or one passed as --data-root:
-    # it reads the corpus's SPEAKERS.TXT): "espeak" or "flite" keeps only that
-    # synthesizer's speakers in train, dev and test (the usual test set: held-out voices of the
-    # training synthesizer), and the other synthesizer's speakers (of every split: none is trained
-    # on) become a second test condition, "cross-synth", decoded and reported beside it, with at most
-    # cross_synth_utts_per_speaker utterances each (0 = all). "" = both synthesizers everywhere.
-    # cross_synth_dev_speakers > 0 sets that many of those speakers (spread over their ids) apart as
-    # "cross-synth-dev": the conditions stage decodes it first and every system is then scored on
-    # "cross-synth" at the acoustic scale it chose on cross-synth-dev (tuned on the shifted domain,
-    # never on its test voices) instead of the scale it chose on the usual dev set.
-    # "espeak,festival" (or "flite,festival") also keeps the festival training speakers of a
-    # data.synthetic_festival corpus; with one synthesizer named, festival's speakers are left out
-    # (counted in prepare's summary), so the same corpus gives both arms.
-    train_synthesizer: str = ""
-    cross_synth_utts_per_speaker: int = 10
-    cross_synth_dev_speakers: int = 0
-
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
-        train_synthesizers(self.train_synthesizer)  # raises on a bad value
         if self.lm_vocab_size < 0:
             raise ConfigError(f"data.lm_vocab_size={self.lm_vocab_size}: a number of words (0 = every word "
                               "of the LM text)")
-        if self.cross_synth_dev_speakers < 0:
-            raise ConfigError(f"data.cross_synth_dev_speakers={self.cross_synth_dev_speakers}: "
-                              "a number of speakers (0 = no tuning set)")
 
         _check_choice("data.format", self.format, ("auto", "librispeech", "kaldi", "lhotse"))
         if self.format in ("kaldi", "lhotse") and not self.root:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
                               "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
         _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
-
-
-TEST_SYNTHESIZERS = ("espeak", "flite")  # the synthetic corpus's synthesizers of every split
-TRAIN_ONLY_SYNTHESIZERS = ("festival",)  # data.synthetic_festival: training split only
-
-
-def _synthesizer_names(value: str) -> tuple[tuple[str, ...], list[str]]:
-    """A comma-separated list of synthesizers as (sorted unique names, those the corpus does not have)."""
-    names = tuple(sorted({v.strip() for v in value.split(",") if v.strip()}))
-    return names, [n for n in names if n not in (*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS)]
-
-
-def train_synthesizers(value: str) -> tuple[str, ...]:
-    """``data.train_synthesizer`` as the set of synthesizers trained on (empty = all): one of
-    espeak / flite, optionally with festival (``espeak,festival``); raises :class:`ConfigError`."""
-    names, unknown = _synthesizer_names(value)
-    if not names:
-        return ()
-    tested = [n for n in names if n in TEST_SYNTHESIZERS]
-    if unknown or len(tested) != 1:
-        raise ConfigError(f"data.train_synthesizer={value!r}: name one of espeak / flite (the other one is the "
-                          "cross-synthesizer test), optionally with festival: e.g. espeak or espeak,festival")
-    return names
 
 
 @dataclass(frozen=True)
@@ -342,37 +295,6 @@ class TeachersConfig:
     stacked: bool = True  # train all K in one batched model on one device
     seed_base: int = 1000  # teacher k gets seed seed_base + k
     only: int = -1  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
-    # The output-layer re-tune (a second phase, off by default): after the K teachers are trained,
-    # each one's output layer is trained retune_epochs more epochs, its hidden layers frozen, on
-    # the training utterances of the synthesizers named in retune_synthesizer (a synthetic corpus;
-    # e.g. "espeak,flite" to leave the festival voices out), at retune_lr (Adam, cosine decay).
-    # Extra training voices then shape the hidden layers, and the voices of the test set have the
-    # last word on the states they map to. The teachers the later stages use are then the re-tuned
-    # ones (teachers/retuned/teacher-k); the first phase's runs stay, so a change of these settings
-    # re-tunes without training the teachers again.
-    retune_epochs: int = 0
-    retune_synthesizer: str = ""
-    retune_lr: float = 1e-3
-
-    def __post_init__(self) -> None:
-        if self.retune_epochs < 0:
-            raise ConfigError(f"teachers.retune_epochs={self.retune_epochs}: a number of epochs (0 = no re-tune)")
-        if self.retune_epochs > 0:
-            names = retune_synthesizers(self.retune_synthesizer)
-            if not names:
-                raise ConfigError("teachers.retune_epochs > 0 needs teachers.retune_synthesizer: the synthesizers "
-                                  "whose training utterances the output layer is re-tuned on, e.g. espeak,flite")
-        if self.retune_lr <= 0:
-            raise ConfigError(f"teachers.retune_lr={self.retune_lr}: a positive learning rate")
-
-
-def retune_synthesizers(value: str) -> tuple[str, ...]:
-    """``teachers.retune_synthesizer`` as a sorted tuple of synthesizer names; raises on an unknown one."""
-    names, unknown = _synthesizer_names(value)
-    if unknown:
-        raise ConfigError(f"teachers.retune_synthesizer={value!r}: {', '.join(unknown)} is not a synthesizer of the "
-                          f"synthetic corpus ({', '.join((*TEST_SYNTHESIZERS, *TRAIN_ONLY_SYNTHESIZERS))})")
-    return names
 
 
 TARGET_MODES = ("online", "cached", "stored")
@@ -442,9 +364,6 @@ class DecodeConfig:
     max_active: int = 7000
     lattice_beam: float = 6.0
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
-    # Scales the conditions stage also searches on its test conditions, beside acoustic_scales: a
-    # shifted domain may want one the dev grid lacks (flite voices a lower one). () = the dev grid.
-    condition_scales: tuple[float, ...] = ()
     self_loop_scale: float = 0.1
     num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
     teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
@@ -477,8 +396,6 @@ class DecodeConfig:
             grid = getattr(self, key)
             if not grid or min(grid) <= 0:
                 raise ConfigError(f"decode.{key} must be positive numbers, got {grid}")
-        if self.condition_scales and min(self.condition_scales) <= 0:
-            raise ConfigError(f"decode.condition_scales must be positive numbers, got {self.condition_scales}")
         if self.lm_order < 1:
             raise ConfigError(f"decode.lm_order must be >= 1, got {self.lm_order}")
 
@@ -566,6 +483,8 @@ def apply_overrides(cfg: RecipeConfig, overrides: dict[str, Any]) -> RecipeConfi
         if len(parts) != 2 or parts[0] not in _section_names():
             raise ConfigError(f"unknown config key {key!r} (sections: {', '.join(_section_names())})")
         section, name = parts
+        if key in retired.KEEPS_WORK:
+            raise ConfigError(retired.retired_message(key))
         section_cls = top_types[section]
         types_ = _section_types(section_cls)
         if name not in types_:
@@ -632,18 +551,22 @@ def to_dict(obj: Any) -> Any:
 
 
 def from_dict(tree: dict[str, Any]) -> RecipeConfig:
-    """Inverse of :func:`to_dict` (used to read the config stored in a run dir or checkpoint)."""
-    flat = {k: v for k, v in _flatten({k: v for k, v in tree.items() if k != "preset"}).items()}
+    """Inverse of :func:`to_dict` (used to read the config stored in a run dir or checkpoint). The
+    retired keys a run made before their retirement stored are dropped where they held a value that
+    kept the run's work; at another value the run is refused (:func:`asr_kd.retired.check_run_config`)."""
+    try:
+        retired.check_run_config(tree)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    flat = _flatten({k: v for k, v in retired.drop(tree).items() if k != "preset"})
     return apply_overrides(RecipeConfig(preset=tree.get("preset", DEFAULT_PRESET)), flat)
 
 
 # Options added after runs were made, with the value that leaves a stage's work as it was: a stage's
 # config hash leaves them out while they hold it, so a run finished before asr-kd gained the
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
-NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.condition_scales": [],
-                                     "data.synthetic_festival": False, "teachers.retune_epochs": 0,
-                                     "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3,
-                                     "decode.tune_draw": "first", "decode.chunk_utts": 64,
+# (Options since removed: asr_kd.retired.)
+NEUTRAL_DEFAULTS: dict[str, Any] = {"decode.tune_draw": "first", "decode.chunk_utts": 64,
                                      "data.lm_vocab_size": 0, "data.extra_test_subsets": []}
 
 

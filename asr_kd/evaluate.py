@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
-    from asr_kd.config import from_dict
+    from asr_kd.config import ConfigError, from_dict
     from asr_kd.decoding.evaluate import evaluate_systems, prepare_data, render_eval_markdown
     from asr_kd.envcheck import check_environment
     from asr_kd.fileio import read_json
@@ -54,7 +54,11 @@ def main(argv: list[str] | None = None) -> int:
     if not paths.config.exists():
         print(f"error: {paths.config} is missing; --exp-dir must be a run directory of the recipe", file=sys.stderr)
         return 2
-    cfg = from_dict(read_json(paths.config))
+    try:
+        cfg = from_dict(read_json(paths.config))
+    except ConfigError as e:  # e.g. a run made with a config key since retired (asr_kd.retired)
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     root = Path(args.data_root)
     subset = args.subset or ("test-synth" if (root / MARKER_NAME).exists() else "test-clean")
     name = args.name or f"{root.resolve().name}-{subset}"

@@ -21,8 +21,6 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     shards/<split>/shard-NNNNNN.tar  webdataset shards; shards/<split>/index.json
     teachers/teacher-K/              teacher K: model.pt, metrics.json, checkpoints/ (see TrainRunDir)
     teachers/stacked/                all K teachers trained as one stacked model (teachers.stacked)
-    teachers/retuned/teacher-K/      teacher K with its output layer re-tuned (teachers.retune_epochs > 0):
-                                     then the teacher every later stage uses; retuned/stacked/ all K at once
     ensemble/metrics.json            the ensemble's evaluation
     distill/T<t>/, distill/table5-<name>/, distill/matching-logits/   students (TrainRunDir each)
     distill/targets/                 stored soft targets: shard-NNNNNN.tar (+ .json receipt) per training shard, index.json
@@ -48,10 +46,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from asr_kd.config import TeachersConfig
 
 SPLITS = ("train", "dev", "test")
 MARKER = "DONE.json"
@@ -123,11 +117,6 @@ class RunPaths(_Reported):
     def augmented_audio(self) -> Path:
         """The training set's augmented copies, ``<copy id>.flac`` (asr_kd.data.augment)."""
         return self.stage_dir("prepare") / "augment"
-
-    def condition_manifest(self, name: str) -> Path:
-        """The utterances of an extra test condition (e.g. ``cross-synth``), decoded by the
-        conditions stage."""
-        return self.stage_dir("prepare") / f"condition-{name}.jsonl"
 
     # -- lang ------------------------------------------------------------------
     @property
@@ -227,21 +216,9 @@ class RunPaths(_Reported):
         """The run that trains all K teachers at once (teachers.stacked=true)."""
         return self.stage_dir("teachers") / "stacked"
 
-    def teacher_dirs(self, teachers: TeachersConfig) -> list[Path]:
-        """The K teachers every stage after ``teachers`` uses: the re-tuned ones when
-        teachers.retune_epochs > 0, else the first phase's."""
-        if teachers.retune_epochs > 0:
-            return [self.retuned_teacher_dir(k) for k in range(teachers.num_teachers)]
-        return [self.teacher_dir(k) for k in range(teachers.num_teachers)]
-
-    def retuned_teacher_dir(self, k: int) -> Path:
-        """Teacher k after the output-layer re-tune (teachers.retune_epochs > 0)."""
-        return self.stage_dir("teachers") / "retuned" / f"teacher-{k}"
-
-    @property
-    def retune_stacked_dir(self) -> Path:
-        """The run that re-tunes all K teachers' output layers at once (teachers.stacked=true)."""
-        return self.stage_dir("teachers") / "retuned" / "stacked"
+    def teacher_dirs(self, num_teachers: int) -> list[Path]:
+        """The K teachers every stage after ``teachers`` uses."""
+        return [self.teacher_dir(k) for k in range(num_teachers)]
 
     # -- graph / decode / report ---------------------------------------------------
     @property

@@ -28,6 +28,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from asr_kd import retired
 from asr_kd.config import NEUTRAL_DEFAULTS, RecipeConfig, config_hash, global_batch_size, to_dict
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import global_rank, on_rank_zero
@@ -183,7 +184,7 @@ class StageRunner:
         k = self.cfg.teachers.only
         if k < 0:
             return [self.paths.stage_dir(stage)]
-        return [self.paths.teacher_dir(k), self.paths.retuned_teacher_dir(k)] if stage == "teachers" else []
+        return [self.paths.teacher_dir(k)] if stage == "teachers" else []
 
     # -- lookup ------------------------------------------------------------------
     def resolve(self, ref: str | None, default: int) -> int:
@@ -208,6 +209,13 @@ class StageRunner:
     def own_hash(self, stage: Stage) -> str:
         return config_hash(stage.hashed_config(self.cfg))
 
+    def config_changed(self, stage: Stage, m: dict[str, Any]) -> bool:
+        """Whether marker ``m`` hashed another config than ``stage`` reads now. A marker made before
+        config keys were retired matches without them where they held a value that kept the stage's
+        work (:func:`asr_kd.retired.marker_config`)."""
+        own = self.own_hash(stage)
+        return m["config_hash"] != own and ("config" not in m or config_hash(retired.marker_config(m["config"])) != own)
+
     def read_marker(self, name: str) -> dict[str, Any] | None:
         path = self.paths.marker(name)
         if not path.exists():
@@ -227,7 +235,7 @@ class StageRunner:
         m = self.read_marker(stage.name)
         if m is None:
             return "pending"
-        if m["config_hash"] != self.own_hash(stage):
+        if self.config_changed(stage, m):
             return "stale"
         for up in stage.after:
             if m["upstream"].get(up) != self.marker_id(up) or self.status(self.by_name[up]) != "done":
@@ -237,8 +245,8 @@ class StageRunner:
     def stale_reason(self, stage: Stage) -> str:
         m = self.read_marker(stage.name)
         assert m is not None
-        if m["config_hash"] != self.own_hash(stage):
-            before = m.get("config", {})
+        if self.config_changed(stage, m):
+            before = retired.marker_config(m.get("config", {}))
             now = stage.hashed_config(self.cfg)
             if before.get("stage_version", 0) != stage.version:
                 return (f"asr-kd changed what it computes (stage version {before.get('stage_version', 0)} -> "
@@ -255,10 +263,15 @@ class StageRunner:
     def check(self, start: str | None = None, stop: str | None = None, force: Sequence[str] = ()) -> None:
         """Raise the StageError ``run`` would raise for a stage whose own config changed, before
         anything runs (so a refused change leaves the run directory, config.json included, alone)."""
+        if self.paths.config.exists():  # a run made with a key since retired, at a value that mattered
+            try:
+                retired.check_run_config(read_json(self.paths.config))
+            except ValueError as e:
+                raise StageError(str(e)) from None
         selected, forced = self.selection(start, stop, force)
         for stage in selected:
             m = self.read_marker(stage.name) if stage.run is not None else None
-            if m is not None and stage.name not in forced and m["config_hash"] != self.own_hash(stage):
+            if m is not None and stage.name not in forced and self.config_changed(stage, m):
                 raise StageError(
                     f"stage '{stage.name}' already ran with different inputs: {self.stale_reason(stage)}. "
                     f"Re-run it with --force {stage.name} (its old outputs are replaced), "
@@ -314,7 +327,7 @@ class StageRunner:
             return False
         if st == "stale" and stage.name not in forced:
             m = self.read_marker(stage.name)
-            own_changed = m is not None and m["config_hash"] != self.own_hash(stage)
+            own_changed = m is not None and self.config_changed(stage, m)
             upstream_rerun = any(u in rerun for u in stage.after)
             if own_changed or not upstream_rerun:
                 raise StageError(

@@ -22,9 +22,10 @@ additive noise; there is no dither anywhere, so a seed fixes every sample.
 ked voice (a US male diphone voice built from recorded speech, ``festival festvox-kdlpc16k``) at an
 F0 target and tempo, shifted with sox, male and female. Festival has one such English voice whose
 speaker flite lacks, so a held-out festival speaker would be the same recorded voice as the
-training ones: it is a training-side family, a richer training set for the cross-synthesizer test
-(train on espeak-ng + festival, test on flite; flite is festival's C port, which matters for
-flite's diphone voice kal16 more than for its clustergen ones). The festival speakers, their
+training ones: it is a training-side family, a richer training set (what it did for voices unheard
+in training: docs/experiments/festival-voices.md; flite is festival's C port, which matters for
+flite's diphone voice kal16 more than for its clustergen ones). Such a corpus is passed to the
+recipe as --data-root. The festival speakers, their
 sentences and their audio come from random streams of their own and take the ids after the test
 speakers, so every other file of the corpus is the same with or without them.
 """
@@ -43,7 +44,7 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -500,7 +501,7 @@ def _marker_matches(root: Path, size: str, seed: int, noise: bool, festival: boo
 def check_festival() -> None:
     """Raise a :class:`CorpusError` saying what to install unless festival can speak with ked."""
     if shutil.which("text2wave") is None:
-        raise CorpusError(f"--festival (data.synthetic_festival) needs festival's text2wave, not found; {FESTIVAL_HINT}")
+        raise CorpusError(f"--festival needs festival's text2wave, not found; {FESTIVAL_HINT}")
     try:
         _festival(Voice("festival", "ked", "M", rate=1.0, pitch=0, shift_cents=0), "test")
     except CorpusError as e:
@@ -566,3 +567,27 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+GROUP_KIND = "synthesizer"  # what test_groups groups by: report.json's derived.test_by_synthesizer
+
+
+def test_groups(root: Path, utts: Sequence[Utterance]) -> dict[str, list[str]] | None:
+    """``utts`` (a test split of the corpus at ``root``) by the synthesizer of their voices, each
+    group's utterance ids in order, for a report's per-group WER (:data:`GROUP_KIND`); None when
+    ``root`` is no synthetic corpus or the split has one synthesizer only."""
+    if not (Path(root) / SPEAKERS_NAME).exists():
+        return None
+    synth_of = utterance_synthesizers(Path(root), utts)
+    groups: dict[str, list[str]] = {}
+    for u in utts:
+        groups.setdefault(synth_of.get(u.id, "unknown"), []).append(u.id)
+    return groups if len(groups) > 1 else None
+
+
+def voices_description(root: Path) -> str:
+    """The synthetic voices of the corpus at ``root``, for a model card: its marker says whether
+    ``--festival`` added festival's ked voice to the training split."""
+    marker = Path(root) / MARKER_NAME
+    festival = marker.exists() and bool(json.loads(marker.read_text()).get("festival"))
+    return "espeak-ng and flite" + (", festival's ked voice" if festival else "")

@@ -152,15 +152,81 @@ def test_an_option_added_later_leaves_finished_runs_done_at_its_neutral_value():
     from asr_kd.config import NEUTRAL_DEFAULTS
     from asr_kd.runner import selected_config
 
-    assert NEUTRAL_DEFAULTS["data.cross_synth_dev_speakers"] == 0
+    assert NEUTRAL_DEFAULTS["data.lm_vocab_size"] == 0
     neutral = {k.split(".", 1)[1] for k in NEUTRAL_DEFAULTS if k.startswith("data.")}
-    assert {"cross_synth_dev_speakers", "synthetic_festival"} <= neutral
+    assert {"lm_vocab_size", "extra_test_subsets"} <= neutral
     before = {"data": {k: v for k, v in to_dict(load_config("smoke").data).items() if k not in neutral}}
     assert selected_config(load_config("smoke"), ("data",)) == before
-    changed = selected_config(load_config("smoke", {"data.cross_synth_dev_speakers": "3"}), ("data",))
-    assert changed["data"]["cross_synth_dev_speakers"] == 3
-    assert selected_config(load_config("smoke"), ("data.cross_synth_dev_speakers",)) == {}
-    assert selected_config(load_config("smoke", {"data.synthetic_festival": "true"}), ("data",))["data"]["synthetic_festival"]
+    changed = selected_config(load_config("smoke", {"data.lm_vocab_size": "3"}), ("data",))
+    assert changed["data"]["lm_vocab_size"] == 3
+    assert selected_config(load_config("smoke"), ("data.lm_vocab_size",)) == {}
+
+
+def _as_made_before_the_retirement(paths: RunPaths, stage: str, old_keys: dict, section: str = "data") -> None:
+    """Rewrite ``stage``'s marker as asr-kd 88e0600 wrote it: its config with the retired keys
+    (a section read whole holding them), hashed with them."""
+    from asr_kd.config import config_hash
+    from asr_kd.fileio import write_json
+
+    m = read_json(paths.marker(stage))
+    for key, value in old_keys.items():
+        if key.startswith(section + ".") and section in m["config"]:
+            m["config"][section][key.split(".", 1)[1]] = value
+        else:
+            m["config"][key] = value
+    m["config_hash"] = config_hash(m["config"])
+    write_json(paths.marker(stage), m)
+
+
+def test_a_run_made_before_keys_were_retired_stays_done_where_they_kept_its_work(tmp_path):
+    """Issue 32: markers of asr-kd 88e0600 hashed data.train_synthesizer and
+    data.cross_synth_utts_per_speaker (a section read whole), and the tiny preset's
+    decode.condition_scales (a key read alone). At the values of a run without the study the stage
+    stays done; a marker of a run that used the study is stale, and check() refuses its run
+    directory with one line that names the key, says it was retired and what to do."""
+    from asr_kd.fileio import write_json
+
+    calls = []
+    cond = Stage("cond", lambda cfg, paths: {}, reads=("data.extra_test_subsets",), after=())
+    stages = [*make_stages(calls)[:2], cond]
+    paths = RunPaths(tmp_path)
+    cfg = load_config("smoke")
+    StageRunner(stages, cfg, paths).run()
+    write_json(paths.config, to_dict(cfg))
+    _as_made_before_the_retirement(paths, "first", {"data.train_synthesizer": "", "data.cross_synth_utts_per_speaker": 10})
+    _as_made_before_the_retirement(paths, "cond", {"decode.condition_scales": [0.06]})
+    runner = StageRunner(stages, cfg, paths)
+    assert [r[2] for r in runner.listing()] == ["done", "done", "done"]
+    runner.check()
+    runner.run()
+    assert calls == ["first", "second"], "nothing re-runs"
+
+    _as_made_before_the_retirement(paths, "first", {"data.train_synthesizer": "espeak"})
+    assert runner.status(runner.by_name["first"]) == "stale"
+    old = to_dict(cfg)
+    old["data"]["train_synthesizer"] = "espeak"
+    write_json(paths.config, old)
+    with pytest.raises(StageError) as e:
+        runner.check()
+    message = str(e.value)
+    assert message.startswith("this run directory was made with data.train_synthesizer='espeak', and "
+                              "data.train_synthesizer was retired from the recipe after commit 88e0600")
+    assert "docs/experiments/cross-synthesizer.md" in message and "new --exp-dir" in message and "\n" not in message
+
+
+def test_student_run_keys_are_those_of_runs_made_before_the_retirement():
+    """The distill stage's run keys hashed the teachers section whole, re-tune keys included: at
+    their defaults they are still hashed, so a --force distill of an old run reuses its students."""
+    import dataclasses
+
+    from asr_kd.config import config_hash
+    from asr_kd.retired import run_key_section
+
+    t = load_config("smoke").teachers
+    old = {**to_dict(t), "retune_epochs": 0, "retune_synthesizer": "", "retune_lr": 1e-3}
+    assert config_hash(run_key_section("teachers", to_dict(t))) == config_hash(old)
+    assert run_key_section("data", {"root": ""}) == {"root": ""}
+    assert not any(f.name.startswith("retune") for f in dataclasses.fields(t))
 
 
 def test_a_stage_module_becomes_a_stage():

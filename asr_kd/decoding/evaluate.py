@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -133,12 +133,10 @@ def _normalise(cfg: RecipeConfig, paths: RunPaths, fbank: dict[str, np.ndarray],
 
 
 def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: EvalData,
-                     systems: Sequence[str] | None = None, scale_grid: Sequence[float] = (),
-                     tuned: tuple[str, Mapping[str, float]] | None = None) -> dict[str, Any]:
+                     systems: Sequence[str] | None = None, scale_grid: Sequence[float] = ()) -> dict[str, Any]:
     """Decode every chosen system (skipping those already done for this data) and write the report.
 
-    Each system is scored at the acoustic scale it chose on dev (``wer``), or with ``tuned`` =
-    (name, {system: scale}) at the scale it chose on that other set (``scale_from`` says which);
+    Each system is scored at the acoustic scale it chose on dev (``wer``; ``scale_from``: dev);
     with ``scale_grid`` it is also searched at each of those scales (``wer_by_scale``, the
     posteriors computed once), which shows how far the choice is from the best scale for this data."""
     from asr_kd.align.model import load_model
@@ -179,8 +177,6 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
             scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
             st = run_summary.stat()  # rewritten whenever the run decodes the system again (e.g. retrained)
             model_key = f"{st.st_size}-{st.st_mtime_ns}"
-            if tuned is not None:
-                scale_from, scale = tuned[0], float(tuned[1][name])
             out = ep.summary(name)
             done = read_json(out) if out.exists() else {}
             if (done.get("data_key") == key and done.get("model_key") == model_key
@@ -252,14 +248,13 @@ def render_eval_markdown(report: dict[str, Any]) -> str:
              "bootstrap over utterances.", "",
              "| system | WER | frame acc | acoustic scale |", "|---|---|---|---|"]
     for s in report["systems"]:
-        src = s.get("scale_from", "dev")
         lines.append(f"| {s['system']} | {pct(s['wer'])}{ci(s['wer_ci'])} | {pct(s['frame_acc'])}"
-                     f"{ci(s['frame_acc_ci'])} | {s['acoustic_scale']:g}{'' if src == 'dev' else f' ({src})'} |")
+                     f"{ci(s['frame_acc_ci'])} | {s['acoustic_scale']:g} |")
     grid = sorted({g for s in report["systems"] for g in s.get("wer_by_scale", {})}, key=float)
     if grid:
         lines += ["", "## WER at each acoustic scale", "",
-                  "Each system searched again at every scale of the dev grid and of decode.condition_scales "
-                  "(the table above: the scale it chose on dev, or on the set named beside it).", "",
+                  "Each system searched again at every scale of the dev grid (the table above: the scale it chose "
+                  "on dev).", "",
                   "| system | " + " | ".join(grid) + " |", "|---|" + "---|" * len(grid)]
         for s in report["systems"]:
             lines.append(f"| {s['system']} | " + " | ".join(pct(s.get("wer_by_scale", {}).get(g)) for g in grid) + " |")

@@ -414,7 +414,7 @@ class DnnSystem:
 
 def discover_systems(cfg: RecipeConfig, paths: RunPaths) -> list[DnnSystem]:
     """The trained systems of this run whose model files exist (missing ones are logged)."""
-    teachers = [TrainRunDir(d) for d in paths.teacher_dirs(cfg.teachers)]
+    teachers = [TrainRunDir(d) for d in paths.teacher_dirs(cfg.teachers.num_teachers)]
     systems: list[DnnSystem] = []
     for k, run in enumerate(teachers if cfg.decode.teachers == "all" else teachers[:1]):
         systems.append(DnnSystem(f"teacher-{k}", (run.model,), run.metrics))

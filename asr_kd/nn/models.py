@@ -195,17 +195,6 @@ class StackedDNN(nn.Module):
         return stacked
 
 
-def freeze_hidden(model: AcousticDNN | StackedDNN) -> AcousticDNN | StackedDNN:
-    """Leave only the output layer trainable (every member's, for a StackedDNN); returns ``model``."""
-    if isinstance(model, StackedDNN):
-        frozen = [*model.weights[:-1], *model.biases[:-1]]
-    else:
-        frozen = list(model.hidden.parameters())
-    for p in frozen:
-        p.requires_grad_(False)
-    return model
-
-
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters; for a StackedDNN, the total over all members."""
     return sum(p.numel() for p in model.parameters())

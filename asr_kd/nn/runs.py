@@ -7,11 +7,6 @@ stages make, with what keys, on what data (the stages, :mod:`asr_kd.stages.teach
   teacher, inside it at ``last.ckpt``). ``teachers.stacked=true`` trains all K in one batched
   model (``teachers/stacked/``) and then writes each member to its teacher directory;
   ``teachers.only=k`` trains teacher k alone (one task of a cluster job array).
-* the output-layer re-tune (``teachers.retune_epochs`` > 0): each teacher's output layer trained
-  again on the training utterances of ``teachers.retune_synthesizer``'s voices, its hidden layers
-  frozen (``teachers/retuned/teacher-k``, all K at once in ``teachers/retuned/stacked`` when
-  stacked). The later stages then use the re-tuned teachers (``RunPaths.teacher_dirs``); the first
-  phase's runs are kept and keyed without the re-tune, so new re-tune settings re-tune only.
 * ensemble: the K teachers stacked into one frozen model; its dev/test frame accuracy beside each
   teacher's.
 * distill: one student per temperature (``distill.temperatures``, hard-target weight
@@ -25,11 +20,9 @@ Each returns the JSON summary the stage stores in its marker.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import shutil
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,12 +34,13 @@ from asr_kd.data.datamodule import FrameDataModule, shard_datamodule
 from asr_kd.data.windows import InMemoryWindows
 from asr_kd.fileio import read_json, write_json
 from asr_kd.nn.ensemble import Ensemble, cache_targets, frame_accuracy, load_teachers
-from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count, freeze_hidden, load_model
+from asr_kd.nn.models import AcousticDNN, StackedDNN, dnn_parameter_count
 from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.target_sources import CachedTargets, OnlineTargets, SoftTargets, StoredTargets
 from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
+from asr_kd.retired import run_key_section
 from asr_kd.runner import StageError, StageIncomplete
 
 log = logging.getLogger(__name__)
@@ -165,119 +159,35 @@ def _write_members(paths: RunPaths, metrics: dict[str, Any], stacked_dir: Path,
         write_json(run.done, {"from": str(stacked.root.relative_to(paths.root))})  # run-dir relative: movable
 
 
-def train_teachers(cfg: RecipeConfig, paths: RunPaths,
-                   retune_utterances: frozenset[str] | None = None) -> dict[str, Any]:
-    """Train the K teachers (resumable per teacher), then re-tune their output layers on
-    ``retune_utterances`` when teachers.retune_epochs > 0; the summary lists each teacher with its
-    dev/test frame accuracy (the re-tuned teacher's, with the first phase's beside it)."""
+def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
+    """Train the K teachers (resumable per teacher); the summary lists each teacher with its
+    dev/test frame accuracy."""
     K, only = cfg.teachers.num_teachers, cfg.teachers.only
     if only >= K:
         raise StageError(f"teachers.only={only} but teachers.num_teachers={K}")
-    retune = cfg.teachers.retune_epochs > 0
-    if retune and not retune_utterances:
-        raise StageError("teachers.retune_epochs > 0 but no training utterance is spoken by a voice of "
-                         f"teachers.retune_synthesizer={cfg.teachers.retune_synthesizer!r}; name synthesizers "
-                         "the training set has (see prepare's summary)")
     pdfs = num_pdfs(paths)
     dm = shard_datamodule(paths, cfg.model, cfg.train)
-    todo = [only] if only >= 0 else list(range(K))
     if cfg.teachers.stacked and only < 0:
         _train_stacked(cfg, paths, dm, pdfs)
     else:
-        for k in todo:
+        for k in [only] if only >= 0 else range(K):
             _train_one_teacher(cfg, paths, dm, k, pdfs)
-    retune_s = None
-    if retune:
-        assert retune_utterances is not None
-        t0 = time.time()
-        _retune(cfg, paths, retune_utterances, todo)
-        retune_s = round(time.time() - t0, 1)
-    missing = [k for k in range(K) if not _teacher_finished(cfg, paths, k, retune_utterances)]
+    seeds = teacher_seeds(cfg)
+    missing = [k for k in range(K) if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seeds[k]))]
     if missing:
         raise StageIncomplete(f"teacher {only} finished; teachers {missing} are not trained yet. The stage "
                               f"is complete once all {K} are: run the other teachers.only tasks, or the "
                               f"stage without teachers.only")
-    summary = teachers_summary(cfg, paths, pdfs)
-    if retune_utterances is not None and retune_s is not None:
-        t = cfg.teachers
-        summary["retune"] = {"epochs": t.retune_epochs, "lr": t.retune_lr, "synthesizers": t.retune_synthesizer,
-                             "utterances": len(retune_utterances),
-                             "wall_time_s": retune_s}  # this invocation's (0 when every re-tune was done)
-    return summary
-
-
-def _teacher_finished(cfg: RecipeConfig, paths: RunPaths, k: int, retune_utterances: frozenset[str] | None) -> bool:
-    seed = teacher_seeds(cfg)[k]
-    if not run_finished(paths.teacher_dir(k), _teacher_key(cfg, paths, seed)):
-        return False
-    if cfg.teachers.retune_epochs > 0:
-        assert retune_utterances is not None
-        return run_finished(paths.retuned_teacher_dir(k), _retune_key(cfg, paths, [seed], retune_utterances))
-    return True
-
-
-def retune_train_config(cfg: RecipeConfig) -> TrainConfig:
-    """The re-tune's training rule: train's, with Adam at teachers.retune_lr, cosine decay without
-    warm-up over teachers.retune_epochs, no early stopping."""
-    t = cfg.teachers
-    return dataclasses.replace(cfg.train, optimizer="adam", lr=t.retune_lr, lr_schedule="cosine", warmup_steps=0,
-                               max_epochs=t.retune_epochs, early_stopping_patience=0)
-
-
-def _retune_key(cfg: RecipeConfig, paths: RunPaths, seeds: Sequence[int], utterances: frozenset[str]) -> str:
-    return config_hash({"teachers": [_teacher_key(cfg, paths, seed) for seed in seeds],
-                        "retune": train_result_keys(retune_train_config(cfg)),
-                        "utterances": _utterances_hash(utterances)})
-
-
-@functools.lru_cache(maxsize=4)
-def _utterances_hash(utterances: frozenset[str]) -> str:
-    """One hash of a re-tune's utterance set, computed once however many run keys name it."""
-    return config_hash(sorted(utterances))
-
-
-def _retune(cfg: RecipeConfig, paths: RunPaths, utterances: frozenset[str], todo: Sequence[int]) -> None:
-    """The output layers of teachers ``todo`` (all K stacked at once when teachers.stacked), trained
-    on ``utterances`` with every hidden layer frozen; each result in its retuned/teacher-k run."""
-    seeds = teacher_seeds(cfg)
-    keys = [_retune_key(cfg, paths, [seed], utterances) for seed in seeds]
-    pending = [k for k in todo if not run_finished(paths.retuned_teacher_dir(k), keys[k])]
-    if not pending:
-        return
-    train = retune_train_config(cfg)
-    dm = shard_datamodule(paths, cfg.model, train, utterances=utterances)
-    log.info("re-tuning the output layer of %d teacher(s) on %d training utterances (%d frames), %d epoch(s)",
-             len(pending), len(utterances), dm.train_set.total_frames, train.max_epochs)
-    if cfg.teachers.stacked and cfg.teachers.only < 0:
-        members = [load_model(TrainRunDir(paths.teacher_dir(k)).model)[0] for k in range(len(seeds))]
-        model = freeze_hidden(StackedDNN.from_members(members))
-        system = TeacherSystem(model, train, max_epochs=train.max_epochs, run_config=to_dict(cfg))
-        metrics = train_run(system, dm, train, paths.retune_stacked_dir, key=_retune_key(cfg, paths, seeds, utterances),
-                            max_epochs=train.max_epochs)
-        if global_rank() == 0:
-            _write_members(paths, metrics, paths.retune_stacked_dir,
-                           [(paths.retuned_teacher_dir(k), keys[k]) for k in range(len(seeds))],
-                           trained_in="stacked re-tune")
-        barrier()
-        return
-    for k in pending:
-        model = freeze_hidden(load_model(TrainRunDir(paths.teacher_dir(k)).model)[0].train())
-        system = TeacherSystem(model, train, max_epochs=train.max_epochs, run_config=to_dict(cfg))
-        train_run(system, dm, train, paths.retuned_teacher_dir(k), key=keys[k], max_epochs=train.max_epochs,
-                  model_extra={"teacher": k, "seed": seeds[k], "retuned": True})
+    return teachers_summary(cfg, paths, pdfs)
 
 
 def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str, Any]:
     teachers = []
-    for k, (seed, run_dir) in enumerate(zip(teacher_seeds(cfg), paths.teacher_dirs(cfg.teachers))):
-        m = read_json(TrainRunDir(run_dir).metrics)
+    for k, seed in enumerate(teacher_seeds(cfg)):
+        m = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
         row = {"teacher": k, "seed": seed, **_split_metrics(m), "epochs": m.get("epochs"),
                "best_epoch": m.get("best_epoch"), "wall_time_s": m.get("wall_time_s"),
                "trained_in": m.get("trained_in", "own run")}
-        if run_dir != paths.teacher_dir(k):  # re-tuned: the first phase's figures beside it
-            first = read_json(TrainRunDir(paths.teacher_dir(k)).metrics)
-            row["before_retune"] = {**_split_metrics(first), "wall_time_s": first.get("wall_time_s")}
-            row.update(epochs=first.get("epochs"), best_epoch=first.get("best_epoch"), retune_epochs=m.get("epochs"))
         teachers.append(row)
     summary: dict[str, Any] = {"num_teachers": len(teachers), "num_pdfs": pdfs, "stacked": cfg.teachers.stacked,
                                "params": _params(arch(cfg, pdfs)), "teachers": teachers}
@@ -286,9 +196,6 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str,
         if accs:
             summary[f"{split}_frame_acc_mean"] = statistics.fmean(accs)
             summary[f"{split}_frame_acc_std"] = statistics.pstdev(accs)
-        before = [t["before_retune"][split]["frame_acc"] for t in teachers if split in t.get("before_retune", {})]
-        if before:
-            summary[f"{split}_frame_acc_mean_before_retune"] = statistics.fmean(before)
     return summary
 
 
@@ -296,7 +203,7 @@ def teachers_summary(cfg: RecipeConfig, paths: RunPaths, pdfs: int) -> dict[str,
 # ensemble
 # ---------------------------------------------------------------------------------------------
 def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
-    files = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers)]
+    files = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers.num_teachers)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
         raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
@@ -329,8 +236,10 @@ def evaluate_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 # distill
 # ---------------------------------------------------------------------------------------------
 def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
+    # the teachers section as runs made before keys of it were retired hashed it: their students stay done
+    teachers = run_key_section("teachers", to_dict(cfg.teachers))
     return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "distill": to_dict(cfg.distill),
-                        "teachers": to_dict(cfg.teachers), "data": data_key(paths), **extra})
+                        "teachers": teachers, "data": data_key(paths), **extra})
 
 
 def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logits: bool = False,
@@ -387,7 +296,7 @@ def _stored_targets(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble) -> dict[s
 
     d, m = cfg.distill, cfg.model
     temps = stored_temperatures(cfg)
-    teachers = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers)]
+    teachers = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers.num_teachers)]
     key = targets_key(teachers, read_index(paths.shard_index("train")), k=d.targets_k, temperatures=temps,
                       mean=d.ensemble_mean, left=m.left_context, right=m.right_context, precision=cfg.train.precision)
     rank, world = rank_and_world()
@@ -500,9 +409,6 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     epochs = d.subset_max_epochs or cfg.train.max_epochs
     if d.baseline_100 == "teacher0":
         base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
-        if cfg.teachers.retune_epochs > 0:  # the re-tuned teacher 0's accuracies; the first phase's curve
-            retuned = read_json(TrainRunDir(paths.retuned_teacher_dir(0)).metrics)
-            base100.update({f"{split}_frame_acc": retuned.get(f"{split}_frame_acc") for split in ("dev", "test", "train")})
     else:
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
                             max_epochs=d.student_max_epochs or cfg.train.max_epochs,

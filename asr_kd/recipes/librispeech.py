@@ -53,7 +53,7 @@ STAGES: list[Stage] = [
     Stage.of(distill),   # a student per temperature; the Table-5 runs
     Stage.of(graph),     # n-gram LM -> G.fst -> HCLG.fst
     Stage.of(decode),    # every system through HCLG -> WER
-    Stage.of(conditions),  # extra test conditions (cross-synthesizer) -> WER, frame accuracy
+    Stage.of(conditions),  # extra test sets (data.extra_test_subsets) -> WER, frame accuracy
     Stage.of(export),    # model directories for deployment; inference cost
     Stage.of(report),    # report.json, report.md, plots
 ]

@@ -12,7 +12,7 @@ from asr_kd.paths import RunPaths
 DOC = "hybrid decoding, WER"
 # The systems to decode and how the networks run: via the training stages, not hashed here (the
 # results' receipts are keyed by the model files, the precision and the graph: asr_kd.decoding.receipts).
-READS = ("decode", "!decode.num_jobs", "!decode.chunk_utts", "!decode.condition_scales", "!model", "!train.precision",
+READS = ("decode", "!decode.num_jobs", "!decode.chunk_utts", "!model", "!train.precision",
          "!train.accelerator", "!teachers", "!distill", "!align.context")
 AFTER = ("graph", "distill")
 

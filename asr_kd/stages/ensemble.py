@@ -10,7 +10,7 @@ from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "average of the K teachers' soft targets"
-READS = ("distill.ensemble_mean", "!model", "!train", "!teachers.num_teachers", "!teachers.retune_epochs")  # the rest: via the teachers stage
+READS = ("distill.ensemble_mean", "!model", "!train", "!teachers.num_teachers")  # the rest: via the teachers stage
 AFTER = ("teachers",)
 
 

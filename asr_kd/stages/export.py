@@ -19,7 +19,7 @@ from asr_kd.paths import RunPaths
 
 DOC = "model dirs (TorchScript, ONNX + graph) and inference cost"
 # What the systems are and how their features were made: hashed by the stages that made them.
-READS = ("!model", "!teachers.num_teachers", "!teachers.retune_epochs", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
+READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
          "!features", "!data")  # data: for the model card (which corpus)
 AFTER = ("decode",)
 
@@ -39,7 +39,7 @@ def training_data(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     from asr_kd.data.manifest import read_manifest
     from asr_kd.runner import marker_summary
     from asr_kd.stages.prepare import corpus_root
-    from data_prep.synthetic import MARKER_NAME
+    from data_prep.synthetic import MARKER_NAME, voices_description
 
     root = corpus_root(cfg)
     synthetic = not cfg.data.root or (root / MARKER_NAME).exists()
@@ -47,10 +47,7 @@ def training_data(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     subsets = ", ".join(cfg.data.train_subsets) or "the corpus's own training subset"
     if synthetic:
         corpus = (f"The embedded synthetic corpus `{root.name}` (`data_prep.synthetic`): English read-speech "
-                  "sentences spoken by synthetic voices (espeak-ng and flite"
-                  + (", festival's ked voice" if cfg.data.synthetic_festival else "") + "), in LibriSpeech layout.")
-        if cfg.data.train_synthesizer:
-            corpus += f" Trained on the `{cfg.data.train_synthesizer}` voices only."
+                  f"sentences spoken by synthetic voices ({voices_description(root)}), in LibriSpeech layout.")
     else:
         corpus = f"`{root}` ({fmt} layout), training subsets: {subsets}."
     out: dict[str, Any] = {"synthetic": bool(synthetic), "corpus": corpus}

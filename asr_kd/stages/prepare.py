@@ -9,19 +9,9 @@ and the shortest usable audio, writes the manifests, and turns the reader's
 Kaldi or lhotse corpus cannot give as a plain 16 kHz file (pipes, segments, other rates) is
 written once under ``prepare/audio/<split>/`` and named by the manifest.
 
-Two options act on the manifests once they are written:
-
-* ``data.train_synthesizer`` (synthetic corpus only) keeps one synthesizer's speakers in every
-  split (with ``espeak,festival`` also the festival training speakers of a
-  ``data.synthetic_festival`` corpus; without, those are left out and counted) and writes the
-  other synthesizer's speakers (all of them, from every split, at most
-  ``data.cross_synth_utts_per_speaker`` utterances each) to ``prepare/condition-cross-synth.jsonl``,
-  the cross-synthesizer test condition (decoded by the conditions stage); with
-  ``data.cross_synth_dev_speakers`` some of those speakers go to ``condition-cross-synth-dev.jsonl``
-  instead, the condition's tuning set;
-* ``augment.*`` adds augmented copies of the training utterances (:mod:`asr_kd.data.augment`),
-  written under ``prepare/augment/``; the summary counts them, and the time they took
-  (``augment_s``).
+``augment.*`` adds augmented copies of the training utterances (:mod:`asr_kd.data.augment`) once the
+manifests are written, under ``prepare/augment/``; the summary counts them, and the time they took
+(``augment_s``).
 """
 
 from __future__ import annotations
@@ -48,8 +38,7 @@ def corpus_root(cfg: RecipeConfig) -> Path:
     if cfg.data.root:
         return Path(cfg.data.root)
     d = cfg.data
-    return Path(d.synthetic_dir) / (f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
-                                    + ("-festival" if d.synthetic_festival else ""))
+    return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
 
 
 def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
@@ -107,89 +96,6 @@ def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: Ru
     return corpus.summary
 
 
-CROSS_SYNTH = "cross-synth"
-CROSS_SYNTH_DEV = "cross-synth-dev"
-
-
-def split_by_synthesizer(root: Path, paths: RunPaths, synth: str, per_speaker: int = 0,
-                         dev_speakers: int = 0) -> dict[str, Any]:
-    """Keep the speakers of ``synth`` (``data.train_synthesizer``: espeak or flite, optionally with
-    festival) in every manifest. The other of espeak / flite's speakers, of every split (none of
-    them is trained or tuned on now), at most ``per_speaker`` utterances each, become the
-    cross-synthesizer condition; ``dev_speakers`` of them (:func:`spread_speakers`) become its
-    tuning set, ``cross-synth-dev``, instead. Festival speakers not asked for are left out
-    (``left_out``). Returns what was kept, held out and left out, per split."""
-    from asr_kd.config import TEST_SYNTHESIZERS, train_synthesizers
-    from asr_kd.data.manifest import read_manifest, write_manifest
-    from data_prep.synthetic import speaker_synthesizers
-
-    synth_of = speaker_synthesizers(root)
-    kept_synths = set(train_synthesizers(synth))
-    other_synth = next(s for s in TEST_SYNTHESIZERS if s not in kept_synths)
-    out: dict[str, Any] = {"train_synthesizer": synth, "kept": {}, "held_out": {}, "left_out": {}}
-    cross: list[Any] = []
-    for split in SPLITS:
-        utts = read_manifest(paths.manifest(split))
-        unknown = sorted({u.speaker for u in utts if u.speaker not in synth_of})
-        if unknown:
-            raise StageError(f"speakers {', '.join(unknown[:5])} of {paths.manifest(split)} are not in "
-                             f"{root}/SPEAKERS.TXT; data.train_synthesizer needs the synthetic corpus as generated")
-        keep = [u for u in utts if synth_of[u.speaker] in kept_synths]
-        other = [u for u in utts if synth_of[u.speaker] == other_synth]
-        left = [u for u in utts if synth_of[u.speaker] not in kept_synths | {other_synth}]
-        if not keep:
-            raise StageError(f"the {split} split has no {synth} speakers; data.train_synthesizer={synth} "
-                             "leaves it empty")
-        write_manifest(paths.manifest(split), keep)
-        out["kept"][split] = {"utterances": len(keep), "speakers": len({u.speaker for u in keep})}
-        out["held_out"][split] = {"utterances": len(other), "speakers": len({u.speaker for u in other})}
-        out["left_out"][split] = {"utterances": len(left), "speakers": len({u.speaker for u in left})}
-        cross += other
-    cross = first_per_speaker(cross, per_speaker)
-    if not cross:
-        raise StageError(f"the corpus has no {other_synth} speakers, the other synthesizer than {synth}: no "
-                         "cross-synthesizer test condition")
-    parts = {CROSS_SYNTH: cross}
-    if dev_speakers:
-        speakers = sorted({u.speaker for u in cross}, key=_natural)
-        if dev_speakers >= len(speakers):
-            raise StageError(f"data.cross_synth_dev_speakers={dev_speakers} leaves no {other_synth} speaker to test "
-                             f"on: the corpus has {len(speakers)}; set it below that")
-        dev = set(spread_speakers(speakers, dev_speakers))
-        parts = {CROSS_SYNTH_DEV: [u for u in cross if u.speaker in dev],
-                 CROSS_SYNTH: [u for u in cross if u.speaker not in dev]}
-    out["conditions"] = {}
-    for name, utts in parts.items():
-        write_manifest(paths.condition_manifest(name), utts)
-        out["conditions"][name] = {"synthesizer": other_synth, "utterances": len(utts),
-                                   "speakers": len({u.speaker for u in utts}), "utts_per_speaker": per_speaker}
-    return out
-
-
-def _natural(speaker: str) -> tuple[int, str]:
-    return (int(speaker), "") if speaker.isdigit() else (1 << 62, speaker)
-
-
-def spread_speakers(speakers: list[str], k: int) -> list[str]:
-    """``k`` of ``speakers`` (in their order), evenly spread: the middle one of each of ``k`` equal
-    runs, so a list ordered by split and voice family gives a dev set across them."""
-    n = len(speakers)
-    return [speakers[int((i + 0.5) * n / k)] for i in range(k)]
-
-
-def first_per_speaker(utts: list[Any], n: int) -> list[Any]:
-    """At most ``n`` utterances of each speaker (the first by id; 0 = all)."""
-    if n <= 0:
-        return sorted(utts, key=lambda u: u.id)
-    seen: dict[str, int] = {}
-    out = []
-    for u in sorted(utts, key=lambda u: u.id):
-        if seen.get(u.speaker, 0) < n:
-            seen[u.speaker] = seen.get(u.speaker, 0) + 1
-            out.append(u)
-    return out
-
-
 def augment_training_set(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Add ``augment.*``'s copies of the training utterances to the training manifest."""
     from asr_kd.config import config_hash, to_dict
@@ -225,18 +131,11 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     try:
         if not cfg.data.root:
             t0 = time.time()
-            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed,
-                          festival=cfg.data.synthetic_festival)
+            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
             generation_s = round(time.time() - t0, 1)  # ~0 when the corpus was already there
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
                                     min_samples=min_utterance_samples(cfg), fmt=fmt)
-        for old in paths.stage_dir("prepare").glob("condition-*.jsonl"):
-            old.unlink()
-        if cfg.data.train_synthesizer:
-            summary["synthesizers"] = split_by_synthesizer(root, paths, cfg.data.train_synthesizer,
-                                                           cfg.data.cross_synth_utts_per_speaker,
-                                                           cfg.data.cross_synth_dev_speakers)
     except CorpusError as e:
         raise StageError(str(e)) from e
     if cfg.augment.enabled:

@@ -24,7 +24,7 @@ from asr_kd.paths import STAGE_NAMES, TABLE5_RUNS, RunPaths, TrainRunDir
 from asr_kd.runner import marker_summary
 
 DOC = "report.json, report.md, plots"
-READS = ("!preset", "!teachers.num_teachers", "!teachers.retune_epochs", "!distill")  # what to tabulate: via the upstream stages
+READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
 AFTER = ("decode", "conditions", "export")
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
@@ -124,7 +124,7 @@ def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[dict[str, Any]]:
     for name in TABLE5_RUNS:
         own = TrainRunDir(paths.table5_dir(name))
         decoded = name if own.model.exists() or name != "baseline_100" else "teacher-0"
-        run = own if decoded == name else TrainRunDir(paths.teacher_dirs(cfg.teachers)[0])
+        run = own if decoded == name else TrainRunDir(paths.teacher_dirs(cfg.teachers.num_teachers)[0])
         s = _read_summary(paths, decoded)
         if s is None:
             continue
@@ -240,48 +240,47 @@ def add_uncertainty(cfg: RecipeConfig, paths: RunPaths, table1: list[dict[str, A
             tests[label] = {"systems": [a, b], "metric": "wer",
                             **paired_test(wer_by[a], wer_by[b], rows[a]["wer"] - rows[b]["wer"])}
     derived["paired_tests"] = tests
-    groups = test_utts_by_synthesizer(paths)
-    if groups:
+    grouped = test_groups(paths)
+    if grouped:
+        kind, groups = grouped
         teachers = _decoded_systems(cfg, rows["baseline_mean"]) if "baseline_mean" in rows else []
-        derived["test_by_synthesizer"] = by_synthesizer(
-            groups, utts, counts, {"mean_teacher": teachers, "ensemble": [ens], "best_student": [best] if best else []})
+        derived[f"test_by_{kind}"] = by_group(
+            kind, groups, utts, counts,
+            {"mean_teacher": teachers, "ensemble": [ens], "best_student": [best] if best else []})
     if base in wer_by and rows[base]["wer"]:
         low, high = interval(wer_by[base])
         derived["wer_resolution_rel"] = (high - low) / 2.0 / rows[base]["wer"]
 
 
-def test_utts_by_synthesizer(paths: RunPaths) -> dict[str, list[str]] | None:
-    """The test utterances of each synthesizer, for a synthetic corpus whose test set mixes
-    synthesizers (SPEAKERS.TXT under prepare's ``corpus_root``); None for any other corpus."""
+def test_groups(paths: RunPaths) -> tuple[str, dict[str, list[str]]] | None:
+    """The test utterances in the groups the run's corpus defines, with what they are grouped by:
+    the synthetic corpus's voice families (:func:`data_prep.synthetic.test_groups`);
+    None for a corpus without groups."""
     from asr_kd.data.manifest import read_manifest
-    from data_prep.synthetic import SPEAKERS_NAME, utterance_synthesizers
+    from data_prep import synthetic
 
     root = marker_summary(paths, "prepare").get("corpus_root")
-    if not root or not (Path(root) / SPEAKERS_NAME).exists() or not paths.manifest("test").exists():
+    if not root or not paths.manifest("test").exists():
         return None
-    utts = read_manifest(paths.manifest("test"))
-    synth_of = utterance_synthesizers(Path(root), utts)
-    groups: dict[str, list[str]] = {}
-    for u in utts:
-        groups.setdefault(synth_of.get(u.id, "unknown"), []).append(u.id)
-    return groups if len(groups) > 1 else None
+    groups = synthetic.test_groups(Path(root), read_manifest(paths.manifest("test")))
+    return (synthetic.GROUP_KIND, groups) if groups else None
 
 
-def by_synthesizer(groups: dict[str, list[str]], decoded: list[str], counts: dict[str, Any],
-                   systems: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """Per synthesizer of the test set: WER with its 95 % bootstrap interval (over that synthesizer's
-    utterances among ``decoded``, those every system decoded) of each system, a system's several
-    decodes (the mean teacher's) averaged."""
+def by_group(kind: str, groups: dict[str, list[str]], decoded: list[str], counts: dict[str, Any],
+             systems: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Per group of the test set (``kind``: what the corpus groups by): WER with its 95 % bootstrap
+    interval (over that group's utterances among ``decoded``, those every system decoded) of each
+    system, a system's several decodes (the mean teacher's) averaged."""
     from asr_kd.decoding.stats import Bootstrap, interval, mean_over
 
     common = set(decoded)
     rows = []
-    for synth, ids in sorted(groups.items()):
+    for group, ids in sorted(groups.items()):
         utts = sorted(common.intersection(ids))
         if not utts:
             continue
         boot = Bootstrap(utts)
-        row: dict[str, Any] = {"synthesizer": synth, "utterances": len(utts)}
+        row: dict[str, Any] = {kind: group, "utterances": len(utts)}
         for label, names in systems.items():
             if names and all(n in counts for n in names):
                 sub = [counts[n].reorder(utts) for n in names]
@@ -322,7 +321,6 @@ def corpus_section(paths: RunPaths) -> dict[str, Any]:
         "skipped": {s: v.get("skipped") for s, v in prep.get("splits", {}).items()},
         "skipped_total": prep.get("skipped_total"),
         "lm_text": prep.get("lm_text"),
-        "synthesizers": prep.get("synthesizers"),  # data.train_synthesizer's split, where set
     }
 
 
@@ -330,16 +328,6 @@ def labels_section(paths: RunPaths) -> dict[str, Any]:
     align = marker_summary(paths, "align")
     return {"num_pdfs": align.get("num_pdfs"), "context": align.get("context"),
             "source": align.get("source", "builtin GMM-HMM aligner" if align else None)}
-
-
-def retune_section(paths: RunPaths) -> dict[str, Any] | None:
-    """The teachers' output-layer re-tune (teachers.retune_epochs > 0): its settings and the mean
-    teacher's dev frame accuracy before and after; None without one."""
-    teachers = marker_summary(paths, "teachers")
-    if not teachers.get("retune"):
-        return None
-    return {**teachers["retune"], "dev_frame_acc_before": teachers.get("dev_frame_acc_mean_before_retune"),
-            "dev_frame_acc_after": teachers.get("dev_frame_acc_mean")}
 
 
 LM_METRICS = ("tokens", "oov_tokens", "oov_rate", "perplexity")
@@ -382,11 +370,10 @@ def timing_section(paths: RunPaths) -> dict[str, float]:
 
 def timing_parts(paths: RunPaths) -> dict[str, dict[str, float]]:
     """The optional work inside a stage's wall time, where a stage measured it: generating the
-    synthetic corpus and the augmented copies (prepare), the output-layer re-tune (teachers)."""
-    prep, teachers = marker_summary(paths, "prepare"), marker_summary(paths, "teachers")
+    synthetic corpus and the augmented copies (prepare)."""
+    prep = marker_summary(paths, "prepare")
     parts = {"prepare": {"synthetic corpus generation": prep.get("synthetic_corpus_s"),
-                         "augmented copies": prep.get("augment", {}).get("augment_s")},
-             "teachers": {"output-layer re-tune": teachers.get("retune", {}).get("wall_time_s")}}
+                         "augmented copies": prep.get("augment", {}).get("augment_s")}}
     return {stage: {k: v for k, v in p.items() if v is not None} for stage, p in parts.items()
             if any(v is not None for v in p.values())}
 
@@ -420,7 +407,7 @@ def gmm_rows(paths: RunPaths) -> list[dict[str, Any]]:
 
 def test_conditions(table1: list[dict[str, Any]], derived: dict[str, Any],
                     extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per test condition (the usual test set, then the conditions stage's, e.g. ``cross-synth``):
+    """Per test set (the usual one, then the conditions stage's extra ones, e.g. ``test-other``):
     the mean teacher, the ensemble and the best student with WER and frame accuracy (95 %
     intervals), the ensemble's gain over the mean teacher and the share the student keeps."""
     by = {r["system"]: r for r in table1}
@@ -457,7 +444,6 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "derived": derived,
         "corpus": corpus_section(paths),
         "labels": labels_section(paths),
-        "retune": retune_section(paths),
         "graph": marker_summary(paths, "graph"),
         "lm": lm_section(paths),
         "timing": timing_section(paths),
@@ -638,13 +624,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     conds = report.get("conditions") or []
     if len(conds) > 1:
         lines += ["", "## Test conditions: does the ensemble's advantage survive a shift of domain?", "",
-                  "`test`: the test split (a synthetic corpus: held-out voices of the training synthesizers); "
-                  "`cross-synth`: voices of the synthesizer "
-                  "training never heard (data.train_synthesizer); `cross-synth-dev`, where present: other such "
-                  "voices, on which each system chose the acoustic scale it uses on `cross-synth` "
-                  "(data.cross_synth_dev_speakers; elsewhere each uses its dev choice); any other: a test set of "
-                  "data.extra_test_subsets (LibriSpeech: test-other beside test-clean). WER (frame accuracy) with "
-                  "95 % bootstrap intervals over each condition's utterances; the student is the best on dev.", "",
+                  "`test`: the test split; the others: the extra test sets of data.extra_test_subsets (LibriSpeech: "
+                  "test-other beside test-clean), every system at the acoustic scale it chose on dev. WER (frame "
+                  "accuracy) with 95 % bootstrap intervals over each set's utterances; the student is the best on "
+                  "dev.", "",
                   "| condition | utts | mean teacher | ensemble | best student | ensemble WER gain | student keeps "
                   "(frame acc) |", "|---|---|---|---|---|---|---|"]
         for c in conds:
@@ -653,13 +636,11 @@ def render_markdown(report: dict[str, Any]) -> str:
                         f"{_ci(r.get('frame_acc_ci'))})")
             kept = c.get("gain_kept")
             kept_s = "n/a (no gain)" if kept is None else f"{100 * kept:.0f}%{_ci(c.get('gain_kept_ci'), digits=0)}"
-            tuned = [x for x in c.get("scales_from", []) if x != "dev"]
-            label = c["condition"] + (f" (scales from {', '.join(tuned)})" if tuned else "")
-            lines.append(f"| {label} | {c.get('utterances') or ''} | {cell(c['mean_teacher'])} | "
+            lines.append(f"| {c['condition']} | {c.get('utterances') or ''} | {cell(c['mean_teacher'])} | "
                          f"{cell(c['ensemble'])} | {c['best_student']}: {cell(c['student'])} | "
                          f"{100 * c['ensemble_wer_gain']:+.1f} points | {kept_s} |")
         lines += _scale_table(conds)
-    lines += _by_synthesizer_table(d.get("test_by_synthesizer"), d.get("best_student"))
+    lines += _by_group_table(d, d.get("best_student"))
     if report.get("gmm_systems"):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "
@@ -680,14 +661,8 @@ def render_markdown(report: dict[str, Any]) -> str:
     for split, v in report["corpus"].get("splits", {}).items():
         lines.append(f"| {split} | {v.get('hours')} | {v.get('utterances')} | {v.get('speakers')} | "
                      f"{v.get('listed_by_prepare', v.get('utterances'))} |")
-    lines += _synthesizer_table(report["corpus"].get("synthesizers"))
     lab = report["labels"]
     lines += ["", f"HMM states: {lab.get('num_pdfs')} ({lab.get('context')}, from {lab.get('source')}).", ""]
-    if rt := report.get("retune"):
-        lines += [f"Teachers: output layer re-tuned for {rt['epochs']} epoch(s) at lr {rt['lr']:g}, hidden layers "
-                  f"frozen, on the {rt['utterances']:,} training utterances of the {rt['synthesizers']} voices "
-                  f"(`teachers.retune_epochs`); the mean teacher's dev frame accuracy "
-                  f"{_pct(rt['dev_frame_acc_before'])} before, {_pct(rt['dev_frame_acc_after'])} after.", ""]
     lines += _lost_table(report["corpus"].get("lost", {}))
     lines += ["## Wall time per stage", "", "| stage | seconds | of which |", "|---|---|---|"]
     parts = report.get("timing_parts", {})
@@ -715,42 +690,21 @@ def _lm_table(lm: dict[str, Any] | None) -> list[str]:
     return lines
 
 
-def _by_synthesizer_table(rows: list[dict[str, Any]] | None, best: str | None) -> list[str]:
-    """The test WER of each synthesizer's voices (a synthetic corpus whose test set mixes them)."""
+def _by_group_table(derived: dict[str, Any], best: str | None) -> list[str]:
+    """The test WER of each group of voices the corpus defines (derived's ``test_by_<kind>``; the
+    synthetic corpus: each voice family's, when its test set mixes them)."""
+    kind = next((k[len("test_by_"):] for k in derived if k.startswith("test_by_")), None)
+    rows = derived.get(f"test_by_{kind}")
     if not rows:
         return []
-    lines = ["", "## Test WER by synthesizer", "",
-             "The usual test set split by the synthesizer of each held-out voice: WER with 95 % bootstrap "
-             f"intervals over that synthesizer's test utterances; the student is the best on dev ({best}).", "",
-             "| synthesizer | utts | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
+    lines = ["", f"## Test WER by {kind}", "",
+             f"The usual test set split by the {kind} of each held-out voice: WER with 95 % bootstrap "
+             f"intervals over that {kind}'s test utterances; the student is the best on dev ({best}).", "",
+             f"| {kind} | utts | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
     for r in rows:
         cells = [f"{_pct(r[k]['wer'])}{_ci(r[k].get('wer_ci'))}" if k in r else "n/a"
                  for k in ("mean_teacher", "ensemble", "best_student")]
-        lines.append(f"| {r['synthesizer']} | {r['utterances']} | " + " | ".join(cells) + " |")
-    return lines
-
-
-def _synthesizer_table(syn: dict[str, Any] | None) -> list[str]:
-    """Where data.train_synthesizer sent each split's utterances: kept, to the other synthesizer's test
-    conditions, or left out (festival speakers of a corpus whose festival voices the run does not train on)."""
-    if not syn:
-        return []
-
-    def n(v: dict[str, Any]) -> str:
-        return f"{v['utterances']} ({v['speakers']} speakers)"
-
-    conds = syn.get("conditions", {})
-    other = next((c["synthesizer"] for c in conds.values()), "other")
-    lines = ["", f"Split by synthesizer (`data.train_synthesizer={syn['train_synthesizer']}`): utterances "
-                 f"(speakers) kept, held out as {other} voices (the test conditions, at most "
-                 f"{next((c['utts_per_speaker'] for c in conds.values()), 0) or 'all'} utterances a speaker), and left out "
-                 "(synthesizers neither trained nor tested on).", "",
-             f"| split | kept | {other}, held out | left out |", "|---|---|---|---|"]
-    for split, kept in syn.get("kept", {}).items():
-        left = syn.get("left_out", {}).get(split, {"utterances": 0, "speakers": 0})
-        lines.append(f"| {split} | {n(kept)} | {n(syn['held_out'][split])} | {n(left)} |")
-    lines.append("| conditions | " + ", ".join(f"{name}: {c['utterances']} ({c['speakers']} speakers)"
-                                              for name, c in conds.items()) + " | | |")
+        lines.append(f"| {r[kind]} | {r['utterances']} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -860,8 +814,7 @@ def _scale_table(conds: list[dict[str, Any]]) -> list[str]:
     rows = [c for c in conds if c["mean_teacher"].get("wer_by_scale")]
     if not rows:
         return []
-    out = ["", "WER at each acoustic scale of the dev grid and of decode.condition_scales (the table above: each "
-           "system's choice on dev, or on the set named beside the condition):", "",
+    out = ["", "WER at each acoustic scale of the dev grid (the table above: each system's choice on dev):", "",
            "| condition | acoustic scale | mean teacher | ensemble | best student |", "|---|---|---|---|---|"]
     for c in rows:
         for g in sorted(c["mean_teacher"]["wer_by_scale"], key=float):

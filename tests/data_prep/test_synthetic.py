@@ -13,6 +13,7 @@ import pytest
 import soundfile as sf
 
 from asr_kd.data.lexicon import in_cmudict
+from asr_kd.data.manifest import Utterance
 from data_prep import synthetic
 from data_prep.librispeech import CorpusError
 from data_prep.synthetic import (
@@ -271,3 +272,33 @@ def test_festival_corpus_is_told_apart_and_needs_festival(smoke_corpus: Path, tm
     missing = synthetic.Voice("festival", "nosuch", "M", rate=1.0, pitch=0, shift_cents=0)
     with pytest.raises(CorpusError, match="voice_nosuch_diphone"):
         synthetic._festival(missing, "test")
+
+
+def _speakers_corpus(root: Path) -> Path:
+    root.mkdir()
+    (root / SPEAKERS_NAME).write_text("101  | M | train-synth |  1.00 | espeak-ng en-gb+m1 s160 p50\n"
+                                      "102  | F | train-synth |  1.00 | festival ked shift+400\n"
+                                      "103  | M | train-synth |  1.00 | flite kal16 stretch1.00 f0own shift+0\n")
+    return root
+
+
+def _utt(uid: str, speaker: str) -> Utterance:
+    return Utterance(id=uid, speaker=speaker, chapter="1", audio="", text="A", num_samples=1, sample_rate=16000)
+
+
+def test_augmented_copies_take_their_sources_synthesizer(tmp_path: Path) -> None:
+    utts = [_utt("101-1-0", "101"), _utt("sp0.9-101-1-0", "sp0.9-101"), _utt("ps1-102-1-0", "ps1-102"),
+            _utt("103-1-0", "103"), _utt("999-1-0", "999")]
+    assert synthetic.utterance_synthesizers(_speakers_corpus(tmp_path / "c"), utts) == {
+        "101-1-0": "espeak", "sp0.9-101-1-0": "espeak", "ps1-102-1-0": "festival", "103-1-0": "flite"}
+
+
+def test_test_groups_by_synthesizer_and_the_voices_of_a_model_card(smoke_corpus: Path, tmp_path: Path) -> None:
+    root = _speakers_corpus(tmp_path / "c")
+    utts = [_utt("101-1-0", "101"), _utt("103-1-0", "103"), _utt("101-1-1", "101")]
+    assert synthetic.test_groups(root, utts) == {"espeak": ["101-1-0", "101-1-1"], "flite": ["103-1-0"]}
+    assert synthetic.test_groups(root, utts[::2]) is None  # one synthesizer: no groups
+    assert synthetic.test_groups(tmp_path, utts) is None  # no synthetic corpus
+    assert synthetic.voices_description(smoke_corpus) == "espeak-ng and flite"
+    (root / MARKER_NAME).write_text(json.dumps({"festival": True}))
+    assert synthetic.voices_description(root) == "espeak-ng and flite, festival's ked voice"

@@ -286,24 +286,14 @@ def test_no_synthesizer_table_for_one_synthesizer_or_another_corpus(run, tmp_pat
     assert "Test WER by synthesizer" not in paths.report_md.read_text()
 
 
-def test_the_report_says_when_the_teachers_were_retuned(run) -> None:
+def test_the_wall_time_table_names_the_work_inside_a_stage(run) -> None:
     cfg, paths = run
     report.run(cfg, paths)
-    assert json.loads(paths.report_json.read_text())["retune"] is None
-    assert "re-tuned" not in paths.report_md.read_text()
-    write_json(paths.marker("teachers"), {"wall_time_s": 9.0, "summary": {
-        "dev_frame_acc_mean": 0.669, "dev_frame_acc_mean_before_retune": 0.665,
-        "retune": {"epochs": 1, "lr": 0.001, "synthesizers": "espeak,flite", "utterances": 1200,
-                   "wall_time_s": 55.2}}})
+    assert "retune" not in json.loads(paths.report_json.read_text())
     prepare = json.loads(paths.marker("prepare").read_text())
     prepare["summary"].update(synthetic_corpus_s=98.3, augment={"augment_s": 26.9})
     write_json(paths.marker("prepare"), prepare)
     report.run(cfg, paths)
     md = paths.report_md.read_text()
     assert "| prepare | 3.5 | synthetic corpus generation 98.3 s; augmented copies 26.9 s |" in md
-    assert "| teachers | 9.0 | output-layer re-tune 55.2 s |" in md
     assert "| align | 20.0 |  |" in md
-    assert json.loads(paths.report_json.read_text())["retune"]["dev_frame_acc_before"] == 0.665
-    assert ("output layer re-tuned for 1 epoch(s) at lr 0.001, hidden layers frozen, on the 1,200 training "
-            "utterances of the espeak,flite voices (`teachers.retune_epochs`); the mean teacher's dev frame "
-            "accuracy 66.5% before, 66.9% after.") in paths.report_md.read_text()
