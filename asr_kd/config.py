@@ -36,7 +36,7 @@ class DataConfig:
     # directory in it holds a wav.scp, lhotse when the root holds *recordings_*/*supervisions_*/
     # *cuts_*.jsonl[.gz] files, else librispeech (data_prep.formats.detect_format).
     format: str = "auto"
-    synthetic_size: str = "tiny"  # smoke | tiny | small
+    synthetic_size: str = "tiny"  # smoke | tiny | tiny-wer | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
     # Add festival ked speakers to the synthetic corpus's training split (data_prep.synthetic
@@ -44,6 +44,12 @@ class DataConfig:
     # <synthetic_dir>/synthetic-<size>-seed<seed>-festival. A richer training set for the
     # cross-synthesizer test: data.train_synthesizer=espeak,festival.
     synthetic_festival: bool = False
+    # The synthetic corpus's sentences: "template" (data_prep.synthetic_text's grammar, 774 words) or
+    # "books" (Jane Austen's novels, data_prep.book_text: real prose, a 13,500-word LM text,
+    # dev and test from held-out chapters; needs `apt-get install --no-install-recommends
+    # r-cran-janeaustenr` and data.oov_policy g2p or skip, as CMUdict lacks some of its words); the
+    # books corpus lives in <synthetic_dir>/synthetic-<size>-seed<seed>[-festival]-books.
+    synthetic_text: str = "template"
     # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
     # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
     # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
@@ -100,7 +106,11 @@ class DataConfig:
         if self.format in ("kaldi", "lhotse") and not self.root:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
                               "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
-        _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
+        _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "tiny-wer", "small"))
+        _check_choice("data.synthetic_text", self.synthetic_text, ("template", "books"))
+        if self.synthetic_text == "books" and not self.root and self.oov_policy == "error":
+            raise ConfigError("data.synthetic_text=books: the novels have words CMUdict lacks; use "
+                              "data.oov_policy=g2p (the default) or skip, not error")
 
 
 TEST_SYNTHESIZERS = ("espeak", "flite")  # the synthetic corpus's synthesizers of every split
@@ -644,7 +654,8 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {"data.cross_synth_dev_speakers": 0, "decode.
                                      "data.synthetic_festival": False, "teachers.retune_epochs": 0,
                                      "teachers.retune_synthesizer": "", "teachers.retune_lr": 1e-3,
                                      "decode.tune_draw": "first", "decode.chunk_utts": 64,
-                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": []}
+                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": [],
+                                     "data.synthetic_text": "template"}
 
 
 def config_hash(obj: Any) -> str:

@@ -34,6 +34,7 @@ DOC = "extra test conditions (cross-synthesizer, data.extra_test_subsets)"
 # Which conditions exist is prepare's business; the systems and their scales come from decode.
 READS = ("decode.condition_scales", "data.extra_test_subsets", "!data.train_synthesizer", "!data.root", "!data.format",
          "!data.synthetic_size", "!data.synthetic_seed", "!data.synthetic_dir", "!data.synthetic_festival",
+         "!data.synthetic_text",
          "!data.sample_rate", "!data.extra_lexicon", "!data.max_utts_per_split", "!decode", "!teachers.num_teachers",
          "!teachers.retune_epochs", "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align",
          "!train.precision", "!train.accelerator")

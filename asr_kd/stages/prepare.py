@@ -49,7 +49,8 @@ def corpus_root(cfg: RecipeConfig) -> Path:
         return Path(cfg.data.root)
     d = cfg.data
     return Path(d.synthetic_dir) / (f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
-                                    + ("-festival" if d.synthetic_festival else ""))
+                                    + ("-festival" if d.synthetic_festival else "")
+                                    + ("" if d.synthetic_text == "template" else f"-{d.synthetic_text}"))
 
 
 def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
@@ -226,7 +227,7 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         if not cfg.data.root:
             t0 = time.time()
             ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed,
-                          festival=cfg.data.synthetic_festival)
+                          festival=cfg.data.synthetic_festival, text=cfg.data.synthetic_text)
             generation_s = round(time.time() - t0, 1)  # ~0 when the corpus was already there
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
