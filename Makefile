@@ -7,6 +7,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 APT_PACKAGES := espeak-ng flite sox festival festvox-kdlpc16k slurmd slurmctld slurm-client munge
+# The books text (data.synthetic_text=books): Jane Austen's novels as an R data package, read without R;
+# installed without recommends (r-base-core and 7 libraries, not R's whole toolchain).
+APT_TEXT_PACKAGES := r-cran-janeaustenr
 RECIPE_ARGS ?=
 
 .PHONY: demo test test-fast smoke apt venv lock bench bench-scale clean
@@ -64,14 +67,17 @@ lock:
 
 # Installs espeak-ng/flite/sox/festival (and festival's ked voice, for data_prep.synthetic --festival), and
 # SLURM with munge (the `slurm` test runs the cluster scripts on a one-node SLURM of this machine,
-# recipes/librispeech/slurm/local_cluster.sh) with apt when one is missing and we are root (or have sudo).
+# recipes/librispeech/slurm/local_cluster.sh), and the books text, with apt when one is missing and we
+# are root (or have sudo).
 apt:
 	@missing=""; for p in espeak-ng flite sox text2wave slurmctld slurmd sbatch munged; do command -v $$p >/dev/null || missing="$$missing $$p"; done; \
 	test -d /usr/share/festival/voices/english/ked_diphone || missing="$$missing festvox-kdlpc16k"; \
+	test -f /usr/lib/R/site-library/janeaustenr/data/Rdata.rdb || missing="$$missing r-cran-janeaustenr"; \
 	if [ -z "$$missing" ]; then exit 0; fi; \
 	if [ "$$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; \
-	else echo "missing:$$missing; install them with your package manager (e.g. apt-get install $(APT_PACKAGES))" >&2; exit 1; fi; \
-	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null
+	else echo "missing:$$missing; install them with your package manager (e.g. apt-get install $(APT_PACKAGES); apt-get install --no-install-recommends $(APT_TEXT_PACKAGES))" >&2; exit 1; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $(APT_PACKAGES) >/dev/null && \
+	DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(APT_TEXT_PACKAGES) >/dev/null
 
 clean:
 	rm -rf $(VENV) exp data .pytest_cache

@@ -38,9 +38,15 @@ class DataConfig:
     # directory in it holds a wav.scp, lhotse when the root holds *recordings_*/*supervisions_*/
     # *cuts_*.jsonl[.gz] files, else librispeech (data_prep.formats.detect_format).
     format: str = "auto"
-    synthetic_size: str = "tiny"  # smoke | tiny | small
+    synthetic_size: str = "tiny"  # smoke | tiny | tiny-wer | small
     synthetic_seed: int = 0
     synthetic_dir: str = "data"  # corpus goes to <synthetic_dir>/synthetic-<size>-seed<seed>
+    # The synthetic corpus's sentences: "template" (data_prep.synthetic_text's grammar, 774 words) or
+    # "books" (Jane Austen's novels, data_prep.book_text: real prose, a 13,500-word LM text,
+    # dev and test from held-out chapters; needs `apt-get install --no-install-recommends
+    # r-cran-janeaustenr` and data.oov_policy g2p or skip, as CMUdict lacks some of its words); the
+    # books corpus lives in <synthetic_dir>/synthetic-<size>-seed<seed>-books.
+    synthetic_text: str = "template"
     # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
     # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
     # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
@@ -76,7 +82,11 @@ class DataConfig:
         if self.format in ("kaldi", "lhotse") and not self.root:
             raise ConfigError(f"data.format={self.format} reads your corpus: pass --data-root with it "
                               "(without --data-root the recipe uses the synthetic corpus, in LibriSpeech layout)")
-        _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "small"))
+        _check_choice("data.synthetic_size", self.synthetic_size, ("smoke", "tiny", "tiny-wer", "small"))
+        _check_choice("data.synthetic_text", self.synthetic_text, ("template", "books"))
+        if self.synthetic_text == "books" and not self.root and self.oov_policy == "error":
+            raise ConfigError("data.synthetic_text=books: the novels have words CMUdict lacks; use "
+                              "data.oov_policy=g2p (the default) or skip, not error")
 
 
 @dataclass(frozen=True)
@@ -567,7 +577,8 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
 # option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
 # (Options since removed: asr_kd.retired.)
 NEUTRAL_DEFAULTS: dict[str, Any] = {"decode.tune_draw": "first", "decode.chunk_utts": 64,
-                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": []}
+                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": [],
+                                     "data.synthetic_text": "template"}
 
 
 def config_hash(obj: Any) -> str:

@@ -162,9 +162,10 @@ def _lm_text(cfg: RecipeConfig) -> Path | None:
         p = Path(d.lm_text)
         return p if p.is_file() else None
     if not d.root:
+        from asr_kd.stages.prepare import corpus_root
         from data_prep.synthetic import LM_TEXT_NAME
 
-        p = Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}" / LM_TEXT_NAME
+        p = corpus_root(cfg) / LM_TEXT_NAME
         return p if p.is_file() else None
     return None
 

@@ -1,6 +1,7 @@
 """The embedded synthetic corpus: synthesizer voices reading generated sentences, in LibriSpeech layout.
 
-``python -m data_prep.synthetic --out DIR --size {smoke,tiny,small} [--seed N] [--festival]`` writes::
+``python -m data_prep.synthetic --out DIR --size {smoke,tiny,tiny-wer,small} [--seed N] [--festival] [--text books]``
+writes::
 
     DIR/train-synth/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac   16 kHz mono 16-bit FLAC
     DIR/train-synth/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt    lines like: 100-1000-0000 THE OLD ...
@@ -14,8 +15,11 @@ and pitch, or a flite voice (kal16, awb, rms, slt) at an F0 target and tempo, op
 pitch and formants with sox. Every split has both sexes of both synthesizers; espeak-ng
 voice+variant pairs, and flite parameter sets, are never shared between splits, and dev/test
 espeak-ng voices only use accents (base voices) that training has. Sentences come from
-:mod:`data_prep.synthetic_text`; every utterance's sentence is unique, so dev and test sentences
-never occur in train (nor in the LM text). Each utterance gets seeded edge silence, level and mild
+:mod:`data_prep.synthetic_text`'s grammar (``--text template``, the default), or with ``--text
+books`` from Jane Austen's novels (:mod:`data_prep.book_text`: real prose, the LM text of its own
+chapters, dev and test from held-out chapters; the corpus directory of the recipe ends in
+``-books``); every utterance's sentence is unique, so dev and test sentences never occur in train
+(nor in the LM text). Each utterance gets seeded edge silence, level and mild
 additive noise; there is no dither anywhere, so a seed fixes every sample.
 
 ``--festival`` adds a third synthesizer to the *training* split only: speakers made from festival's
@@ -67,6 +71,7 @@ GENERATOR_VERSION = 4
 MARKER_NAME = "SYNTHETIC.json"
 LM_TEXT_NAME = "lm-text.txt"
 SPEAKERS_NAME = "SPEAKERS.TXT"
+TEXTS = ("template", "books")  # --text: data_prep.synthetic_text's grammar, or data_prep.book_text
 SYNTHS = ("espeak", "flite")  # in every split; festival (--festival) in the training split only
 TOOLS = ("espeak-ng", "flite", "sox")
 INSTALL_HINT = "install espeak-ng, flite and sox (e.g. sudo apt-get install espeak-ng flite sox)"
@@ -99,6 +104,13 @@ SIZES: dict[str, SizeSpec] = {
     "tiny": SizeSpec({"train": _grid(7, 7, 5, 5), "dev": _grid(2, 2, 1, 1), "test": _grid(2, 2, 1, 1)},
                      {"train": 50, "dev": 25, "test": 25}, utts_per_chapter=25, lm_sentences=30000,
                      festival_train=(3, 3)),
+    # the WER demo (issue 33), for --text books: tiny's training voices at tiny's training hours (book
+    # sentences are 17 words, 5.9 s, against the template's 8), and a test set of 1,000 utterances:
+    # a WER of 10-20 % resolved to +-10 % relative or better (data_prep.book_text.expected_resolution);
+    # about 1.3 h train, 0.8 h dev, 1.6 h test
+    "tiny-wer": SizeSpec({"train": _grid(7, 7, 5, 5), "dev": _grid(2, 2, 1, 1), "test": _grid(3, 3, 2, 2)},
+                         {"train": 32, "dev": 84, "test": 100}, utts_per_chapter=25, lm_sentences=30000,
+                         festival_train=(3, 3)),
     # several hours
     "small": SizeSpec({"train": _grid(20, 20, 10, 10), "dev": _grid(3, 3, 2, 2), "test": _grid(3, 3, 2, 2)},
                       {"train": 80, "dev": 40, "test": 40}, utts_per_chapter=40, lm_sentences=100000,
@@ -249,8 +261,11 @@ def assign_speakers(spec: SizeSpec, seed: int) -> dict[str, list[Voice]]:
 
 
 # -- sentences ------------------------------------------------------------------------------------
-def draw_sentences(spec: SizeSpec, n_speakers: dict[str, int], seed: int) -> tuple[dict[str, list[str]], list[str]]:
+def draw_sentences(spec: SizeSpec, n_speakers: dict[str, int], seed: int,
+                   text: str = "template") -> tuple[dict[str, list[str]], list[str]]:
     """Unique utterance sentences per split (test, dev, then train), and the LM text without dev/test."""
+    if text == "books":
+        return draw_book_sentences(spec, n_speakers, seed)
     gen = SentenceGenerator(random.Random(f"sentences-{seed}"))
     used: set[str] = set()
     per_split: dict[str, list[str]] = {}
@@ -270,6 +285,23 @@ def draw_sentences(spec: SizeSpec, n_speakers: dict[str, int], seed: int) -> tup
         if s not in held_out:
             lm.append(s)
     return per_split, lm
+
+
+def draw_book_sentences(spec: SizeSpec, n_speakers: dict[str, int],
+                        seed: int) -> tuple[dict[str, list[str]], list[str]]:
+    """:func:`draw_sentences` for ``--text books``: the first utterances of each split's seeded pool
+    (:func:`data_prep.book_text.split_books`), and the whole LM text of the LM chapters
+    (``spec.lm_sentences`` does not apply)."""
+    from data_prep.book_text import split_books
+
+    books = split_books(seed)
+    per_split = {}
+    for split in ("test", "dev", "train"):
+        pool, want = getattr(books, split), n_speakers[split] * spec.utts_per_speaker[split]
+        if want > len(pool):
+            raise CorpusError(f"the books text has {len(pool)} {split} utterances; this corpus size needs {want}")
+        per_split[split] = pool[:want]
+    return per_split, books.lm
 
 
 # -- audio ----------------------------------------------------------------------------------------
@@ -349,14 +381,14 @@ def _render_job(job: Job) -> int:
 
 
 # -- corpus ---------------------------------------------------------------------------------------
-def _plan(out: Path, spec: SizeSpec, seed: int, noise: bool, festival: bool = False
+def _plan(out: Path, spec: SizeSpec, seed: int, noise: bool, festival: bool = False, text: str = "template"
           ) -> tuple[list[Job], dict[str, list[Voice]], dict[Path, list[str]], list[str], dict]:
     """Everything random, decided up front: speakers, ids, sentences, audio jobs, transcript lines.
     The festival speakers come last, from streams of their own (the rest is the same without them)."""
     voices = assign_speakers(spec, seed)
     extra = festival_speakers(spec, seed) if festival else []
     counts = {s: len(v) + (len(extra) if s == "train" else 0) for s, v in voices.items()}
-    sentences, lm = draw_sentences(spec, counts, seed)  # festival's train sentences: drawn after the others
+    sentences, lm = draw_sentences(spec, counts, seed, text)  # festival's train sentences: drawn after the others
     rng = random.Random(f"audio-{seed}")
     jobs: list[Job] = []
     trans: dict[Path, list[str]] = defaultdict(list)
@@ -418,11 +450,11 @@ def _stats(jobs: list[Job], samples: list[int], voices: dict[str, list[Voice]]) 
 
 
 def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True,
-                 festival: bool = False) -> dict[str, Any]:
+                 festival: bool = False, text: str = "template") -> dict[str, Any]:
     """Write the whole corpus into ``out`` (which must not exist); returns the marker contents."""
     spec = SIZES[size]
     t0 = time.monotonic()
-    jobs, voices, trans, lm, speakers = _plan(out, spec, seed, noise, festival)
+    jobs, voices, trans, lm, speakers = _plan(out, spec, seed, noise, festival, text)
     for path in {Path(j.path).parent for j in jobs}:
         path.mkdir(parents=True, exist_ok=True)
     samples = _synthesize_all(jobs, workers)
@@ -435,8 +467,10 @@ def build_corpus(out: Path, size: str, seed: int, *, workers: int = 2, noise: bo
     write_text(out / LM_TEXT_NAME, "\n".join(lm) + "\n")
     marker = {
         "size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION, "festival": festival,
+        "text": text,
         "splits": _stats(jobs, samples, voices),
-        "vocabulary_size": len(vocabulary()),
+        # the words the sentences may use: the grammar's, or (books) the LM text's
+        "vocabulary_size": len(vocabulary()) if text == "template" else len({w for s in lm for w in s.split()}),
         "lm_sentences": len(lm),
         "generation_seconds": round(time.monotonic() - t0, 1),
         "workers": workers,
@@ -481,7 +515,8 @@ def utterance_synthesizers(root: Path, utts: Iterable[Utterance]) -> dict[str, s
     return out
 
 
-def _marker_matches(root: Path, size: str, seed: int, noise: bool, festival: bool = False) -> bool:
+def _marker_matches(root: Path, size: str, seed: int, noise: bool, festival: bool = False,
+                    text: str = "template") -> bool:
     """True if ``root`` holds a finished corpus of these settings; raises if it holds something else."""
     marker_path = root / MARKER_NAME
     if not root.exists():
@@ -490,8 +525,10 @@ def _marker_matches(root: Path, size: str, seed: int, noise: bool, festival: boo
         raise CorpusError(f"{root} exists but is not a finished synthetic corpus (no {MARKER_NAME}); "
                            "delete it or choose another directory")
     marker = json.loads(marker_path.read_text())
-    want = {"size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION, "festival": festival}
-    have = {k: marker.get(k, False if k == "festival" else None) for k in want}  # corpora before --festival: none
+    want = {"size": size, "seed": seed, "noise": noise, "generator_version": GENERATOR_VERSION, "festival": festival,
+            "text": text}
+    before = {"festival": False, "text": "template"}  # corpora made before --festival / --text had neither
+    have = {k: marker.get(k, before.get(k)) for k in want}
     if have != want:
         raise CorpusError(f"{root} holds a synthetic corpus made with {have}, not {want}; "
                            "delete it (or pass --force to data_prep.synthetic) to regenerate")
@@ -509,7 +546,7 @@ def check_festival() -> None:
 
 
 def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: bool = True,
-                  festival: bool = False) -> None:
+                  festival: bool = False, text: str = "template") -> None:
     """Create the corpus at ``root`` once; a finished one with the same settings is left alone.
 
     The corpus is built in ``.<name>.partial`` beside ``root`` and renamed into place after its marker
@@ -518,7 +555,9 @@ def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: 
     root = Path(root)
     if size not in SIZES:
         raise ValueError(f"unknown synthetic corpus size {size!r}; choose one of {', '.join(SIZES)}")
-    if _marker_matches(root, size, seed, noise, festival):
+    if text not in TEXTS:
+        raise ValueError(f"unknown synthetic corpus text {text!r}; choose one of {', '.join(TEXTS)}")
+    if _marker_matches(root, size, seed, noise, festival, text):
         log.info("synthetic corpus %s already exists (size=%s seed=%d)", root, size, seed)
         return
     missing = [t for t in TOOLS if shutil.which(t) is None]
@@ -526,13 +565,17 @@ def ensure_corpus(root: Path, size: str, seed: int, *, workers: int = 2, noise: 
         raise CorpusError(f"cannot generate the synthetic corpus: {', '.join(missing)} not found; {INSTALL_HINT}")
     if festival:
         check_festival()
+    if text == "books":
+        from data_prep.book_text import find_package
+
+        find_package()  # raises, saying what to install
     partial = root.parent / f".{root.name}.partial"
     if partial.exists():
         log.info("removing the unfinished build %s", partial)
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    log.info("generating the %s synthetic corpus (seed %d) in %s", size, seed, root)
-    marker = build_corpus(partial, size, seed, workers=workers, noise=noise, festival=festival)
+    log.info("generating the %s synthetic corpus (seed %d, %s text) in %s", size, seed, text, root)
+    marker = build_corpus(partial, size, seed, workers=workers, noise=noise, festival=festival, text=text)
     os.replace(partial, root)
     log.info("synthetic corpus done in %.1f s: %s", marker["generation_seconds"],
              ", ".join(f"{s} {v['utterances']} utts {v['hours']:.2f} h {v['speakers']} spk"
@@ -548,6 +591,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-noise", action="store_true", help="clean audio (no additive noise)")
     p.add_argument("--festival", action="store_true",
                    help="add festival ked speakers to the training split (needs festival festvox-kdlpc16k)")
+    p.add_argument("--text", default="template", choices=TEXTS,
+                   help="the sentences: the template grammar, or Jane Austen's novels "
+                        "(needs Debian's r-cran-janeaustenr)")
     p.add_argument("--force", action="store_true", help="delete an existing synthetic corpus at --out first")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -557,7 +603,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(root)
     try:
         ensure_corpus(root, args.size, args.seed, workers=args.workers, noise=not args.no_noise,
-                      festival=args.festival)
+                      festival=args.festival, text=args.text)
     except (CorpusError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

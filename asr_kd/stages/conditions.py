@@ -25,7 +25,8 @@ from asr_kd.paths import RunPaths
 DOC = "extra test sets (data.extra_test_subsets)"
 # The corpus is read as prepare reads it; the systems and their scales come from decode.
 READS = ("data.extra_test_subsets", "!data.root", "!data.format", "!data.synthetic_size", "!data.synthetic_seed",
-         "!data.synthetic_dir", "!data.sample_rate", "!data.extra_lexicon", "!data.max_utts_per_split", "!decode",
+         "!data.synthetic_dir", "!data.synthetic_text", "!data.sample_rate", "!data.extra_lexicon",
+         "!data.max_utts_per_split", "!decode",
          "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align",
          "!train.precision", "!train.accelerator")
 AFTER = ("decode",)

@@ -46,8 +46,10 @@ def training_data(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     fmt = marker_summary(paths, "prepare").get("format", cfg.data.format)
     subsets = ", ".join(cfg.data.train_subsets) or "the corpus's own training subset"
     if synthetic:
+        text = ("sentences of Jane Austen's novels" if cfg.data.synthetic_text == "books" and not cfg.data.root
+                else "sentences")
         corpus = (f"The embedded synthetic corpus `{root.name}` (`data_prep.synthetic`): English read-speech "
-                  f"sentences spoken by synthetic voices ({voices_description(root)}), in LibriSpeech layout.")
+                  f"{text} spoken by synthetic voices ({voices_description(root)}), in LibriSpeech layout.")
     else:
         corpus = f"`{root}` ({fmt} layout), training subsets: {subsets}."
     out: dict[str, Any] = {"synthetic": bool(synthetic), "corpus": corpus}

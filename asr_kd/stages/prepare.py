@@ -38,7 +38,8 @@ def corpus_root(cfg: RecipeConfig) -> Path:
     if cfg.data.root:
         return Path(cfg.data.root)
     d = cfg.data
-    return Path(d.synthetic_dir) / f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
+    return Path(d.synthetic_dir) / (f"synthetic-{d.synthetic_size}-seed{d.synthetic_seed}"
+                                    + ("" if d.synthetic_text == "template" else f"-{d.synthetic_text}"))
 
 
 def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
@@ -131,7 +132,8 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     try:
         if not cfg.data.root:
             t0 = time.time()
-            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed)
+            ensure_corpus(root, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed,
+                          text=cfg.data.synthetic_text)
             generation_s = round(time.time() - t0, 1)  # ~0 when the corpus was already there
         fmt, detected = corpus_format(cfg)
         summary = prepare_manifests(root, split_subsets(cfg, fmt), paths, cfg.data,
