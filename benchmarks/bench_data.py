@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr_kd.estimate import H100_BF16_DENSE_FLOPS, corpus_of, load_costs
+from asr_kd.recipes.estimate import H100_BF16_DENSE_FLOPS, corpus_of, load_costs
 from asr_kd.config import FeatureConfig, load_config
 from asr_kd.data.datamodule import FrameDataModule
 from asr_kd.data.features import fbank, mfcc

@@ -26,6 +26,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import threading
@@ -36,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from asr_kd import estimate  # noqa: E402
+from asr_kd.recipes import estimate  # noqa: E402
 from asr_kd.config import load_config, parse_set_args  # noqa: E402
 from asr_kd.fileio import read_json, write_json  # noqa: E402
 
@@ -135,11 +136,14 @@ def overrides(size: str, extra: list[str]) -> list[str]:
 
 def rehearse(size: str, exp: Path, extra: list[str], log_path: Path) -> dict[str, Any]:
     """Every stage of one size, each in its own process; per-stage measurements."""
+    if exp.exists():  # finished training runs would be reused: the rehearsal starts from nothing
+        shutil.rmtree(exp)
     sets = overrides(size, extra)
     cfg = load_config("tiny", parse_set_args(sets))
     corpus_dir = Path(cfg.data.synthetic_dir) / f"synthetic-{size}-seed{cfg.data.synthetic_seed}"
     subprocess.run([sys.executable, "-m", "data_prep.synthetic", "--out", str(corpus_dir), "--size", size,
-                    "--seed", str(cfg.data.synthetic_seed)], check=True, cwd=ROOT)  # off the clock
+                    "--seed", str(cfg.data.synthetic_seed)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)  # off the clock
     base = [sys.executable, "-m", "asr_kd.recipes.librispeech", "--preset", "tiny", "--exp-dir", str(exp)]
     for s in sets:
         base += ["--set", s]
@@ -153,9 +157,25 @@ def rehearse(size: str, exp: Path, extra: list[str], log_path: Path) -> dict[str
         stages[stage] = m
         print(f"  {size} {stage:<10} {m['wall_s']:8.1f} s  cpu {m['cpu_s']:8.1f} s  pss {m['peak_rss_mb']:7.0f} MB "
               f" disk {m['disk_mb']:8.1f} MB", flush=True)
-    return {"size": size, "sets": sets, "exp": str(exp), "startup": startup, "stages": stages,
+    loader = loader_supply(exp)
+    print(f"  {size} loader {loader['windows_per_s_per_worker']:,} windows/s per worker", flush=True)
+    return {"size": size, "sets": sets, "exp": str(exp), "startup": startup, "stages": stages, "loader": loader,
             "corpus": corpus_from_run(exp),
             "term_shares": term_shares(exp, stages)}
+
+
+def loader_supply(exp: Path) -> dict[str, Any]:
+    """Training windows/s of one loader worker (the recipe's loader, streamed, batch 1,024) over the
+    run's own training shards, on the CPU: what ``--estimate`` feeds a device with per worker."""
+    import torch
+    from bench_data import supply
+
+    from asr_kd.data.shards import shard_urls
+
+    urls = shard_urls(exp / "shards" / "train" / "index.json")
+    case = {"batch": 1024, "in_memory": False, "shuffle_buffer_utts": 2000}
+    best = max(supply(urls, case, 1, "new", torch.device("cpu")) for _ in range(2))
+    return {"windows_per_s_per_worker": round(best), "batch": 1024, "workers": 1, "measured_on": "cpu"}
 
 
 def corpus_from_run(exp: Path) -> dict[str, Any]:
@@ -192,6 +212,8 @@ def costs_from(run: dict[str, Any], mach: dict[str, Any], rss_exponents: dict[st
     splits = run["corpus"]["splits"]
     costs["corpus"] = {"seconds_per_utterance": {s: 3600 * v["hours"] / v["utts"] for s, v in splits.items()},
                        "measured_on": f"synthetic {run['size']}"}
+    if "loader" in run:
+        costs["loader"] = run["loader"]
     tri_leaves = cfg.align.tri_leaves
     costs["num_pdfs_per_leaf"] = run["corpus"]["num_pdfs"] / tri_leaves
     return costs

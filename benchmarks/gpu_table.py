@@ -12,6 +12,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from asr_kd.recipes.estimate import H100_BF16_DENSE_FLOPS  # noqa: E402
+
 H100_BF16_PEAK_GFLOPS = H100_BF16_DENSE_FLOPS / 1e9  # H100 SXM, bf16 dense
 
 

@@ -31,7 +31,7 @@ outside the LM text (names and rare words of the held-out chapters) are the task
 LibriSpeech. The decoding vocabulary is the LM text's words (``asr_kd.data.vocab``; the training
 transcripts come from the LM chapters, so they add none).
 
-**The task** (``python -m data_prep.book_text --perplexity``; seed 0): 245 LM chapters, 28,248
+**The task** (``python -m data_prep.book_text``, seed 0; perplexity measured with asr_kd.decoding.lm): 245 LM chapters, 28,248
 sentences, 655,000 words, a vocabulary of 13,544 words (1,959 words of the text are not in
 CMUdict: ``data.oov_policy=g2p`` pronounces them all); 29,089 training, 1,613 dev and 1,543 test
 utterances of 17 words on average; OOV rate 0.48 % (dev) and 0.85 % (test); trigram (Kneser-Ney)
@@ -435,9 +435,9 @@ def spread_from_interval(wer: float, half_width: float, lengths: Sequence[int]) 
     return math.sqrt(max(excess, 0.0) / (wer**2 * m2))
 
 
-def describe(seed: int, perplexity: bool = False) -> dict[str, Any]:
-    """The task's statistics for ``seed``: sizes, vocabulary, OOV rates, sentence lengths and, with
-    ``perplexity``, the dev and test perplexity of a trigram (Kneser-Ney) on the LM text."""
+def describe(seed: int) -> dict[str, Any]:
+    """The task's statistics for ``seed``: sizes, vocabulary, OOV rates, sentence lengths (the
+    perplexity of the run's LM on dev and test is in a run's report: the graph stage's ``lm``)."""
     books = split_books(seed)
     counts = Counter(w for s in books.lm for w in s.split())
     vocab = set(counts)
@@ -452,13 +452,6 @@ def describe(seed: int, perplexity: bool = False) -> dict[str, Any]:
         f"spread_{name}_{spread}": {f"wer_{w:g}": utterances_for_resolution(lengths, w, spread)
                                     for w in (0.05, 0.10, 0.15, 0.20)}
         for name, spread in MEASURED_SPREADS.items()}
-    if perplexity:
-        from asr_kd.decoding.lm import estimate_kneser_ney, oov_perplexity
-
-        model = estimate_kneser_ney([s.split() for s in books.lm], 3, vocab)
-        for split in ("dev", "test"):
-            ppl = oov_perplexity(model, [u.split() for u in getattr(books, split)], vocab)
-            out[f"{split}_perplexity"] = round(ppl["perplexity"], 1)
     return out
 
 
@@ -466,10 +459,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m data_prep.book_text",
                                 description="The books text's statistics: split sizes, vocabulary, OOV rate.")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--perplexity", action="store_true", help="also the dev/test perplexity of a trigram on the LM text")
     args = p.parse_args(argv)
     try:
-        print(json.dumps(describe(args.seed, args.perplexity), indent=2))
+        print(json.dumps(describe(args.seed), indent=2))
     except CorpusError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from asr_kd import estimate
+from asr_kd.recipes import estimate
 from asr_kd.config import load_config
 from asr_kd.recipes.librispeech import STAGES, main
 

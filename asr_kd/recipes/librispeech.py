@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--cores", type=int, default=None, help="CPU cores of the target machine (default: this one's)")
     est.add_argument("--gpus", type=int, default=0, help="GPUs of the target machine (H100-class)")
     est.add_argument("--mfu", type=float, default=None,
-                     help="share of a GPU's bf16 peak the networks reach (default: asr_kd.estimate.DEFAULT_MFU)")
+                     help="share of a GPU's bf16 peak the networks reach (default: asr_kd.recipes.estimate.DEFAULT_MFU)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -210,7 +210,7 @@ def _estimate(cfg: RecipeConfig, args: argparse.Namespace) -> int:
     """``--estimate``: the run's predicted cost per stage, from the shipped reference costs."""
     import os
 
-    from asr_kd import estimate
+    from asr_kd.recipes import estimate
 
     try:
         costs = estimate.load_costs()

@@ -42,6 +42,21 @@ def corpus_root(cfg: RecipeConfig) -> Path:
                                     + ("" if d.synthetic_text == "template" else f"-{d.synthetic_text}"))
 
 
+def synthetic_utterances(cfg: RecipeConfig) -> dict[str, int]:
+    """Utterances per split of the synthetic corpus ``cfg`` generates (train, dev, test)."""
+    from data_prep.synthetic import SIZES
+
+    spec = SIZES[cfg.data.synthetic_size]
+    return {split: sum(spec.speakers[split].values()) * spec.utts_per_speaker[split] for split in ("train", "dev", "test")}
+
+
+def synthetic_lm_text(cfg: RecipeConfig) -> Path:
+    """Where the synthetic corpus ``cfg`` generates keeps its LM text."""
+    from data_prep.synthetic import LM_TEXT_NAME
+
+    return corpus_root(cfg) / LM_TEXT_NAME
+
+
 def corpus_format(cfg: RecipeConfig) -> tuple[str, bool]:
     """(the format this run reads, whether it was detected): data.format, or for ``auto`` the one
     :func:`data_prep.formats.detect_format` finds under --data-root; the synthetic corpus is LibriSpeech."""

@@ -200,8 +200,8 @@ def test_text_source_is_in_the_marker_and_the_corpus_directory(tmp_path: Path) -
     with pytest.raises(CorpusError, match="'text': 'template'.*'text': 'books'"):
         _marker_matches(tmp_path, "smoke", 0, True, text="books")
     assert corpus_root(load_config("tiny")).name == "synthetic-tiny-seed0"
-    books_cfg = load_config("tiny", {"data.synthetic_text": "books", "data.synthetic_festival": "true"})
-    assert corpus_root(books_cfg).name == "synthetic-tiny-seed0-festival-books"
+    books_cfg = load_config("tiny", {"data.synthetic_text": "books"})
+    assert corpus_root(books_cfg).name == "synthetic-tiny-seed0-books"
     with pytest.raises(ConfigError, match="oov_policy"):
         load_config("tiny", {"data.synthetic_text": "books", "data.oov_policy": "error"})
     with pytest.raises(ConfigError, match="synthetic_text"):

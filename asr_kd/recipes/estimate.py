@@ -102,14 +102,10 @@ def corpus_of(cfg: RecipeConfig, costs: dict[str, Any], hours: float | None = No
     d = cfg.data
     librispeech = bool(d.train_subsets) and all(s in LIBRISPEECH_SUBSETS for s in d.train_subsets)
     if not d.root and not librispeech:
-        from data_prep.synthetic import SIZES
+        from asr_kd.stages.prepare import synthetic_utterances
 
-        spec = SIZES[d.synthetic_size]
         secs = costs["corpus"]["seconds_per_utterance"]
-        splits = {}
-        for split in ("train", "dev", "test"):
-            n = sum(spec.speakers[split].values()) * spec.utts_per_speaker[split]
-            splits[split] = Split(n, n * secs[split] / 3600)
+        splits = {split: Split(n, n * secs[split] / 3600) for split, n in synthetic_utterances(cfg).items()}
         source = f"embedded synthetic corpus, size {d.synthetic_size}"
     else:
         splits = {}
@@ -162,10 +158,9 @@ def _lm_text(cfg: RecipeConfig) -> Path | None:
         p = Path(d.lm_text)
         return p if p.is_file() else None
     if not d.root:
-        from asr_kd.stages.prepare import corpus_root
-        from data_prep.synthetic import LM_TEXT_NAME
+        from asr_kd.stages.prepare import synthetic_lm_text
 
-        p = corpus_root(cfg) / LM_TEXT_NAME
+        p = synthetic_lm_text(cfg)
         return p if p.is_file() else None
     return None
 
