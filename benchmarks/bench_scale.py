@@ -16,7 +16,7 @@ The synthetic corpus is generated before the clock starts (its generation is not
 LibriSpeech user pays).
 
 ``--write-costs`` writes ``asr_kd/reference_costs.json`` from the first size (the file
-``--estimate`` predicts from), with the memory growth exponents of the first two sizes.
+``--estimate`` predicts from).
 Results: ``<out>/scale.json`` and ``<out>/scale.md`` (the tables of benchmarks/README.md).
 """
 
@@ -205,10 +205,11 @@ def corpus_object(run: dict[str, Any]) -> estimate.Corpus:
                            f"measured run {run['size']}", lm_ngrams=c["lm_ngrams"])
 
 
-def costs_from(run: dict[str, Any], mach: dict[str, Any], rss_exponents: dict[str, float] | None) -> dict[str, Any]:
+def costs_from(run: dict[str, Any], mach: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config("tiny", parse_set_args(run["sets"]))
-    costs = estimate.reference_costs(cfg, corpus_object(run), run["stages"], mach, run["term_shares"], rss_exponents,
-                                     startup_s=run["startup"]["wall_s"], startup_cpu_s=run["startup"]["cpu_s"])
+    costs = estimate.reference_costs(cfg, corpus_object(run), run["stages"], mach, run["term_shares"],
+                                     startup_s=run["startup"]["wall_s"], startup_cpu_s=run["startup"]["cpu_s"],
+                                     startup_rss_mb=run["startup"]["peak_rss_mb"])
     splits = run["corpus"]["splits"]
     costs["corpus"] = {"seconds_per_utterance": {s: 3600 * v["hours"] / v["utts"] for s, v in splits.items()},
                        "measured_on": f"synthetic {run['size']}"}
@@ -227,7 +228,7 @@ def tables(runs: list[dict[str, Any]], mach: dict[str, Any], predicted: list[est
     lines = [f"Machine: {mach['cpu']}, {mach['cores']} cores, bf16 {'/'.join(mach['bf16']) or 'no'}, torch "
              f"{mach['torch']}, commit {mach['commit']}, {mach['date']}. Audio hours (all splits): "
              + ", ".join(f"{r['size']} {h:.2f}" for r, h in zip(runs, hours)) + ".", ""]
-    sizes = " | ".join(r["size"] for r in runs)
+    sizes = " / ".join(r["size"] for r in runs)
     lines.append(f"| stage | wall s ({sizes}) | exponent | CPU s per audio h ({sizes}) | peak PSS MB ({sizes}) "
                  f"| disk MB per audio h ({sizes}) |")
     lines.append("|---|---|---|---|---|---|")
@@ -264,26 +265,10 @@ def tables(runs: list[dict[str, Any]], mach: dict[str, Any], predicted: list[est
 def predict_last(runs: list[dict[str, Any]], mach: dict[str, Any]) -> list[estimate.StageEstimate]:
     """The last size's stages predicted from the first size's costs alone (its corpus from the
     generator's utterance counts and the first run's seconds per utterance)."""
-    costs = costs_from(runs[0], mach, None)
+    costs = costs_from(runs[0], mach)
     cfg = load_config("tiny", parse_set_args(runs[-1]["sets"]))
     corpus = estimate.corpus_of(cfg, costs)
     return estimate.predict(cfg, corpus, costs, cores=mach["cores"], stages=STAGE_NAMES)
-
-
-def rss_exponents(small: dict[str, Any], large: dict[str, Any]) -> dict[str, float]:
-    """Per stage: b of peak memory ~ (the stage's main unit)^b between two runs (0 where the main
-    unit does not grow)."""
-    units = []
-    for run in (small, large):
-        cfg = load_config("tiny", parse_set_args(run["sets"]))
-        units.append(estimate.work_units(cfg, corpus_object(run), run["corpus"]["num_pdfs"]))
-    out = {}
-    for s in STAGE_NAMES:
-        main = next(iter(units[0][s]))
-        b = estimate.growth_exponent(max(small["stages"][s]["peak_rss_mb"], 1.0), max(large["stages"][s]["peak_rss_mb"], 1.0),
-                                     units[1][s][main] / units[0][s][main] if units[0][s][main] else 1.0)
-        out[s] = 0.0 if b != b else round(b, 3)  # nan: the unit did not grow
-    return out
 
 
 def main() -> None:
@@ -313,8 +298,7 @@ def main() -> None:
     (out / "scale.md").write_text(md + "\n")
     print(md)
     if args.write_costs:
-        exps = rss_exponents(runs[0], runs[1]) if len(runs) > 1 else None
-        costs = costs_from(runs[0], mach, exps)
+        costs = costs_from(runs[0], mach)
         write_json(ROOT / "asr_kd" / estimate.COSTS_FILE, costs)
         print(f"wrote {ROOT / 'asr_kd' / estimate.COSTS_FILE}")
 

@@ -11,8 +11,10 @@ A prediction is the reference's cost per unit times the target's units, divided 
 the target has beyond the reference's (cores for process pools and torch threads; GPUs for the
 networks' arithmetic, which is predicted from FLOPs at a stated share of the GPU's peak instead).
 
-Peak memory is not proportional to the work: it is the reference's peak times the growth of the
-stage's main unit raised to the exponent the scale rehearsal measured (1x to 4x).
+Peak memory is not proportional to the work: it is a bare process's (Python, torch, Lightning
+imported) plus the reference's excess over that, grown as what the stage holds grows
+(:func:`memory_drivers`: in-memory windows or a streamed loader's shuffle buffers, cached soft
+targets, the networks with their Adam state, the aligner's features, the LM's n-grams).
 
 What the model cannot know is said beside the figure: epochs under newbob are the cap (an upper
 bound); the decoder's real-time factor is the reference graph's (a LibriSpeech HCLG is larger); the
@@ -100,8 +102,7 @@ def corpus_of(cfg: RecipeConfig, costs: dict[str, Any], hours: float | None = No
     utterance counts, the reference run's seconds per utterance), or LibriSpeech's subsets named by
     the config; ``hours`` replaces the training set's hours (utterances scaled alike)."""
     d = cfg.data
-    librispeech = bool(d.train_subsets) and all(s in LIBRISPEECH_SUBSETS for s in d.train_subsets)
-    if not d.root and not librispeech:
+    if not d.root and not _librispeech(cfg):
         from asr_kd.stages.prepare import synthetic_utterances
 
         secs = costs["corpus"]["seconds_per_utterance"]
@@ -127,6 +128,12 @@ def corpus_of(cfg: RecipeConfig, costs: dict[str, Any], hours: float | None = No
         splits["train"] = Split(max(1, round(hours / per_utt)), hours)
         source += f", training set set to {hours:g} h"
     return Corpus(splits, source, lm_ngrams=_lm_ngrams(cfg))
+
+
+def _librispeech(cfg: RecipeConfig) -> bool:
+    """Whether the config names LibriSpeech's subsets (the LibriSpeech presets)."""
+    subsets = cfg.data.train_subsets
+    return bool(subsets) and all(s in LIBRISPEECH_SUBSETS for s in subsets)
 
 
 def _lm_ngrams(cfg: RecipeConfig) -> float | None:
@@ -157,7 +164,7 @@ def _lm_text(cfg: RecipeConfig) -> Path | None:
     if d.lm_text:
         p = Path(d.lm_text)
         return p if p.is_file() else None
-    if not d.root:
+    if not d.root and not _librispeech(cfg):
         from asr_kd.stages.prepare import synthetic_lm_text
 
         p = synthetic_lm_text(cfg)
@@ -292,8 +299,34 @@ def disk_units(cfg: RecipeConfig, corpus: Corpus, num_pdfs: int) -> dict[str, fl
         "graph": corpus.lm_ngrams or 0.0,
         "decode": sum(corpus.get(s).utts for s in corpus.splits if s != "train"),
         "conditions": sum(corpus.get(s).utts for s in corpus.extra),
-        "export": fwd * (systems["teachers"] + 2), "report": 1.0,
+        "export": 1.0,  # predicted apart: three model directories, each with the graph and its networks
+        "report": 1.0,
     }
+
+
+def memory_drivers(cfg: RecipeConfig, corpus: Corpus, num_pdfs: int) -> dict[str, float]:
+    """What each stage holds in memory beyond a bare process, in bytes (or, for the graph and the
+    decoders, LM n-grams): the in-memory training windows (float16 frames and their float32 copy),
+    a streamed loader's shuffle buffers, cached dense soft targets, the networks' weights with their
+    gradients and Adam state, the aligner's MFCC of what it holds. 0: the stage's memory does not
+    grow with the corpus."""
+    tr = corpus.get("train")
+    per_utt = tr.frames / tr.utts if tr.utts else 0.0
+    t = cfg.train
+    if tr.frames <= t.in_memory_max_frames:
+        held = tr.frames
+    else:  # streamed: each worker's shuffle buffer
+        held = t.shuffle_buffer_utts * per_utt * max(1, t.num_workers)
+    frame_bytes = 40 * (2 + 4)
+    fwd, _ = _flops(cfg, num_pdfs)
+    weights = fwd / 2 * 16  # fp32 weights, gradients and Adam's two moments
+    cached = tr.frames * num_pdfs * 2 if cfg.distill.target_mode == "cached" else 0.0
+    a = cfg.align
+    align_held = (min(a.chunk_utts * a.num_jobs, tr.utts) * per_utt if a.chunk_utts else tr.frames) * 39 * 4
+    ngrams = corpus.lm_ngrams or 0.0
+    return {"align": align_held, "teachers": held * frame_bytes + weights,
+            "ensemble": held * frame_bytes + weights * cfg.teachers.num_teachers / 4,
+            "distill": held * frame_bytes + weights + cached, "graph": ngrams, "decode": ngrams}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +364,7 @@ def predict(cfg: RecipeConfig, corpus: Corpus, costs: dict[str, Any], cores: int
     ref_cfg = _ref_config(costs)
     pdfs = num_pdfs_of(cfg, costs)
     units, disk = work_units(cfg, corpus, pdfs), disk_units(cfg, corpus, pdfs)
+    mem = memory_drivers(cfg, corpus, pdfs)
     par, ref_par = _parallel(cfg, cores), _parallel(ref_cfg, costs["machine"]["cores"])
     gpu_flops = gpus * H100_BF16_DENSE_FLOPS * mfu
     out = []
@@ -366,11 +400,19 @@ def predict(cfg: RecipeConfig, corpus: Corpus, costs: dict[str, Any], cores: int
         if stage == "graph" and not corpus.lm_ngrams:
             wall, cpu = ref["wall_s"], ref["cpu_s"]
             notes.append("LM size unknown before the run: the reference's time")
-        main_term = next(iter(units.get(stage, {"once": 1.0})))
-        ratio = units[stage][main_term] / ref["units"][main_term] if ref["units"].get(main_term) else 1.0
-        rss = ref["peak_rss_mb"] * (max(ratio, 1e-9) ** ref.get("rss_exponent", 0.0))
+        # peak memory: a bare process plus what the stage holds, grown as its memory driver grows
+        base = min(costs.get("startup_rss_mb", 0.0), ref["peak_rss_mb"])
+        driver, ref_driver = mem.get(stage, 0.0), ref.get("memory_driver", 0.0)
+        if stage in ("graph", "decode") and not corpus.lm_ngrams:
+            driver = ref_driver  # the LM's size is not known before the run: the reference's
+        rss = ref["peak_rss_mb"] if not ref_driver else base + (ref["peak_rss_mb"] - base) * driver / ref_driver
         disk_ratio = disk[stage] / ref["disk_units"] if ref.get("disk_units") else 1.0
-        disk_mb = ref["disk_mb"] * disk_ratio
+        disk_mb = ref["disk_mb"] * disk_ratio if disk[stage] else ref["disk_mb"]
+        if stage == "export":  # teacher 0, the ensemble, the best student: each a graph copy, weights twice
+            graph = costs["stages"]["graph"]
+            graph_mb = graph["disk_mb"] * (disk["graph"] / graph["disk_units"] if disk["graph"] else 1.0)
+            fwd, _ = _flops(cfg, pdfs)
+            disk_mb = 3 * graph_mb + (cfg.teachers.num_teachers + 2) * fwd / 2 * 4 * 2 / 2**20
         if stage in ("distill",) and (cfg.distill.lr_schedule or cfg.train.lr_schedule) == "newbob":
             notes.append("newbob: epochs at their cap (upper bound)")
         if stage == "teachers" and cfg.train.lr_schedule == "newbob":
@@ -391,14 +433,15 @@ def _ref_config(costs: dict[str, Any]) -> RecipeConfig:
 
 def reference_costs(cfg: RecipeConfig, corpus: Corpus, measured: dict[str, dict[str, Any]], machine: dict[str, Any],
                     splits: dict[str, dict[str, float]] | None = None,
-                    rss_exponents: dict[str, float] | None = None, startup_s: float = 0.0,
-                    startup_cpu_s: float = 0.0) -> dict[str, Any]:
+                    startup_s: float = 0.0, startup_cpu_s: float = 0.0,
+                    startup_rss_mb: float = 0.0) -> dict[str, Any]:
     """The costs file from one measured run: per stage, the measured wall/CPU seconds less the
     process start (``startup_s``: Python, torch and Lightning imported; paid once per stage, not
     per unit) split over the stage's terms (``splits``: the share of a stage's seconds each term
     took, where the stage reports it; else the first term takes all), divided by the run's units."""
     pdfs = num_pdfs_of(cfg)
     units, disk = work_units(cfg, corpus, pdfs), disk_units(cfg, corpus, pdfs)
+    mem = memory_drivers(cfg, corpus, pdfs)
     stages = {}
     for stage, m in measured.items():
         terms = {t: n for t, n in units.get(stage, {"once": 1.0}).items() if n}
@@ -410,10 +453,10 @@ def reference_costs(cfg: RecipeConfig, corpus: Corpus, measured: dict[str, dict[
                                  for t, n in terms.items()},
             "cpu_seconds_per_unit": {t: max(m["cpu_s"] - startup_cpu_s, 0.0) * share.get(t, 0.0) / n
                                      for t, n in terms.items()},
-            **({"rss_exponent": rss_exponents[stage]} if rss_exponents and stage in rss_exponents else {}),
+            "memory_driver": mem.get(stage, 0.0),
         }
     return {"machine": machine, "config": _config_dict(cfg), "corpus": {}, "startup_s": startup_s,
-            "startup_cpu_s": startup_cpu_s, "stages": stages}
+            "startup_cpu_s": startup_cpu_s, "startup_rss_mb": startup_rss_mb, "stages": stages}
 
 
 def _config_dict(cfg: RecipeConfig) -> dict[str, Any]:
