@@ -523,6 +523,11 @@ def render(cfg: RecipeConfig, corpus: Corpus, rows: list[StageEstimate], costs: 
         who = f"one GPU at {mfu:.0%} MFU" if gpus else "this CPU's training step"
         lines.append(f"loader: supply {supply:,.0f} windows/s ({max(1, cfg.train.num_workers)} worker(s)) against "
                      f"{who} {demand:,.0f}/s: ratio {supply / demand:.2f}")
+        frames = corpus.get("train").frames
+        if gpus and supply < demand and frames > cfg.train.in_memory_max_frames:
+            lines.append(f"  the GPUs wait for the streamed loader: --set train.in_memory_max_frames={math.ceil(frames):d} "
+                         f"keeps the training set in memory ({frames * 80 / 2**30:.1f} GiB of float16 frames per rank) "
+                         "and its windows are spliced on the GPU (not measured on a GPU yet)")
     return "\n".join(lines)
 
 
