@@ -352,6 +352,13 @@ class DistillConfig:
         """online | cached | stored: ``targets``, with ``cache_targets=true`` read as cached."""
         return "cached" if self.targets == "online" and self.cache_targets else self.targets
 
+    @property
+    def subset_period(self) -> int:
+        """Passes over the Table-5 subset per (dev-checked) epoch: ``subset_passes_per_epoch``, 0 read
+        as round(1 / subset_fraction), the steps of one full-data epoch."""
+        passes = self.subset_passes_per_epoch
+        return passes if passes > 0 else max(1, round(1.0 / self.subset_fraction))
+
     def __post_init__(self) -> None:
         _check_choice("distill.ensemble_mean", self.ensemble_mean, ("arithmetic", "geometric"))
         _check_choice("distill.baseline_100", self.baseline_100, ("teacher0", "train"))

@@ -277,8 +277,7 @@ def student_train_config(cfg: RecipeConfig) -> TrainConfig:
 
 def subset_period(cfg: RecipeConfig) -> int:
     """Passes over the Table-5 subset per (dev-checked) epoch (0: the steps of one full-data epoch)."""
-    passes = cfg.distill.subset_passes_per_epoch
-    return passes if passes > 0 else max(1, round(1.0 / cfg.distill.subset_fraction))
+    return cfg.distill.subset_period
 
 
 def stored_temperatures(cfg: RecipeConfig) -> list[float]:
