@@ -6,4 +6,5 @@
 - :mod:`asr_kd.decoding.systems`: the systems of a run and their decoding (DNN and GMM).
 - :mod:`asr_kd.decoding.scoring`: WER alignment and scoring files.
 - :mod:`asr_kd.decoding.stats`: bootstrap intervals over test utterances.
+- :mod:`asr_kd.decoding.report`: the report of a run (rows, collect, statistics, render, plots).
 """

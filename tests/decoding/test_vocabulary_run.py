@@ -18,12 +18,14 @@ from asr_kd.align.model import init_monophone, save_model
 from asr_kd.config import load_config
 from asr_kd.data.lang import load_lang
 from asr_kd.decoding.graph import read_word_symbols
+from asr_kd.decoding.report import collect
+from asr_kd.decoding.report.render import lm_table
+from asr_kd.decoding.report.rows import LmSection
 from asr_kd.fileio import write_json
 from asr_kd.paths import GraphDir, RunPaths
 from asr_kd.runner import marker_summary
 from asr_kd.stages import graph as graph_stage
 from asr_kd.stages import lang as lang_stage
-from asr_kd.stages import report
 
 TRAIN = ["THE DOG RAN HOME", "A CAT SAT ON THE MAT", "THE CAT RAN"]
 LM_TEXT = ["THE DOG SAT ON A MAT", "A DOG RAN HOME", "THE CAT SAT", "THE HORSE RAN HOME"]
@@ -82,11 +84,11 @@ def test_a_test_word_outside_the_lm_and_train_is_an_oov_not_in_the_graph(tmp_pat
     for split in ("dev", "test"):
         assert 1.0 < splits[split]["perplexity"] < 10 + 2 and math.isfinite(splits[split]["perplexity"])
 
-    lm = report.lm_section(paths)
+    lm = collect.lm_section(paths).to_json()
     assert lm["oov_rate"] == {"dev": 0.0, "test": pytest.approx(2 / 10)}
     assert lm["oov_tokens"] == {"dev": 0, "test": 2} and lm["vocabulary_size"] == 10
     assert lm["perplexity"]["test"] == splits["test"]["perplexity"]
-    assert "| test | 10 | 2 | 20.00% |" in "\n".join(report._lm_table(lm))
+    assert "| test | 10 | 2 | 20.00% |" in "\n".join(lm_table(LmSection.from_json(lm)))
 
 
 @pytest.mark.slow

@@ -13,9 +13,11 @@ import soundfile as sf
 from asr_kd.config import load_config
 from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding import lm
+from asr_kd.decoding.report import collect
+from asr_kd.decoding.report.render import lm_table
 from asr_kd.fileio import write_json, write_text
 from asr_kd.paths import GraphDir, RunPaths
-from asr_kd.stages import conditions, report
+from asr_kd.stages import conditions
 
 
 def _subset(root: Path, subset: str, texts: list[str]) -> None:
@@ -69,8 +71,8 @@ def test_report_shows_the_extra_test_set_beside_test(run):
     write_json(paths.marker("conditions"), {"summary": {"conditions": {"test-other": {
         "utterances": 2, "best_student": "distilled_T1", "mean_teacher": row, "ensemble": row, "student": row,
         "ensemble_wer_gain": 0.0, "gain_kept": None, "lm": conditions.lm_on(paths, manifests["test-other"])}}}})
-    section = report.lm_section(paths)
-    assert section["oov_rate"] == {"test": 0.05, "test-other": pytest.approx(1 / 9)}
-    assert set(section["perplexity"]) == {"test", "test-other"}
-    md = "\n".join(report._lm_table(section))
+    section = collect.lm_section(paths)
+    assert section.oov_rate == {"test": 0.05, "test-other": pytest.approx(1 / 9)}
+    assert set(section.perplexity) == {"test", "test-other"}
+    md = "\n".join(lm_table(section))
     assert "| test | 40 | 2 | 5.00% | 60.0 |" in md and "| test-other | 9 | 1 | 11.11% |" in md

@@ -1,4 +1,4 @@
-"""The report stage: schema validation, the paper's numbers in report.md, plots, the loss account."""
+"""The report stage: schema validation (the rows' own checks), the paper's numbers in report.md, plots, the loss account."""
 
 from __future__ import annotations
 
@@ -11,6 +11,9 @@ import pytest
 from asr_kd.config import load_config
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths, TrainRunDir
+from asr_kd.decoding.report import collect
+from asr_kd.decoding.report.render import render_markdown
+from asr_kd.decoding.report.rows import Report, ReportError
 from asr_kd.stages import report
 
 
@@ -67,8 +70,8 @@ def run(tmp_path):
 
 def test_report_follows_schema_and_numbers(run) -> None:
     cfg, paths = run
-    out = report.build_report(cfg, paths)
-    report.validate_report(out)
+    out = report.build_report(cfg, paths).to_json()
+    Report.from_json(out)
     rows = {r["system"]: r for r in out["table1"]}
     assert list(rows) == ["baseline", "baseline_mean", "ensemble", "distilled_T1", "distilled_T5"]
     assert rows["baseline"]["frame_acc"] == 0.60
@@ -99,8 +102,8 @@ def test_report_follows_schema_and_numbers(run) -> None:
 
 def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
     cfg, paths = run
-    out = report.build_report(cfg, paths)
-    report.validate_report(out)
+    out = report.build_report(cfg, paths).to_json()
+    Report.from_json(out)
     for row in out["table1"] + out["table5"]:
         low, high = row["wer_ci"]
         assert low <= row["wer"] <= high, row
@@ -113,7 +116,7 @@ def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
     assert tests["ensemble_vs_mean_teacher"]["difference"] == pytest.approx(0.08 - 0.12)
     assert 0.0 <= tests["ensemble_vs_mean_teacher"]["p_value"] <= 1.0
     assert d["bootstrap"]["test_utterances"] == 40 and d["wer_resolution_rel"] > 0
-    md = report.render_markdown(out)
+    md = render_markdown(Report.from_json(out))
     assert "paired bootstrap p =" in md and f"keeps {100 * d['gain_kept']:.0f}% [" in md
 
 
@@ -122,7 +125,7 @@ def test_best_student_is_chosen_on_dev_not_test(run) -> None:
     for name, dev in (("distilled_T1", 0.70), ("distilled_T5", 0.65)):
         summary = json.loads(paths.decode_summary(name).read_text())
         write_json(paths.decode_summary(name), {**summary, "dev_frame_acc": dev})
-    d = report.build_report(cfg, paths)["derived"]
+    d = report.build_report(cfg, paths).to_json()["derived"]
     assert d["best_student"] == "distilled_T1"  # although T5 is better on test
     assert d["gain_kept"] == pytest.approx((0.63 - 0.60) / (0.66 - 0.60))
 
@@ -130,17 +133,17 @@ def test_best_student_is_chosen_on_dev_not_test(run) -> None:
 def test_gain_is_also_measured_from_a_same_rule_hard_model(run) -> None:
     """With baseline_100=train the students' share is also given against that model, with its interval."""
     cfg, paths = run
-    assert "gain_kept_same_rule" not in report.build_report(cfg, paths)["derived"]  # baseline_100 = teacher 0
+    assert "gain_kept_same_rule" not in report.build_report(cfg, paths).to_json()["derived"]  # baseline_100 = teacher 0
     write_json(paths.decode_summary("baseline_100"), _summary(0.62, 0.11))
     _utt_counts(paths, "baseline_100", 0.62, 0.11)
     write_json(TrainRunDir(paths.table5_dir("baseline_100")).metrics, {"train_frame_acc": 0.75})
     TrainRunDir(paths.table5_dir("baseline_100")).model.write_bytes(b"x")
-    out = report.build_report(cfg, paths)
+    out = report.build_report(cfg, paths).to_json()
     d = out["derived"]
     assert d["gain_kept_same_rule"] == pytest.approx((0.645 - 0.62) / (0.66 - 0.62))
     low, high = d["gain_kept_same_rule_ci"]
     assert low <= d["gain_kept_same_rule"] <= high
-    assert "trained by the students' own rule" in report.render_markdown(out)
+    assert "trained by the students' own rule" in render_markdown(Report.from_json(out))
 
 
 def test_report_files_markdown_and_plots(run) -> None:
@@ -148,7 +151,7 @@ def test_report_files_markdown_and_plots(run) -> None:
     summary = report.run(cfg, paths)
     assert summary["table1_rows"] == 5
     obj = json.loads(paths.report_json.read_text())
-    report.validate_report(obj)
+    Report.from_json(obj)
     md = paths.report_md.read_text()
     for number in ("58.9%", "61.1%", "60.8%", "10.9%", "10.7%", "63.4%", "44.5%", "57.0%", "67.3%", "65.4%"):
         assert number in md
@@ -177,10 +180,10 @@ def test_report_files_markdown_and_plots(run) -> None:
 ])
 def test_validate_report_rejects_broken_reports(run, breakage, message) -> None:
     cfg, paths = run
-    out = report.build_report(cfg, paths)
+    out = report.build_report(cfg, paths).to_json()
     breakage(out)
-    with pytest.raises(report.ReportError, match=message):
-        report.validate_report(out)
+    with pytest.raises(ReportError, match=message):
+        Report.from_json(out)
 
 
 def _lost(reason: str, names: list[str]) -> dict:
@@ -212,7 +215,7 @@ def test_report_counts_what_training_used_and_every_loss(tmp_path) -> None:
     names every loss by stage and reason."""
     paths = RunPaths(tmp_path / "exp")
     _account_markers(paths, shard_utts=6)
-    corpus = report.corpus_section(paths)
+    corpus = collect.corpus_section(paths).to_json()
     train = corpus["splits"]["train"]
     assert train["utterances"] == 6 and train["listed_by_prepare"] == 10 and train["counted_from"] == "shards"
     assert train["speakers"] == 2 and train["hours"] == round(sum(range(1, 7)) / 3600, 4)
@@ -221,7 +224,7 @@ def test_report_counts_what_training_used_and_every_loss(tmp_path) -> None:
         ("prepare", "silent_audio", 1), ("features", "unreadable_audio", 1), ("align", "too_few_frames", 2),
         ("shards", "length_mismatch", 1)]
     assert account["unaccounted"] == 0 and corpus["lost_total"] == 5
-    md = report.render_markdown({"table1": [], "table5": [], "corpus": corpus, "labels": {}, "timing": {}})
+    md = render_markdown(Report.from_json({"table1": [], "table5": [], "corpus": corpus, "labels": {}, "timing": {}}))
     assert "## Utterances lost, by stage and reason" in md
     assert "| train | align | too_few_frames | 2 | 1-1-0007: equal alignment failed |" in md
     assert "| train | 0.0058 | 6 | 2 | 10 |" in md
@@ -230,7 +233,7 @@ def test_report_counts_what_training_used_and_every_loss(tmp_path) -> None:
 def test_an_utterance_dropped_silently_shows_as_unaccounted(tmp_path) -> None:
     paths = RunPaths(tmp_path / "exp")
     _account_markers(paths, shard_utts=5)
-    account = report.corpus_section(paths)["lost"]["train"]
+    account = collect.corpus_section(paths).lost["train"]
     assert account["unaccounted"] == 1
     assert account["rows"][-1]["reason"] == "unaccounted" and account["rows"][-1]["count"] == 1
 
@@ -279,9 +282,9 @@ def test_test_wer_by_synthesizer_of_a_synthetic_corpus(run, tmp_path) -> None:
 
 def test_no_synthesizer_table_for_one_synthesizer_or_another_corpus(run, tmp_path) -> None:
     cfg, paths = run
-    assert "test_by_synthesizer" not in report.build_report(cfg, paths)["derived"]  # no corpus_root
+    assert "test_by_synthesizer" not in report.build_report(cfg, paths).to_json()["derived"]  # no corpus_root
     _synthetic_test_split(paths, tmp_path / "corpus", {"131": "espeak", "132": "espeak"})
-    assert "test_by_synthesizer" not in report.build_report(cfg, paths)["derived"]
+    assert "test_by_synthesizer" not in report.build_report(cfg, paths).to_json()["derived"]
     report.run(cfg, paths)
     assert "Test WER by synthesizer" not in paths.report_md.read_text()
 
