@@ -70,6 +70,7 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     write_json(paths.report_json, report.to_json())
     write_text(paths.report_md, render_markdown(report))
     plots.plot_vs_temperature(report, paths.plot_vs_temperature)
-    plots.plot_table5_curves(collect.table5_curves(paths), paths.plot_table5_curves, cfg.distill.subset_fraction)
+    plots.plot_table5_curves(collect.table5_curves(paths), paths.plot_table5_curves, cfg.distill.subset_fraction,
+                             cfg.distill.subset_period, report)
     return {"report_json": paths.report_json.name, "table1_rows": len(report.table1),
             "table5_rows": len(report.table5), "derived": report.to_json()["derived"]}

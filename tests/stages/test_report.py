@@ -300,3 +300,38 @@ def test_the_wall_time_table_names_the_work_inside_a_stage(run) -> None:
     md = paths.report_md.read_text()
     assert "| prepare | 3.5 | synthetic corpus generation 98.3 s; augmented copies 26.9 s |" in md
     assert "| align | 20.0 |  |" in md
+
+
+def test_report_json_is_the_rows_and_reads_back_to_them(run) -> None:
+    """report.json is the rows' to_json; from_json (the schema check) reads it back to the same rows."""
+    cfg, paths = run
+    rows = report.build_report(cfg, paths)
+    obj = rows.to_json()
+    assert Report.from_json(obj) == rows and Report.from_json(obj).to_json() == obj
+    assert "frame_acc_ci" in obj["table1"][0] and "frame_acc_std" not in obj["table1"][0]  # absent keys stay out
+    with pytest.raises(ReportError, match="unknown key 'wer_cl'"):
+        Report.from_json({**obj, "table1": [{**obj["table1"][0], "wer_cl": [0.1, 0.2]}]})
+
+
+def test_the_bootstrap_returns_new_rows_and_leaves_its_arguments_alone(run) -> None:
+    from asr_kd.decoding.report import statistics
+
+    cfg, paths = run
+    table1, table5 = collect.table1_rows(cfg, paths), collect.table5_rows(cfg, paths)
+    derived = statistics.effects(table1, table5)
+    before = [r.to_json() for r in table1 + table5] + [derived.to_json()]
+    counts = collect.utt_counts(paths, statistics.decoded_systems(table1, table5))
+    new1, new5, new_derived = statistics.with_intervals(table1, table5, derived, counts)
+    assert [r.to_json() for r in table1 + table5] + [derived.to_json()] == before
+    assert all(r.wer_ci for r in new1 + new5) and new_derived.gain_kept_ci and new_derived.paired_tests
+
+
+def test_table5_curves_are_plotted_against_epochs_of_the_subset_run() -> None:
+    """The history counts Lightning passes over the subset (a dev check every ``passes_per_epoch``):
+    the plot's x axis is epochs, 1, 2, 3, not passes 33, 66, 99."""
+    from asr_kd.decoding.report.plots import curve_points
+
+    hist = [{"epoch": 33 * k + 32, "train_frame_acc_running": 0.5, "dev_frame_acc": 0.4} for k in range(3)]
+    epochs, train, held, heldname = curve_points(hist, passes_per_epoch=33)
+    assert epochs == [1.0, 2.0, 3.0] and train == [50.0] * 3 and held == [40.0] * 3 and heldname == "dev"
+    assert curve_points(hist[:1])[0] == [33]  # one pass an epoch: as the history counts

@@ -10,6 +10,7 @@ from asr_kd.accounting import loss_account
 from asr_kd.config import RecipeConfig
 from asr_kd.decoding.report.rows import (
     ABSENT, Condition, Corpus, CorpusSplit, GmmBaseline, GmmRow, Labels, LM_METRICS, LmSection, Table1Row, Table5Row,
+    TrainCurve,
 )
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.fileio import read_json
@@ -195,7 +196,7 @@ def extra_conditions(paths: RunPaths) -> list[Condition]:
             for name, c in marker_summary(paths, "conditions").get("conditions", {}).items()]
 
 
-def table5_curves(paths: RunPaths) -> dict[str, list[dict[str, Any]]]:
-    """The dev checks (``history``) of the Table-5 subset runs."""
-    return {name: _metrics(TrainRunDir(paths.table5_dir(name)).metrics).get("history", [])
-            for name in ("baseline_3", "soft_3")}
+def table5_curves(paths: RunPaths) -> dict[str, TrainCurve]:
+    """The dev checks of the Table-5 subset runs."""
+    metrics = {name: _metrics(TrainRunDir(paths.table5_dir(name)).metrics) for name in ("baseline_3", "soft_3")}
+    return {name: TrainCurve(m.get("history", []), m.get("best_epoch")) for name, m in metrics.items()}

@@ -423,6 +423,15 @@ class LmSection(Row):
                     raise ReportError(f"lm.perplexity.{split}={value}: a perplexity is at least 1")
 
 
+@dataclasses.dataclass
+class TrainCurve:
+    """A training run's dev checks (its metrics' ``history``, a row per check) and the check the
+    decoded model is from (``best_epoch``, in the history's count of passes); not in report.json."""
+
+    history: list[dict[str, Any]]
+    best_epoch: int | None = None
+
+
 UNITS = "fractions (frame_acc and wer in [0, 1]; wer can exceed 1); frame accuracy on the test split"
 
 
