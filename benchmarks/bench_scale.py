@@ -23,7 +23,6 @@ Results: ``<out>/scale.json`` and ``<out>/scale.md`` (the tables of benchmarks/R
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil

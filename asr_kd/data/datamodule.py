@@ -163,7 +163,6 @@ class FrameDataModule(L.LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         eval_builder: Callable[[str], Dataset] | None = None,
-        eval_train: Callable[[], Dataset] | None = None,
         compact_batches: bool = True,
     ) -> None:
         super().__init__()
@@ -175,9 +174,6 @@ class FrameDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         # Rank-0-only evaluation after a DDP fit needs datasets that ignore the process group.
         self.eval_builder = eval_builder
-        # What eval_loader("train") reads when training serves only part of the training set (e.g.
-        # the voices a re-tune trains on): built when first asked for.
-        self.eval_train = eval_train
         # The stored targets' column (temperature) the training batches carry; None: all of them.
         self.stored_column: int | None = None
         # False: Lightning's loaders serve materialised windows too (the loader before issue 34).
@@ -232,9 +228,7 @@ class FrameDataModule(L.LightningDataModule):
         """A plain (non-shuffled) loader over 'train', 'dev' or 'test' for final evaluation."""
         ds = {"train": self.train_set, "dev": self.dev_set, "test": self.test_set}[split]
         distributed = process_group() is not None
-        if split == "train" and self.eval_train is not None:
-            ds = self.eval_train()
-        elif distributed and self.eval_builder is not None and ds is not None:
+        if distributed and self.eval_builder is not None and ds is not None:
             ds = self.eval_builder(split)
         if ds is None:
             raise ValueError(f"this data module has no {split} set")
@@ -253,7 +247,6 @@ def shard_datamodule(
     subset_unit: str = "utterances",
     return_ids: bool = False,
     targets_dir: str | os.PathLike | None = None,
-    utterances: frozenset[str] | None = None,
 ) -> FrameDataModule:
     """Train / dev / test window datasets over the ``shards`` stage's output.
 
@@ -265,9 +258,7 @@ def shard_datamodule(
     ``return_ids`` makes the in-memory training set add window ids to its batches (for a cache
     of the ensemble's soft targets); it needs the in-memory path. ``targets_dir`` (stored soft
     targets, ``asr_kd.data.targets``): the training set reads the targets shard of each training
-    shard from there and adds the targets to its batches. ``utterances``: the training set serves
-    only these utterance ids (dev and test stay whole), and the final train-set evaluation
-    (``eval_loader("train")``) still covers every training utterance.
+    shard from there and adds the targets to its batches.
     """
     from asr_kd.data.shards import read_index, shard_urls
     from asr_kd.data.targets import target_shard
@@ -288,7 +279,7 @@ def shard_datamodule(
 
     def make(split: str, *, shuffle: bool, equal: bool = False, single: bool = False) -> Dataset:
         subset = (dict(subset_fraction=subset_fraction, subset_seed=subset_seed, subset_unit=subset_unit,
-                       target_urls=None if single else target_urls, utterances=utterances)
+                       target_urls=None if single else target_urls)
                   if split == "train" else {})
         rank_world = dict(rank=0, world_size=1) if single else {}
         if in_memory:
@@ -298,15 +289,8 @@ def shard_datamodule(
         return FrameWindowDataset(urls[split], shuffle=shuffle, equal_batches_per_rank=equal,
                                   num_workers=train.num_workers, **common, **subset, **rank_world)
 
-    def make_whole_train() -> Dataset:  # every training utterance, one process's view
-        whole = dict(**common, shuffle=False, rank=0, world_size=1)
-        if in_memory:
-            return InMemoryWindows(urls["train"], **whole)
-        return FrameWindowDataset(urls["train"], num_workers=train.num_workers, **whole)
-
     return FrameDataModule(
         make("train", shuffle=True, equal=True), make("dev", shuffle=False), make("test", shuffle=False),
         batch_size=train.batch_size, seed=train.seed, num_workers=0 if in_memory else train.num_workers,
         eval_builder=lambda split: make(split, shuffle=False, single=True),
-        eval_train=None if utterances is None else make_whole_train,
     )

@@ -23,8 +23,7 @@ reads (``asr_kd.data.datamodule`` applies it in its loaders), e.g. ``{"x": (B, 2
 "topk_ids": (B, nT, k), "topk_p": (B, nT, k)}``.
 
 Splitting an epoch (:func:`plan_epoch`, the same on every rank and worker): the training
-utterances (optionally only the ids in ``utterances``, and of those a fixed subset chosen by
-``subset_seed``) are taken in shard order (the
+utterances (optionally a fixed subset chosen by ``subset_seed``) are taken in shard order (the
 shard order permuted per ``(seed, epoch)`` when shuffling) and dealt, greedily by frame count, to
 ``world_size x num_workers`` parts. Part ``rank * num_workers + worker`` is read by that worker
 of that rank, so every frame is in exactly one part. Inside a part, frames are shuffled in blocks
@@ -356,7 +355,7 @@ class _WindowsBase:
                  shuffle_buffer_utts: int, seed: int, subset_fraction: float, subset_seed: int,
                  drop_last: bool, equal_batches_per_rank: bool, num_workers: int,
                  rank: int | None, world_size: int | None, subset_unit: str = "utterances",
-                 target_urls: Sequence[str] | None = None, utterances: frozenset[str] | None = None) -> None:
+                 target_urls: Sequence[str] | None = None) -> None:
         if not urls:
             raise StageError("no shards given; run the shards stage or check the index")
         if batch_size < 1 or shuffle_buffer_utts < 1 or left < 0 or right < 0 or num_workers < 0:
@@ -372,11 +371,6 @@ class _WindowsBase:
         if subset_unit not in SUBSET_UNITS:
             raise ValueError(f"subset_unit must be one of {SUBSET_UNITS}, got {subset_unit!r}")
         full = utterance_table(urls)
-        if utterances is not None:  # only these utterance ids (e.g. the voices a re-tune trains on)
-            full = full.select(np.flatnonzero([k in utterances for k in full.keys]))
-            if not len(full):
-                raise StageError(f"none of the {len(utterances)} utterances asked for is in the shards "
-                                 f"({Path(urls[0]).parent}); re-run the shards stage, or check the selection")
         self.total_utterances = len(full)
         self.subset_fraction, self.subset_seed = subset_fraction, subset_seed
         self.frame_subset = subset_unit == "frames" and subset_fraction < 1.0
@@ -492,13 +486,12 @@ class FrameWindowDataset(_WindowsBase, IterableDataset):
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, num_workers: int = 0,
                  rank: int | None = None, world_size: int | None = None, subset_unit: str = "utterances",
-                 target_urls: Sequence[str] | None = None, utterances: frozenset[str] | None = None) -> None:
+                 target_urls: Sequence[str] | None = None) -> None:
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=num_workers,
-                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls,
-                         utterances=utterances)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls)
 
     def _part(self) -> int:
         info = get_worker_info()
@@ -570,14 +563,13 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                  subset_fraction: float = 1.0, subset_seed: int = 0, drop_last: bool = False,
                  equal_batches_per_rank: bool = False, rank: int | None = None,
                  world_size: int | None = None, return_ids: bool = False, subset_unit: str = "utterances",
-                 target_urls: Sequence[str] | None = None, utterances: frozenset[str] | None = None) -> None:
+                 target_urls: Sequence[str] | None = None) -> None:
         self.return_ids = return_ids
         super().__init__(urls, left=left, right=right, batch_size=batch_size, shuffle=shuffle,
                          shuffle_buffer_utts=shuffle_buffer_utts, seed=seed, subset_fraction=subset_fraction,
                          subset_seed=subset_seed, drop_last=drop_last,
                          equal_batches_per_rank=equal_batches_per_rank, num_workers=0,
-                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls,
-                         utterances=utterances)
+                         rank=rank, world_size=world_size, subset_unit=subset_unit, target_urls=target_urls)
         self.block = self._load()
         self._token = new_token()  # the key of self.block's frames on a training device (compact batches)
         # Row of each table utterance's first window start in self.block.starts.

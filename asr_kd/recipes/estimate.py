@@ -139,7 +139,6 @@ def _librispeech(cfg: RecipeConfig) -> bool:
 def _lm_ngrams(cfg: RecipeConfig) -> float | None:
     """Distinct n-grams of the LM the graph stage will build or read: the ARPA header's counts, or
     counted in the LM text when it exists already (None otherwise)."""
-    d = cfg.data
     arpa = cfg.decode.arpa
     if arpa and Path(arpa).is_file():
         total = 0
