@@ -27,7 +27,6 @@ Prints markdown tables (the loader's is the one in benchmarks/README.md); ``--js
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import subprocess

@@ -201,21 +201,16 @@ def term_shares(exp: Path, stages: dict[str, Any]) -> dict[str, dict[str, float]
 def corpus_object(run: dict[str, Any]) -> estimate.Corpus:
     c = run["corpus"]
     return estimate.Corpus({s: estimate.Split(v["utts"], v["hours"]) for s, v in c["splits"].items()},
-                           f"measured run {run['size']}", lm_ngrams=c["lm_ngrams"])
+                           f"synthetic {run['size']}", lm_ngrams=c["lm_ngrams"])
 
 
 def costs_from(run: dict[str, Any], mach: dict[str, Any]) -> dict[str, Any]:
     cfg = load_config("tiny", parse_set_args(run["sets"]))
     costs = estimate.reference_costs(cfg, corpus_object(run), run["stages"], mach, run["term_shares"],
                                      startup_s=run["startup"]["wall_s"], startup_cpu_s=run["startup"]["cpu_s"],
-                                     startup_rss_mb=run["startup"]["peak_rss_mb"])
-    splits = run["corpus"]["splits"]
-    costs["corpus"] = {"seconds_per_utterance": {s: 3600 * v["hours"] / v["utts"] for s, v in splits.items()},
-                       "measured_on": f"synthetic {run['size']}"}
+                                     startup_rss_mb=run["startup"]["peak_rss_mb"], num_pdfs=run["corpus"]["num_pdfs"])
     if "loader" in run:
         costs["loader"] = run["loader"]
-    tri_leaves = cfg.align.tri_leaves
-    costs["num_pdfs_per_leaf"] = run["corpus"]["num_pdfs"] / tri_leaves
     return costs
 
 

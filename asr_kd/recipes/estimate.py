@@ -433,11 +433,13 @@ def _ref_config(costs: dict[str, Any]) -> RecipeConfig:
 def reference_costs(cfg: RecipeConfig, corpus: Corpus, measured: dict[str, dict[str, Any]], machine: dict[str, Any],
                     splits: dict[str, dict[str, float]] | None = None,
                     startup_s: float = 0.0, startup_cpu_s: float = 0.0,
-                    startup_rss_mb: float = 0.0) -> dict[str, Any]:
+                    startup_rss_mb: float = 0.0, num_pdfs: int | None = None) -> dict[str, Any]:
     """The costs file from one measured run: per stage, the measured wall/CPU seconds less the
     process start (``startup_s``: Python, torch and Lightning imported; paid once per stage, not
     per unit) split over the stage's terms (``splits``: the share of a stage's seconds each term
-    took, where the stage reports it; else the first term takes all), divided by the run's units."""
+    took, where the stage reports it; else the first term takes all), divided by the run's units.
+    Also kept: the corpus's seconds per utterance per split, and the run's tied states per
+    ``align.tri_leaves`` (``num_pdfs``: what the run's tree has)."""
     pdfs = num_pdfs_of(cfg)
     units, disk = work_units(cfg, corpus, pdfs), disk_units(cfg, corpus, pdfs)
     mem = memory_drivers(cfg, corpus, pdfs)
@@ -454,8 +456,12 @@ def reference_costs(cfg: RecipeConfig, corpus: Corpus, measured: dict[str, dict[
                                      for t, n in terms.items()},
             "memory_driver": mem.get(stage, 0.0),
         }
-    return {"machine": machine, "config": _config_dict(cfg), "corpus": {}, "startup_s": startup_s,
-            "startup_cpu_s": startup_cpu_s, "startup_rss_mb": startup_rss_mb, "stages": stages}
+    per_utt = {s: 3600 * sp.hours / sp.utts for s, sp in corpus.splits.items() if sp.utts}
+    return {"machine": machine, "config": _config_dict(cfg),
+            "corpus": {"seconds_per_utterance": per_utt, "measured_on": corpus.source},
+            "startup_s": startup_s, "startup_cpu_s": startup_cpu_s, "startup_rss_mb": startup_rss_mb,
+            "stages": stages,
+            **({"num_pdfs_per_leaf": num_pdfs / cfg.align.tri_leaves} if num_pdfs else {})}
 
 
 def _config_dict(cfg: RecipeConfig) -> dict[str, Any]:
