@@ -12,6 +12,7 @@ prints percentages.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,7 @@ from asr_kd.paths import RunPaths
 from asr_kd.runner import marker_summary
 
 if TYPE_CHECKING:
-    from asr_kd.decoding.report.rows import Report
+    from asr_kd.decoding.report.rows import ErrorDiff, Report
 
 DOC = "report.json, report.md, plots"
 READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
@@ -42,15 +43,34 @@ def test_groups(paths: RunPaths) -> tuple[str, dict[str, list[str]]] | None:
     return (synthetic.GROUP_KIND, groups) if groups else None
 
 
+def test_errors(paths: RunPaths, best_student: str | None) -> ErrorDiff | None:
+    """Where the best student's test errors differ from the ensemble's (their ``per_utt`` files),
+    split by whether the training transcripts held the word; None when either was not decoded."""
+    from asr_kd.data.manifest import iter_manifest
+    from asr_kd.decoding.report.errors import compare_errors
+
+    if not best_student:
+        return None
+    a, b = (paths.decode_dir(s, "test") / "per_utt" for s in ("ensemble", best_student))
+    if not (a.exists() and b.exists()):
+        return None
+    train = paths.manifest("train")
+    words = {w for u in iter_manifest(train) for w in u.text.split()} if train.exists() else None
+    return compare_errors("ensemble", a, best_student, b, words)
+
+
 def build_report(cfg: RecipeConfig, paths: RunPaths) -> Report:
     """The report of the run: its tables and sections, the effects with their intervals."""
     from asr_kd.decoding.report import collect, statistics
-    from asr_kd.decoding.report.rows import Report
+    from asr_kd.decoding.report.rows import Report, given
 
     table1, table5 = collect.table1_rows(cfg, paths), collect.table5_rows(cfg, paths)
     counts = collect.utt_counts(paths, statistics.decoded_systems(table1, table5))
     table1, table5, derived = statistics.with_intervals(
         table1, table5, statistics.effects(table1, table5), counts, test_groups(paths) if counts else None)
+    errors = test_errors(paths, given(derived.best_student))
+    if errors is not None:
+        derived = dataclasses.replace(derived, errors=errors)
     test = statistics.test_condition(table1, derived)
     return Report(table1=table1, table5=table5, gmm=collect.gmm_baseline(paths), gmm_systems=collect.gmm_rows(paths),
                   derived=derived, corpus=collect.corpus_section(paths), labels=collect.labels_section(paths),

@@ -85,6 +85,11 @@ def test_report_follows_schema_and_numbers(run) -> None:
     assert d["best_student"] == "distilled_T5"
     assert d["gain_kept"] == pytest.approx((0.645 - 0.60) / (0.66 - 0.60))
     assert d["gap_recovered"] == pytest.approx((0.55 - 0.45) / (0.60 - 0.45))
+    # the same effects in WER: the mean teacher's 12 % WER, the ensemble's 8 %, the best student's 8.5 %;
+    # Table 5: 3 % hard 30 %, soft 20 %, 100 % (teacher 0) 12 %
+    assert d["ensemble_wer_gain"] == pytest.approx(0.04)
+    assert d["wer_gain_kept"] == pytest.approx((0.12 - 0.085) / 0.04)
+    assert d["wer_gap_recovered"] == pytest.approx((0.30 - 0.20) / (0.30 - 0.12))
     assert out["timing"] == {"prepare": 3.5, "align": 20.0, "graph": 4.0}
     assert out["lm"] == {"source": "Kneser-Ney from LM text + training transcripts", "order": 3,
                          "vocabulary_size": 1234,
@@ -108,7 +113,7 @@ def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
         low, high = row["wer_ci"]
         assert low <= row["wer"] <= high, row
     d = out["derived"]
-    for key in ("gain_kept", "gap_recovered"):
+    for key in ("gain_kept", "gap_recovered", "wer_gain_kept", "wer_gap_recovered"):
         low, high = d[f"{key}_ci"]
         assert low <= d[key] <= high
     tests = d["paired_tests"]
@@ -118,6 +123,45 @@ def test_every_row_has_a_wer_interval_and_the_effects_theirs(run) -> None:
     assert d["bootstrap"]["test_utterances"] == 40 and d["wer_resolution_rel"] > 0
     md = render_markdown(Report.from_json(out))
     assert "paired bootstrap p =" in md and f"keeps {100 * d['gain_kept']:.0f}% [" in md
+    assert f"keeps {100 * d['wer_gain_kept']:.0f}% [" in md and f"recover {100 * d['wer_gap_recovered']:.0f}% [" in md
+
+
+def test_the_wer_gain_kept_is_null_without_an_ensemble_wer_gain(run) -> None:
+    cfg, paths = run
+    write_json(paths.decode_summary("ensemble"), _summary(0.66, 0.125))
+    d = report.build_report(cfg, paths).to_json()["derived"]
+    assert d["ensemble_wer_gain"] == pytest.approx(-0.005) and d["wer_gain_kept"] is None
+    assert "no gain for a student to keep" in render_markdown(Report.from_json(report.build_report(cfg, paths).to_json()))
+
+
+def test_where_the_students_errors_differ_from_the_ensembles(run) -> None:
+    """The error table reads the decode stage's own per_utt files: the same reference words, each
+    right or wrong in each system, by kind, by word, and by whether training heard the word."""
+    from asr_kd.data.manifest import Utterance, write_manifest
+    from asr_kd.decoding.scoring import write_scoring
+
+    cfg, paths = run
+    refs = {"u1": "THE CAT SAT ON THE MAT".split(), "u2": "A RARE WORD HERE".split()}
+    write_scoring(paths.decode_dir("ensemble", "test"), refs,
+                  {"u1": "THE CAT SAT ON THE MAT".split(), "u2": "A RAIR WORD HERE".split()})
+    write_scoring(paths.decode_dir("distilled_T5", "test"), refs,
+                  {"u1": "THE CAT SAT ON ON MAT".split(), "u2": "A WORD HERE NOW".split()})
+    write_manifest(paths.manifest("train"), [Utterance("t1", "s", "c", "a.wav", "THE CAT SAT ON A MAT HERE WORD",
+                                                       16000, 16000)])
+    out = report.build_report(cfg, paths).to_json()
+    Report.from_json(out)
+    e = out["derived"]["errors"]
+    assert e["systems"] == ["ensemble", "distilled_T5"] and e["utterances"] == 2 and e["ref_words"] == 10
+    assert e["by_kind"] == {"substitution": {"ensemble": 1, "distilled_T5": 1},
+                            "deletion": {"ensemble": 0, "distilled_T5": 1},
+                            "insertion": {"ensemble": 0, "distilled_T5": 1}}
+    assert e["wrong_in_both"] == 1 and e["wrong_only_in"] == {"ensemble": 0, "distilled_T5": 1}
+    assert e["words_worse"] == [["THE", 1, 0]] and e["words_better"] == []
+    assert e["by_training_words"] == {"heard in training": {"words": 9, "ensemble": 0, "distilled_T5": 1},
+                                      "never in training": {"words": 1, "ensemble": 1, "distilled_T5": 1}}
+    md = render_markdown(Report.from_json(out))
+    assert "## Where distilled_T5's errors differ from the ensemble's (test)" in md
+    assert "| deletion | 0 | 1 | +10.00 |" in md and "THE (1/0)" in md
 
 
 def test_best_student_is_chosen_on_dev_not_test(run) -> None:

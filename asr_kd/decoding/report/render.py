@@ -9,7 +9,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from asr_kd.decoding.report.rows import (
-    ABSENT, Condition, ConditionCell, Derived, LmSection, Report, Table1Row, Table5Row, given,
+    ABSENT, Condition, ConditionCell, Derived, ErrorDiff, LmSection, Report, Table1Row, Table5Row, given,
 )
 from asr_kd.decoding.report.statistics import PAPER_TABLE1, PAPER_TABLE5
 
@@ -63,6 +63,7 @@ def render_markdown(report: Report) -> str:
     if len(conds) > 1:
         lines += _conditions(conds)
     lines += _by_group_table(report.derived)
+    lines += error_table(given(report.derived.errors))
     if given(report.gmm_systems):
         lines += ["", "## GMM-HMM systems (the aligner)", "",
                   "Log-likelihood: Viterbi, per frame, of each system's final model against the reference "
@@ -133,6 +134,17 @@ def _derived_lines(d: Derived) -> list[str]:
                      f"3% and 100% of the data (paper: {100 * d.paper['gap_recovered']:.0f}%).")
     else:
         lines.append("- Share of the 3%-vs-100% gap recovered: n/a.")
+    if given(d.wer_gain_kept) is not None:
+        lines.append(f"- In WER: the ensemble is {100 * d.ensemble_wer_gain:.2f} points better than the mean teacher; "
+                     f"the best student keeps {100 * d.wer_gain_kept:.0f}%{ci(given(d.wer_gain_kept_ci), digits=0)} "
+                     "of that gain (paper: 100%, 10.9 -> 10.7 for both).")
+    elif given(d.ensemble_wer_gain) is not None:
+        lines.append(f"- In WER: the ensemble is {100 * d.ensemble_wer_gain:+.2f} points from the mean teacher "
+                     "(no gain for a student to keep).")
+    if given(d.wer_gap_recovered) is not None:
+        lines.append(f"- In WER, soft targets recover {100 * d.wer_gap_recovered:.0f}%"
+                     f"{ci(given(d.wer_gap_recovered_ci), digits=0)} of the 3%-vs-100% gap "
+                     f"({100 * d.table5_wer_gap:.1f} points).")
     for t in (given(d.paired_tests) or {}).values():
         a, b = t.systems
         lines.append(f"- WER {a} - {b}: {100 * t.difference:+.2f} points{ci(t.ci, digits=2)}, "
@@ -242,6 +254,32 @@ def _by_group_table(d: Derived) -> list[str]:
                             ([r.group, r.utterances,
                               *(f"{pct(r.wer[k]['wer'])}{ci(r.wer[k].get('wer_ci'))}" if k in r.wer else "n/a"
                                 for k in ("mean_teacher", "ensemble", "best_student"))] for r in d.test_by.rows))
+
+
+def error_table(e: ErrorDiff | None) -> list[str]:
+    """Where the best student's test errors differ from the ensemble's: by kind, by word, and on
+    words the training transcripts held or not (derived's ``errors``)."""
+    if not e:
+        return []
+    a, b = e.systems
+    n = max(e.ref_words, 1)
+    lines = ["", f"## Where {b}'s errors differ from the ensemble's (test)", "",
+             f"{e.utterances} test utterances, {e.ref_words:,} reference words; both hypotheses aligned to the "
+             f"same reference. Reference words wrong in both: {e.wrong_in_both:,}; in the ensemble only: "
+             f"{e.wrong_only_in[a]:,}; in {b} only: {e.wrong_only_in[b]:,}.", ""]
+    lines += md_table(("error", a, b, f"{b} - {a} (points of WER)"),
+                      ([k, v[a], v[b], f"{100 * (v[b] - v[a]) / n:+.2f}"] for k, v in e.by_kind.items()))
+    if given(e.by_training_words):
+        lines += ["", "Error rate of the reference words by whether a training transcript held them:", ""]
+        lines += md_table(("words", "count", a, b),
+                          ([k, f"{v['words']:,}", pct(v[a] / v["words"] if v["words"] else None),
+                            pct(v[b] / v["words"] if v["words"] else None)] for k, v in e.by_training_words.items()))
+    if e.words_worse or e.words_better:
+        def words(rows: list[list]) -> str:
+            return ", ".join(f"{w} ({x}/{y})" for w, x, y in rows) or "none"
+        lines += ["", f"Words most often wrong in {b} only (wrong in {b} only / in the ensemble only): "
+                      f"{words(e.words_worse)}. In the ensemble only: {words(e.words_better)}."]
+    return lines
 
 
 def _lost_table(account: dict[str, Any]) -> list[str]:

@@ -261,6 +261,24 @@ class ByGroup:
 
 
 @dataclasses.dataclass
+class ErrorDiff(Row):
+    """Where two systems' test errors differ (:mod:`.errors`): ``systems`` = [ensemble, student];
+    errors by kind; reference words wrong in both or in one only; the words with the largest net
+    difference (``[word, wrong only in the student, wrong only in the ensemble]``); and the error
+    rates on words the training transcripts held against words they never did."""
+
+    systems: list[str]
+    utterances: int
+    ref_words: int
+    by_kind: dict[str, dict[str, int]]
+    wrong_in_both: int
+    wrong_only_in: dict[str, int]
+    words_worse: list[list]  # the student's extra errors, by word
+    words_better: list[list]  # the ensemble's extra errors, by word
+    by_training_words: dict[str, dict[str, int]] = ABSENT
+
+
+@dataclasses.dataclass
 class Derived(Row):
     """The effects the paper reports: the share of the ensemble's gain the best student keeps, the
     share of the 3%-vs-100% gap soft targets recover; with intervals, paired tests and the WER per
@@ -281,8 +299,22 @@ class Derived(Row):
     paired_tests: dict[str, PairedTest] = ABSENT
     test_by: ByGroup = ABSENT  # report.json: test_by_<kind>
     wer_resolution_rel: float = ABSENT
+    # The same effects in WER: the share of the ensemble's WER gain over the mean teacher the best
+    # student keeps, and the share of the 3%-vs-100% WER gap soft targets recover
+    ensemble_wer_gain: float = ABSENT
+    wer_gain_kept: float | None = ABSENT
+    wer_gain_kept_ci: Interval | None = ABSENT
+    table5_wer_gap: float = ABSENT
+    wer_gap_recovered: float | None = ABSENT
+    wer_gap_recovered_ci: Interval | None = ABSENT
+    errors: ErrorDiff = ABSENT  # where the best student's test errors differ from the ensemble's
 
-    NESTED = {"bootstrap": ("one", BootstrapInfo), "paired_tests": ("map", PairedTest)}
+    NESTED = {"bootstrap": ("one", BootstrapInfo), "paired_tests": ("map", PairedTest), "errors": ("one", ErrorDiff)}
+
+    def __post_init__(self) -> None:
+        for name in ("gain_kept_ci", "gain_kept_same_rule_ci", "gap_recovered_ci", "wer_gain_kept_ci",
+                     "wer_gap_recovered_ci"):
+            _check_interval(f"derived.{name}", getattr(self, name))
 
     def to_json(self) -> dict[str, Any]:
         out = {}

@@ -43,6 +43,10 @@ def effects(table1: Sequence[Table1Row], table5: Sequence[Table5Row]) -> Derived
         out.ensemble_gain = gain
         out.student_gain = best.frame_acc - base.frame_acc
         out.gain_kept = out.student_gain / gain if gain > 0 else None
+        if base.wer is not None and ens.wer is not None and best.wer is not None:
+            wer_gain = base.wer - ens.wer
+            out.ensemble_wer_gain = wer_gain
+            out.wer_gain_kept = (base.wer - best.wer) / wer_gain if wer_gain > 0 else None
     t5 = {r.system: r for r in table5}
     same = t5.get("baseline_100")
     if out.best_student and same and same.decoded_as == "baseline_100" and same.test_frame_acc is not None:
@@ -56,6 +60,11 @@ def effects(table1: Sequence[Table1Row], table5: Sequence[Table5Row]) -> Derived
             gap = full - hard
             out.table5_gap = gap
             out.gap_recovered = (soft - hard) / gap if gap > 0 else None
+        full, hard, soft = (t5[n].wer for n in TABLE5_RUNS)
+        if None not in (full, hard, soft):
+            gap = hard - full
+            out.table5_wer_gap = gap
+            out.wer_gap_recovered = (hard - soft) / gap if gap > 0 else None
     out.paper = dict(PAPER_EFFECTS)
     return out
 
@@ -115,6 +124,11 @@ def with_intervals(table1: Sequence[Table1Row], table5: Sequence[Table5Row], der
     if all(k in acc_by for k in t5):
         full, hard, soft = (acc_by[k] for k in t5)
         d.gap_recovered_ci = interval(ratio_of_gains(soft - hard, full - hard))
+    if best and given(derived.wer_gain_kept) is not None and all(k in wer_by for k in (base, ens, best)):
+        d.wer_gain_kept_ci = interval(ratio_of_gains(wer_by[base] - wer_by[best], wer_by[base] - wer_by[ens]))
+    if given(derived.wer_gap_recovered) is not None and all(k in wer_by for k in t5):
+        full, hard, soft = (wer_by[k] for k in t5)
+        d.wer_gap_recovered_ci = interval(ratio_of_gains(hard - soft, hard - full))
     rows = {r.system: r for r in new1}
     d.paired_tests = {}
     for label, a, b in (("ensemble_vs_mean_teacher", ens, base), ("best_student_vs_mean_teacher", best, base),
@@ -173,4 +187,5 @@ def test_condition(table1: Sequence[Table1Row], derived: Derived) -> Condition |
     return Condition("test", utterances=derived.bootstrap.test_utterances if derived.bootstrap else None,
                      best_student=best, mean_teacher=cell(mt), ensemble=cell(en), student=cell(st),
                      ensemble_wer_gain=gain, wer_gain_kept=(mt.wer - st.wer) / gain if gain > 0 else None,
+                     wer_gain_kept_ci=given(derived.wer_gain_kept_ci),
                      gain_kept=given(derived.gain_kept), gain_kept_ci=given(derived.gain_kept_ci))
