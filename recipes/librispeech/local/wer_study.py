@@ -10,7 +10,7 @@ hybrid score of each system depends on besides the argmax (issue 33, item 2):
 
     python recipes/librispeech/local/wer_study.py --exp-dir exp/tiny --out docs/experiments/wer-study \
         [--systems teacher-0,teacher-1,ensemble,distilled_T2] [--scales 0.06,0.08,0.11,0.14] \
-        [--dev-utts 200] [--prior-utts 200] [--jobs 2]
+        [--dev-utts 200] [--test-utts 0] [--prior-utts 200] [--jobs 2]
 
 Writes ``OUT/wer_study.json`` and ``OUT/wer_study.md``. Searches with the run's graph and beams; the
 run itself is not changed. Cost: one forward per system and prior, and per system
@@ -94,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--systems", default="", help="comma-separated (default: every teacher, the ensemble, the students)")
     ap.add_argument("--scales", default="0.06,0.08,0.11,0.14")
     ap.add_argument("--dev-utts", type=int, default=200, help="dev utterances that choose the scale (0: all)")
+    ap.add_argument("--test-utts", type=int, default=0, help="test utterances (0: all)")
     ap.add_argument("--prior-utts", type=int, default=200, help="training utterances for the mean-posterior prior")
     ap.add_argument("--jobs", type=int, default=2)
     args = ap.parse_args(argv)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     decoder = read_hclg_decoder(paths.graph, gmm.trans_model,
                                 SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam))
     count_prior = train_log_priors(paths, gmm.num_pdfs)
-    dev, test = subset(read_split(paths, "dev"), args.dev_utts), read_split(paths, "test")
+    dev, test = subset(read_split(paths, "dev"), args.dev_utts), subset(read_split(paths, "test"), args.test_utts)
     train = read_split(paths, "train", max_utts=args.prior_utts)
     systems = discover_systems(cfg, paths)
     if args.systems:
