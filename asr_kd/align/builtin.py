@@ -60,7 +60,7 @@ from asr_kd.data.lang import Lang, load_lang
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import file_sha256, write_json, write_text
 from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +144,17 @@ def split_summary(tally: SplitTally) -> dict[str, Any]:
 
 
 def check_failures(split: str, summary: dict[str, Any], max_fail_fraction: float, failed_file: Path) -> None:
-    """One-line :class:`StageError` when more than ``max_fail_fraction`` of ``split`` failed."""
+    """One-line :class:`InputError` when more than ``max_fail_fraction`` of ``split`` failed."""
     n, bad = summary["utterances"], summary["failed"]
     if n == 0:
-        raise StageError(f"split {split!r} has no utterances; check the prepare stage's manifest")
+        raise InputError(f"split {split!r} has no utterances; check the prepare stage's manifest")
     if bad / n > max_fail_fraction:
         needed = math.ceil(bad / n * 1000) / 1000  # the smallest 3-decimal fraction that lets them through
         counts = dict(summary.get("lost", {}).get("counts", {}))
         if bad > sum(counts.values()):
             counts["no_features"] = bad - sum(counts.values())
         reasons = ", ".join(f"{r} {c}" for r, c in counts.items())
-        raise StageError(
+        raise InputError(
             f"{bad} of {n} {split} utterances failed to align ({reasons or 'see the file'}), more than "
             f"align.max_fail_fraction={max_fail_fraction:g}; their ids and reasons are in {failed_file}. "
             f"Fix or remove those inputs, or accept the loss with --set align.max_fail_fraction={needed:g}"
@@ -200,7 +200,7 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
         mono_set = training_subset(originals, acfg.mono_utts, "shortest")
         train_data = load_split(paths, "train", lang, None, mono_set, means())
         if not train_data.feats:
-            raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
+            raise InputError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
         frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
         model = init_monophone(lang.topology(), frames.mean(axis=0), frames.var(axis=0))
         del frames

@@ -40,7 +40,7 @@ import numpy as np
 from asr_kd.config import RecipeConfig
 from asr_kd.fileio import atomic_path, write_text
 from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ def read_int_vectors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         try:
             yield parts[0], np.array([int(x) for x in parts[1:] if x not in ("[", "]")], dtype=np.int32)
         except ValueError:
-            raise StageError(f"{path}:{lineno}: expected 'utt-id int int ...', got {line[:80]!r}") from None
+            raise InputError(f"{path}:{lineno}: expected 'utt-id int int ...', got {line[:80]!r}") from None
 
 
 def read_tid2pdf(mdl: Path) -> np.ndarray:
@@ -94,19 +94,19 @@ def read_tid2pdf(mdl: Path) -> np.ndarray:
 def find_inputs(src: Path) -> tuple[str, list[Path], Path | None]:
     """("tid", ali files, final.mdl) or ("pdf", pdf files, None) for ``align.kaldi_ali_dir``."""
     if not src.exists():
-        raise StageError(f"align.kaldi_ali_dir={src} does not exist; point it at a Kaldi ali dir or pdf file")
+        raise InputError(f"align.kaldi_ali_dir={src} does not exist; point it at a Kaldi ali dir or pdf file")
     if src.is_file():
         return "pdf", [src], None
     ali = sorted(src.glob("ali.*.gz"), key=_job_number)
     if ali:
         mdl = src / "final.mdl"
         if not mdl.exists():
-            raise StageError(f"{src} has ali.*.gz but no final.mdl to map transition ids to pdf ids")
+            raise InputError(f"{src} has ali.*.gz but no final.mdl to map transition ids to pdf ids")
         return "tid", ali, mdl
     pdf = sorted([p for p in src.iterdir() if re.match(r"pdf[._].*\.(ark|txt|gz|scp)$", p.name)], key=_job_number)
     if pdf:
         return "pdf", pdf, None
-    raise StageError(f"{src}: found neither ali.*.gz (+ final.mdl) nor pdf.*.(ark|txt|gz|scp) files")
+    raise InputError(f"{src}: found neither ali.*.gz (+ final.mdl) nor pdf.*.(ark|txt|gz|scp) files")
 
 
 def _job_number(p: Path) -> tuple[int, str]:
@@ -137,7 +137,7 @@ def feature_lengths(scp: Path) -> dict[str, int]:
     from asr_kd.data.scp import load_scp
 
     if not scp.exists():
-        raise StageError(f"{scp} is missing; run the features stage before importing alignments")
+        raise InputError(f"{scp} is missing; run the features stage before importing alignments")
     return {utt: int(m.shape[0]) for utt, m in load_scp(scp).items()}
 
 
@@ -167,7 +167,7 @@ def import_alignments(
         for utt, vec in read_int_vectors(path):
             labels[utt] = vec
     if not labels:
-        raise StageError(f"no alignments found in {', '.join(map(str, files))}")
+        raise InputError(f"no alignments found in {', '.join(map(str, files))}")
     num_pdfs = int(tid2pdf.max()) + 1 if tid2pdf is not None else 0
     summaries: dict[str, dict[str, Any]] = {}
     for split, lens in lengths.items():
@@ -236,7 +236,7 @@ def import_model(src: Path, kaldi_lang_dir: str, paths: RunPaths) -> dict[str, A
     try:
         model = from_mdl(mdl, read_tree(tree_path), mdl_path)
     except ValueError as e:
-        raise StageError(str(e)) from None
+        raise InputError(str(e)) from None
     lang = resolve_lang(paths, mdl, kaldi_lang_dir, exp, mdl_path)
     for s_, d in ((mdl_path, paths.final_mdl), (tree_path, paths.tree)):
         with atomic_path(d) as tmp:
@@ -249,7 +249,7 @@ def import_model(src: Path, kaldi_lang_dir: str, paths: RunPaths) -> dict[str, A
 def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The align stage with ``align.source=kaldi``: Kaldi alignments -> pdf.scp (+ ali.scp) per split."""
     if not cfg.align.kaldi_ali_dir:
-        raise StageError("align.source=kaldi needs --set align.kaldi_ali_dir=PATH (a Kaldi ali dir or pdf file)")
+        raise InputError("align.source=kaldi needs --set align.kaldi_ali_dir=PATH (a Kaldi ali dir or pdf file)")
     src = Path(cfg.align.kaldi_ali_dir)
     mode, files, mdl = find_inputs(src)
     model = import_model(src, cfg.align.kaldi_lang_dir, paths)
@@ -258,7 +258,7 @@ def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any
     train = splits["train"]
     if train["utterances"] and train["failed"] / train["utterances"] > cfg.align.max_fail_fraction:
         needed = math.ceil(train["failed"] / train["utterances"] * 1000) / 1000
-        raise StageError(
+        raise InputError(
             f"{train['failed']} of {train['utterances']} train utterances have no usable Kaldi alignment "
             f"(more than align.max_fail_fraction={cfg.align.max_fail_fraction:g}); their ids and reasons are in "
             f"{paths.align_failed('train')}. Fix those alignments, or accept the loss with "

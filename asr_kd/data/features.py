@@ -41,7 +41,7 @@ from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import worker_map
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.progress import progress
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def load_cmvn(path: str | os.PathLike, split: str) -> CmvnStats:
     """The global stats and the stats of ``split``'s speakers from ``cmvn.json``."""
     tree = read_json(path)
     if split not in tree["speakers"]:
-        raise StageError(f"{path}: no CMVN statistics for split {split!r}; re-run the features stage")
+        raise InputError(f"{path}: no CMVN statistics for split {split!r}; re-run the features stage")
     speakers = {spk: Stats.from_json(s) for spk, s in tree["speakers"][split].items()}
     return CmvnStats(Stats.from_json(tree["global"]), speakers)
 
@@ -258,7 +258,7 @@ def apply_cmvn(feats: np.ndarray, speaker: str, stats: CmvnStats, mode: str) -> 
         return feats.astype(np.float32, copy=False)
     if mode == "speaker":
         if speaker not in stats.speakers:
-            raise StageError(f"no CMVN statistics for speaker {speaker!r}; re-run the features stage")
+            raise InputError(f"no CMVN statistics for speaker {speaker!r}; re-run the features stage")
         s = stats.speakers[speaker]
     elif mode == "global":
         s = stats.global_stats
@@ -307,10 +307,10 @@ def _features_split(utts: list[Utterance], paths: RunPaths, split: str, cfg: Fea
 def _read_split_manifest(paths: RunPaths, split: str) -> list[Utterance]:
     manifest = paths.manifest(split)
     if not manifest.exists():
-        raise StageError(f"{manifest} is missing; run the prepare stage first")
+        raise InputError(f"{manifest} is missing; run the prepare stage first")
     utts = read_manifest(manifest)
     if not utts:
-        raise StageError(f"{manifest} has no utterances; check the corpus and the prepare stage")
+        raise InputError(f"{manifest} has no utterances; check the corpus and the prepare stage")
     return utts
 
 
@@ -325,7 +325,7 @@ def compute_features(paths: RunPaths, cfg: FeatureConfig, sample_rate: int = 160
     for split, utts in manifests.items():
         split_summary, per_split[split] = _features_split(utts, paths, split, cfg, sample_rate, jobs)
         if split_summary["utterances"] == 0:
-            raise StageError(f"no utterance of {paths.manifest(split)} gave features; first failure: "
+            raise InputError(f"no utterance of {paths.manifest(split)} gave features; first failure: "
                              f"{split_summary['failures'][0]['error']}")
         log.info("features %s: %d utts, %d frames, %d failed, %.0fx real time", split,
                  split_summary["utterances"], split_summary["frames"], split_summary["failed"],

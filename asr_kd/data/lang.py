@@ -36,7 +36,7 @@ import kaldifst
 from asr_kd.data.lexicon import SIL, strip_stress
 from asr_kd.fileio import atomic_open, atomic_path, read_json, write_text
 from asr_kd.paths import LangDir, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def load_lang(lang_dir: str | Path) -> Lang:
     d = LangDir(lang_dir)
     for path in (d.phones, d.words, d.topo):
         if not path.exists():
-            raise StageError(f"{path} is missing; run the lang stage (--stage lang)")
+            raise InputError(f"{path} is missing; run the lang stage (--stage lang)")
     lexicon: dict[str, list[tuple[str, ...]]] = {}
     lex_path = d.lexicon
     if lex_path.exists():

@@ -40,7 +40,7 @@ from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_path, read_json, write_json
 from asr_kd.paths import SHARD_FILE, SPLITS, RunPaths
 from asr_kd.progress import progress
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ def _num_pdfs(paths: RunPaths) -> int | None:
 def _check_labels(utt_id: str, labels: np.ndarray, num_pdfs: int | None, scp: Path) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
     if labels.size and (labels.min() < 0 or (num_pdfs is not None and labels.max() >= num_pdfs)):
-        raise StageError(f"{scp}: labels of {utt_id} outside [0, {num_pdfs}); re-run the align stage")
+        raise InputError(f"{scp}: labels of {utt_id} outside [0, {num_pdfs}); re-run the align stage")
     return labels.astype(np.int32)
 
 
@@ -132,7 +132,7 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
     utts = read_manifest(paths.manifest(split))
     feats_scp = paths.fbank_scp(split)
     if not feats_scp.exists():
-        raise StageError(f"{feats_scp} is missing; run the features stage first")
+        raise InputError(f"{feats_scp} is missing; run the features stage first")
     feats = load_scp(feats_scp)
     cmvn = load_cmvn(paths.cmvn, split)
     labels = _load_labels(paths, split)
@@ -145,7 +145,7 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
             out.add(*sample)
     out.flush()
     if not out.shards:
-        raise StageError(f"no utterance of split {split} could be sharded: {_skip_counts(skipped)}")
+        raise InputError(f"no utterance of split {split} could be sharded: {_skip_counts(skipped)}")
     _remove_stale_shards(paths.shard_dir(split), {s["file"] for s in out.shards})
     index = {
         "split": split,
@@ -233,7 +233,7 @@ def read_index(index_path: str | os.PathLike) -> dict[str, Any]:
     """A split's ``index.json`` (see :mod:`asr_kd.data.shards`)."""
     path = Path(index_path)
     if not path.exists():
-        raise StageError(f"{path} is missing; run the shards stage first")
+        raise InputError(f"{path} is missing; run the shards stage first")
     return read_json(path)
 
 
@@ -273,12 +273,12 @@ def iter_shard(url: str, keys: set[str] | None = None, float32: bool = True) -> 
         for key, members in tar_samples(url, keys):
             yield _decode_sample(url, key, members, float32)
     except tarfile.TarError as e:
-        raise StageError(f"{url}: not a readable tar shard ({e}); re-run the shards stage") from e
+        raise InputError(f"{url}: not a readable tar shard ({e}); re-run the shards stage") from e
 
 
 def _decode_sample(url: str, key: str, members: dict[str, bytes], float32: bool) -> UttRecord:
     if "feats.npy" not in members or "json" not in members:
-        raise StageError(f"{url}: sample {key!r} lacks feats.npy or json; re-run the shards stage")
+        raise InputError(f"{url}: sample {key!r} lacks feats.npy or json; re-run the shards stage")
     meta = json.loads(members["json"])
     feats = np.load(io.BytesIO(members["feats.npy"]), allow_pickle=False)  # (T, D)
     labels = None

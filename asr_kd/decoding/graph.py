@@ -37,7 +37,8 @@ from asr_kd.data.vocab import decoding_vocabulary, manifest_words, open_text, oo
 from asr_kd.decoding import lm
 from asr_kd.fileio import atomic_open, atomic_path, file_sha256, read_json, write_json
 from asr_kd.paths import GraphDir, RunPaths
-from asr_kd.runner import StageError, marker_summary
+from asr_kd.errors import InputError
+from asr_kd.runner import marker_summary
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ def read_hclg(path: str | Path) -> kaldifst.StdVectorFst:
     """HCLG.fst as written by :func:`make_graph`; names the stage to run when it is missing."""
     path = Path(path)
     if not path.exists():
-        raise StageError(f"{path} is missing; run the graph stage (--stage graph)")
+        raise InputError(f"{path} is missing; run the graph stage (--stage graph)")
     return kaldifst.StdVectorFst.read(str(path))
 
 
@@ -263,7 +264,7 @@ def lm_train_text(paths: RunPaths, lm_text: Path | None) -> tuple[Path, str]:
     """``graph/lm-train-text.txt``: the corpus or user LM text (if any), then the training transcripts;
     and where it came from. The dev and test transcripts are never in it."""
     if lm_text is not None and lm_text.stat().st_size > MAX_LM_TEXT_BYTES:
-        raise StageError(f"{lm_text} is {lm_text.stat().st_size / 2**20:.0f} MB: too large for the built-in LM "
+        raise InputError(f"{lm_text} is {lm_text.stat().st_size / 2**20:.0f} MB: too large for the built-in LM "
                          "estimator; build an ARPA with KenLM/SRILM (or use LibriSpeech's 3-gram.arpa.gz) "
                          "and pass --set decode.arpa=PATH")
     out = paths.lm_train_text
@@ -284,12 +285,12 @@ def prepare_lm(cfg: RecipeConfig, paths: RunPaths, vocab: set[str], train_words:
     if cfg.decode.arpa:
         src = Path(cfg.decode.arpa)
         if not src.is_file():
-            raise StageError(f"decode.arpa={src} does not exist; fix the path or leave it empty")
+            raise InputError(f"decode.arpa={src} does not exist; fix the path or leave it empty")
         try:
             added = lm.copy_arpa_adding_unigrams(src, paths.lm_arpa, train_words & vocab)
             order = lm.arpa_order(paths.lm_arpa)
         except (ValueError, IndexError) as e:
-            raise StageError(f"decode.arpa={src} is not a readable ARPA model ({e}); pass an ARPA file "
+            raise InputError(f"decode.arpa={src} is not a readable ARPA model ({e}); pass an ARPA file "
                              "(plain or .gz), e.g. LibriSpeech's 3-gram.arpa.gz") from e
         return {"source": f"user ARPA {src}", "order": order, **added}
     prepare = marker_summary(paths, "prepare")
@@ -341,7 +342,7 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         vocab, vocab_summary = decoding_vocabulary([paths.manifest("train")], lm_text, cfg.decode.arpa or None,
                                                    cfg.data.lm_vocab_size)
     except (OSError, ValueError) as e:
-        raise StageError(f"{e}; fix decode.arpa / data.lm_text") from e
+        raise InputError(f"{e}; fix decode.arpa / data.lm_text") from e
     in_graph = vocab & lang_words
     vocab_summary.update(in_graph=len(in_graph), without_pronunciation=len(vocab - lang_words),
                          without_pronunciation_examples=sorted(vocab - lang_words)[:20])

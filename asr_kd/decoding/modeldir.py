@@ -674,7 +674,7 @@ def export_systems(cfg: Any, paths: Any, training: dict[str, Any] | None = None)
     from asr_kd.fileio import read_json, write_json
     from asr_kd.nn.ensemble import load_teachers
     from asr_kd.nn.models import load_model as load_dnn
-    from asr_kd.runner import StageError
+    from asr_kd.errors import InputError
 
     test = read_split(paths, "test", max_utts=8)
     check = test.feats[test.utts[0]]
@@ -688,7 +688,7 @@ def export_systems(cfg: Any, paths: Any, training: dict[str, Any] | None = None)
     for system in deployable_systems(cfg, paths):
         summary_file = paths.decode_summary(system.name)
         if not summary_file.exists():
-            raise StageError(f"{summary_file} is missing: {system.name} was not decoded; re-run the decode stage "
+            raise InputError(f"{summary_file} is missing: {system.name} was not decoded; re-run the decode stage "
                              "(--stage decode)")
         decoded = read_json(summary_file)
         if len(system.model_files) > 1:

@@ -41,7 +41,8 @@ from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
 from asr_kd.retired import run_key_section
-from asr_kd.runner import StageError, StageIncomplete
+from asr_kd.errors import InputError
+from asr_kd.runner import StageIncomplete
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def num_pdfs(paths: RunPaths) -> int:
 
     n = read_index(paths.shard_index("train")).get("num_pdfs")
     if not n:
-        raise StageError(f"{paths.shard_index('train')} has no num_pdfs (training shards without labels?); "
+        raise InputError(f"{paths.shard_index('train')} has no num_pdfs (training shards without labels?); "
                          "re-run the align and shards stages")
     return int(n)
 
@@ -164,7 +165,7 @@ def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     dev/test frame accuracy."""
     K, only = cfg.teachers.num_teachers, cfg.teachers.only
     if only >= K:
-        raise StageError(f"teachers.only={only} but teachers.num_teachers={K}")
+        raise InputError(f"teachers.only={only} but teachers.num_teachers={K}")
     pdfs = num_pdfs(paths)
     dm = shard_datamodule(paths, cfg.model, cfg.train)
     if cfg.teachers.stacked and only < 0:
@@ -206,7 +207,7 @@ def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
     files = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers.num_teachers)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
+        raise InputError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
     return load_teachers(files, cfg.distill.ensemble_mean)
 
 
@@ -252,7 +253,7 @@ def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
     """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
     ds = dm.train_set
     if not isinstance(ds, InMemoryWindows):
-        raise StageError("distill.targets=cached (cache_targets) needs the in-memory training set (small corpora); "
+        raise InputError("distill.targets=cached (cache_targets) needs the in-memory training set (small corpora); "
                          "use distill.targets=stored")
     n, k = ds.num_ordered_windows, len(temperatures)
     log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",

@@ -14,7 +14,7 @@ from asr_kd.data.lang import build_lexicon, load_lang, make_topo, run_lang_dir, 
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.graph import GraphInputs, build_hclg, compile_g
 from asr_kd.paths import RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 LEX = {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")], "A": [("AH",)], "TACK": [("T", "AE", "K")]}
 TEXTS = ["CAT A DOG", "A TACK", "DOG CAT"]
@@ -94,14 +94,14 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
 
 def test_a_phone_kaldi_lacks_is_named_with_the_remedy(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH", "AO", "D", "G", "K"])  # no T
-    with pytest.raises(StageError, match=r"1 phone\(s\) of .*phones.txt are not in .*: T; .*align.kaldi_lang_dir"):
+    with pytest.raises(InputError, match=r"1 phone\(s\) of .*phones.txt are not in .*: T; .*align.kaldi_lang_dir"):
         resolve_lang(run, mdl, "", exp, exp / "final.mdl")
 
 
 def test_without_phones_txt_the_model_must_cover_our_phone_ids(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH"])  # 4 phones: ours has 8
     (exp / "phones.txt").unlink()
-    with pytest.raises(StageError, match="have no HMM in .*final.mdl.*copy it there or set"):
+    with pytest.raises(InputError, match="have no HMM in .*final.mdl.*copy it there or set"):
         resolve_lang(run, mdl, "", exp, exp / "final.mdl")
 
 
@@ -133,10 +133,10 @@ def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
     assert lang.topo_text == mdl.topology_text()  # the model's topology, whatever the lang dir had
     # Kaldi's phones.txt beside the model must agree with the lang's, as check_phones_compatible.sh
     (exp / "phones.txt").write_text((src / "phones.txt").read_text().replace("AE 2", "AE 99"))
-    with pytest.raises(StageError, match="differ on 1 phone.*AE: 2 vs 99"):
+    with pytest.raises(InputError, match="differ on 1 phone.*AE: 2 vs 99"):
         resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
     (src / "L_disambig.fst").unlink()
-    with pytest.raises(StageError, match="has no L_disambig.fst"):
+    with pytest.raises(InputError, match="has no L_disambig.fst"):
         resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
 
 
@@ -152,7 +152,7 @@ def test_an_experiment_dir_holding_its_lang_files_is_its_lang(tmp_path, run):
 def test_a_words_txt_sharing_no_transcript_word_is_refused(tmp_path, run):
     words = tmp_path / "words.txt"
     words.write_text("<eps> 0\ncat 1\ndog 2\n")
-    with pytest.raises(StageError, match="none of the 7 words .* is in .*words.txt.*case"):
+    with pytest.raises(InputError, match="none of the 7 words .* is in .*words.txt.*case"):
         transcript_coverage(words, run.manifest("train"))
     words.write_text("<eps> 0\nCAT 1\nDOG 2\nA 3\n")
     cov = transcript_coverage(words, run.manifest("train"))

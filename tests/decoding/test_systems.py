@@ -179,12 +179,12 @@ def test_a_killed_split_resumes_from_its_chunk_receipts(tmp_path, tiny_graph) ->
 
 
 def test_an_unreadable_receipt_is_an_error_naming_the_file(tmp_path) -> None:
-    from asr_kd.runner import StageError
+    from asr_kd.errors import InputError
 
     rec = SplitReceipts(tmp_path, "sys", "dev", {"scales": [0.1]}, ["d1"], 4)
     rec.file.parent.mkdir(parents=True)
     rec.file.write_text("{not json")
-    with pytest.raises(StageError, match=r"sys/receipts/dev.json: unreadable decode receipt"):
+    with pytest.raises(InputError, match=r"sys/receipts/dev.json: unreadable decode receipt"):
         rec.finished()
 
 
