@@ -59,7 +59,8 @@ from asr_kd.data.augment import is_copy
 from asr_kd.data.lang import Lang, load_lang
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import file_sha256, write_json, write_text
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.files import SPLITS
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

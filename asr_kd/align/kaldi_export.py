@@ -39,7 +39,8 @@ from asr_kd.align.model import load_model, save_model_binary
 from asr_kd.data.lang import run_lang_dir
 from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_open, atomic_path, write_json, write_text
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, MARKER, SPLITS, RunPaths
+from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS
+from asr_kd.paths import MARKER, RunPaths
 from asr_kd.errors import InputError
 
 INFO_FILE = "export.json"

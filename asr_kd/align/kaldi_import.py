@@ -39,7 +39,8 @@ import numpy as np
 
 from asr_kd.config import RecipeConfig
 from asr_kd.fileio import atomic_path, write_text
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS, RunPaths
+from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,8 @@ from asr_kd.align.kaldi_format import MdlFile
 from asr_kd.data.lang import EPS, load_lang, run_lang_dir
 from asr_kd.data.manifest import iter_manifest
 from asr_kd.fileio import atomic_path, write_text
-from asr_kd.paths import LangDir, RunPaths
+from asr_kd.files import LangDir
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ import numpy as np
 
 from asr_kd.align.kaldi_format import DiagGmmParams, MdlFile, read_mdl, write_mdl_binary
 from asr_kd.fileio import atomic_open, atomic_path
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE
+from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

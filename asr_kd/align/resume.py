@@ -33,7 +33,8 @@ from typing import Any
 from asr_kd.align.model import GmmHmm
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.fileio import atomic_open, file_sha256, read_json, write_json
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.files import SPLITS
+from asr_kd.paths import RunPaths
 
 log = logging.getLogger(__name__)
 

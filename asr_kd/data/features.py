@@ -39,7 +39,8 @@ from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.data.scp import ark_scp_writer
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import worker_map
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.files import SPLITS
+from asr_kd.paths import RunPaths
 from asr_kd.progress import progress
 from asr_kd.errors import InputError
 

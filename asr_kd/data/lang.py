@@ -35,7 +35,8 @@ import kaldifst
 
 from asr_kd.data.lexicon import SIL, strip_stress
 from asr_kd.fileio import atomic_open, atomic_path, read_json, write_text
-from asr_kd.paths import LangDir, RunPaths
+from asr_kd.files import LangDir
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,8 @@ from asr_kd.data.features import CmvnStats, apply_cmvn, load_cmvn
 from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_path, read_json, write_json
-from asr_kd.paths import SHARD_FILE, SPLITS, RunPaths
+from asr_kd.files import SHARD_FILE, SPLITS
+from asr_kd.paths import RunPaths
 from asr_kd.progress import progress
 from asr_kd.errors import InputError
 

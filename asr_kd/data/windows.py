@@ -64,7 +64,7 @@ from asr_kd.data.shards import UttRecord, iter_shard, sample_key
 from asr_kd.data.targets import aligned_targets
 from asr_kd.fileio import read_json
 from asr_kd.parallel import rank_and_world
-from asr_kd.paths import SHARD_INDEX
+from asr_kd.files import SHARD_INDEX
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

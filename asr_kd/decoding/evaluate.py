@@ -31,7 +31,8 @@ import numpy as np
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import atomic_path, read_json, write_json, write_text
-from asr_kd.paths import EvalDir, RunPaths
+from asr_kd.files import EvalDir
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)

@@ -36,7 +36,8 @@ from asr_kd.data.manifest import Utterance, iter_manifest, read_manifest
 from asr_kd.data.vocab import decoding_vocabulary, manifest_words, open_text, oov_counts
 from asr_kd.decoding import lm
 from asr_kd.fileio import atomic_open, atomic_path, file_sha256, read_json, write_json
-from asr_kd.paths import GraphDir, RunPaths
+from asr_kd.files import GraphDir
+from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 from asr_kd.runner import marker_summary
 

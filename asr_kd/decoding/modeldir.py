@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.fileio import file_sha256, write_text
-from asr_kd.paths import ModelDir
+from asr_kd.files import ModelDir
 
 FORMAT = "asr_kd.model_dir.v1"
 EXPORT_ATOL = 1e-4  # the TorchScript and ONNX networks must match the PyTorch model to this (log-posteriors)
@@ -780,7 +780,7 @@ def _inference_cost(model_dir: Path, feats: np.ndarray) -> dict[str, Any]:
 def _shared_files(paths: Any) -> dict[str, Path]:
     """The run's files every model directory holds a copy of: model-dir name -> the run's file."""
     from asr_kd.data.lang import run_lang_dir
-    from asr_kd.paths import GraphDir, LangDir
+    from asr_kd.files import GraphDir, LangDir
 
     md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(run_lang_dir(paths))
     return {md.hclg.name: graph.hclg, md.words.name: graph.words, md.final_mdl.name: paths.final_mdl,

@@ -27,7 +27,7 @@ from typing import Any
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from asr_kd.paths import GraphDir
+from asr_kd.files import GraphDir
 
 log = logging.getLogger(__name__)
 

@@ -50,7 +50,8 @@ from asr_kd.decoding.pool import Pending, Searcher, SearchPool
 from asr_kd.decoding.receipts import SearchRecord, SplitReceipts, Tally, array_key, file_key, utt_digests
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.fileio import write_json
-from asr_kd.paths import GMM_MODEL_FILE, TABLE5_RUNS, RunPaths, TrainRunDir
+from asr_kd.files import GMM_MODEL_FILE, TABLE5_RUNS, TrainRunDir
+from asr_kd.paths import RunPaths
 from asr_kd.progress import progress
 from asr_kd.errors import InputError
 from asr_kd.runner import marker_summary
@@ -490,7 +491,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     scale by the pool; every finished split and chunk leaves a receipt (:mod:`asr_kd.decoding.receipts`)."""
     from asr_kd.align.model import load_model
     from asr_kd.decoding.search import read_hclg_decoder
-    from asr_kd.paths import GraphDir
+    from asr_kd.files import GraphDir
 
     gmm = load_model(paths.align)
     search_cfg = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)

@@ -39,7 +39,8 @@ from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.target_sources import CachedTargets, OnlineTargets, SoftTargets, StoredTargets
 from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
-from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
+from asr_kd.files import SPLITS, TrainRunDir
+from asr_kd.paths import RunPaths
 from asr_kd.retired import run_key_section
 from asr_kd.errors import InputError
 from asr_kd.runner import StageIncomplete
