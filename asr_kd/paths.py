@@ -179,6 +179,10 @@ class RunPaths(_Reported):
     def shard_index(self, split: str) -> Path:
         return self.shard_dir(split) / SHARD_INDEX
 
+    def shard_indexes(self) -> dict[str, Path]:
+        """Every split's shard index (what ``asr_kd.data.datamodule.shard_datamodule`` reads)."""
+        return {split: self.shard_index(split) for split in SPLITS}
+
     # -- training ----------------------------------------------------------------
     def teacher_dir(self, k: int) -> Path:
         return self.stage_dir("teachers") / f"teacher-{k}"

@@ -129,13 +129,13 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
     out["write_s"] = round(time.perf_counter() - t0, 1)
     out["bytes_per_frame_kmax"] = index["bytes_per_frame"]
     students: dict[str, Any] = {}
-    dm = shard_datamodule(paths, cfg.model, cfg.train, return_ids=True)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, return_ids=True)
     cache = _target_cache(cfg, ens, dm, [T])[float(T)]
     students["dense"] = _student(cfg, paths, ens, dm, Path(args.out) / "dense", T=T, k=None, cached=cache,
                                  epochs=args.epochs)
     print("dense", students["dense"], flush=True)
     del cache, dm
-    dm = shard_datamodule(paths, cfg.model, cfg.train, targets_dir=target_dir)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, targets_dir=target_dir)
     for k in ks:
         students[f"k={k}"] = _student(cfg, paths, ens, dm, Path(args.out) / f"k{k}", T=T, k=k, cached=None,
                                       epochs=args.epochs)

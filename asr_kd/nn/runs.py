@@ -168,7 +168,7 @@ def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     if only >= K:
         raise InputError(f"teachers.only={only} but teachers.num_teachers={K}")
     pdfs = num_pdfs(paths)
-    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
     if cfg.teachers.stacked and only < 0:
         _train_stacked(cfg, paths, dm, pdfs)
     else:
@@ -215,7 +215,7 @@ def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
 def evaluate_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The ensemble's dev/test frame accuracy beside its members' (one batched forward)."""
     ens = load_ensemble(cfg, paths).to(_device())
-    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
     summary: dict[str, Any] = {"num_teachers": ens.num_members, "mean": ens.mean}
     for split in ("dev", "test"):
         res = frame_accuracy(ens, dm.eval_loader(split), device=_device(), desc=f"ensemble {split}",
@@ -371,7 +371,7 @@ def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]
 def _datamodule(cfg: RecipeConfig, paths: RunPaths, **subset: Any) -> FrameDataModule:
     """The distill stage's data: window ids with cached targets, the targets shards with stored ones."""
     mode = cfg.distill.target_mode
-    return shard_datamodule(paths, cfg.model, cfg.train, return_ids=mode == "cached",
+    return shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, return_ids=mode == "cached",
                             targets_dir=paths.soft_targets_dir if mode == "stored" else None, **subset)
 
 
@@ -396,7 +396,7 @@ def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
                                "teacher_params": _params(arch(cfg, pdfs)), "students": students,
                                "soft_targets": soft_targets_summary(cfg, pdfs, stored)}
     if d.matching_logits:
-        online = full if mode == "online" else shard_datamodule(paths, cfg.model, cfg.train)
+        online = full if mode == "online" else shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
         m = _distill_run(cfg, paths, online, ens, paths.matching_logits_dir, T=float("inf"), matching_logits=True)
         summary["matching_logits"] = {**_split_metrics(m), "epochs": m.get("epochs")}
     summary["table5"] = _table5(cfg, paths, ens, full, students)
