@@ -160,6 +160,13 @@ class RunPaths(_Reported):
         return self.align / "lang"
 
     @property
+    def decode_lang(self) -> Path:
+        """The lang directory the run's HMM (``align/final.mdl``) goes with, for the graph and everything
+        that decodes: ``align/lang/`` when the align stage imported a Kaldi model with Kaldi's lang (or
+        renumbered ours to its phone ids; :mod:`asr_kd.align.kaldi_lang`), else the lang stage's ``lang/``."""
+        return self.align_lang if LangDir(self.align_lang).phones.exists() else self.lang
+
+    @property
     def align_resume(self) -> Path:
         """The built-in aligner's receipts: trained systems and finished chunks (asr_kd.align.resume)."""
         return self.align / "resume"

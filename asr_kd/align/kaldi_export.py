@@ -36,7 +36,6 @@ import kaldiio
 import numpy as np
 
 from asr_kd.align.model import load_model, save_model_binary
-from asr_kd.data.lang import run_lang_dir
 from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_open, atomic_path, write_json, write_text
 from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS
@@ -99,7 +98,7 @@ def export_kaldi(exp_dir: Path, out: Path) -> dict[str, Any]:
         if stale.name.split(".")[1] not in info["jobs"]:
             stale.unlink()
     write_text(out / "num_jobs", f"{len(SPLITS)}\n")
-    lang = run_lang_dir(paths)
+    lang = paths.decode_lang
     copy_lang(lang, out / "lang")
     with atomic_path(out / "phones.txt") as tmp:
         shutil.copyfile(lang / "phones.txt", tmp)

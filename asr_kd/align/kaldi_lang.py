@@ -18,7 +18,7 @@ needs a lexicon FST (``L_disambig.fst``) over the same ids, and one of these giv
 Either way every phone the lexicon uses must have an HMM in the model's topology, and the words of
 a Kaldi ``words.txt`` are checked against the training transcripts (none in common: an error;
 the share of transcript words it lacks is reported). Later stages read the result through
-:func:`asr_kd.data.lang.run_lang_dir`.
+:attr:`asr_kd.paths.RunPaths.decode_lang`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import kaldifst
 
 from asr_kd.align.kaldi_format import MdlFile
-from asr_kd.data.lang import EPS, load_lang, run_lang_dir
+from asr_kd.data.lang import EPS, load_lang
 from asr_kd.data.manifest import iter_manifest
 from asr_kd.fileio import atomic_path, write_text
 from asr_kd.files import LangDir
@@ -268,7 +268,7 @@ def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Pa
         summary = copy_kaldi_lang(src, paths.align_lang, mdl, exp_phones, mdl_name)
     else:
         summary = use_our_lang(paths, mdl, exp_phones, mdl_name)
-    lang_dir = run_lang_dir(paths)
+    lang_dir = paths.decode_lang
     summary["dir"] = str(lang_dir.relative_to(paths.root))  # relative: a run directory can be moved
     if paths.manifest("train").exists():
         summary.update(transcript_coverage(LangDir(lang_dir).words, paths.manifest("train")))

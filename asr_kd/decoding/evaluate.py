@@ -87,7 +87,7 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
     from asr_kd.align.model import load_model
     from asr_kd.align.viterbi import realign
     from asr_kd.data.features import utterance_features
-    from asr_kd.data.lang import load_lang, run_lang_dir
+    from asr_kd.data.lang import load_lang
     from asr_kd.progress import progress
 
     fbank, mfcc, lost, speakers = {}, {}, {}, {}
@@ -100,7 +100,7 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
     if not fbank:
         raise InputError(f"none of the {len(utts)} utterances could be read (e.g. {next(iter(lost.values()))})")
     feats = _normalise(cfg, paths, fbank, speakers)
-    lang = load_lang(run_lang_dir(paths))
+    lang = load_lang(paths.decode_lang)
     model = load_model(paths.align)
     refs = {u.id: u.words for u in utts if u.id in fbank}
     gmm = AlignSplit(utt_ids=list(fbank), feats=gmm_features(mfcc, speakers), texts=refs, graphs={}, failed={})

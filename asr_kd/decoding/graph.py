@@ -31,7 +31,7 @@ import kaldifst
 
 from asr_kd.align.model import load_model
 from asr_kd.config import RecipeConfig
-from asr_kd.data.lang import load_lang, run_lang_dir
+from asr_kd.data.lang import load_lang
 from asr_kd.data.manifest import Utterance, iter_manifest, read_manifest
 from asr_kd.data.vocab import decoding_vocabulary, manifest_words, open_text, oov_counts
 from asr_kd.decoding import lm
@@ -334,7 +334,7 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     The decoding vocabulary (:func:`asr_kd.data.vocab.decoding_vocabulary`) is the LM's words and
     the training transcripts', those of them the lexicon pronounces; the LM, G and the graph's
     ``words.txt`` hold it alone, so a dev or test word outside it is an OOV (counted per split)."""
-    lang = load_lang(run_lang_dir(paths))  # lang/, or align/lang/ with an imported Kaldi model
+    lang = load_lang(paths.decode_lang)  # lang/, or align/lang/ with an imported Kaldi model
     model = load_model(paths.align)
     lang_words = {w for w in lang.words if w not in LANG_SYMBOLS}
     lm_text = marker_summary(paths, "prepare").get("lm_text") or None

@@ -779,10 +779,9 @@ def _inference_cost(model_dir: Path, feats: np.ndarray) -> dict[str, Any]:
 
 def _shared_files(paths: Any) -> dict[str, Path]:
     """The run's files every model directory holds a copy of: model-dir name -> the run's file."""
-    from asr_kd.data.lang import run_lang_dir
     from asr_kd.files import GraphDir, LangDir
 
-    md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(run_lang_dir(paths))
+    md, graph, lang = ModelDir(Path(".")), GraphDir(paths.graph), LangDir(paths.decode_lang)
     return {md.hclg.name: graph.hclg, md.words.name: graph.words, md.final_mdl.name: paths.final_mdl,
             md.tree.name: paths.tree, md.phones.name: lang.phones, md.lexicon.name: lang.lexicon}
 

@@ -10,7 +10,7 @@ import pytest
 from asr_kd.align.kaldi_format import read_mdl
 from asr_kd.align.kaldi_lang import read_symbols, resolve_lang, transcript_coverage
 from asr_kd.align.model import init_monophone, save_model_binary
-from asr_kd.data.lang import build_lexicon, load_lang, make_topo, run_lang_dir, write_lang
+from asr_kd.data.lang import build_lexicon, load_lang, make_topo, write_lang
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.graph import GraphInputs, build_hclg, compile_g
 from asr_kd.paths import RunPaths
@@ -58,7 +58,7 @@ def test_our_lang_with_the_same_ids_is_used_as_it_is(tmp_path, run):
     order = [p for p, _ in sorted(ours.items(), key=lambda kv: kv[1]) if p not in ("<eps>", "SIL") and "#" not in p]
     exp, mdl, _, _ = kaldi_exp(tmp_path, order, extra=())
     summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["dir"] == "lang" and run_lang_dir(run) == run.lang
+    assert summary["dir"] == "lang" and run.decode_lang == run.lang
     assert summary["transcript_oov_rate"] == 0.0 and summary["phones_checked_against"] == str(exp / "phones.txt")
 
 
@@ -68,7 +68,7 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
     exp, mdl, kaldi_model, kaldi_ids = kaldi_exp(tmp_path, order)
     summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
     assert summary["dir"] == "align/lang" and "renumbered" in summary["source"]
-    mapped = load_lang(run_lang_dir(run))
+    mapped = load_lang(run.decode_lang)
     for p, i in mapped.phones.items():
         if not p.startswith("#"):
             assert i == kaldi_ids[p], p
@@ -126,7 +126,7 @@ def write_kaldi_lang(tmp_path, run) -> tuple:
 def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
     src, exp, mdl = write_kaldi_lang(tmp_path, run)
     summary = resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
-    assert summary["dir"] == "align/lang" and run_lang_dir(run) == run.align_lang
+    assert summary["dir"] == "align/lang" and run.decode_lang == run.align_lang
     lang = load_lang(run.align_lang)
     assert lang.lexicon == {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")]}  # from align_lexicon.txt
     assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
