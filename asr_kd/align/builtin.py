@@ -189,12 +189,12 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
     acfg = cfg.align
     opts = train_options(acfg)
     silence = list(lang.silence_phones)
-    if acfg.context == "triphone" and (tri := load_phase(paths, "triphone", key)) is not None:
+    if acfg.context == "triphone" and (tri := load_phase(paths.align_resume, "triphone", key)) is not None:
         model, receipt = tri
         return Systems(model, receipt["monophone"], receipt["triphone"], receipt["history"])
     originals = [u for u in train_utts if not is_copy(u.id)]  # augmented copies are aligned, not trained on
     train_data = None
-    if (mono := load_phase(paths, "monophone", key)) is not None:
+    if (mono := load_phase(paths.align_resume, "monophone", key)) is not None:
         model, receipt = mono
         mono_summary, hist = receipt["monophone"], receipt["history"]
     else:
@@ -211,7 +211,7 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
         hist = history_fields(train(model, train_data.graphs, train_data.feats, opts, silence))
         mono_summary = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss,
                         "train_utterances": len(train_data.utt_ids)}
-        save_phase(paths, "monophone", key, model, {"monophone": mono_summary, "history": hist})
+        save_phase(paths.align_resume, "monophone", key, model, {"monophone": mono_summary, "history": hist})
     if acfg.context != "triphone":
         return Systems(model, mono_summary, {}, hist, train_data)
     save_model(model, paths.mono_mdl, paths.mono_tree)
@@ -228,7 +228,8 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
     model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
     tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
     del mono_ali
-    save_phase(paths, "triphone", key, model, {"monophone": mono_summary, "triphone": tri_summary, "history": hist})
+    save_phase(paths.align_resume, "triphone", key, model,
+               {"monophone": mono_summary, "triphone": tri_summary, "history": hist})
     return Systems(model, mono_summary, tri_summary, hist, train_data)
 
 
@@ -246,7 +247,8 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     train_utts = read_manifest(paths.manifest("train"))
     # With subsets or chunks, CMN uses each speaker's whole split, read in one streaming pass first
     means = functools.cache(lambda: split_means(paths, "train", train_utts) if streamed(acfg) else None)
-    key = inputs_key(cfg, paths)
+    key = inputs_key(cfg.align, cfg.features.num_ceps, paths.lang, {s: paths.manifest(s) for s in SPLITS},
+                     {s: paths.mfcc_scp(s) for s in SPLITS})
     t_train = time.time()
     systems = train_systems(cfg, paths, lang, train_utts, means, key)
     t_train = time.time() - t_train
