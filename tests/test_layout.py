@@ -11,6 +11,10 @@ Layers, bottom to top (docs/ARCHITECTURE.md):
     recipes    asr_kd/recipes/, and the other command-line entry points (asr_kd.transcribe, asr_kd.evaluate)
 
 A module imports modules of its own layer or of lower layers only. Besides:
+- the library (data, align, nn, decoding) takes plain arguments: it imports neither ``asr_kd.runner``
+  nor ``asr_kd.paths`` (the files inside one artefact's directory are ``asr_kd.files``; bad input is
+  ``asr_kd.errors.InputError``, which the runner turns into the stage's ``StageError``); the modules
+  still in ``RUN_ORCHESTRATION`` are the exceptions left to move out (issue 32), and that list only shrinks;
 - data_prep knows nothing of runs: from asr_kd it imports the data layer and the leaf utilities
   (fileio, progress, parallel) only, not config, paths or the runner;
 - only the stages and the entry points import data_prep (the prepare stage and ``asr_kd.evaluate`` adapt
@@ -31,6 +35,24 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "data": 1, "align": 2, "nn": 2, "data_prep": 2, "decoding": 3, "stages": 4, "recipes": 5}
 DATA_PREP_MAY_USE_FROM_CORE = {"asr_kd.fileio", "asr_kd.progress", "asr_kd.parallel"}
+LIBRARY = ("data", "align", "nn", "decoding")
+RUN_MODULES = {"asr_kd.runner", "asr_kd.paths"}  # the run directory, its stages and their markers
+# Library modules that still read a run directory (RunPaths), the whole config or other stages'
+# markers: stage work to hand plain arguments to the library, or to move up into asr_kd/stages/
+# (issue 32). Nothing may join this list; a module that no longer needs it must leave it.
+RUN_ORCHESTRATION = {
+    "asr_kd.align.builtin": {"asr_kd.paths"},
+    "asr_kd.align.kaldi_export": {"asr_kd.paths"},
+    "asr_kd.align.kaldi_import": {"asr_kd.paths"},
+    "asr_kd.align.kaldi_lang": {"asr_kd.paths"},
+    "asr_kd.data.features": {"asr_kd.paths"},
+    "asr_kd.data.shards": {"asr_kd.paths"},
+    "asr_kd.decoding.evaluate": {"asr_kd.paths"},
+    "asr_kd.decoding.graph": {"asr_kd.paths", "asr_kd.runner"},
+    "asr_kd.decoding.report.collect": {"asr_kd.paths", "asr_kd.runner"},
+    "asr_kd.decoding.systems": {"asr_kd.paths", "asr_kd.runner"},
+    "asr_kd.nn.runs": {"asr_kd.paths", "asr_kd.runner"},
+}
 
 
 def modules() -> dict[str, Path]:
@@ -122,6 +144,34 @@ def test_no_import_runs_up_a_layer():
             if RANK[layer(t)] >= RANK[layer(m)]:
                 bad.append(f"{m} ({layer(m)}) imports {t} ({layer(t)})")
     assert not bad, "\n".join(bad)
+
+
+def run_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The library modules that import the runner or the run directory's paths, and which of the two."""
+    return {m: targets & RUN_MODULES for m, targets in graph.items()
+            if layer(m) in LIBRARY and targets & RUN_MODULES}
+
+
+def test_the_library_takes_plain_arguments():
+    found = run_imports(GRAPH)
+    new = [f"{m} imports {', '.join(sorted(t - RUN_ORCHESTRATION.get(m, set())))}: hand it plain arguments "
+           "(paths, a config section) from its stage, and raise asr_kd.errors.InputError"
+           for m, t in sorted(found.items()) if t - RUN_ORCHESTRATION.get(m, set())]
+    assert not new, "\n".join(new)
+    gone = [f"{m} no longer imports {', '.join(sorted(t - found.get(m, set())))}: drop it from RUN_ORCHESTRATION"
+            for m, t in sorted(RUN_ORCHESTRATION.items()) if t - found.get(m, set())]
+    assert not gone, "\n".join(gone)
+
+
+def test_the_library_rule_catches_an_import_inside_a_function(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from asr_kd.runner import StageError\n    raise StageError('x')\n")
+    MODULES["asr_kd.data._probe"] = module
+    try:
+        assert run_imports({"asr_kd.data._probe": imports("asr_kd.data._probe")}) == {
+            "asr_kd.data._probe": {"asr_kd.runner"}}
+    finally:
+        del MODULES["asr_kd.data._probe"]
 
 
 def test_data_prep_knows_nothing_of_runs():
