@@ -238,7 +238,8 @@ def import_model(src: Path, kaldi_lang_dir: str, paths: RunPaths) -> dict[str, A
         model = from_mdl(mdl, read_tree(tree_path), mdl_path)
     except ValueError as e:
         raise InputError(str(e)) from None
-    lang = resolve_lang(paths, mdl, kaldi_lang_dir, exp, mdl_path)
+    lang = resolve_lang(paths.lang, paths.align_lang, mdl, kaldi_lang_dir, exp, mdl_path, paths.manifest("train"))
+    lang["dir"] = str(Path(lang["dir"]).relative_to(paths.root))  # relative: a run directory can be moved
     for s_, d in ((mdl_path, paths.final_mdl), (tree_path, paths.tree)):
         with atomic_path(d) as tmp:
             shutil.copyfile(s_, tmp)

@@ -35,7 +35,6 @@ from asr_kd.data.lang import EPS, load_lang
 from asr_kd.data.manifest import iter_manifest
 from asr_kd.fileio import atomic_path, write_text
 from asr_kd.files import LangDir
-from asr_kd.paths import RunPaths
 from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -204,9 +203,9 @@ def renumber_lang(src: Path, dst: Path, mapping: dict[int, int], mdl: MdlFile) -
     write_text(out.topo, mdl.topology_text())
 
 
-def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_name: Path) -> dict[str, Any]:
-    """Our lang/ for the imported model: as it is, or renumbered to Kaldi's ids into align/lang/."""
-    ours = LangDir(paths.lang)
+def use_our_lang(lang: Path, out: Path, mdl: MdlFile, exp_phones: Path | None, mdl_name: Path) -> dict[str, Any]:
+    """Our lang (``lang``) for the imported model: as it is, or renumbered to Kaldi's ids into ``out``."""
+    ours = LangDir(lang)
     if not ours.phones.exists():
         raise InputError(f"{ours.phones} is missing; run the lang stage (--stage lang)")
     our_phones = read_symbols(ours.phones)
@@ -223,9 +222,9 @@ def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_nam
     if all(mapping[i] == i for p, i in our_phones.items() if not is_disambig(p)):
         check_model_phones(our_phones, mdl, ours.phones, mdl_name)
         return {"source": "ours (lang/)", "phones_checked_against": str(exp_phones)}
-    renumber_lang(paths.lang, paths.align_lang, mapping, mdl)
-    check_model_phones(read_symbols(LangDir(paths.align_lang).phones), mdl, paths.align_lang / "phones.txt", mdl_name)
-    log.info("our lang/ renumbered to the phone ids of %s into %s", exp_phones, paths.align_lang)
+    renumber_lang(lang, out, mapping, mdl)
+    check_model_phones(read_symbols(LangDir(out).phones), mdl, out / "phones.txt", mdl_name)
+    log.info("our lang/ renumbered to the phone ids of %s into %s", exp_phones, out)
     return {"source": f"ours (lang/), renumbered to the phone ids of {exp_phones}",
             "phones_checked_against": str(exp_phones)}
 
@@ -253,11 +252,16 @@ def transcript_coverage(words_txt: Path, manifest: Path) -> dict[str, Any]:
             "transcript_oov_examples": top}
 
 
-def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Path, mdl_name: Path) -> dict[str, Any]:
-    """The lang the imported model decodes with (see the module docstring); its summary."""
+def resolve_lang(lang: Path, out: Path, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Path, mdl_name: Path,
+                 train_manifest: Path | None = None) -> dict[str, Any]:
+    """The lang the imported model decodes with (see the module docstring); its summary.
+
+    ``lang``: our lang directory; ``out``: where Kaldi's lang, or ours renumbered, is written (emptied
+    first); ``train_manifest``: the training transcripts, checked against the chosen ``words.txt``.
+    The summary's ``dir`` is the chosen directory: ``out`` when it was written, else ``lang``."""
     exp_phones = exp_dir / "phones.txt"
     exp_phones = exp_phones if exp_phones.exists() else None
-    shutil.rmtree(paths.align_lang, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     if not kaldi_lang_dir and all((exp_dir / name).exists() for name in ("L_disambig.fst", "words.txt", "phones.txt")):
         kaldi_lang_dir = str(exp_dir)  # the experiment carries its lang files itself
         log.info("%s holds phones.txt, words.txt and L_disambig.fst: decoding with that lang", exp_dir)
@@ -265,11 +269,11 @@ def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Pa
         src = Path(kaldi_lang_dir)
         if not src.is_dir():
             raise InputError(f"align.kaldi_lang_dir={src} is not a directory; point it at Kaldi's data/lang")
-        summary = copy_kaldi_lang(src, paths.align_lang, mdl, exp_phones, mdl_name)
+        summary = copy_kaldi_lang(src, out, mdl, exp_phones, mdl_name)
     else:
-        summary = use_our_lang(paths, mdl, exp_phones, mdl_name)
-    lang_dir = paths.decode_lang
-    summary["dir"] = str(lang_dir.relative_to(paths.root))  # relative: a run directory can be moved
-    if paths.manifest("train").exists():
-        summary.update(transcript_coverage(LangDir(lang_dir).words, paths.manifest("train")))
+        summary = use_our_lang(lang, out, mdl, exp_phones, mdl_name)
+    lang_dir = out if LangDir(out).phones.exists() else lang
+    summary["dir"] = str(lang_dir)
+    if train_manifest is not None and train_manifest.exists():
+        summary.update(transcript_coverage(LangDir(lang_dir).words, train_manifest))
     return summary

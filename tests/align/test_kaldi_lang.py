@@ -57,8 +57,8 @@ def test_our_lang_with_the_same_ids_is_used_as_it_is(tmp_path, run):
     ours = read_symbols(run.lang / "phones.txt")
     order = [p for p, _ in sorted(ours.items(), key=lambda kv: kv[1]) if p not in ("<eps>", "SIL") and "#" not in p]
     exp, mdl, _, _ = kaldi_exp(tmp_path, order, extra=())
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["dir"] == "lang" and run.decode_lang == run.lang
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.lang) and run.decode_lang == run.lang
     assert summary["transcript_oov_rate"] == 0.0 and summary["phones_checked_against"] == str(exp / "phones.txt")
 
 
@@ -66,8 +66,8 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
     ours = load_lang(run.lang)
     order = sorted([p for p in ours.phones if p not in ("<eps>", "SIL") and "#" not in p], reverse=True)
     exp, mdl, kaldi_model, kaldi_ids = kaldi_exp(tmp_path, order)
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["dir"] == "align/lang" and "renumbered" in summary["source"]
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.align_lang) and "renumbered" in summary["source"]
     mapped = load_lang(run.decode_lang)
     for p, i in mapped.phones.items():
         if not p.startswith("#"):
@@ -95,14 +95,14 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
 def test_a_phone_kaldi_lacks_is_named_with_the_remedy(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH", "AO", "D", "G", "K"])  # no T
     with pytest.raises(InputError, match=r"1 phone\(s\) of .*phones.txt are not in .*: T; .*align.kaldi_lang_dir"):
-        resolve_lang(run, mdl, "", exp, exp / "final.mdl")
+        resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
 
 
 def test_without_phones_txt_the_model_must_cover_our_phone_ids(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH"])  # 4 phones: ours has 8
     (exp / "phones.txt").unlink()
     with pytest.raises(InputError, match="have no HMM in .*final.mdl.*copy it there or set"):
-        resolve_lang(run, mdl, "", exp, exp / "final.mdl")
+        resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
 
 
 def write_kaldi_lang(tmp_path, run) -> tuple:
@@ -125,8 +125,8 @@ def write_kaldi_lang(tmp_path, run) -> tuple:
 
 def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
     src, exp, mdl = write_kaldi_lang(tmp_path, run)
-    summary = resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
-    assert summary["dir"] == "align/lang" and run.decode_lang == run.align_lang
+    summary = resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.align_lang) and run.decode_lang == run.align_lang
     lang = load_lang(run.align_lang)
     assert lang.lexicon == {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")]}  # from align_lexicon.txt
     assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
@@ -134,18 +134,18 @@ def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
     # Kaldi's phones.txt beside the model must agree with the lang's, as check_phones_compatible.sh
     (exp / "phones.txt").write_text((src / "phones.txt").read_text().replace("AE 2", "AE 99"))
     with pytest.raises(InputError, match="differ on 1 phone.*AE: 2 vs 99"):
-        resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
+        resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
     (src / "L_disambig.fst").unlink()
     with pytest.raises(InputError, match="has no L_disambig.fst"):
-        resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
+        resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
 
 
 def test_an_experiment_dir_holding_its_lang_files_is_its_lang(tmp_path, run):
     src, exp, mdl = write_kaldi_lang(tmp_path, run)
     for name in ("words.txt", "L_disambig.fst"):
         (exp / name).write_bytes((src / name).read_bytes())
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["source"] == f"Kaldi lang {exp}" and summary["dir"] == "align/lang"
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["source"] == f"Kaldi lang {exp}" and summary["dir"] == str(run.align_lang)
     assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
 
 
