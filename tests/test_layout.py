@@ -8,7 +8,8 @@ Layers, bottom to top (docs/ARCHITECTURE.md):
     data_prep  the corpus readers                 (side by side with align and nn)
     decoding   asr_kd/decoding/
     stages     asr_kd/stages/
-    recipes    asr_kd/recipes/, and the other command-line entry points (asr_kd.transcribe, asr_kd.evaluate)
+    recipes    asr_kd/recipes/, and the other command-line entry points (asr_kd.transcribe, asr_kd.evaluate,
+               asr_kd.align.kaldi_export)
 
 A module imports modules of its own layer or of lower layers only. Besides:
 - the library (data, align, nn, decoding) takes plain arguments: it imports neither ``asr_kd.runner``
@@ -42,9 +43,7 @@ RUN_MODULES = {"asr_kd.runner", "asr_kd.paths"}  # the run directory, its stages
 # (issue 32). Nothing may join this list; a module that no longer needs it must leave it.
 RUN_ORCHESTRATION = {
     "asr_kd.align.builtin": {"asr_kd.paths"},
-    "asr_kd.align.kaldi_export": {"asr_kd.paths"},
     "asr_kd.align.kaldi_import": {"asr_kd.paths"},
-    "asr_kd.align.kaldi_lang": {"asr_kd.paths"},
     "asr_kd.data.features": {"asr_kd.paths"},
     "asr_kd.data.shards": {"asr_kd.paths"},
     "asr_kd.decoding.evaluate": {"asr_kd.paths"},
@@ -69,7 +68,8 @@ MODULES = modules()
 
 
 # Commands a user runs (python -m ...) beside the recipe: the top layer, though they sit at the top of the package.
-ENTRY_POINTS = {"asr_kd.transcribe", "asr_kd.evaluate"}
+# python -m asr_kd.align.kaldi_export reads a run directory (its align stage's output) like the other two.
+ENTRY_POINTS = {"asr_kd.transcribe", "asr_kd.evaluate", "asr_kd.align.kaldi_export"}
 
 
 def layer(module: str) -> str:
