@@ -14,7 +14,7 @@ from asr_kd.config import FeatureConfig
 from asr_kd.data.features import (
     AudioError,
     apply_cmvn,
-    compute_features,
+    compute_features as _compute_features,
     fbank,
     load_cmvn,
     mfcc,
@@ -25,6 +25,13 @@ from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import load_scp
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.errors import InputError
+
+
+def compute_features(paths: RunPaths, cfg: FeatureConfig, splits=SPLITS) -> dict:
+    """The features stage's work on a run directory's splits, as the stage calls it."""
+    return _compute_features({s: paths.manifest(s) for s in splits}, {s: paths.fbank_scp(s) for s in splits},
+                             {s: paths.mfcc_scp(s) for s in splits}, paths.cmvn, cfg)
+
 
 SR = 16000
 CFG = FeatureConfig(num_workers=1)
