@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_kd.config import FeatureConfig, ShardConfig
+from asr_kd.config import FeatureConfig, RecipeConfig, ShardConfig
 from asr_kd.data.features import Stats, apply_cmvn, load_cmvn, write_cmvn
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import ark_scp_writer, load_scp
-from asr_kd.data.shards import write_shards
 from asr_kd.data.shards import iter_utterances, read_index, shard_urls
 from asr_kd.fileio import write_json
 from asr_kd.paths import SPLITS, RunPaths
@@ -20,6 +19,13 @@ from asr_kd.errors import InputError
 
 NUM_PDFS = 17
 FRAMES = {"train": [30, 41, 52, 23, 34], "dev": [20, 21], "test": [25]}
+
+
+def write_shards(paths: RunPaths, feature_cfg: FeatureConfig, shard_cfg: ShardConfig) -> dict:
+    """The shards stage on a run directory (the aligner's pdf count from its marker)."""
+    from asr_kd.stages.shards import run
+
+    return run(RecipeConfig(features=feature_cfg, shards=shard_cfg), paths)
 
 
 def build_run(tmp: Path, labels_for: tuple[str, ...] = SPLITS) -> RunPaths:
