@@ -70,7 +70,7 @@ def _kl_table(ens: Any, urls: list[str], ks: list[int], left: int, right: int, u
 def _student(cfg: Any, paths: Any, ens: Any, dm: Any, run_dir: Path, *, T: float, k: int | None,
              cached: torch.Tensor | None, epochs: int) -> dict[str, Any]:
     from asr_kd.config import to_dict
-    from asr_kd.nn.runs import arch, student_train_config
+    from asr_kd.stages._training import arch, student_train_config
     from asr_kd.nn.systems import DistillSystem
     from asr_kd.nn.target_sources import CachedTargets, StoredTargets
     from asr_kd.nn.train import train_run
@@ -102,7 +102,7 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
     from asr_kd.data.datamodule import shard_datamodule
     from asr_kd.data.shards import read_index, shard_urls
     from asr_kd.fileio import read_json
-    from asr_kd.nn.runs import _target_cache, load_ensemble
+    from asr_kd.stages._training import _target_cache, load_ensemble
     from asr_kd.nn.soft_targets import write_soft_targets
     from asr_kd.paths import RunPaths
 

@@ -1,4 +1,4 @@
-"""The training stages' logic (asr_kd.nn.runs): one 'finished' rule, run keys, which runs are trained
+"""The training stages' logic (asr_kd.stages._training): one 'finished' rule, run keys, which runs are trained
 or skipped, the students' training rule, the Table-5 runs on their subset, which targets are cached."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import pytest
 from asr_kd import paths as paths_mod
 from asr_kd.config import load_config
 from asr_kd.fileio import write_json
-from asr_kd.nn import runs
-from asr_kd.nn.runs import student_train_config, subset_period
+from asr_kd.stages import _training as runs
+from asr_kd.stages._training import student_train_config, subset_period
 from asr_kd.nn.train import run_finished
 from asr_kd.paths import RunPaths, TrainRunDir
 from asr_kd.errors import InputError
