@@ -46,7 +46,6 @@ RUN_ORCHESTRATION = {
     "asr_kd.align.kaldi_import": {"asr_kd.paths"},
     "asr_kd.decoding.evaluate": {"asr_kd.paths"},
     "asr_kd.decoding.graph": {"asr_kd.paths", "asr_kd.runner"},
-    "asr_kd.decoding.report.collect": {"asr_kd.paths", "asr_kd.runner"},
     "asr_kd.decoding.systems": {"asr_kd.paths", "asr_kd.runner"},
 }
 
