@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     from asr_kd.config import ConfigError, from_dict
-    from asr_kd.decoding.evaluate import evaluate_systems, prepare_data, render_eval_markdown
+    from asr_kd.stages._evaluate import evaluate_systems, prepare_data, render_eval_markdown
     from asr_kd.envcheck import check_environment
     from asr_kd.fileio import read_json
     from asr_kd.paths import EvalDir, RunPaths

@@ -179,7 +179,7 @@ class ModelDir(_Dir):
 
 @dataclass(frozen=True)
 class EvalDir(_Reported):
-    """``python -m asr_kd.evaluate``'s work on one test set (``eval/<name>/``; asr_kd.decoding.evaluate)::
+    """``python -m asr_kd.evaluate``'s work on one test set (``eval/<name>/``; asr_kd.stages._evaluate)::
 
         data.npz data.json                normalised fbank and GMM labels per utterance; their key
         decode/<system>/summary.json      per system: WER, frame accuracy, per-utterance counts

@@ -34,7 +34,7 @@ Layout of ``<exp>/`` (one directory per stage, each ending with its ``DONE.json`
     decode/<system>/summary.json     WER per acoustic scale on dev, chosen scale, test WER
     models/<system>/                 a self-contained model directory (asr_kd.decoding.modeldir)
     models/index.json                the exported systems and the best student on dev
-    eval/<name>/                     python -m asr_kd.evaluate on another test set (asr_kd.decoding.evaluate); the
+    eval/<name>/                     python -m asr_kd.evaluate on another test set (asr_kd.stages._evaluate); the
                                      conditions stage's conditions (manifest.jsonl: a data.extra_test_subsets set)
     report.json report.md *.png      the paper-shaped report
 
@@ -272,7 +272,7 @@ class RunPaths(_Reported):
         return self.models_dir / "index.json"
 
     def eval_dir(self, name: str) -> Path:
-        """``python -m asr_kd.evaluate``'s results on another test set (asr_kd.decoding.evaluate)."""
+        """``python -m asr_kd.evaluate``'s results on another test set (asr_kd.stages._evaluate)."""
         return self.root / "eval" / name
 
     @property

@@ -144,7 +144,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     from asr_kd.decoding.scoring import score, write_scoring
     from asr_kd.decoding.search import SearchConfig, read_hclg_decoder
     from asr_kd.decoding.pool import SearchPool
-    from asr_kd.decoding.systems import (
+    from asr_kd.stages._decode import (
         EvalSplit,
         Search,
         discover_systems,

@@ -12,12 +12,13 @@ import pytest
 from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
 
 from asr_kd.config import load_config
-from asr_kd.decoding import graph, lm, systems
+from asr_kd.decoding import graph, lm
 from asr_kd.decoding import search as decode
 from asr_kd.decoding.pool import SearchPool
 from asr_kd.decoding.receipts import SplitReceipts, Tally, utt_digests
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths
+from asr_kd.stages import _decode as systems
 
 
 @pytest.fixture
