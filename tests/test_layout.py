@@ -44,7 +44,6 @@ RUN_MODULES = {"asr_kd.runner", "asr_kd.paths"}  # the run directory, its stages
 RUN_ORCHESTRATION = {
     "asr_kd.align.builtin": {"asr_kd.paths"},
     "asr_kd.align.kaldi_import": {"asr_kd.paths"},
-    "asr_kd.decoding.graph": {"asr_kd.paths", "asr_kd.runner"},
 }
 
 
