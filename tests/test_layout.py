@@ -14,8 +14,8 @@ Layers, bottom to top (docs/ARCHITECTURE.md):
 A module imports modules of its own layer or of lower layers only. Besides:
 - the library (data, align, nn, decoding) takes plain arguments: it imports neither ``asr_kd.runner``
   nor ``asr_kd.paths`` (the files inside one artefact's directory are ``asr_kd.files``; bad input is
-  ``asr_kd.errors.InputError``, which the runner turns into the stage's ``StageError``); the modules
-  still in ``RUN_ORCHESTRATION`` are the exceptions left to move out (issue 32), and that list only shrinks;
+  ``asr_kd.errors.InputError``, which the runner turns into the stage's ``StageError``); a stage's
+  work on the run directory lives in ``asr_kd/stages/_*.py`` (issue 32);
 - data_prep knows nothing of runs: from asr_kd it imports the data layer and the leaf utilities
   (fileio, progress, parallel) only, not config, paths or the runner;
 - only the stages and the entry points import data_prep (the prepare stage and ``asr_kd.evaluate`` adapt
@@ -38,13 +38,6 @@ RANK = {"core": 0, "data": 1, "align": 2, "nn": 2, "data_prep": 2, "decoding": 3
 DATA_PREP_MAY_USE_FROM_CORE = {"asr_kd.fileio", "asr_kd.progress", "asr_kd.parallel"}
 LIBRARY = ("data", "align", "nn", "decoding")
 RUN_MODULES = {"asr_kd.runner", "asr_kd.paths"}  # the run directory, its stages and their markers
-# Library modules that still read a run directory (RunPaths), the whole config or other stages'
-# markers: stage work to hand plain arguments to the library, or to move up into asr_kd/stages/
-# (issue 32). Nothing may join this list; a module that no longer needs it must leave it.
-RUN_ORCHESTRATION = {
-    "asr_kd.align.builtin": {"asr_kd.paths"},
-    "asr_kd.align.kaldi_import": {"asr_kd.paths"},
-}
 
 
 def modules() -> dict[str, Path]:
@@ -146,14 +139,20 @@ def run_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
 
 
 def test_the_library_takes_plain_arguments():
-    found = run_imports(GRAPH)
-    new = [f"{m} imports {', '.join(sorted(t - RUN_ORCHESTRATION.get(m, set())))}: hand it plain arguments "
-           "(paths, a config section) from its stage, and raise asr_kd.errors.InputError"
-           for m, t in sorted(found.items()) if t - RUN_ORCHESTRATION.get(m, set())]
-    assert not new, "\n".join(new)
-    gone = [f"{m} no longer imports {', '.join(sorted(t - found.get(m, set())))}: drop it from RUN_ORCHESTRATION"
-            for m, t in sorted(RUN_ORCHESTRATION.items()) if t - found.get(m, set())]
-    assert not gone, "\n".join(gone)
+    bad = [f"{m} imports {', '.join(sorted(t))}: hand it plain arguments (paths, a config section) from its "
+           "stage, raise asr_kd.errors.InputError, or move the run-directory work to asr_kd/stages/_*.py"
+           for m, t in sorted(run_imports(GRAPH).items())]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_is_handed_config_sections_not_the_whole_config():
+    """A library function gets its section (``cfg.train``, ``cfg.align``), never the RecipeConfig."""
+    bad = []
+    for m in sorted(m for m in MODULES if layer(m) in LIBRARY):
+        for node in ast.walk(ast.parse(MODULES[m].read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "asr_kd.config":
+                bad += [f"{m} imports asr_kd.config.{a.name}" for a in node.names if a.name == "RecipeConfig"]
+    assert not bad, "\n".join(bad)
 
 
 def test_the_library_rule_catches_an_import_inside_a_function(tmp_path):

@@ -82,7 +82,7 @@ def _load_data(ep: EvalDir) -> EvalData:
 
 
 def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance]) -> EvalData:
-    from asr_kd.align.builtin import AlignSplit, add_graphs, train_options
+    from asr_kd.stages._align import AlignSplit, add_graphs, train_options
     from asr_kd.align.feats import gmm_features
     from asr_kd.align.model import load_model
     from asr_kd.align.viterbi import realign

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from asr_kd.align.kaldi_export import export_kaldi, main
-from asr_kd.align.kaldi_import import import_kaldi_alignments
+from asr_kd.stages._kaldi_import import import_kaldi_alignments
 from asr_kd.align.model import init_monophone, load_model, save_model
 from asr_kd.config import load_config
 from asr_kd.data.lang import build_lexicon, write_lang

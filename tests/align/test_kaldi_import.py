@@ -9,7 +9,8 @@ import kaldiio
 import numpy as np
 import pytest
 
-from asr_kd.align.kaldi_import import import_kaldi_alignments, length_problem, read_tid2pdf
+from asr_kd.align.kaldi_import import length_problem, read_tid2pdf
+from asr_kd.stages._kaldi_import import import_kaldi_alignments
 from asr_kd.config import load_config
 from asr_kd.data.scp import load_scp
 from asr_kd.paths import RunPaths
