@@ -37,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     from asr_kd.config import ConfigError, from_dict
-    from asr_kd.decoding.evaluate import evaluate_systems, prepare_data, render_eval_markdown
+    from asr_kd.stages._evaluate import evaluate_systems, prepare_data, render_eval_markdown
     from asr_kd.envcheck import check_environment
     from asr_kd.fileio import read_json
     from asr_kd.paths import EvalDir, RunPaths
-    from asr_kd.runner import StageError
+    from asr_kd.errors import InputError
     from data_prep.librispeech import CorpusError, read_corpus
     from data_prep.synthetic import MARKER_NAME
 
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         data = prepare_data(cfg, paths, ep, corpus.splits["test"])
         systems = [s for s in args.systems.split(",") if s] or None
         report = evaluate_systems(cfg, paths, ep, data, systems)
-    except (CorpusError, StageError, FileNotFoundError) as e:
+    except (CorpusError, InputError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     skipped = corpus.summary.get("skipped_total", 0)

@@ -30,6 +30,7 @@ from typing import Any
 
 from asr_kd import retired
 from asr_kd.config import NEUTRAL_DEFAULTS, RecipeConfig, config_hash, global_batch_size, to_dict
+from asr_kd.errors import InputError
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
@@ -359,6 +360,8 @@ class StageRunner:
         except StageIncomplete as e:
             log.info("stage %-9s did its part (%s); no marker written", stage.name, e)
             raise
+        except InputError as e:  # the library's bad-input error becomes the stage's: same message
+            raise StageError(str(e)) from e
         wall = time.time() - t0
         if rank != 0:
             return

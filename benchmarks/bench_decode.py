@@ -6,7 +6,7 @@ and the decode stage's own path, its cost in seconds per hour of audio, forward 
         --max-utts 500 --jobs 16 [--device cuda]
 
 ``--stage-path`` times what the decode stage does for one system on one split
-(:func:`asr_kd.decoding.systems.run_split`): the network's batched forward on ``--device`` (default:
+(:func:`asr_kd.stages._decode.run_split`): the network's batched forward on ``--device`` (default:
 the stage's choice, CUDA when there is a GPU) in the stage's precision, and the search of every
 scale of ``decode.acoustic_scales`` (``--scales`` to change) by one pool of ``--jobs`` processes,
 the scale applied in the workers. Printed, per hour of audio: forward seconds, search seconds of
@@ -37,7 +37,7 @@ from asr_kd.data.lang import load_lang
 from asr_kd.decoding.graph import GraphInputs, make_graph
 from asr_kd.decoding.scoring import score
 from asr_kd.decoding.search import SearchConfig, hybrid_scores, read_hclg_decoder
-from asr_kd.decoding.systems import read_split, train_log_priors
+from asr_kd.stages._decode import read_split, train_log_priors
 from asr_kd.fileio import read_json
 from asr_kd.paths import RunPaths, TrainRunDir
 
@@ -63,7 +63,7 @@ def stage_path(paths: RunPaths, cfg, system_name: str, split: str, max_utts: int
                scales: list[float]) -> list[tuple[str, str]]:
     """The decode stage's path for one system and split, timed: forward and search apart."""
     from asr_kd.decoding.pool import SearchPool
-    from asr_kd.decoding.systems import Search, discover_systems, dnn_chunks, forward_device, posterior_fn, run_split
+    from asr_kd.stages._decode import Search, discover_systems, dnn_chunks, forward_device, posterior_fn, run_split
 
     known = {s.name: s for s in discover_systems(cfg, paths)}
     if system_name not in known:

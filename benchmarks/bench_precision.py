@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from asr_kd.config import from_dict
-from asr_kd.decoding.systems import discover_systems, read_split
+from asr_kd.stages._decode import discover_systems, read_split
 from asr_kd.fileio import read_json
 from asr_kd.nn.ensemble import load_teachers, utterance_log_posteriors
 from asr_kd.nn.models import load_model

@@ -70,7 +70,7 @@ def _kl_table(ens: Any, urls: list[str], ks: list[int], left: int, right: int, u
 def _student(cfg: Any, paths: Any, ens: Any, dm: Any, run_dir: Path, *, T: float, k: int | None,
              cached: torch.Tensor | None, epochs: int) -> dict[str, Any]:
     from asr_kd.config import to_dict
-    from asr_kd.nn.runs import arch, student_train_config
+    from asr_kd.stages._training import arch, student_train_config
     from asr_kd.nn.systems import DistillSystem
     from asr_kd.nn.target_sources import CachedTargets, StoredTargets
     from asr_kd.nn.train import train_run
@@ -102,7 +102,7 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
     from asr_kd.data.datamodule import shard_datamodule
     from asr_kd.data.shards import read_index, shard_urls
     from asr_kd.fileio import read_json
-    from asr_kd.nn.runs import _target_cache, load_ensemble
+    from asr_kd.stages._training import _target_cache, load_ensemble
     from asr_kd.nn.soft_targets import write_soft_targets
     from asr_kd.paths import RunPaths
 
@@ -129,13 +129,13 @@ def fidelity(args: argparse.Namespace) -> dict[str, Any]:
     out["write_s"] = round(time.perf_counter() - t0, 1)
     out["bytes_per_frame_kmax"] = index["bytes_per_frame"]
     students: dict[str, Any] = {}
-    dm = shard_datamodule(paths, cfg.model, cfg.train, return_ids=True)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, return_ids=True)
     cache = _target_cache(cfg, ens, dm, [T])[float(T)]
     students["dense"] = _student(cfg, paths, ens, dm, Path(args.out) / "dense", T=T, k=None, cached=cache,
                                  epochs=args.epochs)
     print("dense", students["dense"], flush=True)
     del cache, dm
-    dm = shard_datamodule(paths, cfg.model, cfg.train, targets_dir=target_dir)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, targets_dir=target_dir)
     for k in ks:
         students[f"k={k}"] = _student(cfg, paths, ens, dm, Path(args.out) / f"k{k}", T=T, k=k, cached=None,
                                       epochs=args.epochs)

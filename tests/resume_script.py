@@ -60,7 +60,7 @@ class MergedRanks(IterableDataset):
 
 
 def merged_datamodule(paths: RunPaths, model: ModelConfig, train, world: int) -> FrameDataModule:
-    dm = shard_datamodule(paths, model, train)
+    dm = shard_datamodule(paths.shard_indexes(), model, train)
     urls = shard_urls(paths.shard_index("train"))
     parts = [FrameWindowDataset(urls, left=model.left_context, right=model.right_context,
                                 batch_size=train.batch_size // world, seed=train.seed,
@@ -100,7 +100,7 @@ def main() -> None:
     if args.merge_ranks:
         dm = merged_datamodule(shards, model, cfg, args.merge_ranks)
     else:
-        dm = shard_datamodule(shards, model, cfg)
+        dm = shard_datamodule(shards.shard_indexes(), model, cfg)
     metrics = train_run(system, dm, cfg, args.run_dir, key="resume", max_epochs=args.epochs, progress_bar=False)
     if L.fabric.utilities.rank_zero.rank_zero_only.rank == 0:
         write_json(args.run_dir / "final.json", metrics)

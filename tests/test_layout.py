@@ -7,10 +7,15 @@ Layers, bottom to top (docs/ARCHITECTURE.md):
     align, nn  asr_kd/align/, asr_kd/nn/          (side by side: neither imports the other)
     data_prep  the corpus readers                 (side by side with align and nn)
     decoding   asr_kd/decoding/
-    stages     asr_kd/stages/
-    recipes    asr_kd/recipes/, and the other command-line entry points (asr_kd.transcribe, asr_kd.evaluate)
+    stages     asr_kd/stages/ (a stage per module; asr_kd/stages/_*.py: their work on a run directory)
+    recipes    asr_kd/recipes/, and the other command-line entry points (asr_kd.transcribe, asr_kd.evaluate,
+               asr_kd.align.kaldi_export)
 
 A module imports modules of its own layer or of lower layers only. Besides:
+- the library (data, align, nn, decoding) takes plain arguments: it imports neither ``asr_kd.runner``
+  nor ``asr_kd.paths`` (the files inside one artefact's directory are ``asr_kd.files``; bad input is
+  ``asr_kd.errors.InputError``, which the runner turns into the stage's ``StageError``); a stage's
+  work on the run directory lives in ``asr_kd/stages/_*.py`` (issue 32);
 - data_prep knows nothing of runs: from asr_kd it imports the data layer and the leaf utilities
   (fileio, progress, parallel) only, not config, paths or the runner;
 - only the stages and the entry points import data_prep (the prepare stage and ``asr_kd.evaluate`` adapt
@@ -31,6 +36,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "data": 1, "align": 2, "nn": 2, "data_prep": 2, "decoding": 3, "stages": 4, "recipes": 5}
 DATA_PREP_MAY_USE_FROM_CORE = {"asr_kd.fileio", "asr_kd.progress", "asr_kd.parallel"}
+LIBRARY = ("data", "align", "nn", "decoding")
+RUN_MODULES = {"asr_kd.runner", "asr_kd.paths"}  # the run directory, its stages and their markers
 
 
 def modules() -> dict[str, Path]:
@@ -47,7 +54,8 @@ MODULES = modules()
 
 
 # Commands a user runs (python -m ...) beside the recipe: the top layer, though they sit at the top of the package.
-ENTRY_POINTS = {"asr_kd.transcribe", "asr_kd.evaluate"}
+# python -m asr_kd.align.kaldi_export reads a run directory (its align stage's output) like the other two.
+ENTRY_POINTS = {"asr_kd.transcribe", "asr_kd.evaluate", "asr_kd.align.kaldi_export"}
 
 
 def layer(module: str) -> str:
@@ -124,6 +132,40 @@ def test_no_import_runs_up_a_layer():
     assert not bad, "\n".join(bad)
 
 
+def run_imports(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """The library modules that import the runner or the run directory's paths, and which of the two."""
+    return {m: targets & RUN_MODULES for m, targets in graph.items()
+            if layer(m) in LIBRARY and targets & RUN_MODULES}
+
+
+def test_the_library_takes_plain_arguments():
+    bad = [f"{m} imports {', '.join(sorted(t))}: hand it plain arguments (paths, a config section) from its "
+           "stage, raise asr_kd.errors.InputError, or move the run-directory work to asr_kd/stages/_*.py"
+           for m, t in sorted(run_imports(GRAPH).items())]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_is_handed_config_sections_not_the_whole_config():
+    """A library function gets its section (``cfg.train``, ``cfg.align``), never the RecipeConfig."""
+    bad = []
+    for m in sorted(m for m in MODULES if layer(m) in LIBRARY):
+        for node in ast.walk(ast.parse(MODULES[m].read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "asr_kd.config":
+                bad += [f"{m} imports asr_kd.config.{a.name}" for a in node.names if a.name == "RecipeConfig"]
+    assert not bad, "\n".join(bad)
+
+
+def test_the_library_rule_catches_an_import_inside_a_function(tmp_path):
+    module = tmp_path / "m.py"
+    module.write_text("def f():\n    from asr_kd.runner import StageError\n    raise StageError('x')\n")
+    MODULES["asr_kd.data._probe"] = module
+    try:
+        assert run_imports({"asr_kd.data._probe": imports("asr_kd.data._probe")}) == {
+            "asr_kd.data._probe": {"asr_kd.runner"}}
+    finally:
+        del MODULES["asr_kd.data._probe"]
+
+
 def test_data_prep_knows_nothing_of_runs():
     bad = [f"{m} imports {t}" for m, targets in GRAPH.items() if layer(m) == "data_prep" for t in targets
            if layer(t) not in ("data", "data_prep") and t not in DATA_PREP_MAY_USE_FROM_CORE]
@@ -136,7 +178,9 @@ def test_only_the_stages_and_entry_points_import_data_prep():
     assert {m for m in users if layer(m) == "recipes"} <= ENTRY_POINTS, users
 
 
-STAGE_MODULES = sorted(m for m in MODULES if layer(m) == "stages" and m != "asr_kd.stages")
+# asr_kd/stages/_*.py: a stage's work on the run directory that its module imports inside run (not stages)
+STAGE_MODULES = sorted(m for m in MODULES if layer(m) == "stages" and m != "asr_kd.stages"
+                       and not m.rpartition(".")[2].startswith("_"))
 
 
 @pytest.mark.parametrize("module", STAGE_MODULES)

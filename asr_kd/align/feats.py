@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def read_mfcc(scp: Path, utt_ids: Sequence[str]) -> tuple[dict[str, np.ndarray],
     from asr_kd.data.scp import load_scp
 
     if not Path(scp).exists():
-        raise StageError(f"{scp} is missing; run the features stage (--stage features)")
+        raise InputError(f"{scp} is missing; run the features stage (--stage features)")
     table = load_scp(scp)
     out: dict[str, np.ndarray] = {}
     missing: list[str] = []
@@ -81,7 +81,7 @@ def stream_speaker_means(
     from asr_kd.data.scp import load_scp
 
     if not Path(scp).exists():
-        raise StageError(f"{scp} is missing; run the features stage (--stage features)")
+        raise InputError(f"{scp} is missing; run the features stage (--stage features)")
     table = load_scp(scp)
     missing = [u for u in utt_ids if u not in table]
     found = (u for u in utt_ids if u in table)

@@ -36,11 +36,11 @@ import kaldiio
 import numpy as np
 
 from asr_kd.align.model import load_model, save_model_binary
-from asr_kd.data.lang import run_lang_dir
 from asr_kd.data.scp import load_scp
 from asr_kd.fileio import atomic_open, atomic_path, write_json, write_text
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, MARKER, SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS
+from asr_kd.paths import MARKER, RunPaths
+from asr_kd.errors import InputError
 
 INFO_FILE = "export.json"
 
@@ -76,7 +76,7 @@ def copy_lang(src: Path, out: Path) -> None:
 def check_out_dir(out: Path) -> None:
     """Refuse a non-empty ``out`` that is not an earlier export (its files would be mixed with ours)."""
     if out.exists() and any(out.iterdir()) and not (out / INFO_FILE).exists():
-        raise StageError(f"{out} is not empty and holds no {INFO_FILE} of an earlier export; choose a new directory")
+        raise InputError(f"{out} is not empty and holds no {INFO_FILE} of an earlier export; choose a new directory")
 
 
 def export_kaldi(exp_dir: Path, out: Path) -> dict[str, Any]:
@@ -85,7 +85,7 @@ def export_kaldi(exp_dir: Path, out: Path) -> dict[str, Any]:
     check_out_dir(out)
     missing = [p for p in (paths.final_mdl, paths.tree, *(paths.ali_scp(s) for s in SPLITS)) if not p.exists()]
     if missing:
-        raise StageError(f"{missing[0]} is missing: run the align stage first (the built-in aligner, or a Kaldi "
+        raise InputError(f"{missing[0]} is missing: run the align stage first (the built-in aligner, or a Kaldi "
                          "import of transition ids with final.mdl and tree)")
     out.mkdir(parents=True, exist_ok=True)
     info: dict[str, Any] = {"exp_dir": str(exp_dir.resolve()), "model": write_model_dir(paths.align, out), "jobs": {}}
@@ -98,7 +98,7 @@ def export_kaldi(exp_dir: Path, out: Path) -> dict[str, Any]:
         if stale.name.split(".")[1] not in info["jobs"]:
             stale.unlink()
     write_text(out / "num_jobs", f"{len(SPLITS)}\n")
-    lang = run_lang_dir(paths)
+    lang = paths.decode_lang
     copy_lang(lang, out / "lang")
     with atomic_path(out / "phones.txt") as tmp:
         shutil.copyfile(lang / "phones.txt", tmp)
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     try:
         info = export_kaldi(args.exp_dir, args.out)
-    except StageError as e:
+    except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     model = info["model"]

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from asr_kd.fileio import atomic_open
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 BINARY_HEADER = b"\0B"
 NO_PDF = -1  # Kaldi's kNoPdf: the pdf class of a topology's final (non-emitting) state
@@ -107,8 +107,8 @@ class _BinaryReader:
     def __init__(self, blob: bytes, path: Path, pos: int = 0) -> None:
         self.b, self.i, self.path = blob, pos, path
 
-    def fail(self, what: str) -> StageError:
-        return StageError(f"{self.path}: {what} at byte {self.i}; is it a Kaldi final.mdl (gmm-init-mono, "
+    def fail(self, what: str) -> InputError:
+        return InputError(f"{self.path}: {what} at byte {self.i}; is it a Kaldi final.mdl (gmm-init-mono, "
                           "gmm-est, gmm-copy write one)?")
 
     def token(self) -> str:
@@ -254,17 +254,17 @@ def _text_numbers(block: str) -> np.ndarray:
 def _read_text(text: str, path: Path, with_am: bool) -> MdlFile:
     end = text.find("</TransitionModel>")
     if end < 0 or "<TransitionModel>" not in text[:end]:
-        raise StageError(f"{path}: no <TransitionModel> ... </TransitionModel>; is it a Kaldi final.mdl?")
+        raise InputError(f"{path}: no <TransitionModel> ... </TransitionModel>; is it a Kaldi final.mdl?")
     head = text[:end]
     phones, phone2entry, entries = _text_topology(head[: head.find("</Topology>")])
     m = re.search(r"<(Tuples|Triples)>\s+(\d+)(.*?)</(?:Tuples|Triples)>", head, flags=re.S)
     lp = re.search(r"<LogProbs>(.*?)</LogProbs>", head, flags=re.S)
     if not m or not lp:
-        raise StageError(f"{path}: the transition model has no <Tuples>/<Triples> or no <LogProbs> section")
+        raise InputError(f"{path}: the transition model has no <Tuples>/<Triples> or no <LogProbs> section")
     width = 4 if m.group(1) == "Tuples" else 3
     nums = [int(x) for x in m.group(3).split()]
     if len(nums) != width * int(m.group(2)):
-        raise StageError(f"{path}: <{m.group(1)}> says {m.group(2)} rows but holds {len(nums)} numbers")
+        raise InputError(f"{path}: <{m.group(1)}> says {m.group(2)} rows but holds {len(nums)} numbers")
     rows = [tuple(nums[i : i + width]) for i in range(0, len(nums), width)]
     tuples = [(r[0], r[1], r[2], r[3] if width == 4 else r[2]) for r in rows]
     mdl = MdlFile(phones=phones, phone2entry=phone2entry, entries=entries, tuples=tuples,
@@ -277,17 +277,17 @@ def _read_text(text: str, path: Path, with_am: bool) -> MdlFile:
 def _text_am(text: str, path: Path) -> tuple[int, list[DiagGmmParams]]:
     m = re.search(r"<DIMENSION>\s+(\d+)\s+<NUMPDFS>\s+(\d+)", text)
     if not m:
-        raise StageError(f"{path}: no <DIMENSION> <NUMPDFS> header of an AmDiagGmm after the transition model")
+        raise InputError(f"{path}: no <DIMENSION> <NUMPDFS> header of an AmDiagGmm after the transition model")
     dim, num_pdfs = int(m.group(1)), int(m.group(2))
     blocks = re.findall(r"<DiagGMM>(.*?)</DiagGMM>", text[m.end() :], flags=re.S)
     if len(blocks) != num_pdfs:
-        raise StageError(f"{path}: {len(blocks)} <DiagGMM> blocks, the header says {num_pdfs}")
+        raise InputError(f"{path}: {len(blocks)} <DiagGMM> blocks, the header says {num_pdfs}")
     gmms = []
     for block in blocks:
         fields = dict(re.findall(r"<(\w+)>\s*(\[[^\]]*\])", block))
         missing = {"WEIGHTS", "MEANS_INVVARS", "INV_VARS"} - set(fields)
         if missing:
-            raise StageError(f"{path}: a <DiagGMM> without {', '.join(sorted(missing))}")
+            raise InputError(f"{path}: a <DiagGMM> without {', '.join(sorted(missing))}")
         weights = _text_numbers(fields["WEIGHTS"]).astype(np.float32)  # (G,)
         shape = (len(weights), dim)
         gconsts = _text_numbers(fields["GCONSTS"]).astype(np.float32) if "GCONSTS" in fields else None

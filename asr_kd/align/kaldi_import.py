@@ -28,19 +28,16 @@ from __future__ import annotations
 
 import gzip
 import logging
-import math
 import re
-import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 
-from asr_kd.config import RecipeConfig
-from asr_kd.fileio import atomic_path, write_text
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE, SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
+from asr_kd.fileio import write_text
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +75,7 @@ def read_int_vectors(path: Path) -> Iterator[tuple[str, np.ndarray]]:
         try:
             yield parts[0], np.array([int(x) for x in parts[1:] if x not in ("[", "]")], dtype=np.int32)
         except ValueError:
-            raise StageError(f"{path}:{lineno}: expected 'utt-id int int ...', got {line[:80]!r}") from None
+            raise InputError(f"{path}:{lineno}: expected 'utt-id int int ...', got {line[:80]!r}") from None
 
 
 def read_tid2pdf(mdl: Path) -> np.ndarray:
@@ -94,19 +91,19 @@ def read_tid2pdf(mdl: Path) -> np.ndarray:
 def find_inputs(src: Path) -> tuple[str, list[Path], Path | None]:
     """("tid", ali files, final.mdl) or ("pdf", pdf files, None) for ``align.kaldi_ali_dir``."""
     if not src.exists():
-        raise StageError(f"align.kaldi_ali_dir={src} does not exist; point it at a Kaldi ali dir or pdf file")
+        raise InputError(f"align.kaldi_ali_dir={src} does not exist; point it at a Kaldi ali dir or pdf file")
     if src.is_file():
         return "pdf", [src], None
     ali = sorted(src.glob("ali.*.gz"), key=_job_number)
     if ali:
         mdl = src / "final.mdl"
         if not mdl.exists():
-            raise StageError(f"{src} has ali.*.gz but no final.mdl to map transition ids to pdf ids")
+            raise InputError(f"{src} has ali.*.gz but no final.mdl to map transition ids to pdf ids")
         return "tid", ali, mdl
     pdf = sorted([p for p in src.iterdir() if re.match(r"pdf[._].*\.(ark|txt|gz|scp)$", p.name)], key=_job_number)
     if pdf:
         return "pdf", pdf, None
-    raise StageError(f"{src}: found neither ali.*.gz (+ final.mdl) nor pdf.*.(ark|txt|gz|scp) files")
+    raise InputError(f"{src}: found neither ali.*.gz (+ final.mdl) nor pdf.*.(ark|txt|gz|scp) files")
 
 
 def _job_number(p: Path) -> tuple[int, str]:
@@ -137,7 +134,7 @@ def feature_lengths(scp: Path) -> dict[str, int]:
     from asr_kd.data.scp import load_scp
 
     if not scp.exists():
-        raise StageError(f"{scp} is missing; run the features stage before importing alignments")
+        raise InputError(f"{scp} is missing; run the features stage before importing alignments")
     return {utt: int(m.shape[0]) for utt, m in load_scp(scp).items()}
 
 
@@ -151,10 +148,20 @@ def length_problem(n_ali: int, n_feat: int) -> str | None:
     return f"{n_ali} labels for {n_feat} frames (frame shift or snip-edges differ?)"
 
 
+@dataclass(frozen=True)
+class AlignOutputs:
+    """Where one split's imported labels go (the files the built-in aligner writes too)."""
+
+    pdf_scp: Path  # pdf ids per frame: the DNN labels
+    ali_scp: Path  # transition ids per frame (with a model only)
+    failed: Path  # the utterances without a usable alignment, ``utt reason`` a line
+
+
 def import_alignments(
-    files: list[Path], mdl: Path | None, lengths: dict[str, dict[str, int]], out: RunPaths
+    files: list[Path], mdl: Path | None, lengths: dict[str, dict[str, int]], out: Mapping[str, AlignOutputs]
 ) -> tuple[dict[str, dict[str, Any]], int]:
-    """Read every alignment, keep those of each split that fit its features, write the outputs.
+    """Read every alignment, keep those of each split (``lengths``: split -> utterance -> feature
+    frames) that fit its features, write each split's outputs (``out[split]``).
 
     Returns per-split summaries and the number of pdfs (from the model, else the labels).
     """
@@ -167,7 +174,7 @@ def import_alignments(
         for utt, vec in read_int_vectors(path):
             labels[utt] = vec
     if not labels:
-        raise StageError(f"no alignments found in {', '.join(map(str, files))}")
+        raise InputError(f"no alignments found in {', '.join(map(str, files))}")
     num_pdfs = int(tid2pdf.max()) + 1 if tid2pdf is not None else 0
     summaries: dict[str, dict[str, Any]] = {}
     for split, lens in lengths.items():
@@ -186,17 +193,17 @@ def import_alignments(
                 failed[utt] = problem
                 continue
             ok[utt] = vec
-        pdf_writer_path = out.pdf_scp(split)
+        pdf_writer_path = out[split].pdf_scp
         with ark_scp_writer(pdf_writer_path) as pdf_out:
             for utt, vec in ok.items():
                 pdf_out.write(utt, (tid2pdf[vec] if tid2pdf is not None else vec).astype(np.int32))
         if tid2pdf is not None:
-            with ark_scp_writer(out.ali_scp(split)) as ali_out:
+            with ark_scp_writer(out[split].ali_scp) as ali_out:
                 for utt, vec in ok.items():
                     ali_out.write(utt, vec.astype(np.int32))
         if tid2pdf is None and ok:
             num_pdfs = max(num_pdfs, max(int(v.max()) for v in ok.values()) + 1)
-        write_text(out.align_failed(split), "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
+        write_text(out[split].failed, "".join(f"{u} {r}\n" for u, r in sorted(failed.items())))
         n = len(lens)
         summaries[split] = {
             "utterances": n, "aligned": len(ok), "failed": len(failed),
@@ -207,76 +214,3 @@ def import_alignments(
             "lost": lost(failed),
         }
     return summaries, num_pdfs
-
-
-# ------------------------------------------------------------------------------------------------
-# The model, the tree and the lang, for the graph and decode stages
-# ------------------------------------------------------------------------------------------------
-def import_model(src: Path, kaldi_lang_dir: str, paths: RunPaths) -> dict[str, Any]:
-    """Copy Kaldi's ``final.mdl`` and ``tree`` (beside the alignments) into ``align/`` as they are,
-    after checking that they load together, and choose the lang they decode with
-    (:func:`asr_kd.align.kaldi_lang.resolve_lang`). Without both files the run has labels but no
-    HMM: the summary says so and the graph stage will stop, naming what is missing."""
-    from asr_kd.align.kaldi_format import read_mdl
-    from asr_kd.align.kaldi_lang import resolve_lang
-    from asr_kd.align.model import from_mdl, read_tree
-
-    exp = src if src.is_dir() else src.parent
-    mdl_path, tree_path = exp / GMM_MODEL_FILE, exp / GMM_TREE_FILE
-    shutil.rmtree(paths.mono_dir, ignore_errors=True)  # the built-in aligner's monophone system, if any
-    if not (mdl_path.exists() and tree_path.exists()):
-        for stale in (paths.final_mdl, paths.tree):
-            stale.unlink(missing_ok=True)
-        shutil.rmtree(paths.align_lang, ignore_errors=True)
-        absent = " and ".join(p.name for p in (mdl_path, tree_path) if not p.exists())
-        log.warning("no %s in %s: labels imported, but the graph and decode stages need Kaldi's final.mdl and "
-                    "tree there", absent, exp)
-        return {"decodable": False, "missing": absent}
-    mdl = read_mdl(mdl_path)
-    try:
-        model = from_mdl(mdl, read_tree(tree_path), mdl_path)
-    except ValueError as e:
-        raise StageError(str(e)) from None
-    lang = resolve_lang(paths, mdl, kaldi_lang_dir, exp, mdl_path)
-    for s_, d in ((mdl_path, paths.final_mdl), (tree_path, paths.tree)):
-        with atomic_path(d) as tmp:
-            shutil.copyfile(s_, tmp)
-    return {"decodable": True, "final_mdl": str(mdl_path), "binary": mdl.binary, "num_pdfs": model.num_pdfs,
-            "num_gaussians": model.num_gauss, "feature_dim": model.dim,
-            "num_transition_ids": int(model.trans_model.num_transition_ids), "lang": lang}
-
-
-def import_kaldi_alignments(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
-    """The align stage with ``align.source=kaldi``: Kaldi alignments -> pdf.scp (+ ali.scp) per split."""
-    if not cfg.align.kaldi_ali_dir:
-        raise StageError("align.source=kaldi needs --set align.kaldi_ali_dir=PATH (a Kaldi ali dir or pdf file)")
-    src = Path(cfg.align.kaldi_ali_dir)
-    mode, files, mdl = find_inputs(src)
-    model = import_model(src, cfg.align.kaldi_lang_dir, paths)
-    lengths = {split: feature_lengths(paths.fbank_scp(split)) for split in SPLITS}
-    splits, num_pdfs = import_alignments(files, mdl, lengths, paths)
-    train = splits["train"]
-    if train["utterances"] and train["failed"] / train["utterances"] > cfg.align.max_fail_fraction:
-        needed = math.ceil(train["failed"] / train["utterances"] * 1000) / 1000
-        raise StageError(
-            f"{train['failed']} of {train['utterances']} train utterances have no usable Kaldi alignment "
-            f"(more than align.max_fail_fraction={cfg.align.max_fail_fraction:g}); their ids and reasons are in "
-            f"{paths.align_failed('train')}. Fix those alignments, or accept the loss with "
-            f"--set align.max_fail_fraction={needed:g}"
-        )
-    for split in ("dev", "test"):
-        if splits[split]["aligned"] == 0:
-            log.warning("no Kaldi alignments for the %s split: its frame accuracy cannot be measured", split)
-    return {
-        "source": "kaldi",
-        "kaldi_input": str(src),
-        "input_kind": "transition ids + final.mdl" if mode == "tid" else "pdf ids",
-        "context": context_of(src),
-        "num_pdfs": num_pdfs,
-        "success_rate": train["success_rate"],
-        "success_rate_per_split": {s: v["success_rate"] for s, v in splits.items()},
-        "utterances_per_split": {s: v["utterances"] for s, v in splits.items()},
-        "length_mismatches": sum(v["length_mismatches"] for v in splits.values()),
-        "model": model,
-        "splits": splits,
-    }

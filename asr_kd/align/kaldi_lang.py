@@ -13,12 +13,12 @@ needs a lexicon FST (``L_disambig.fst``) over the same ids, and one of these giv
 2. Unset: our ``lang/`` (the lang stage's), checked against the experiment's ``phones.txt``:
    the same ids are used as they are; the same symbols under other ids are renumbered into
    ``align/lang/`` (phones.txt, L.fst, L_disambig.fst, the phone lists); a phone of ours that
-   Kaldi's table lacks is a :class:`StageError` that names it and points at option 1.
+   Kaldi's table lacks is a :class:`InputError` that names it and points at option 1.
 
 Either way every phone the lexicon uses must have an HMM in the model's topology, and the words of
 a Kaldi ``words.txt`` are checked against the training transcripts (none in common: an error;
 the share of transcript words it lacks is reported). Later stages read the result through
-:func:`asr_kd.data.lang.run_lang_dir`.
+:attr:`asr_kd.paths.RunPaths.decode_lang`.
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from typing import Any
 import kaldifst
 
 from asr_kd.align.kaldi_format import MdlFile
-from asr_kd.data.lang import EPS, load_lang, run_lang_dir
+from asr_kd.data.lang import EPS, load_lang
 from asr_kd.data.manifest import iter_manifest
 from asr_kd.fileio import atomic_path, write_text
-from asr_kd.paths import LangDir, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.files import LangDir
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -44,14 +44,14 @@ _OPTIONAL = ("L.fst", "phones/silence.csl", "phones/nonsilence.csl", "phones/opt
 
 
 def read_symbols(path: Path) -> dict[str, int]:
-    """symbol -> id of a Kaldi symbol table (phones.txt, words.txt); StageError naming a bad line."""
+    """symbol -> id of a Kaldi symbol table (phones.txt, words.txt); InputError naming a bad line."""
     table: dict[str, int] = {}
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
         if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
-            raise StageError(f"{path}:{lineno}: expected 'symbol id', got {line[:80]!r}")
+            raise InputError(f"{path}:{lineno}: expected 'symbol id', got {line[:80]!r}")
         table[parts[0]] = int(parts[1])
     return table
 
@@ -70,22 +70,22 @@ def _table_text(table: dict[str, int]) -> str:
 
 
 def compare_phone_tables(ours: dict[str, int], theirs: dict[str, int], ours_name: Path, theirs_name: Path) -> None:
-    """StageError unless the two phones.txt agree on every phone (disambiguation symbols aside)."""
+    """InputError unless the two phones.txt agree on every phone (disambiguation symbols aside)."""
     a, b = real_phones(ours), real_phones(theirs)
     if a == b:
         return
     diff = [f"{p}: {a.get(p)} vs {b.get(p)}" for p in sorted(set(a) | set(b), key=lambda p: (a.get(p, 1 << 30), p))
             if a.get(p) != b.get(p)]
-    raise StageError(f"{ours_name} and {theirs_name} differ on {len(diff)} phone(s) ({', '.join(diff[:5])}); "
+    raise InputError(f"{ours_name} and {theirs_name} differ on {len(diff)} phone(s) ({', '.join(diff[:5])}); "
                      "the lang directory must be the one the Kaldi model was trained with")
 
 
 def check_model_phones(lang_phones: dict[str, int], mdl: MdlFile, lang_name: Path, mdl_name: Path) -> None:
-    """StageError naming the lexicon's phones the model has no HMM for."""
+    """InputError naming the lexicon's phones the model has no HMM for."""
     missing = sorted((i, p) for p, i in real_phones(lang_phones).items() if i not in mdl.phone2entry)
     if missing:
         shown = ", ".join(f"{p} ({i})" for i, p in missing[:10])
-        raise StageError(f"{len(missing)} phone(s) of {lang_name} have no HMM in {mdl_name}: {shown}; "
+        raise InputError(f"{len(missing)} phone(s) of {lang_name} have no HMM in {mdl_name}: {shown}; "
                          "the lang directory and the model do not belong together")
 
 
@@ -97,7 +97,7 @@ def copy_kaldi_lang(src: Path, dst: Path, mdl: MdlFile, exp_phones: Path | None,
     theirs, out = LangDir(src), LangDir(dst)
     for required in (theirs.phones, theirs.words, theirs.l_disambig_fst):
         if not required.exists():
-            raise StageError(f"align.kaldi_lang_dir={src} has no {required.name}; point it at Kaldi's data/lang "
+            raise InputError(f"align.kaldi_lang_dir={src} has no {required.name}; point it at Kaldi's data/lang "
                              "(or a directory with phones.txt, words.txt and L_disambig.fst)")
     phones = read_symbols(theirs.phones)
     if exp_phones is not None:
@@ -106,7 +106,7 @@ def copy_kaldi_lang(src: Path, dst: Path, mdl: MdlFile, exp_phones: Path | None,
     try:
         kaldifst.StdVectorFst.read(str(theirs.l_disambig_fst))
     except Exception as e:  # noqa: BLE001 - the reader raises plain RuntimeError/Exception
-        raise StageError(f"{theirs.l_disambig_fst} cannot be read as an OpenFst vector FST ({e})") from None
+        raise InputError(f"{theirs.l_disambig_fst} cannot be read as an OpenFst vector FST ({e})") from None
     shutil.rmtree(dst, ignore_errors=True)
     for name in ("phones.txt", "words.txt", "L_disambig.fst", *_OPTIONAL):
         if (src / name).exists():
@@ -148,12 +148,12 @@ def _kaldi_lexicon(src: Path) -> str | None:
 def phone_id_map(ours: dict[str, int], theirs: dict[str, int], ours_name: Path, theirs_name: Path) -> dict[int, int]:
     """Our phone id -> Kaldi's, by symbol; our #k symbols get ids after Kaldi's largest phone id.
 
-    StageError naming the phones of ours that Kaldi's table lacks.
+    InputError naming the phones of ours that Kaldi's table lacks.
     """
     a, b = real_phones(ours), real_phones(theirs)
     missing = sorted(set(a) - set(b), key=a.__getitem__)
     if missing:
-        raise StageError(
+        raise InputError(
             f"{len(missing)} phone(s) of {ours_name} are not in {theirs_name}: {', '.join(missing[:10])}; our lexicon "
             "cannot be used with the Kaldi model. Set --set align.kaldi_lang_dir=PATH to Kaldi's data/lang "
             "(the lang the model was trained with)")
@@ -203,17 +203,17 @@ def renumber_lang(src: Path, dst: Path, mapping: dict[int, int], mdl: MdlFile) -
     write_text(out.topo, mdl.topology_text())
 
 
-def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_name: Path) -> dict[str, Any]:
-    """Our lang/ for the imported model: as it is, or renumbered to Kaldi's ids into align/lang/."""
-    ours = LangDir(paths.lang)
+def use_our_lang(lang: Path, out: Path, mdl: MdlFile, exp_phones: Path | None, mdl_name: Path) -> dict[str, Any]:
+    """Our lang (``lang``) for the imported model: as it is, or renumbered to Kaldi's ids into ``out``."""
+    ours = LangDir(lang)
     if not ours.phones.exists():
-        raise StageError(f"{ours.phones} is missing; run the lang stage (--stage lang)")
+        raise InputError(f"{ours.phones} is missing; run the lang stage (--stage lang)")
     our_phones = read_symbols(ours.phones)
     if exp_phones is None:
         try:
             check_model_phones(our_phones, mdl, ours.phones, mdl_name)
-        except StageError as e:
-            raise StageError(f"{e}. Kaldi's phones.txt is not beside {mdl_name} to map them by name: copy it there "
+        except InputError as e:
+            raise InputError(f"{e}. Kaldi's phones.txt is not beside {mdl_name} to map them by name: copy it there "
                              "or set --set align.kaldi_lang_dir=PATH to Kaldi's data/lang") from None
         log.warning("no phones.txt beside %s: our lang/ is used with its phone ids unchecked by name", mdl_name)
         return {"source": "ours (lang/)", "phones_checked_against": None}
@@ -222,9 +222,9 @@ def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_nam
     if all(mapping[i] == i for p, i in our_phones.items() if not is_disambig(p)):
         check_model_phones(our_phones, mdl, ours.phones, mdl_name)
         return {"source": "ours (lang/)", "phones_checked_against": str(exp_phones)}
-    renumber_lang(paths.lang, paths.align_lang, mapping, mdl)
-    check_model_phones(read_symbols(LangDir(paths.align_lang).phones), mdl, paths.align_lang / "phones.txt", mdl_name)
-    log.info("our lang/ renumbered to the phone ids of %s into %s", exp_phones, paths.align_lang)
+    renumber_lang(lang, out, mapping, mdl)
+    check_model_phones(read_symbols(LangDir(out).phones), mdl, out / "phones.txt", mdl_name)
+    log.info("our lang/ renumbered to the phone ids of %s into %s", exp_phones, out)
     return {"source": f"ours (lang/), renumbered to the phone ids of {exp_phones}",
             "phones_checked_against": str(exp_phones)}
 
@@ -233,7 +233,7 @@ def use_our_lang(paths: RunPaths, mdl: MdlFile, exp_phones: Path | None, mdl_nam
 # Words
 # ------------------------------------------------------------------------------------------------
 def transcript_coverage(words_txt: Path, manifest: Path) -> dict[str, Any]:
-    """How many training-transcript words ``words_txt`` has; StageError when it has none of them."""
+    """How many training-transcript words ``words_txt`` has; InputError when it has none of them."""
     vocab = set(read_symbols(words_txt))
     tokens = missing = 0
     unknown: dict[str, int] = {}
@@ -244,7 +244,7 @@ def transcript_coverage(words_txt: Path, manifest: Path) -> dict[str, Any]:
                 missing += 1
                 unknown[w] = unknown.get(w, 0) + 1
     if tokens and missing == tokens:
-        raise StageError(f"none of the {tokens} words of the training transcripts ({manifest}) is in {words_txt} "
+        raise InputError(f"none of the {tokens} words of the training transcripts ({manifest}) is in {words_txt} "
                          f"(e.g. {next(iter(unknown))!r}); do the transcripts and Kaldi's words.txt differ in case "
                          "or normalisation?")
     top = sorted(unknown, key=lambda w: (-unknown[w], w))[:20]
@@ -252,23 +252,28 @@ def transcript_coverage(words_txt: Path, manifest: Path) -> dict[str, Any]:
             "transcript_oov_examples": top}
 
 
-def resolve_lang(paths: RunPaths, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Path, mdl_name: Path) -> dict[str, Any]:
-    """The lang the imported model decodes with (see the module docstring); its summary."""
+def resolve_lang(lang: Path, out: Path, mdl: MdlFile, kaldi_lang_dir: str, exp_dir: Path, mdl_name: Path,
+                 train_manifest: Path | None = None) -> dict[str, Any]:
+    """The lang the imported model decodes with (see the module docstring); its summary.
+
+    ``lang``: our lang directory; ``out``: where Kaldi's lang, or ours renumbered, is written (emptied
+    first); ``train_manifest``: the training transcripts, checked against the chosen ``words.txt``.
+    The summary's ``dir`` is the chosen directory: ``out`` when it was written, else ``lang``."""
     exp_phones = exp_dir / "phones.txt"
     exp_phones = exp_phones if exp_phones.exists() else None
-    shutil.rmtree(paths.align_lang, ignore_errors=True)
+    shutil.rmtree(out, ignore_errors=True)
     if not kaldi_lang_dir and all((exp_dir / name).exists() for name in ("L_disambig.fst", "words.txt", "phones.txt")):
         kaldi_lang_dir = str(exp_dir)  # the experiment carries its lang files itself
         log.info("%s holds phones.txt, words.txt and L_disambig.fst: decoding with that lang", exp_dir)
     if kaldi_lang_dir:
         src = Path(kaldi_lang_dir)
         if not src.is_dir():
-            raise StageError(f"align.kaldi_lang_dir={src} is not a directory; point it at Kaldi's data/lang")
-        summary = copy_kaldi_lang(src, paths.align_lang, mdl, exp_phones, mdl_name)
+            raise InputError(f"align.kaldi_lang_dir={src} is not a directory; point it at Kaldi's data/lang")
+        summary = copy_kaldi_lang(src, out, mdl, exp_phones, mdl_name)
     else:
-        summary = use_our_lang(paths, mdl, exp_phones, mdl_name)
-    lang_dir = run_lang_dir(paths)
-    summary["dir"] = str(lang_dir.relative_to(paths.root))  # relative: a run directory can be moved
-    if paths.manifest("train").exists():
-        summary.update(transcript_coverage(LangDir(lang_dir).words, paths.manifest("train")))
+        summary = use_our_lang(lang, out, mdl, exp_phones, mdl_name)
+    lang_dir = out if LangDir(out).phones.exists() else lang
+    summary["dir"] = str(lang_dir)
+    if train_manifest is not None and train_manifest.exists():
+        summary.update(transcript_coverage(LangDir(lang_dir).words, train_manifest))
     return summary

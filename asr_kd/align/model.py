@@ -29,8 +29,8 @@ import numpy as np
 
 from asr_kd.align.kaldi_format import DiagGmmParams, MdlFile, read_mdl, write_mdl_binary
 from asr_kd.fileio import atomic_open, atomic_path
-from asr_kd.paths import GMM_MODEL_FILE, GMM_TREE_FILE
-from asr_kd.runner import StageError
+from asr_kd.files import GMM_MODEL_FILE, GMM_TREE_FILE
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -248,6 +248,6 @@ def load_model(align_dir: str | Path) -> GmmHmm:
     mdl_path, tree_path = align_dir / GMM_MODEL_FILE, align_dir / GMM_TREE_FILE
     for p in (mdl_path, tree_path):
         if not p.exists():
-            raise StageError(f"{p} is missing; run the align stage (--stage align); with align.source=kaldi, "
+            raise InputError(f"{p} is missing; run the align stage (--stage align); with align.source=kaldi, "
                              "align.kaldi_ali_dir needs final.mdl and tree for the graph and decode stages")
     return from_mdl(read_mdl(mdl_path), read_tree(tree_path), mdl_path)

@@ -28,12 +28,13 @@ from __future__ import annotations
 import logging
 import pickle
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from asr_kd.align.model import GmmHmm
-from asr_kd.config import RecipeConfig, config_hash, to_dict
+from asr_kd.config import AlignConfig, config_hash, to_dict
 from asr_kd.fileio import atomic_open, file_sha256, read_json, write_json
-from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.files import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,22 @@ def _stat(path: Path) -> list[int] | None:
     return [st.st_size, st.st_mtime_ns]
 
 
-def inputs_key(cfg: RecipeConfig, paths: RunPaths) -> str:
-    """What the trained systems depend on (see the module docstring); hashes small files only."""
-    align = {k: v for k, v in to_dict(cfg.align).items() if k not in NOT_RESULT_KEYS}
-    lang = {str(f.relative_to(paths.lang)): file_sha256(f)
-            for f in sorted(paths.lang.rglob("*")) if f.is_file() and f.name != "DONE.json"}
+def inputs_key(align_cfg: AlignConfig, num_ceps: int, lang_dir: Path, manifests: Mapping[str, Path],
+               mfcc_scps: Mapping[str, Path]) -> str:
+    """What the trained systems depend on (see the module docstring); hashes small files only.
+
+    ``lang_dir``: the lang the systems are trained with; ``manifests`` and ``mfcc_scps``: each split's
+    (train, dev, test)."""
+    align = {k: v for k, v in to_dict(align_cfg).items() if k not in NOT_RESULT_KEYS}
+    lang = {str(f.relative_to(lang_dir)): file_sha256(f)
+            for f in sorted(lang_dir.rglob("*")) if f.is_file() and f.name != "DONE.json"}
     data = {}
     for split in SPLITS:
-        scp = paths.mfcc_scp(split)
-        data[split] = {"manifest": file_sha256(paths.manifest(split)),
+        scp = mfcc_scps[split]
+        data[split] = {"manifest": file_sha256(manifests[split]),
                        "mfcc_scp": file_sha256(scp) if scp.exists() else None,
                        "mfcc_ark": _stat(scp.with_suffix(".ark"))}
-    return config_hash({"align": align, "num_ceps": cfg.features.num_ceps, "lang": lang, "data": data})
+    return config_hash({"align": align, "num_ceps": num_ceps, "lang": lang, "data": data})
 
 
 def final_pass_key(inputs: str, mdl: Path, tree: Path) -> str:
@@ -79,18 +84,20 @@ def receipt_if_current(path: Path, key: str) -> dict[str, Any] | None:
     return receipt if receipt.get("key") == key else None
 
 
-def save_phase(paths: RunPaths, phase: str, key: str, model: GmmHmm, info: dict[str, Any]) -> None:
-    """Checkpoint a trained system: ``<phase>.model`` (exact state), then ``<phase>.json`` (key, ``info``)."""
-    with atomic_open(paths.align_resume / f"{phase}.model", "wb") as f:
+def save_phase(resume_dir: Path, phase: str, key: str, model: GmmHmm, info: dict[str, Any]) -> None:
+    """Checkpoint a trained system in ``resume_dir``: ``<phase>.model`` (exact state), then
+    ``<phase>.json`` (key, ``info``)."""
+    with atomic_open(resume_dir / f"{phase}.model", "wb") as f:
         pickle.dump(model, f, protocol=pickle.HIGHEST_PROTOCOL)
-    write_json(paths.align_resume / f"{phase}.json", {"key": key, "phase": phase, **info})
+    write_json(resume_dir / f"{phase}.json", {"key": key, "phase": phase, **info})
 
 
-def load_phase(paths: RunPaths, phase: str, key: str) -> tuple[GmmHmm, dict[str, Any]] | None:
-    """The system ``phase`` trained by an earlier run with ``key`` and its receipt; None when there is none."""
-    receipt_path = paths.align_resume / f"{phase}.json"
+def load_phase(resume_dir: Path, phase: str, key: str) -> tuple[GmmHmm, dict[str, Any]] | None:
+    """The system ``phase`` an earlier run with ``key`` left in ``resume_dir``, and its receipt; None
+    when there is none."""
+    receipt_path = resume_dir / f"{phase}.json"
     receipt = receipt_if_current(receipt_path, key)
-    model_path = paths.align_resume / f"{phase}.model"
+    model_path = resume_dir / f"{phase}.model"
     if receipt is None or not model_path.exists():
         return None
     with open(model_path, "rb") as f:

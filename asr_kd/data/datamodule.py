@@ -35,7 +35,7 @@ import functools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from typing import Any
 
 import lightning as L
@@ -46,7 +46,6 @@ from asr_kd.config import ModelConfig, TrainConfig
 from asr_kd.data.compact import WindowSplicer, is_compact, splice_windows
 from asr_kd.data.windows import BASE_COLUMNS, named_batch
 from asr_kd.parallel import process_group
-from asr_kd.paths import RunPaths
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +237,7 @@ class FrameDataModule(L.LightningDataModule):
 
 
 def shard_datamodule(
-    paths: RunPaths,
+    shard_indexes: Mapping[str, str | os.PathLike],
     model: ModelConfig,
     train: TrainConfig,
     *,
@@ -248,7 +247,8 @@ def shard_datamodule(
     return_ids: bool = False,
     targets_dir: str | os.PathLike | None = None,
 ) -> FrameDataModule:
-    """Train / dev / test window datasets over the ``shards`` stage's output.
+    """Train / dev / test window datasets over the shards the ``index.json`` files of
+    ``shard_indexes`` (``{"train": ..., "dev": ..., "test": ...}``) list.
 
     Corpora with at most ``train.in_memory_max_frames`` training frames are loaded into memory
     (``InMemoryWindows``); larger ones are streamed (``FrameWindowDataset``). The training set
@@ -264,8 +264,8 @@ def shard_datamodule(
     from asr_kd.data.targets import target_shard
     from asr_kd.data.windows import FrameWindowDataset, InMemoryWindows
 
-    urls = {split: shard_urls(paths.shard_index(split)) for split in ("train", "dev", "test")}
-    train_frames = read_index(paths.shard_index("train"))["frames"]
+    urls = {split: shard_urls(shard_indexes[split]) for split in ("train", "dev", "test")}
+    train_frames = read_index(shard_indexes["train"])["frames"]
     in_memory = train_frames <= train.in_memory_max_frames
     if return_ids and not in_memory:
         raise ValueError(f"cached soft targets need the in-memory training set, but the corpus has {train_frames} "

@@ -23,7 +23,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,11 +37,10 @@ from asr_kd.accounting import tally
 from asr_kd.config import FeatureConfig
 from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.data.scp import ark_scp_writer
+from asr_kd.errors import InputError
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import worker_map
-from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.progress import progress
-from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +246,7 @@ def load_cmvn(path: str | os.PathLike, split: str) -> CmvnStats:
     """The global stats and the stats of ``split``'s speakers from ``cmvn.json``."""
     tree = read_json(path)
     if split not in tree["speakers"]:
-        raise StageError(f"{path}: no CMVN statistics for split {split!r}; re-run the features stage")
+        raise InputError(f"{path}: no CMVN statistics for split {split!r}; re-run the features stage")
     speakers = {spk: Stats.from_json(s) for spk, s in tree["speakers"][split].items()}
     return CmvnStats(Stats.from_json(tree["global"]), speakers)
 
@@ -258,7 +257,7 @@ def apply_cmvn(feats: np.ndarray, speaker: str, stats: CmvnStats, mode: str) -> 
         return feats.astype(np.float32, copy=False)
     if mode == "speaker":
         if speaker not in stats.speakers:
-            raise StageError(f"no CMVN statistics for speaker {speaker!r}; re-run the features stage")
+            raise InputError(f"no CMVN statistics for speaker {speaker!r}; re-run the features stage")
         s = stats.speakers[speaker]
     elif mode == "global":
         s = stats.global_stats
@@ -271,13 +270,13 @@ def apply_cmvn(feats: np.ndarray, speaker: str, stats: CmvnStats, mode: str) -> 
 # ---------------------------------------------------------------------------------------------
 # The stage
 # ---------------------------------------------------------------------------------------------
-def _features_split(utts: list[Utterance], paths: RunPaths, split: str, cfg: FeatureConfig,
+def _features_split(utts: list[Utterance], fbank_scp: Path, mfcc_scp: Path, split: str, cfg: FeatureConfig,
                     sample_rate: int, jobs: int) -> tuple[dict[str, Any], dict[str, Stats]]:
     speakers: dict[str, Stats] = {}
     failures: list[dict[str, str]] = []
     frames, seconds, t0 = 0, 0.0, time.time()
     audio_of = {u.id: u.audio for u in utts}
-    with ark_scp_writer(paths.fbank_scp(split)) as fb_out, ark_scp_writer(paths.mfcc_scp(split)) as mf_out:
+    with ark_scp_writer(fbank_scp) as fb_out, ark_scp_writer(mfcc_scp) as mf_out:
         for res in iter_features(utts, cfg, sample_rate, jobs, desc=f"features {split}"):
             if res.error:
                 log.warning("skipping %s: %s", res.id, res.error)
@@ -304,28 +303,30 @@ def _features_split(utts: list[Utterance], paths: RunPaths, split: str, cfg: Fea
     return summary, speakers
 
 
-def _read_split_manifest(paths: RunPaths, split: str) -> list[Utterance]:
-    manifest = paths.manifest(split)
+def _read_split_manifest(manifest: Path) -> list[Utterance]:
     if not manifest.exists():
-        raise StageError(f"{manifest} is missing; run the prepare stage first")
+        raise InputError(f"{manifest} is missing; run the prepare stage first")
     utts = read_manifest(manifest)
     if not utts:
-        raise StageError(f"{manifest} has no utterances; check the corpus and the prepare stage")
+        raise InputError(f"{manifest} has no utterances; check the corpus and the prepare stage")
     return utts
 
 
-def compute_features(paths: RunPaths, cfg: FeatureConfig, sample_rate: int = 16000,
-                     splits: Sequence[str] = SPLITS) -> dict[str, Any]:
-    """The features stage: fbank + MFCC ark/scp per split and ``cmvn.json``; returns the summary."""
+def compute_features(manifests: Mapping[str, Path], fbank_scps: Mapping[str, Path], mfcc_scps: Mapping[str, Path],
+                     cmvn: Path, cfg: FeatureConfig, sample_rate: int = 16000) -> dict[str, Any]:
+    """The features stage's work: fbank + MFCC ark/scp (``fbank_scps[split]``, ``mfcc_scps[split]``) of
+    each split's manifest (``manifests``: split -> file), and the CMVN statistics (``cmvn``, global from
+    train, or from the first split without one); returns the summary."""
     summary: dict[str, Any] = {"num_mel_bins": cfg.num_mel_bins, "num_ceps": cfg.num_ceps, "splits": {}}
     per_split: dict[str, dict[str, Stats]] = {}
-    manifests = {split: _read_split_manifest(paths, split) for split in splits}
-    audio = sum(u.duration for utts in manifests.values() for u in utts)
+    utterances = {split: _read_split_manifest(manifest) for split, manifest in manifests.items()}
+    audio = sum(u.duration for utts in utterances.values() for u in utts)
     jobs = feature_jobs(cfg, audio)
-    for split, utts in manifests.items():
-        split_summary, per_split[split] = _features_split(utts, paths, split, cfg, sample_rate, jobs)
+    for split, utts in utterances.items():
+        split_summary, per_split[split] = _features_split(utts, fbank_scps[split], mfcc_scps[split], split, cfg,
+                                                          sample_rate, jobs)
         if split_summary["utterances"] == 0:
-            raise StageError(f"no utterance of {paths.manifest(split)} gave features; first failure: "
+            raise InputError(f"no utterance of {manifests[split]} gave features; first failure: "
                              f"{split_summary['failures'][0]['error']}")
         log.info("features %s: %d utts, %d frames, %d failed, %.0fx real time", split,
                  split_summary["utterances"], split_summary["frames"], split_summary["failed"],
@@ -335,7 +336,7 @@ def compute_features(paths: RunPaths, cfg: FeatureConfig, sample_rate: int = 160
     global_stats = Stats.zeros(cfg.num_mel_bins)
     for s in per_split[train].values():
         global_stats.merge(s)
-    write_cmvn(paths.cmvn, global_stats, per_split)
+    write_cmvn(cmvn, global_stats, per_split)
     summary["cmvn_global_from"] = train
     summary["failed"] = sum(s["failed"] for s in summary["splits"].values())
     summary["frames"] = sum(s["frames"] for s in summary["splits"].values())

@@ -35,8 +35,8 @@ import kaldifst
 
 from asr_kd.data.lexicon import SIL, strip_stress
 from asr_kd.fileio import atomic_open, atomic_path, read_json, write_text
-from asr_kd.paths import LangDir, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.files import LangDir
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,7 @@ def load_lang(lang_dir: str | Path) -> Lang:
     d = LangDir(lang_dir)
     for path in (d.phones, d.words, d.topo):
         if not path.exists():
-            raise StageError(f"{path} is missing; run the lang stage (--stage lang)")
+            raise InputError(f"{path} is missing; run the lang stage (--stage lang)")
     lexicon: dict[str, list[tuple[str, ...]]] = {}
     lex_path = d.lexicon
     if lex_path.exists():
@@ -346,13 +346,6 @@ def load_lang(lang_dir: str | Path) -> Lang:
         sil_prob=float(info.get("sil_prob", 0.5)),
         position_dependent=bool(info.get("position_dependent_phones", False)),
     )
-
-
-def run_lang_dir(paths: RunPaths) -> Path:
-    """The lang directory the run's HMM (``align/final.mdl``) goes with, for the graph and everything
-    that decodes: ``align/lang/`` when the align stage imported a Kaldi model with Kaldi's lang (or
-    renumbered ours to its phone ids; :mod:`asr_kd.align.kaldi_lang`), else the lang stage's ``lang/``."""
-    return paths.align_lang if LangDir(paths.align_lang).phones.exists() else paths.lang
 
 
 # ------------------------------------------------------------------------------------------------

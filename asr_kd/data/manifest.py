@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from asr_kd.fileio import atomic_open
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -76,4 +76,4 @@ def iter_manifest(path: str | os.PathLike) -> Iterator[Utterance]:
                     row["audio"] = str(here / row["audio"])
                 yield Utterance(**row)
             except (json.JSONDecodeError, TypeError) as e:
-                raise StageError(f"{path}:{lineno}: not a manifest line ({e}); re-run the prepare stage") from e
+                raise InputError(f"{path}:{lineno}: not a manifest line ({e}); re-run the prepare stage") from e

@@ -24,7 +24,7 @@ import json
 import logging
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,10 +37,10 @@ from asr_kd.config import FeatureConfig, ShardConfig
 from asr_kd.data.features import CmvnStats, apply_cmvn, load_cmvn
 from asr_kd.data.manifest import Utterance, read_manifest
 from asr_kd.data.scp import load_scp
+from asr_kd.errors import InputError
 from asr_kd.fileio import atomic_path, read_json, write_json
-from asr_kd.paths import SHARD_FILE, SPLITS, RunPaths
+from asr_kd.files import SHARD_FILE, SHARD_INDEX
 from asr_kd.progress import progress
-from asr_kd.runner import StageError
 
 log = logging.getLogger(__name__)
 
@@ -104,49 +104,52 @@ class ShardWriter:
         self._pending = []
 
 
-def _load_labels(paths: RunPaths, split: str) -> dict[str, np.ndarray] | None:
-    scp = paths.pdf_scp(split)
+@dataclass(frozen=True)
+class SplitFiles:
+    """What one split's shards are made of, and where they go."""
+
+    manifest: Path  # the split's utterances (asr_kd.data.manifest)
+    fbank_scp: Path  # their raw fbank
+    pdf_scp: Path  # their pdf-id labels (absent: shards without labels)
+    out_dir: Path  # the shards and their index (SHARD_INDEX)
+
+
+def _load_labels(scp: Path, split: str) -> dict[str, np.ndarray] | None:
     if not scp.exists():
         log.warning("%s is missing: %s shards get no labels", scp, split)
         return None
     return dict(load_scp(scp))
 
 
-def _num_pdfs(paths: RunPaths) -> int | None:
-    marker = paths.marker("align")
-    if not marker.exists():
-        return None
-    return int(read_json(marker)["summary"]["num_pdfs"])
-
-
 def _check_labels(utt_id: str, labels: np.ndarray, num_pdfs: int | None, scp: Path) -> np.ndarray:
     labels = np.asarray(labels).reshape(-1)
     if labels.size and (labels.min() < 0 or (num_pdfs is not None and labels.max() >= num_pdfs)):
-        raise StageError(f"{scp}: labels of {utt_id} outside [0, {num_pdfs}); re-run the align stage")
+        raise InputError(f"{scp}: labels of {utt_id} outside [0, {num_pdfs}); re-run the align stage")
     return labels.astype(np.int32)
 
 
-def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_cfg: ShardConfig,
+def write_split(split: str, files: SplitFiles, cmvn_path: Path, feature_cfg: FeatureConfig, shard_cfg: ShardConfig,
                 num_pdfs: int | None) -> dict[str, Any]:
-    """Shards + index.json of one split; returns the split's summary."""
-    utts = read_manifest(paths.manifest(split))
-    feats_scp = paths.fbank_scp(split)
+    """Shards + index.json of one split (normalised with the CMVN statistics at ``cmvn_path``; labels
+    checked against ``num_pdfs`` when known); returns the split's summary."""
+    utts = read_manifest(files.manifest)
+    feats_scp = files.fbank_scp
     if not feats_scp.exists():
-        raise StageError(f"{feats_scp} is missing; run the features stage first")
+        raise InputError(f"{feats_scp} is missing; run the features stage first")
     feats = load_scp(feats_scp)
-    cmvn = load_cmvn(paths.cmvn, split)
-    labels = _load_labels(paths, split)
-    out = ShardWriter(paths.shard_dir(split), shard_cfg.max_utts_per_shard)
+    cmvn = load_cmvn(cmvn_path, split)
+    labels = _load_labels(files.pdf_scp, split)
+    out = ShardWriter(files.out_dir, shard_cfg.max_utts_per_shard)
     skipped: dict[str, list[str]] = {"no_features": [], "no_alignment": [], "length_mismatch": []}
     dtype = np.dtype(feature_cfg.storage_dtype)
     for utt in progress(utts, desc=f"shards {split}", unit="utt", leave=False):
-        sample = _sample(utt, feats, cmvn, labels, feature_cfg, dtype, num_pdfs, paths.pdf_scp(split), skipped)
+        sample = _sample(utt, feats, cmvn, labels, feature_cfg, dtype, num_pdfs, files.pdf_scp, skipped)
         if sample is not None:
             out.add(*sample)
     out.flush()
     if not out.shards:
-        raise StageError(f"no utterance of split {split} could be sharded: {_skip_counts(skipped)}")
-    _remove_stale_shards(paths.shard_dir(split), {s["file"] for s in out.shards})
+        raise InputError(f"no utterance of split {split} could be sharded: {_skip_counts(skipped)}")
+    _remove_stale_shards(files.out_dir, {s["file"] for s in out.shards})
     index = {
         "split": split,
         "feature_dim": feature_cfg.num_mel_bins,
@@ -160,7 +163,7 @@ def write_split(paths: RunPaths, split: str, feature_cfg: FeatureConfig, shard_c
         "skipped_utts": {k: v[:MAX_NAMED_SKIPS] for k, v in skipped.items() if v},
         "shards": out.shards,
     }
-    write_json(paths.shard_index(split), index)
+    write_json(files.out_dir / SHARD_INDEX, index)
     # Only length mismatches are this stage's own losses: no_features / no_alignment were counted
     # by the features and align stages (asr_kd.accounting).
     lost = tally(("length_mismatch", u) for u in skipped["length_mismatch"])
@@ -200,12 +203,13 @@ def _remove_stale_shards(out_dir: Path, keep: set[str]) -> None:
             old.unlink()
 
 
-def write_shards(paths: RunPaths, feature_cfg: FeatureConfig, shard_cfg: ShardConfig) -> dict[str, Any]:
-    """The shards stage: shards and index.json for every split; returns the stage summary."""
-    num_pdfs = _num_pdfs(paths)
+def write_shards(splits: Mapping[str, SplitFiles], cmvn_path: Path, num_pdfs: int | None, feature_cfg: FeatureConfig,
+                 shard_cfg: ShardConfig) -> dict[str, Any]:
+    """The shards stage's work: shards and index.json for every split of ``splits``; returns the
+    stage summary. ``num_pdfs``: the aligner's (labels outside it are an error), None when unknown."""
     summary: dict[str, Any] = {"num_pdfs": num_pdfs, "splits": {}}
-    for split in SPLITS:
-        summary["splits"][split] = write_split(paths, split, feature_cfg, shard_cfg, num_pdfs)
+    for split, files in splits.items():
+        summary["splits"][split] = write_split(split, files, cmvn_path, feature_cfg, shard_cfg, num_pdfs)
         s = summary["splits"][split]
         log.info("shards %s: %d utts, %d frames in %d shards, skipped %s", split, s["utterances"],
                  s["frames"], s["shards"], s["skipped"])
@@ -233,7 +237,7 @@ def read_index(index_path: str | os.PathLike) -> dict[str, Any]:
     """A split's ``index.json`` (see :mod:`asr_kd.data.shards`)."""
     path = Path(index_path)
     if not path.exists():
-        raise StageError(f"{path} is missing; run the shards stage first")
+        raise InputError(f"{path} is missing; run the shards stage first")
     return read_json(path)
 
 
@@ -273,12 +277,12 @@ def iter_shard(url: str, keys: set[str] | None = None, float32: bool = True) -> 
         for key, members in tar_samples(url, keys):
             yield _decode_sample(url, key, members, float32)
     except tarfile.TarError as e:
-        raise StageError(f"{url}: not a readable tar shard ({e}); re-run the shards stage") from e
+        raise InputError(f"{url}: not a readable tar shard ({e}); re-run the shards stage") from e
 
 
 def _decode_sample(url: str, key: str, members: dict[str, bytes], float32: bool) -> UttRecord:
     if "feats.npy" not in members or "json" not in members:
-        raise StageError(f"{url}: sample {key!r} lacks feats.npy or json; re-run the shards stage")
+        raise InputError(f"{url}: sample {key!r} lacks feats.npy or json; re-run the shards stage")
     meta = json.loads(members["json"])
     feats = np.load(io.BytesIO(members["feats.npy"]), allow_pickle=False)  # (T, D)
     labels = None

@@ -28,7 +28,7 @@ import numpy as np
 import webdataset as wds
 
 from asr_kd.fileio import atomic_path, read_json, write_json
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 IDX_MEMBER, PROB_MEMBER = "soft_idx.npy", "soft_prob.npy"
 
@@ -82,13 +82,13 @@ def iter_target_shard(url: str | os.PathLike, keys: set[str] | None = None) -> I
         for key, members in tar_samples(url, keys):
             yield _decode(url, key, members)
     except (tarfile.TarError, FileNotFoundError) as e:
-        raise StageError(f"{url}: not a readable soft-targets shard ({e}); delete it and re-run the distill "
+        raise InputError(f"{url}: not a readable soft-targets shard ({e}); delete it and re-run the distill "
                          "stage (--force distill), which rewrites it") from e
 
 
 def _decode(url: str | os.PathLike, key: str, members: dict[str, bytes]) -> tuple[str, np.ndarray, np.ndarray]:
     if IDX_MEMBER not in members or PROB_MEMBER not in members:
-        raise StageError(f"{url}: sample {key!r} lacks {IDX_MEMBER} or {PROB_MEMBER}; delete the shard and "
+        raise InputError(f"{url}: sample {key!r} lacks {IDX_MEMBER} or {PROB_MEMBER}; delete the shard and "
                          "re-run the distill stage")
     idx = np.load(io.BytesIO(members[IDX_MEMBER]), allow_pickle=False)
     prob = np.load(io.BytesIO(members[PROB_MEMBER]), allow_pickle=False)
@@ -108,7 +108,7 @@ def aligned_targets(records: Iterable[Any], target_url: str | os.PathLike,
         got = next(targets, None)
         if got is None or got[0] != key or got[1].shape[1] != rec.feats.shape[0]:
             found = "nothing" if got is None else f"{got[0]!r} ({got[1].shape[1]} frames)"
-            raise StageError(f"{target_url}: expected the targets of {key!r} ({rec.feats.shape[0]} frames), found "
+            raise InputError(f"{target_url}: expected the targets of {key!r} ({rec.feats.shape[0]} frames), found "
                              f"{found}: the targets do not match the training shards; re-run the distill stage "
                              "(--force distill), which rewrites stale targets")
         rec.targets = (got[1], got[2])

@@ -64,8 +64,8 @@ from asr_kd.data.shards import UttRecord, iter_shard, sample_key
 from asr_kd.data.targets import aligned_targets
 from asr_kd.fileio import read_json
 from asr_kd.parallel import rank_and_world
-from asr_kd.paths import SHARD_INDEX
-from asr_kd.runner import StageError
+from asr_kd.files import SHARD_INDEX
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -357,7 +357,7 @@ class _WindowsBase:
                  rank: int | None, world_size: int | None, subset_unit: str = "utterances",
                  target_urls: Sequence[str] | None = None) -> None:
         if not urls:
-            raise StageError("no shards given; run the shards stage or check the index")
+            raise InputError("no shards given; run the shards stage or check the index")
         if batch_size < 1 or shuffle_buffer_utts < 1 or left < 0 or right < 0 or num_workers < 0:
             raise ValueError("batch_size and shuffle_buffer_utts must be >= 1; left, right, num_workers >= 0")
         self.left, self.right, self.batch_size = left, right, batch_size
@@ -599,7 +599,7 @@ class InMemoryWindows(_WindowsBase, IterableDataset):
                 records[sample_key(rec.id)] = rec
         missing = [k for k in self.table.keys if k not in records]
         if missing:
-            raise StageError(f"utterances listed in the index are missing from the shards: {missing[:5]}; "
+            raise InputError(f"utterances listed in the index are missing from the shards: {missing[:5]}; "
                              "re-run the shards stage")
         return make_block([records[k] for k in self.table.keys], self.left, self.right, keep=self.keep)
 

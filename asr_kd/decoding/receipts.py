@@ -31,7 +31,7 @@ import numpy as np
 from asr_kd.config import config_hash
 from asr_kd.decoding.search import Hypothesis
 from asr_kd.fileio import file_sha256, read_json, write_json
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class SplitReceipts:
                 return None
             return SearchRecord.from_json(obj)
         except (ValueError, KeyError, TypeError, AttributeError) as e:
-            raise StageError(f"{path}: unreadable decode receipt ({type(e).__name__}: {e}); delete it and re-run "
+            raise InputError(f"{path}: unreadable decode receipt ({type(e).__name__}: {e}); delete it and re-run "
                              "the decode stage") from e
 
     def finished(self) -> SearchRecord | None:

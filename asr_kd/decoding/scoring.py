@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import jiwer
 
 from asr_kd.fileio import atomic_open, write_json
-from asr_kd.paths import ScoringDir
+from asr_kd.files import ScoringDir
 
 
 @dataclass(frozen=True)

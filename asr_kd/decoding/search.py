@@ -1,7 +1,7 @@
 """Hybrid DNN-HMM decoding: scaled log-likelihood ratios through HCLG with Kaldi's lattice decoder.
 
 Owns the decoding maths and the per-utterance search; the systems of a run are decoded by
-:mod:`asr_kd.decoding.systems`, driven by the decode stage (:mod:`asr_kd.stages.decode`). A hybrid acoustic model gives posteriors p(s | x) over HMM states (pdfs);
+:mod:`asr_kd.stages._decode`, driven by the decode stage (:mod:`asr_kd.stages.decode`). A hybrid acoustic model gives posteriors p(s | x) over HMM states (pdfs);
 the decoder needs likelihoods, so per frame (Bourlard & Morgan's scaled likelihood)::
 
     score[t, j] = acoustic_scale * (log p(s | x_t) - log p(s))    with s = pdf(transition id j + 1)
@@ -27,7 +27,7 @@ from typing import Any
 import kaldi_hmm_gmm as khg
 import numpy as np
 
-from asr_kd.paths import GraphDir
+from asr_kd.files import GraphDir
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from asr_kd.fileio import atomic_path
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 MODEL_FORMAT = "asr_kd.model.v1"
 
@@ -226,7 +226,7 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> tu
     """Read a model file written by ``save_model``; returns (model in eval mode, the whole dict)."""
     path = Path(path)
     if not path.exists():
-        raise StageError(f"model file {path} does not exist; run the stage that trains it")
+        raise InputError(f"model file {path} does not exist; run the stage that trains it")
     blob = torch.load(path, map_location=map_location, weights_only=True)
     if blob.get("format") != MODEL_FORMAT:
         raise ValueError(f"{path} is not an asr_kd model file (format {blob.get('format')!r})")

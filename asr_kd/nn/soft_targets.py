@@ -36,7 +36,7 @@ from asr_kd.fileio import file_sha256, read_json, write_json
 from asr_kd.nn.ensemble import Ensemble, ensemble_probs
 from asr_kd.nn.precision import inference_autocast
 from asr_kd.progress import progress
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,7 @@ def _wait_for_receipts(shards: Sequence[Path], key: str, wait_s: float) -> list[
         if not missing:
             return receipts  # type: ignore[return-value]
         if time.monotonic() > deadline:
-            raise StageError(f"soft targets: {len(missing)} shards (first {missing[0]}) were not written by the "
+            raise InputError(f"soft targets: {len(missing)} shards (first {missing[0]}) were not written by the "
                              f"other ranks within {wait_s:.0f} s; re-run the distill stage")
         time.sleep(1.0)
 

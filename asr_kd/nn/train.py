@@ -39,7 +39,7 @@ from asr_kd.nn.models import AcousticDNN, StackedDNN, count_parameters, save_mod
 from asr_kd.nn.precision import resolve_precision
 from asr_kd.nn.systems import MONITOR, FrameSystem
 from asr_kd.parallel import barrier, global_rank
-from asr_kd.paths import TrainRunDir
+from asr_kd.files import TrainRunDir
 from asr_kd.progress import lightning_callbacks
 
 log = logging.getLogger(__name__)

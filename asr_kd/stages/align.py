@@ -1,8 +1,8 @@
 """The align stage: GMM-HMM forced alignment -> per-frame HMM-state (pdf) ids, the DNN's labels.
 
-``align.source=builtin`` trains and aligns with :mod:`asr_kd.align.builtin`; ``align.source=kaldi``
+``align.source=builtin`` trains and aligns with :mod:`asr_kd.stages._align`; ``align.source=kaldi``
 imports the alignments of a Kaldi experiment, and its final.mdl, tree and lang for the graph
-(:mod:`asr_kd.align.kaldi_import`). Outputs under ``<exp>/align/`` (names in :mod:`asr_kd.paths`).
+(:mod:`asr_kd.stages._kaldi_import`). Outputs under ``<exp>/align/`` (names in :mod:`asr_kd.paths`).
 ``python -m asr_kd.align.kaldi_export`` writes the result back out as a Kaldi experiment.
 """
 
@@ -22,12 +22,12 @@ AFTER = ("lang", "features")
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The built-in aligner, or the Kaldi import with ``align.source=kaldi``."""
     if cfg.align.source == "kaldi":
-        from asr_kd.align.kaldi_import import import_kaldi_alignments
+        from asr_kd.stages._kaldi_import import import_kaldi_alignments
 
         shutil.rmtree(paths.align_resume, ignore_errors=True)  # the built-in aligner's receipts: their files go
 
         return import_kaldi_alignments(cfg, paths)
-    from asr_kd.align.builtin import align_builtin
+    from asr_kd.stages._align import align_builtin
 
     shutil.rmtree(paths.align_lang, ignore_errors=True)  # a Kaldi import's lang: the built-in model uses lang/
     return align_builtin(cfg, paths)

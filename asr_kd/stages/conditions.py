@@ -3,7 +3,7 @@
 ``data.extra_test_subsets`` (LibriSpeech: ``dev-other``, ``test-other``) name them: each subset of
 the corpus is read here (the prepare stage's reader and settings; an utterance with a word the
 lexicon lacks is kept, as in any test set) into ``eval/<subset>/manifest.jsonl`` and evaluated as
-``python -m asr_kd.evaluate`` would (:mod:`asr_kd.decoding.evaluate`: features with the run's
+``python -m asr_kd.evaluate`` would (:mod:`asr_kd.stages._evaluate`: features with the run's
 settings, frame labels from the run's GMM) into ``eval/<subset>/``, for the teachers, the ensemble
 and the students, every system at the acoustic scale it chose on dev, and also searched at every
 scale of ``decode.acoustic_scales`` (its WER per scale in the summary). Its summary also gives the
@@ -35,8 +35,8 @@ AFTER = ("decode",)
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Evaluate the teachers, the ensemble and the students on each extra test set."""
     from asr_kd.data.manifest import read_manifest
-    from asr_kd.decoding.evaluate import condition_summary, evaluate_systems, prepare_data
-    from asr_kd.decoding.systems import discover_systems
+    from asr_kd.stages._evaluate import condition_summary, evaluate_systems, prepare_data
+    from asr_kd.stages._decode import discover_systems
     from asr_kd.paths import EvalDir
 
     out: dict[str, Any] = {}

@@ -1,5 +1,5 @@
 """The decode stage: every system of the run (teachers, ensemble, students, Table-5 runs, the GMMs)
-through its HCLG -> WER on dev (choosing the acoustic scale) and test (:mod:`asr_kd.decoding.systems`).
+through its HCLG -> WER on dev (choosing the acoustic scale) and test (:mod:`asr_kd.stages._decode`).
 """
 
 from __future__ import annotations
@@ -19,6 +19,6 @@ AFTER = ("graph", "distill")
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """WER and frame accuracy of every system; the decode summaries under ``<exp>/decode``."""
-    from asr_kd.decoding.systems import decode_systems
+    from asr_kd.stages._decode import decode_systems
 
     return decode_systems(cfg, paths)

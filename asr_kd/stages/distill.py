@@ -1,6 +1,6 @@
 """The distill stage: one student per temperature (``distill.temperatures``) from the ensemble
 (online, or from cached targets on small corpora), and the paper's Table-5 runs on
-``distill.subset_fraction`` of the data (:mod:`asr_kd.nn.runs`).
+``distill.subset_fraction`` of the data (:mod:`asr_kd.stages._training`).
 """
 
 from __future__ import annotations
@@ -18,6 +18,6 @@ DISTRIBUTED = True  # every rank of a DDP run joins
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The students, the optional matching-logits student and the three Table-5 runs."""
-    from asr_kd.nn.runs import train_students
+    from asr_kd.stages._training import train_students
 
     return train_students(cfg, paths)

@@ -1,5 +1,5 @@
 """The ensemble stage: the K teachers as one batched, frozen ensemble (``distill.ensemble_mean``);
-its dev/test frame accuracy beside each teacher's (:mod:`asr_kd.nn.runs`, :mod:`asr_kd.nn.ensemble`).
+its dev/test frame accuracy beside each teacher's (:mod:`asr_kd.stages._training`, :mod:`asr_kd.nn.ensemble`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,6 @@ AFTER = ("teachers",)
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The ensemble's frame accuracy on dev and test beside its members'."""
-    from asr_kd.nn.runs import evaluate_ensemble
+    from asr_kd.stages._training import evaluate_ensemble
 
     return evaluate_ensemble(cfg, paths)

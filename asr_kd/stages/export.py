@@ -27,7 +27,7 @@ AFTER = ("decode",)
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Write every model directory (TorchScript and ONNX checked against PyTorch) and measure its
     inference cost."""
-    from asr_kd.decoding.modeldir import export_systems
+    from asr_kd.stages._export import export_systems
 
     return export_systems(cfg, paths, training=training_data(cfg, paths))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from asr_kd.config import RecipeConfig
-from asr_kd.paths import RunPaths
+from asr_kd.paths import SPLITS, RunPaths
 
 DOC = "fbank + MFCC, CMVN stats"
 READS = ("features.num_mel_bins", "features.frame_length_ms", "features.frame_shift_ms", "features.num_ceps",
@@ -19,4 +19,6 @@ def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """fbank + MFCC of every split, CMVN stats; failures named and counted."""
     from asr_kd.data.features import compute_features
 
-    return compute_features(paths, cfg.features, sample_rate=cfg.data.sample_rate)
+    return compute_features({s: paths.manifest(s) for s in SPLITS}, {s: paths.fbank_scp(s) for s in SPLITS},
+                            {s: paths.mfcc_scp(s) for s in SPLITS}, paths.cmvn, cfg.features,
+                            sample_rate=cfg.data.sample_rate)

@@ -31,6 +31,6 @@ VERSION_NOTE = ("the decoding vocabulary is now the LM's words plus the training
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """LM -> G -> HCLG under ``<exp>/graph``; returns the summary (sizes, LM, OOV rates, perplexities)."""
-    from asr_kd.decoding.graph import build_graphs
+    from asr_kd.stages._graph import build_graphs
 
     return build_graphs(cfg, paths)

@@ -61,8 +61,9 @@ def test_errors(paths: RunPaths, best_student: str | None) -> ErrorDiff | None:
 
 def build_report(cfg: RecipeConfig, paths: RunPaths) -> Report:
     """The report of the run: its tables and sections, the effects with their intervals."""
-    from asr_kd.decoding.report import collect, statistics
+    from asr_kd.decoding.report import statistics
     from asr_kd.decoding.report.rows import Report, given
+    from asr_kd.stages import _collect as collect
 
     table1, table5 = collect.table1_rows(cfg, paths), collect.table5_rows(cfg, paths)
     counts = collect.utt_counts(paths, statistics.decoded_systems(table1, table5))
@@ -83,8 +84,9 @@ def build_report(cfg: RecipeConfig, paths: RunPaths) -> Report:
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """report.json, report.md and the plots from the markers and decode summaries."""
-    from asr_kd.decoding.report import collect, plots
+    from asr_kd.decoding.report import plots
     from asr_kd.decoding.report.render import render_markdown
+    from asr_kd.stages import _collect as collect
 
     report = build_report(cfg, paths)
     write_json(paths.report_json, report.to_json())

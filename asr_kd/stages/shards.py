@@ -7,7 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 from asr_kd.config import RecipeConfig
-from asr_kd.paths import RunPaths
+from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.runner import marker_summary
 
 DOC = "webdataset shards of normalised feats + labels"
 READS = ("shards", "features.cmvn", "features.storage_dtype", "!features")  # the rest: via the features stage
@@ -16,6 +17,9 @@ AFTER = ("features", "align")
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Shards and index.json of every split; utterances without labels named and counted."""
-    from asr_kd.data.shards import write_shards
+    from asr_kd.data.shards import SplitFiles, write_shards
 
-    return write_shards(paths, cfg.features, cfg.shards)
+    num_pdfs = marker_summary(paths, "align").get("num_pdfs")  # None: labels unchecked against the aligner
+    splits = {s: SplitFiles(paths.manifest(s), paths.fbank_scp(s), paths.pdf_scp(s), paths.shard_dir(s))
+              for s in SPLITS}
+    return write_shards(splits, paths.cmvn, None if num_pdfs is None else int(num_pdfs), cfg.features, cfg.shards)

@@ -1,6 +1,6 @@
 """The teachers stage: K teacher DNNs differing only by their seed, resumable per teacher
 (``teachers.only=k``: one task of a cluster job array; ``teachers.stacked``: all K at once).
-The runs and their keys: :mod:`asr_kd.nn.runs`; one training run: :mod:`asr_kd.nn.train`.
+The runs and their keys: :mod:`asr_kd.stages._training`; one training run: :mod:`asr_kd.nn.train`.
 """
 
 from __future__ import annotations
@@ -19,6 +19,6 @@ DISTRIBUTED = True  # every rank of a DDP run joins
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Train the K teachers; the summary lists each with its dev/test frame accuracy."""
-    from asr_kd.nn.runs import train_teachers
+    from asr_kd.stages._training import train_teachers
 
     return train_teachers(cfg, paths)

@@ -58,13 +58,13 @@ def test_align_stage_writes_one_label_per_frame(tmp_path, tiny_corpus):
 
 
 def test_too_many_failures_stop_in_one_line_naming_failed_txt_and_the_key(tmp_path, tiny_corpus):
-    """Issue 17: the align.max_fail_fraction stop is a one-line StageError naming failed.txt, the
+    """Issue 17: the align.max_fail_fraction stop is a one-line InputError naming failed.txt, the
     reasons and the --set that accepts the loss; an utterance without features is the features
     stage's loss, not counted again by align."""
     import pytest
 
     from asr_kd.align.viterbi import loss_reason, lost
-    from asr_kd.runner import StageError
+    from asr_kd.errors import InputError
 
     paths = make_run_dir(tmp_path, tiny_corpus)
     dev = sorted(u for u in tiny_corpus.mfcc if u.startswith("spk1"))
@@ -74,10 +74,10 @@ def test_too_many_failures_stop_in_one_line_naming_failed_txt_and_the_key(tmp_pa
     kaldiio.save_ark(str(scp.with_suffix(".ark")), feats, scp=str(scp))
     cfg = load_config("smoke", {"align.context": "monophone", "align.mono_iters": "3", "align.mono_gaussians": "100",
                                 "align.num_jobs": "1"})
-    with pytest.raises(StageError) as e:
+    with pytest.raises(InputError) as e:
         run_align(cfg, paths)
     msg = str(e.value)
-    assert isinstance(e.value, StageError) and "\n" not in msg
+    assert isinstance(e.value, InputError) and "\n" not in msg
     assert f"2 of {len(dev)} dev utterances failed to align" in msg and "no_features 1" in msg
     assert str(paths.align_failed("dev")) in msg
     assert f"--set align.max_fail_fraction={2 / len(dev):g}" in msg

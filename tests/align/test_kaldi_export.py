@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 from asr_kd.align.kaldi_export import export_kaldi, main
-from asr_kd.align.kaldi_import import import_kaldi_alignments
+from asr_kd.stages._kaldi_import import import_kaldi_alignments
 from asr_kd.align.model import init_monophone, load_model, save_model
 from asr_kd.config import load_config
 from asr_kd.data.lang import build_lexicon, write_lang
 from asr_kd.data.scp import ark_scp_writer, load_scp
 from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 FRAMES = {"train": {"a": 12, "b": 9}, "dev": {"c": 7}, "test": {"d": 5, "e": 6}}
 
@@ -87,7 +87,7 @@ def test_export_is_byte_for_byte_repeatable_and_refuses_a_foreign_directory(run,
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "notes.txt").write_text("mine\n")
-    with pytest.raises(StageError, match="not empty"):
+    with pytest.raises(InputError, match="not empty"):
         export_kaldi(run.root, busy)
 
 

@@ -14,7 +14,7 @@ from asr_kd.align.kaldi_format import BINARY_HEADER, MdlFile, read_mdl, transiti
 from asr_kd.align.kaldi_import import read_tid2pdf
 from asr_kd.align.model import GmmHmm, init_monophone, load_model, save_model, save_model_binary, to_mdl
 from asr_kd.data.lang import build_lexicon, write_lang
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 from tests.align.test_kaldi_import import kaldi_binary_transition_model
 
 DIM = 5
@@ -128,13 +128,13 @@ def test_broken_files_are_named(tmp_path):
     save_model_binary(model, tmp_path / "final.mdl")
     blob = (tmp_path / "final.mdl").read_bytes()
     (tmp_path / "cut.mdl").write_bytes(blob[: len(blob) // 2])
-    with pytest.raises(StageError, match="cut.mdl"):
+    with pytest.raises(InputError, match="cut.mdl"):
         read_mdl(tmp_path / "cut.mdl")
     (tmp_path / "other.mdl").write_text("<Nnet3> something else </Nnet3>\n")
-    with pytest.raises(StageError, match="other.mdl.*TransitionModel"):
+    with pytest.raises(InputError, match="other.mdl.*TransitionModel"):
         read_mdl(tmp_path / "other.mdl")
     (tmp_path / "nnet.mdl").write_bytes(BINARY_HEADER + b"<Nnet3> ")
-    with pytest.raises(StageError, match="expected <TransitionModel>"):
+    with pytest.raises(InputError, match="expected <TransitionModel>"):
         read_mdl(tmp_path / "nnet.mdl")
 
 

@@ -9,11 +9,12 @@ import kaldiio
 import numpy as np
 import pytest
 
-from asr_kd.align.kaldi_import import import_kaldi_alignments, length_problem, read_tid2pdf
+from asr_kd.align.kaldi_import import length_problem, read_tid2pdf
+from asr_kd.stages._kaldi_import import import_kaldi_alignments
 from asr_kd.config import load_config
 from asr_kd.data.scp import load_scp
 from asr_kd.paths import RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 FRAMES = {"train": {"a": 10, "b": 8, "c": 6}, "dev": {"d": 5}, "test": {"e": 4}}
 
@@ -51,7 +52,7 @@ def test_pdf_text_imports_and_a_length_mismatch_is_named(tmp_path, paths):
     assert summary["success_rate"] == pytest.approx(2 / 3)
     assert summary["length_mismatches"] == 1
     assert "c 5 labels for 6 frames" in (paths.align / "train" / "failed.txt").read_text()
-    with pytest.raises(StageError, match="failed.txt"):
+    with pytest.raises(InputError, match="failed.txt"):
         import_kaldi_alignments(cfg(src, max_fail=0.01), paths)
 
 
@@ -96,10 +97,10 @@ def test_transition_ids_map_to_pdfs_with_final_mdl(tmp_path, paths):
 
 
 def test_missing_source_is_a_clear_error(tmp_path, paths):
-    with pytest.raises(StageError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         import_kaldi_alignments(cfg(tmp_path / "nope"), paths)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(StageError, match="neither ali"):
+    with pytest.raises(InputError, match="neither ali"):
         import_kaldi_alignments(cfg(tmp_path / "empty"), paths)
 
 

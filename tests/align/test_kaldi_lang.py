@@ -10,11 +10,11 @@ import pytest
 from asr_kd.align.kaldi_format import read_mdl
 from asr_kd.align.kaldi_lang import read_symbols, resolve_lang, transcript_coverage
 from asr_kd.align.model import init_monophone, save_model_binary
-from asr_kd.data.lang import build_lexicon, load_lang, make_topo, run_lang_dir, write_lang
+from asr_kd.data.lang import build_lexicon, load_lang, make_topo, write_lang
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding.graph import GraphInputs, build_hclg, compile_g
 from asr_kd.paths import RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 LEX = {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")], "A": [("AH",)], "TACK": [("T", "AE", "K")]}
 TEXTS = ["CAT A DOG", "A TACK", "DOG CAT"]
@@ -57,8 +57,8 @@ def test_our_lang_with_the_same_ids_is_used_as_it_is(tmp_path, run):
     ours = read_symbols(run.lang / "phones.txt")
     order = [p for p, _ in sorted(ours.items(), key=lambda kv: kv[1]) if p not in ("<eps>", "SIL") and "#" not in p]
     exp, mdl, _, _ = kaldi_exp(tmp_path, order, extra=())
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["dir"] == "lang" and run_lang_dir(run) == run.lang
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.lang) and run.decode_lang == run.lang
     assert summary["transcript_oov_rate"] == 0.0 and summary["phones_checked_against"] == str(exp / "phones.txt")
 
 
@@ -66,9 +66,9 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
     ours = load_lang(run.lang)
     order = sorted([p for p in ours.phones if p not in ("<eps>", "SIL") and "#" not in p], reverse=True)
     exp, mdl, kaldi_model, kaldi_ids = kaldi_exp(tmp_path, order)
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["dir"] == "align/lang" and "renumbered" in summary["source"]
-    mapped = load_lang(run_lang_dir(run))
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.align_lang) and "renumbered" in summary["source"]
+    mapped = load_lang(run.decode_lang)
     for p, i in mapped.phones.items():
         if not p.startswith("#"):
             assert i == kaldi_ids[p], p
@@ -94,15 +94,15 @@ def test_our_lang_is_renumbered_to_kaldis_phone_ids_and_decodes_alike(tmp_path, 
 
 def test_a_phone_kaldi_lacks_is_named_with_the_remedy(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH", "AO", "D", "G", "K"])  # no T
-    with pytest.raises(StageError, match=r"1 phone\(s\) of .*phones.txt are not in .*: T; .*align.kaldi_lang_dir"):
-        resolve_lang(run, mdl, "", exp, exp / "final.mdl")
+    with pytest.raises(InputError, match=r"1 phone\(s\) of .*phones.txt are not in .*: T; .*align.kaldi_lang_dir"):
+        resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
 
 
 def test_without_phones_txt_the_model_must_cover_our_phone_ids(tmp_path, run):
     exp, mdl, _, _ = kaldi_exp(tmp_path, ["AE", "AH"])  # 4 phones: ours has 8
     (exp / "phones.txt").unlink()
-    with pytest.raises(StageError, match="have no HMM in .*final.mdl.*copy it there or set"):
-        resolve_lang(run, mdl, "", exp, exp / "final.mdl")
+    with pytest.raises(InputError, match="have no HMM in .*final.mdl.*copy it there or set"):
+        resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
 
 
 def write_kaldi_lang(tmp_path, run) -> tuple:
@@ -125,34 +125,34 @@ def write_kaldi_lang(tmp_path, run) -> tuple:
 
 def test_kaldis_lang_dir_is_copied_checked_and_used(tmp_path, run):
     src, exp, mdl = write_kaldi_lang(tmp_path, run)
-    summary = resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
-    assert summary["dir"] == "align/lang" and run_lang_dir(run) == run.align_lang
+    summary = resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["dir"] == str(run.align_lang) and run.decode_lang == run.align_lang
     lang = load_lang(run.align_lang)
     assert lang.lexicon == {"CAT": [("K", "AE", "T")], "DOG": [("D", "AO", "G")]}  # from align_lexicon.txt
     assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
     assert lang.topo_text == mdl.topology_text()  # the model's topology, whatever the lang dir had
     # Kaldi's phones.txt beside the model must agree with the lang's, as check_phones_compatible.sh
     (exp / "phones.txt").write_text((src / "phones.txt").read_text().replace("AE 2", "AE 99"))
-    with pytest.raises(StageError, match="differ on 1 phone.*AE: 2 vs 99"):
-        resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
+    with pytest.raises(InputError, match="differ on 1 phone.*AE: 2 vs 99"):
+        resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
     (src / "L_disambig.fst").unlink()
-    with pytest.raises(StageError, match="has no L_disambig.fst"):
-        resolve_lang(run, mdl, str(src), exp, exp / "final.mdl")
+    with pytest.raises(InputError, match="has no L_disambig.fst"):
+        resolve_lang(run.lang, run.align_lang, mdl, str(src), exp, exp / "final.mdl", run.manifest("train"))
 
 
 def test_an_experiment_dir_holding_its_lang_files_is_its_lang(tmp_path, run):
     src, exp, mdl = write_kaldi_lang(tmp_path, run)
     for name in ("words.txt", "L_disambig.fst"):
         (exp / name).write_bytes((src / name).read_bytes())
-    summary = resolve_lang(run, mdl, "", exp, exp / "final.mdl")
-    assert summary["source"] == f"Kaldi lang {exp}" and summary["dir"] == "align/lang"
+    summary = resolve_lang(run.lang, run.align_lang, mdl, "", exp, exp / "final.mdl", run.manifest("train"))
+    assert summary["source"] == f"Kaldi lang {exp}" and summary["dir"] == str(run.align_lang)
     assert (run.align_lang / "L_disambig.fst").read_bytes() == (src / "L_disambig.fst").read_bytes()
 
 
 def test_a_words_txt_sharing_no_transcript_word_is_refused(tmp_path, run):
     words = tmp_path / "words.txt"
     words.write_text("<eps> 0\ncat 1\ndog 2\n")
-    with pytest.raises(StageError, match="none of the 7 words .* is in .*words.txt.*case"):
+    with pytest.raises(InputError, match="none of the 7 words .* is in .*words.txt.*case"):
         transcript_coverage(words, run.manifest("train"))
     words.write_text("<eps> 0\nCAT 1\nDOG 2\nA 3\n")
     cov = transcript_coverage(words, run.manifest("train"))

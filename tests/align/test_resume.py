@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-import asr_kd.align.builtin as builtin
+from asr_kd.stages import _align as builtin
 import asr_kd.align.stream as stream
 from asr_kd.config import load_config
 from asr_kd.paths import SPLITS

@@ -126,7 +126,7 @@ def test_training_on_compact_batches_gives_the_same_student(tmp_path, in_memory)
                             in_memory_max_frames=10**6 if in_memory else 0)
     results = []
     for compact in (False, True):
-        dm = shard_datamodule(paths, ModelConfig(), cfg, targets_dir=str(tmp_path / "targets"))
+        dm = shard_datamodule(paths.shard_indexes(), ModelConfig(), cfg, targets_dir=str(tmp_path / "targets"))
         dm.compact_batches = compact
         assert isinstance(dm.train_set, InMemoryWindows) == in_memory and len(targets) > 1
         system = DistillSystem(AcousticDNN(hidden_layers=1, hidden_dim=16, num_pdfs=NUM_PDFS, seed=3),

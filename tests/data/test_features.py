@@ -14,7 +14,7 @@ from asr_kd.config import FeatureConfig
 from asr_kd.data.features import (
     AudioError,
     apply_cmvn,
-    compute_features,
+    compute_features as _compute_features,
     fbank,
     load_cmvn,
     mfcc,
@@ -24,7 +24,14 @@ from asr_kd.data.features import (
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import load_scp
 from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
+
+
+def compute_features(paths: RunPaths, cfg: FeatureConfig, splits=SPLITS) -> dict:
+    """The features stage's work on a run directory's splits, as the stage calls it."""
+    return _compute_features({s: paths.manifest(s) for s in splits}, {s: paths.fbank_scp(s) for s in splits},
+                             {s: paths.mfcc_scp(s) for s in splits}, paths.cmvn, cfg)
+
 
 SR = 16000
 CFG = FeatureConfig(num_workers=1)
@@ -150,7 +157,7 @@ def test_dev_speakers_use_their_own_stats_and_global_comes_from_train(tmp_path: 
     np.testing.assert_allclose(apply_cmvn(dev, "33", dev_stats, "speaker").mean(axis=0), 0.0, atol=1e-4)
     train = dict(load_scp(paths.fbank_scp("train")))
     assert dev_stats.global_stats.count == sum(f.shape[0] for f in train.values())
-    with pytest.raises(StageError, match="speaker '11'"):
+    with pytest.raises(InputError, match="speaker '11'"):
         apply_cmvn(dev, "11", dev_stats, "speaker")
 
 

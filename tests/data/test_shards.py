@@ -8,18 +8,24 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asr_kd.config import FeatureConfig, ShardConfig
+from asr_kd.config import FeatureConfig, RecipeConfig, ShardConfig
 from asr_kd.data.features import Stats, apply_cmvn, load_cmvn, write_cmvn
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.data.scp import ark_scp_writer, load_scp
-from asr_kd.data.shards import write_shards
 from asr_kd.data.shards import iter_utterances, read_index, shard_urls
 from asr_kd.fileio import write_json
 from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 NUM_PDFS = 17
 FRAMES = {"train": [30, 41, 52, 23, 34], "dev": [20, 21], "test": [25]}
+
+
+def write_shards(paths: RunPaths, feature_cfg: FeatureConfig, shard_cfg: ShardConfig) -> dict:
+    """The shards stage on a run directory (the aligner's pdf count from its marker)."""
+    from asr_kd.stages.shards import run
+
+    return run(RecipeConfig(features=feature_cfg, shards=shard_cfg), paths)
 
 
 def build_run(tmp: Path, labels_for: tuple[str, ...] = SPLITS) -> RunPaths:
@@ -112,7 +118,7 @@ def test_rerun_with_larger_shards_removes_stale_ones_and_leaves_no_temp_files(tm
 def test_labels_outside_the_pdf_range_are_an_error(tmp_path: Path) -> None:
     paths = build_run(tmp_path)
     write_json(paths.marker("align"), {"summary": {"num_pdfs": 3}})
-    with pytest.raises(StageError, match="outside \\[0, 3\\); re-run the align stage"):
+    with pytest.raises(InputError, match="outside \\[0, 3\\); re-run the align stage"):
         write_shards(paths, FeatureConfig(), ShardConfig())
 
 

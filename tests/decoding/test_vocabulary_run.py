@@ -18,7 +18,7 @@ from asr_kd.align.model import init_monophone, save_model
 from asr_kd.config import load_config
 from asr_kd.data.lang import load_lang
 from asr_kd.decoding.graph import read_word_symbols
-from asr_kd.decoding.report import collect
+from asr_kd.stages import _collect as collect
 from asr_kd.decoding.report.render import lm_table
 from asr_kd.decoding.report.rows import LmSection
 from asr_kd.fileio import write_json

@@ -18,7 +18,7 @@ from asr_kd.nn.ensemble import Ensemble, ensemble_probs
 from asr_kd.nn.losses import soft_cross_entropy, sparse_soft_cross_entropy
 from asr_kd.nn.models import StackedDNN
 from asr_kd.nn.soft_targets import kl_to_dense, topk_targets, write_soft_targets
-from asr_kd.runner import StageError
+from asr_kd.errors import InputError
 
 N = 37  # states
 TEMPS = [1.0, 2.0]
@@ -163,7 +163,7 @@ def test_targets_resume_per_shard_and_are_rewritten_when_stale(shards, ens, tmp_
 
 
 def test_each_rank_writes_its_own_shards_and_waits_for_the_others(shards, ens, tmp_path):
-    with pytest.raises(StageError, match="not written by the other ranks"):
+    with pytest.raises(InputError, match="not written by the other ranks"):
         _write(ens, shards, tmp_path, rank=1, world=2, wait_s=0.2)
     assert [target_shard(tmp_path, u).exists() for u in shards] == [False, True, False, True]
     index = _write(ens, shards, tmp_path, rank=0, world=2, wait_s=5)
@@ -173,7 +173,7 @@ def test_each_rank_writes_its_own_shards_and_waits_for_the_others(shards, ens, t
 def test_targets_of_other_shards_are_refused(shards, ens, tmp_path):
     _write(ens, shards, tmp_path)
     swapped = [str(target_shard(tmp_path, u)) for u in reversed(shards)]
-    with pytest.raises(StageError, match="do not match the training shards"):
+    with pytest.raises(InputError, match="do not match the training shards"):
         list(InMemoryWindows(shards, left=2, right=1, target_urls=swapped))
 
 

@@ -63,7 +63,7 @@ def covered(key: str, reads: tuple[str, ...]) -> bool:
 
 
 def test_each_stage_reads_only_the_config_it_declares(smoke_corpus: Path, tmp_path: Path, monkeypatch) -> None:
-    import asr_kd.nn.runs as runs
+    import asr_kd.stages._training as runs
 
     cfg = load_config("smoke", {**FAST, "data.root": str(smoke_corpus)})
     seen: set[str] = set()

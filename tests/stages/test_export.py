@@ -14,6 +14,7 @@ import torch
 from asr_kd.config import load_config
 from asr_kd.data.manifest import Utterance, write_manifest
 from asr_kd.decoding import modeldir
+from asr_kd.stages import _export
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.nn.models import AcousticDNN
 from asr_kd.paths import RunPaths
@@ -44,7 +45,7 @@ def _card(tmp_path: Path, cfg, training: dict) -> tuple[str, dict]:
                                      left=20, right=5, mean="arithmetic", acoustic_scale=0.1,
                                      check_feats=torch.randn(30, 40).numpy(), search={},
                                      onnx_skipped="not needed here",
-                                     card=modeldir._card_writer(cfg, "distilled_T2", training, scores))
+                                     card=_export._card_writer(cfg, "distilled_T2", training, scores))
     return (tmp_path / "m" / modeldir.CARD).read_text(), {**info, "scores": scores}
 
 

@@ -13,7 +13,7 @@ import soundfile as sf
 from asr_kd.config import load_config
 from asr_kd.data.manifest import read_manifest
 from asr_kd.decoding import lm
-from asr_kd.decoding.report import collect
+from asr_kd.stages import _collect as collect
 from asr_kd.decoding.report.render import lm_table
 from asr_kd.fileio import write_json, write_text
 from asr_kd.paths import GraphDir, RunPaths

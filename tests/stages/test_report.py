@@ -11,7 +11,7 @@ import pytest
 from asr_kd.config import load_config
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths, TrainRunDir
-from asr_kd.decoding.report import collect
+from asr_kd.stages import _collect as collect
 from asr_kd.decoding.report.render import render_markdown
 from asr_kd.decoding.report.rows import Report, ReportError
 from asr_kd.stages import report

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar
 
-from asr_kd.paths import TABLE5_RUNS
+from asr_kd.files import TABLE5_RUNS
 
 Interval = list  # [low, high]: a 95 % bootstrap interval, as report.json holds it
 

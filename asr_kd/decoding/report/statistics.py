@@ -15,7 +15,7 @@ from asr_kd.decoding.report.rows import (
     given,
 )
 from asr_kd.decoding.stats import Bootstrap, UttCounts, interval, mean_over, paired_test, ratio_of_gains
-from asr_kd.paths import TABLE5_RUNS
+from asr_kd.files import TABLE5_RUNS
 
 # The paper's numbers (Hinton, Vinyals & Dean 2015, Tables 1 and 5), in percent.
 PAPER_TABLE1 = {"baseline": (58.9, 10.9), "ensemble": (61.1, 10.7), "distilled": (60.8, 10.7)}

@@ -33,9 +33,10 @@ from asr_kd.config import apply_overrides, from_dict
 from asr_kd.decoding.pool import SearchPool
 from asr_kd.decoding.scoring import score
 from asr_kd.decoding.search import SearchConfig, log_priors_from_counts, read_hclg_decoder
-from asr_kd.decoding.systems import (
+from asr_kd.stages._decode import (
     Search, best_scale, dnn_chunks, discover_systems, posterior_fn, read_split, run_split, subset, train_log_priors,
 )
+from asr_kd.decoding.stats import Bootstrap, UttCounts, interval, mean_over, paired_test, ratio_of_gains
 from asr_kd.fileio import write_json, write_text
 from asr_kd.paths import RunPaths
 
@@ -121,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                  "prior_utts": len(train.utts), "beam": cfg.decode.beam, "max_active": cfg.decode.max_active,
                  "systems": {}}
     t_start = time.time()
+    utt_counts: dict[tuple[str, str], dict[str, tuple[int, int]]] = {}
     with SearchPool({"dnn": decoder.decode_log_likelihoods}, args.jobs) as pool:
         search = Search(pool, "dnn", 64, None)
         for system in systems:
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                     t = run_split(system.name, search, test, prep, test_scales)
                 else:
                     t = run_split(system.name, search, test, dnn_chunks(fn, test, prior), test_scales)
+                stats, aligned = score(test.refs, {h.utt: h.words for h in t.hyps[scale]})
+                utt_counts[system.name, prior_name] = {a.utt: (a.stats.errors, a.stats.ref_words) for a in aligned}
                 row[prior_name] = {"dev_wer_by_scale": dev_wer, "scale": scale,
                                    "test_wer_by_scale": {f"{s:g}": wer_of(test.refs, t.hyps[s]) for s in test_scales},
                                    "test_wer": wer_of(test.refs, t.hyps[scale])}
@@ -152,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{system.name}: counts {row['label_counts']['test_wer']:.4f} @ {row['label_counts']['scale']:g}, "
                   f"own {row['mean_posterior']['test_wer']:.4f} @ {row['mean_posterior']['scale']:g}, "
                   f"ECE {row['calibration']['ece']:.4f}  [{time.time() - t_start:.0f} s]", flush=True)
+    out["effects"] = {prior: wer_effects(utt_counts, list(out["systems"]), prior)
+                      for prior in ("label_counts", "mean_posterior")}
     out["wall_s"] = round(time.time() - t_start, 1)
     args.out.mkdir(parents=True, exist_ok=True)
     write_json(args.out / "wer_study.json", out)
@@ -160,10 +166,50 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def wer_effects(utt_counts: dict, names: list[str], prior: str) -> dict:
+    """With each system's dev-chosen scale under ``prior``: paired bootstrap over the test utterances
+    (the report's, :mod:`asr_kd.decoding.stats`) of the ensemble's and each student's WER against the
+    mean of the teachers studied, and of the share of the ensemble's WER gain each student keeps."""
+    teachers = [n for n in names if n.startswith("teacher-")]
+    if not teachers or "ensemble" not in names:
+        return {}
+    utts = sorted(set.intersection(*(set(utt_counts[n, prior]) for n in names)))
+    boot = Bootstrap(utts)
+
+    def counts(n: str) -> UttCounts:
+        c = utt_counts[n, prior]
+        z = np.zeros(len(utts))
+        return UttCounts(tuple(utts), np.asarray([c[u][0] for u in utts], float), np.asarray([c[u][1] for u in utts], float),
+                         z, z)
+
+    def point(n: str) -> float:
+        c = counts(n)
+        return float(c.errors.sum() / c.words.sum())
+
+    mt = mean_over([boot.wer(counts(n)) for n in teachers])
+    mt_point = statistics.fmean(point(n) for n in teachers)
+    ens = boot.wer(counts("ensemble"))
+    out = {"teachers": teachers, "test_utts": len(utts), "mean_teacher_wer": mt_point,
+           "ensemble_vs_mean_teacher": paired_test(ens, mt, point("ensemble") - mt_point)}
+    gain = mt_point - point("ensemble")
+    for n in names:
+        if n.startswith("distilled_T") or n.startswith("soft_") or n.startswith("baseline_"):
+            st = boot.wer(counts(n))
+            out[n] = {"vs_mean_teacher": paired_test(st, mt, point(n) - mt_point),
+                      "vs_ensemble": paired_test(st, ens, point(n) - point("ensemble")),
+                      "wer_gain_kept": (mt_point - point(n)) / gain if gain > 0 else None,
+                      "wer_gain_kept_ci": interval(ratio_of_gains(mt - st, mt - ens))}
+    return out
+
+
 def _mean_teacher(rows: dict, get) -> float | None:
     vals = [get(r) for n, r in rows.items() if n.startswith("teacher-")]
     vals = [v for v in vals if v is not None]
     return statistics.fmean(vals) if vals else None
+
+
+def _ci(ci, scale: float = 100.0, digits: int = 2) -> str:
+    return "" if not ci else f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
 
 
 def render(out: dict) -> str:
@@ -210,6 +256,21 @@ def render(out: dict) -> str:
             r = rows[n]["run"]
             lines.append(f"| {n} | {pct(r.get('dev_frame_acc'))} | {pct(r.get('dev_wer'))} | {pct(r.get('frame_acc'))} | "
                          f"{pct(r.get('wer'))} |")
+    for prior, eff in out.get("effects", {}).items():
+        if not eff:
+            continue
+        e = eff["ensemble_vs_mean_teacher"]
+        lines += ["", f"### WER effects, {prior.replace('_', '-')} priors (paired bootstrap, {eff['test_utts']} test "
+                      f"utterances; mean teacher: {len(eff['teachers'])} teachers, {pct(eff['mean_teacher_wer'])})", "",
+                  f"Ensemble - mean teacher: {100 * e['difference']:+.2f} points {_ci(e['ci'])}, p = {e['p_value']:.3f}.", "",
+                  "| system | - mean teacher (points) | - ensemble (points) | share of the ensemble's WER gain kept |",
+                  "|---|---|---|---|"]
+        for n, r in eff.items():
+            if isinstance(r, dict) and "vs_mean_teacher" in r:
+                a, b = r["vs_mean_teacher"], r["vs_ensemble"]
+                kept = "n/a" if r["wer_gain_kept"] is None else f"{100 * r['wer_gain_kept']:.0f}% {_ci(r['wer_gain_kept_ci'], 100, 0)}"
+                lines.append(f"| {n} | {100 * a['difference']:+.2f} {_ci(a['ci'])} (p = {a['p_value']:.3f}) | "
+                             f"{100 * b['difference']:+.2f} {_ci(b['ci'])} (p = {b['p_value']:.3f}) | {kept} |")
     lines.append(f"\nWall time: {out['wall_s']:.0f} s.")
     return "\n".join(lines) + "\n"
 

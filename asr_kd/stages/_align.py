@@ -59,8 +59,9 @@ from asr_kd.data.augment import is_copy
 from asr_kd.data.lang import Lang, load_lang
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import file_sha256, write_json, write_text
-from asr_kd.paths import SPLITS, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.files import SPLITS
+from asr_kd.paths import RunPaths
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +145,17 @@ def split_summary(tally: SplitTally) -> dict[str, Any]:
 
 
 def check_failures(split: str, summary: dict[str, Any], max_fail_fraction: float, failed_file: Path) -> None:
-    """One-line :class:`StageError` when more than ``max_fail_fraction`` of ``split`` failed."""
+    """One-line :class:`InputError` when more than ``max_fail_fraction`` of ``split`` failed."""
     n, bad = summary["utterances"], summary["failed"]
     if n == 0:
-        raise StageError(f"split {split!r} has no utterances; check the prepare stage's manifest")
+        raise InputError(f"split {split!r} has no utterances; check the prepare stage's manifest")
     if bad / n > max_fail_fraction:
         needed = math.ceil(bad / n * 1000) / 1000  # the smallest 3-decimal fraction that lets them through
         counts = dict(summary.get("lost", {}).get("counts", {}))
         if bad > sum(counts.values()):
             counts["no_features"] = bad - sum(counts.values())
         reasons = ", ".join(f"{r} {c}" for r, c in counts.items())
-        raise StageError(
+        raise InputError(
             f"{bad} of {n} {split} utterances failed to align ({reasons or 'see the file'}), more than "
             f"align.max_fail_fraction={max_fail_fraction:g}; their ids and reasons are in {failed_file}. "
             f"Fix or remove those inputs, or accept the loss with --set align.max_fail_fraction={needed:g}"
@@ -188,19 +189,19 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
     acfg = cfg.align
     opts = train_options(acfg)
     silence = list(lang.silence_phones)
-    if acfg.context == "triphone" and (tri := load_phase(paths, "triphone", key)) is not None:
+    if acfg.context == "triphone" and (tri := load_phase(paths.align_resume, "triphone", key)) is not None:
         model, receipt = tri
         return Systems(model, receipt["monophone"], receipt["triphone"], receipt["history"])
     originals = [u for u in train_utts if not is_copy(u.id)]  # augmented copies are aligned, not trained on
     train_data = None
-    if (mono := load_phase(paths, "monophone", key)) is not None:
+    if (mono := load_phase(paths.align_resume, "monophone", key)) is not None:
         model, receipt = mono
         mono_summary, hist = receipt["monophone"], receipt["history"]
     else:
         mono_set = training_subset(originals, acfg.mono_utts, "shortest")
         train_data = load_split(paths, "train", lang, None, mono_set, means())
         if not train_data.feats:
-            raise StageError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
+            raise InputError(f"no training features found in {paths.mfcc_scp('train')}; run the features stage")
         frames = np.concatenate(list(train_data.feats.values()))  # (N, 39)
         model = init_monophone(lang.topology(), frames.mean(axis=0), frames.var(axis=0))
         del frames
@@ -210,7 +211,7 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
         hist = history_fields(train(model, train_data.graphs, train_data.feats, opts, silence))
         mono_summary = {"num_pdfs": model.num_pdfs, "num_gaussians": model.num_gauss,
                         "train_utterances": len(train_data.utt_ids)}
-        save_phase(paths, "monophone", key, model, {"monophone": mono_summary, "history": hist})
+        save_phase(paths.align_resume, "monophone", key, model, {"monophone": mono_summary, "history": hist})
     if acfg.context != "triphone":
         return Systems(model, mono_summary, {}, hist, train_data)
     save_model(model, paths.mono_mdl, paths.mono_tree)
@@ -227,7 +228,8 @@ def train_systems(cfg: RecipeConfig, paths: RunPaths, lang: Lang, train_utts: Se
     model, tri_summary = train_triphone_stage(model, train_data, mono_ali.alignments, lang, cfg, opts)
     tri_summary["tri_train_utterances"] = len(train_data.utt_ids)
     del mono_ali
-    save_phase(paths, "triphone", key, model, {"monophone": mono_summary, "triphone": tri_summary, "history": hist})
+    save_phase(paths.align_resume, "triphone", key, model,
+               {"monophone": mono_summary, "triphone": tri_summary, "history": hist})
     return Systems(model, mono_summary, tri_summary, hist, train_data)
 
 
@@ -245,7 +247,8 @@ def align_builtin(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     train_utts = read_manifest(paths.manifest("train"))
     # With subsets or chunks, CMN uses each speaker's whole split, read in one streaming pass first
     means = functools.cache(lambda: split_means(paths, "train", train_utts) if streamed(acfg) else None)
-    key = inputs_key(cfg, paths)
+    key = inputs_key(cfg.align, cfg.features.num_ceps, paths.lang, {s: paths.manifest(s) for s in SPLITS},
+                     {s: paths.mfcc_scp(s) for s in SPLITS})
     t_train = time.time()
     systems = train_systems(cfg, paths, lang, train_utts, means, key)
     t_train = time.time() - t_train

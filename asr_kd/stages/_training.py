@@ -39,9 +39,11 @@ from asr_kd.nn.systems import DistillSystem, TeacherSystem
 from asr_kd.nn.target_sources import CachedTargets, OnlineTargets, SoftTargets, StoredTargets
 from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
-from asr_kd.paths import SPLITS, RunPaths, TrainRunDir
+from asr_kd.files import SPLITS, TrainRunDir
+from asr_kd.paths import RunPaths
 from asr_kd.retired import run_key_section
-from asr_kd.runner import StageError, StageIncomplete
+from asr_kd.errors import InputError
+from asr_kd.runner import StageIncomplete
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +56,7 @@ def num_pdfs(paths: RunPaths) -> int:
 
     n = read_index(paths.shard_index("train")).get("num_pdfs")
     if not n:
-        raise StageError(f"{paths.shard_index('train')} has no num_pdfs (training shards without labels?); "
+        raise InputError(f"{paths.shard_index('train')} has no num_pdfs (training shards without labels?); "
                          "re-run the align and shards stages")
     return int(n)
 
@@ -164,9 +166,9 @@ def train_teachers(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     dev/test frame accuracy."""
     K, only = cfg.teachers.num_teachers, cfg.teachers.only
     if only >= K:
-        raise StageError(f"teachers.only={only} but teachers.num_teachers={K}")
+        raise InputError(f"teachers.only={only} but teachers.num_teachers={K}")
     pdfs = num_pdfs(paths)
-    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
     if cfg.teachers.stacked and only < 0:
         _train_stacked(cfg, paths, dm, pdfs)
     else:
@@ -206,14 +208,14 @@ def load_ensemble(cfg: RecipeConfig, paths: RunPaths) -> Ensemble:
     files = [TrainRunDir(run_dir).model for run_dir in paths.teacher_dirs(cfg.teachers.num_teachers)]
     missing = [str(f) for f in files if not f.exists()]
     if missing:
-        raise StageError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
+        raise InputError(f"teacher model files missing: {', '.join(missing)}; run the teachers stage")
     return load_teachers(files, cfg.distill.ensemble_mean)
 
 
 def evaluate_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The ensemble's dev/test frame accuracy beside its members' (one batched forward)."""
     ens = load_ensemble(cfg, paths).to(_device())
-    dm = shard_datamodule(paths, cfg.model, cfg.train)
+    dm = shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
     summary: dict[str, Any] = {"num_teachers": ens.num_members, "mean": ens.mean}
     for split in ("dev", "test"):
         res = frame_accuracy(ens, dm.eval_loader(split), device=_device(), desc=f"ensemble {split}",
@@ -252,7 +254,7 @@ def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
     """p_ens(T) for every training window of ``dm`` (built with return_ids), all T in one pass."""
     ds = dm.train_set
     if not isinstance(ds, InMemoryWindows):
-        raise StageError("distill.targets=cached (cache_targets) needs the in-memory training set (small corpora); "
+        raise InputError("distill.targets=cached (cache_targets) needs the in-memory training set (small corpora); "
                          "use distill.targets=stored")
     n, k = ds.num_ordered_windows, len(temperatures)
     log.info("caching the ensemble's soft targets: %d windows x %d states x %d temperatures (%.2f GB)",
@@ -369,7 +371,7 @@ def _table5_row(name: str, m: dict[str, Any], fraction: float) -> dict[str, Any]
 def _datamodule(cfg: RecipeConfig, paths: RunPaths, **subset: Any) -> FrameDataModule:
     """The distill stage's data: window ids with cached targets, the targets shards with stored ones."""
     mode = cfg.distill.target_mode
-    return shard_datamodule(paths, cfg.model, cfg.train, return_ids=mode == "cached",
+    return shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train, return_ids=mode == "cached",
                             targets_dir=paths.soft_targets_dir if mode == "stored" else None, **subset)
 
 
@@ -394,7 +396,7 @@ def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
                                "teacher_params": _params(arch(cfg, pdfs)), "students": students,
                                "soft_targets": soft_targets_summary(cfg, pdfs, stored)}
     if d.matching_logits:
-        online = full if mode == "online" else shard_datamodule(paths, cfg.model, cfg.train)
+        online = full if mode == "online" else shard_datamodule(paths.shard_indexes(), cfg.model, cfg.train)
         m = _distill_run(cfg, paths, online, ens, paths.matching_logits_dir, T=float("inf"), matching_logits=True)
         summary["matching_logits"] = {**_split_metrics(m), "epochs": m.get("epochs")}
     summary["table5"] = _table5(cfg, paths, ens, full, students)

@@ -1,4 +1,4 @@
-"""The training stages' logic (asr_kd.nn.runs): one 'finished' rule, run keys, which runs are trained
+"""The training stages' logic (asr_kd.stages._training): one 'finished' rule, run keys, which runs are trained
 or skipped, the students' training rule, the Table-5 runs on their subset, which targets are cached."""
 
 from __future__ import annotations
@@ -8,11 +8,12 @@ import pytest
 from asr_kd import paths as paths_mod
 from asr_kd.config import load_config
 from asr_kd.fileio import write_json
-from asr_kd.nn import runs
-from asr_kd.nn.runs import student_train_config, subset_period
+from asr_kd.stages import _training as runs
+from asr_kd.stages._training import student_train_config, subset_period
 from asr_kd.nn.train import run_finished
 from asr_kd.paths import RunPaths, TrainRunDir
-from asr_kd.runner import StageError, StageIncomplete
+from asr_kd.errors import InputError
+from asr_kd.runner import StageIncomplete
 
 
 def test_a_run_is_finished_only_with_its_own_key(tmp_path):
@@ -119,7 +120,7 @@ def test_one_teacher_of_a_job_array_is_a_stage_incomplete(run_dir, monkeypatch):
     with pytest.raises(StageIncomplete, match=r"teachers \[0, 2\] are not trained yet"):
         runs.train_teachers(cfg, run_dir)
     assert [name for name, _ in calls] == ["teacher-1"]
-    with pytest.raises(StageError, match="teachers.only=3 but teachers.num_teachers=3"):
+    with pytest.raises(InputError, match="teachers.only=3 but teachers.num_teachers=3"):
         runs.train_teachers(load_config("smoke", {"teachers.only": "3"}), run_dir)
 
 

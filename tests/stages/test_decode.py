@@ -12,12 +12,13 @@ import pytest
 from tests.graph_fixture import LEXICON, LM_TEXT, make_tiny_lang, posteriorgram
 
 from asr_kd.config import load_config
-from asr_kd.decoding import graph, lm, systems
+from asr_kd.decoding import graph, lm
 from asr_kd.decoding import search as decode
 from asr_kd.decoding.pool import SearchPool
 from asr_kd.decoding.receipts import SplitReceipts, Tally, utt_digests
 from asr_kd.fileio import write_json
 from asr_kd.paths import RunPaths
+from asr_kd.stages import _decode as systems
 
 
 @pytest.fixture
@@ -179,12 +180,12 @@ def test_a_killed_split_resumes_from_its_chunk_receipts(tmp_path, tiny_graph) ->
 
 
 def test_an_unreadable_receipt_is_an_error_naming_the_file(tmp_path) -> None:
-    from asr_kd.runner import StageError
+    from asr_kd.errors import InputError
 
     rec = SplitReceipts(tmp_path, "sys", "dev", {"scales": [0.1]}, ["d1"], 4)
     rec.file.parent.mkdir(parents=True)
     rec.file.write_text("{not json")
-    with pytest.raises(StageError, match=r"sys/receipts/dev.json: unreadable decode receipt"):
+    with pytest.raises(InputError, match=r"sys/receipts/dev.json: unreadable decode receipt"):
         rec.finished()
 
 

@@ -14,7 +14,8 @@ from asr_kd.decoding.report.rows import (
 )
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.fileio import read_json
-from asr_kd.paths import STAGE_NAMES, TABLE5_RUNS, RunPaths, TrainRunDir
+from asr_kd.files import TABLE5_RUNS, TrainRunDir
+from asr_kd.paths import STAGE_NAMES, RunPaths
 from asr_kd.runner import marker_summary
 
 

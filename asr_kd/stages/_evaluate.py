@@ -31,8 +31,9 @@ import numpy as np
 from asr_kd.config import RecipeConfig, config_hash, to_dict
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import atomic_path, read_json, write_json, write_text
-from asr_kd.paths import EvalDir, RunPaths
-from asr_kd.runner import StageError
+from asr_kd.files import EvalDir
+from asr_kd.paths import RunPaths
+from asr_kd.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -81,12 +82,12 @@ def _load_data(ep: EvalDir) -> EvalData:
 
 
 def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance]) -> EvalData:
-    from asr_kd.align.builtin import AlignSplit, add_graphs, train_options
+    from asr_kd.stages._align import AlignSplit, add_graphs, train_options
     from asr_kd.align.feats import gmm_features
     from asr_kd.align.model import load_model
     from asr_kd.align.viterbi import realign
     from asr_kd.data.features import utterance_features
-    from asr_kd.data.lang import load_lang, run_lang_dir
+    from asr_kd.data.lang import load_lang
     from asr_kd.progress import progress
 
     fbank, mfcc, lost, speakers = {}, {}, {}, {}
@@ -97,9 +98,9 @@ def _compute_data(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance])
             continue
         fbank[u.id], mfcc[u.id], speakers[u.id] = f.fbank, f.mfcc, u.speaker
     if not fbank:
-        raise StageError(f"none of the {len(utts)} utterances could be read (e.g. {next(iter(lost.values()))})")
+        raise InputError(f"none of the {len(utts)} utterances could be read (e.g. {next(iter(lost.values()))})")
     feats = _normalise(cfg, paths, fbank, speakers)
-    lang = load_lang(run_lang_dir(paths))
+    lang = load_lang(paths.decode_lang)
     model = load_model(paths.align)
     refs = {u.id: u.words for u in utts if u.id in fbank}
     gmm = AlignSplit(utt_ids=list(fbank), feats=gmm_features(mfcc, speakers), texts=refs, graphs={}, failed={})
@@ -143,7 +144,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     from asr_kd.decoding.scoring import score, write_scoring
     from asr_kd.decoding.search import SearchConfig, read_hclg_decoder
     from asr_kd.decoding.pool import SearchPool
-    from asr_kd.decoding.systems import (
+    from asr_kd.stages._decode import (
         EvalSplit,
         Search,
         discover_systems,
@@ -158,7 +159,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
     chosen = list(systems) if systems else list(known)
     unknown = [s for s in chosen if s not in known]
     if unknown:
-        raise StageError(f"unknown system(s) {', '.join(unknown)}; this run has {', '.join(known)}")
+        raise InputError(f"unknown system(s) {', '.join(unknown)}; this run has {', '.join(known)}")
     key = read_json(ep.data_info)["key"]
     gmm = load_model(paths.align)
     search = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
@@ -172,7 +173,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         for name in chosen:
             run_summary = paths.decode_summary(name)
             if not run_summary.exists():
-                raise StageError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
+                raise InputError(f"{run_summary} is missing: the run has not decoded {name}, so it has no acoustic "
                                  "scale; finish the run's decode stage first")
             scale_from, scale = "dev", float(read_json(run_summary)["acoustic_scale"])
             st = run_summary.stat()  # rewritten whenever the run decodes the system again (e.g. retrained)
@@ -286,7 +287,7 @@ def condition_summary(paths: RunPaths, ep: EvalDir, report: dict[str, Any], data
     teachers = [n for n in counts if n.startswith("teacher-")]
     students = [n for n in counts if n.startswith("distilled_T")]
     if not teachers or "ensemble" not in counts or not students:
-        raise StageError(f"condition {report['name']}: needs the teachers, the ensemble and a student "
+        raise InputError(f"condition {report['name']}: needs the teachers, the ensemble and a student "
                          f"decoded; has {', '.join(counts)}")
     dev_acc = {n: read_json(paths.decode_summary(n)).get("dev_frame_acc") or 0.0 for n in students}
     best = max(students, key=lambda n: dev_acc[n])

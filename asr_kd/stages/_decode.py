@@ -50,9 +50,11 @@ from asr_kd.decoding.pool import Pending, Searcher, SearchPool
 from asr_kd.decoding.receipts import SearchRecord, SplitReceipts, Tally, array_key, file_key, utt_digests
 from asr_kd.decoding.stats import UttCounts
 from asr_kd.fileio import write_json
-from asr_kd.paths import GMM_MODEL_FILE, TABLE5_RUNS, RunPaths, TrainRunDir
+from asr_kd.files import GMM_MODEL_FILE, TABLE5_RUNS, TrainRunDir
+from asr_kd.paths import RunPaths
 from asr_kd.progress import progress
-from asr_kd.runner import StageError, marker_summary
+from asr_kd.errors import InputError
+from asr_kd.runner import marker_summary
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +91,7 @@ def read_split(paths: RunPaths, split: str, max_utts: int = 0) -> EvalSplit:
         if max_utts and len(data.utts) >= max_utts:
             break
     if not data.utts:
-        raise StageError(f"no utterances in the {split} shards ({paths.shard_index(split)}); re-run the shards stage")
+        raise InputError(f"no utterances in the {split} shards ({paths.shard_index(split)}); re-run the shards stage")
     return data
 
 
@@ -128,7 +130,7 @@ def train_log_priors(paths: RunPaths, num_pdfs: int) -> np.ndarray:
 
     scp = paths.pdf_scp("train")
     if not scp.exists():
-        raise StageError(f"{scp} is missing; run the align stage (--stage align)")
+        raise InputError(f"{scp} is missing; run the align stage (--stage align)")
     table = load_scp(scp)
     counts = count_pdfs((np.asarray(table[k]) for k in table.keys()), num_pdfs)
     return log_priors_from_counts(counts)
@@ -489,7 +491,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     scale by the pool; every finished split and chunk leaves a receipt (:mod:`asr_kd.decoding.receipts`)."""
     from asr_kd.align.model import load_model
     from asr_kd.decoding.search import read_hclg_decoder
-    from asr_kd.paths import GraphDir
+    from asr_kd.files import GraphDir
 
     gmm = load_model(paths.align)
     search_cfg = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
