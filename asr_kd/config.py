@@ -9,8 +9,6 @@ that names the key.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import tomllib
 import types
 import typing
@@ -19,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from asr_kd import retired
+from asr_kd.work import ADDED, WHERE
 
 PRESETS = ("smoke", "tiny", "librispeech-100h", "paper")
 DEFAULT_PRESET = "tiny"
@@ -46,7 +45,7 @@ class DataConfig:
     # dev and test from held-out chapters; needs `apt-get install --no-install-recommends
     # r-cran-janeaustenr` and data.oov_policy g2p or skip, as CMUdict lacks some of its words); the
     # books corpus lives in <synthetic_dir>/synthetic-<size>-seed<seed>-books.
-    synthetic_text: str = "template"
+    synthetic_text: str = field(default="template", metadata=ADDED)
     # What makes each split, relative to the root: LibriSpeech subset directories, Kaldi data dirs,
     # or lhotse part names (cuts_<part>.jsonl.gz ...) / manifest files. Empty = the corpus's own:
     # train-synth/dev-synth/test-synth for a synthetic corpus (recognised by its marker), LibriSpeech's
@@ -59,7 +58,7 @@ class DataConfig:
     # test-clean): each named subset (a LibriSpeech subset dir, Kaldi data dir or lhotse part of the
     # root) is read by the conditions stage and decoded there, every system at the scale it chose on
     # dev, and reported beside test (report.md's test conditions; its OOV rate and perplexity in lm).
-    extra_test_subsets: tuple[str, ...] = ()
+    extra_test_subsets: tuple[str, ...] = field(default=(), metadata=ADDED)
     max_utts_per_split: int = 0  # 0 = all; a cap for quick runs on real data
     sample_rate: int = 16000
     # Words without a lexicon pronunciation: g2p (espeak-ng pronounces them; utterances kept, the
@@ -71,7 +70,7 @@ class DataConfig:
     # The decoding vocabulary (asr_kd.data.vocab) is the LM's words plus the training transcripts',
     # never dev or test's: decode.arpa's words when given, else the LM text's, capped here at its
     # N most frequent words (as Kaldi/icefall's 200k for librispeech-lm-norm.txt); 0 = every word.
-    lm_vocab_size: int = 0
+    lm_vocab_size: int = field(default=0, metadata=ADDED)
     def __post_init__(self) -> None:
         _check_choice("data.oov_policy", self.oov_policy, ("g2p", "skip", "error"))
         if self.lm_vocab_size < 0:
@@ -105,7 +104,7 @@ class AugmentConfig:
     rt60_s: tuple[float, ...] = (0.2, 0.7)
     snr_db: tuple[float, ...] = (8.0, 25.0)
     seed: int = 0
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=WHERE)
 
     def __post_init__(self) -> None:
         if any(f <= 0.5 or f >= 2.0 for f in self.speeds):
@@ -134,7 +133,7 @@ class FeatureConfig:
     num_ceps: int = 13  # MFCC for the GMM aligner
     cmvn: str = "speaker"  # speaker | global | none (applied to the DNN's fbank features)
     storage_dtype: str = "float16"  # dtype of features inside the shards
-    num_workers: int = 2
+    num_workers: int = field(default=2, metadata=WHERE)
 
     def __post_init__(self) -> None:
         _check_choice("features.cmvn", self.cmvn, ("speaker", "global", "none"))
@@ -172,8 +171,8 @@ class AlignConfig:
     # tried once more with this beam (held-out voices are far from a small training set); 0 = off.
     final_beam: float = 500.0
     boost_silence: float = 1.0
-    max_fail_fraction: float = 0.01
-    num_jobs: int = 2
+    max_fail_fraction: float = field(default=0.01, metadata=WHERE)  # a check on the result, not the result
+    num_jobs: int = field(default=2, metadata=WHERE)
     # Bounded memory (Kaldi's LibriSpeech recipe: monophone on the 2k shortest, triphones on more):
     # the monophone trains on the mono_utts shortest train utterances, the triphone system on
     # tri_utts spread evenly over train (0 = all); the final pass aligns every split in chunks of
@@ -225,12 +224,12 @@ class TrainConfig:
     early_stopping_patience: int = 0  # 0 = off; in epochs of no dev improvement
     # last.ckpt is written at every epoch end and, inside an epoch, every checkpoint_every_s seconds
     # of training (or every checkpoint_every_n_steps steps when > 0), so a killed run resumes there
-    checkpoint_every_n_steps: int = 0
-    checkpoint_every_s: float = 300.0
+    checkpoint_every_n_steps: int = field(default=0, metadata=WHERE)
+    checkpoint_every_s: float = field(default=300.0, metadata=WHERE)
     in_memory_max_frames: int = 5_000_000  # smaller training sets are loaded into memory, not streamed
     eval_max_frames: int = 2_000_000  # cap on frames for the final train-set frame accuracy (0 = all)
     shuffle_buffer_utts: int = 200
-    num_workers: int = 0
+    num_workers: int = field(default=0, metadata=WHERE)
     seed: int = 0
     # On-the-fly augmentation of the training windows (asr_kd.data.augment.spec_augment): a VTLP
     # frequency warp by a factor within 1 +- freq_warp, then SpecAugment-style masks of up to
@@ -241,14 +240,14 @@ class TrainConfig:
     specaug_time_masks: int = 0
     specaug_time_width: int = 3
     # Lightning Trainer pass-through
-    accelerator: str = "auto"
-    devices: str = "1"  # an int as text, or "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"  # auto | ddp | ...
+    accelerator: str = field(default="auto", metadata=WHERE)
+    devices: str = field(default="1", metadata=WHERE)  # an int as text, or "auto"
+    num_nodes: int = field(default=1, metadata=WHERE)
+    strategy: str = field(default="auto", metadata=WHERE)  # auto | ddp | ...
     # auto: bf16-mixed where the device runs bf16 fast (GPU; CPU with AMX/AVX512-BF16), else 32-true
     # (asr_kd.nn.precision); or a Lightning precision: 32-true | bf16-mixed | 16-mixed
     precision: str = "auto"
-    log_every_n_steps: int = 50
+    log_every_n_steps: int = field(default=50, metadata=WHERE)
 
     def __post_init__(self) -> None:
         _check_choice("train.optimizer", self.optimizer, ("adam", "sgd"))
@@ -258,14 +257,6 @@ class TrainConfig:
         for key in ("specaug_freq_masks", "specaug_freq_width", "specaug_time_masks", "specaug_time_width"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"train.{key} must be >= 0, got {getattr(self, key)}")
-
-
-# TrainConfig keys that say where and how often a run works, not what it computes: they never make
-# a finished training run (or stage) stale.
-TRAIN_WHERE_NOT_WHAT = ("accelerator", "devices", "num_nodes", "strategy", "num_workers", "log_every_n_steps",
-                        "checkpoint_every_n_steps", "checkpoint_every_s")
-# The same keys as a training stage's READS entries ("!train.devices"): left out of its config hash.
-TRAIN_WHERE_NOT_WHAT_READS = tuple(f"!train.{key}" for key in TRAIN_WHERE_NOT_WHAT)
 
 
 def train_world_size(train: TrainConfig) -> int:
@@ -289,14 +280,12 @@ def global_batch_size(train: TrainConfig) -> int:
     return train.batch_size * train_world_size(train)
 
 
-def train_result_keys(train: TrainConfig) -> dict[str, Any]:
-    """The TrainConfig values that decide a training run's result (what its run key hashes).
-
-    ``batch_size`` is the global batch (per-process batch x processes): 2 processes of 128 train
-    what 1 of 256 trains, and 2 of 256 do not (so going from 1 device to 2 retrains)."""
-    keys = {k: v for k, v in to_dict(train).items() if k not in TRAIN_WHERE_NOT_WHAT}
-    keys["batch_size"] = global_batch_size(train)
-    return keys
+def train_work(train: TrainConfig) -> TrainConfig:
+    """``train`` as training results depend on it (what run keys and stage markers hold): its
+    ``batch_size`` is the global batch (per-process batch x processes), so 2 processes of 128 train
+    what 1 of 256 trains, and 2 of 256 do not (going from 1 device to 2 retrains). Where the
+    training runs (devices, workers, logging) is left out of its record (``asr_kd.work.WHERE``)."""
+    return dataclasses.replace(train, batch_size=global_batch_size(train))
 
 
 @dataclass(frozen=True)
@@ -304,7 +293,7 @@ class TeachersConfig:
     num_teachers: int = 10
     stacked: bool = True  # train all K in one batched model on one device
     seed_base: int = 1000  # teacher k gets seed seed_base + k
-    only: int = -1  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
+    only: int = field(default=-1, metadata=WHERE)  # >= 0: train only teacher k (one task of a cluster job array); -1 = all
 
 
 TARGET_MODES = ("online", "cached", "stored")
@@ -376,13 +365,13 @@ class DistillConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     lm_order: int = 3
-    arpa: str = ""  # a user-supplied ARPA LM; "" = estimate one from the LM text
+    arpa: str = field(default="", metadata=ADDED)  # a user-supplied ARPA LM; "" = estimate one from the LM text
     beam: float = 13.0
     max_active: int = 7000
     lattice_beam: float = 6.0
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
     self_loop_scale: float = 0.1
-    num_jobs: int = 2  # decoder processes (search only; the network forward uses torch's threads)
+    num_jobs: int = field(default=2, metadata=WHERE)  # decoder processes (search only; the network forward uses torch's threads)
     teachers: str = "all"  # all | first: decode every teacher (mean/std of WER) or teacher 0 only
     # each | first: every teacher's acoustic scale chosen on dev, or teacher 0's used for all ten
     # (they differ only by initialisation; "first" skips 9 dev grid searches; every other system,
@@ -391,10 +380,10 @@ class DecodeConfig:
     tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
     # which ones: first (the first in shard order) | seeded (a fixed seeded draw from the sorted
     # ids: the same subset every run, spread over the speakers of a speaker-sorted dev set)
-    tune_draw: str = "first"
+    tune_draw: str = field(default="first", metadata=ADDED)
     # Utterances whose posteriors are held (and searched) at once; each finished chunk leaves a
     # receipt a killed decode resumes from. Where, not what: not hashed.
-    chunk_utts: int = 64
+    chunk_utts: int = field(default=64, metadata=WHERE)
     # The GMM-HMMs of the align stage are decoded too, with their own scale grid (GMM likelihoods
     # are far sharper than DNN posteriors); with align.context=triphone the monophone system it was
     # built from as well (gmm_monophone: the graph stage builds its HCLG in graph/mono).
@@ -577,18 +566,3 @@ def from_dict(tree: dict[str, Any]) -> RecipeConfig:
         raise ConfigError(str(e)) from None
     flat = _flatten({k: v for k, v in retired.drop(tree).items() if k != "preset"})
     return apply_overrides(RecipeConfig(preset=tree.get("preset", DEFAULT_PRESET)), flat)
-
-
-# Options added after runs were made, with the value that leaves a stage's work as it was: a stage's
-# config hash leaves them out while they hold it, so a run finished before asr-kd gained the
-# option stays done (asr_kd.runner.selected_config). Any other value is hashed as usual.
-# (Options since removed: asr_kd.retired.)
-NEUTRAL_DEFAULTS: dict[str, Any] = {"decode.tune_draw": "first", "decode.chunk_utts": 64,
-                                     "data.lm_vocab_size": 0, "data.extra_test_subsets": [],
-                                     "data.synthetic_text": "template"}
-
-
-def config_hash(obj: Any) -> str:
-    """A stable short hash of a config (sub)tree or any JSON-ready value."""
-    blob = json.dumps(to_dict(obj), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

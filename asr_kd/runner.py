@@ -1,8 +1,9 @@
 """Named, ordered, resumable stages with completion markers.
 
 Each stage writes its outputs under ``<exp>/<stage>/`` and then, last and atomically, its marker
-``DONE.json``. The marker holds a hash of the config values the stage reads (``config_hash``) and
-the hashes of the upstream markers it depends on, the stage's summary (counts, quality numbers),
+``DONE.json``. The marker holds the record of the stage's work (its slice of the config, the
+stage module's ``work``: :mod:`asr_kd.work`) and its key, the ids of the upstream markers it
+depends on, the stage's summary (counts, quality numbers),
 package versions and wall time.
 
 Status of a stage:
@@ -18,6 +19,7 @@ re-run automatically (as ``make`` would).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -29,11 +31,12 @@ from types import ModuleType
 from typing import Any
 
 from asr_kd import retired
-from asr_kd.config import NEUTRAL_DEFAULTS, RecipeConfig, config_hash, global_batch_size, to_dict
+from asr_kd.config import ConfigError, RecipeConfig, apply_overrides, train_world_size
 from asr_kd.errors import InputError
 from asr_kd.fileio import read_json, write_json
 from asr_kd.parallel import global_rank, on_rank_zero
 from asr_kd.paths import RunPaths
+from asr_kd.work import added_defaults, changed, hash_record, record
 
 log = logging.getLogger(__name__)
 
@@ -58,38 +61,31 @@ class StageIncomplete(Exception):
 class Stage:
     name: str
     run: StageFn | None  # None: not built yet ("unavailable")
-    # The config it reads: sections ("train") or keys ("decode.lm_order"), hashed into its marker;
-    # with "!" ("!train.devices", "!teachers"): read, but not hashed (where a run happens, not what;
-    # or a value whose change reaches it through an upstream stage that re-runs).
-    reads: tuple[str, ...]
+    # The slice of the config its outputs depend on (a frozen dataclass; asr_kd.work): what its
+    # marker records and keys. What reaches it through an upstream stage is that stage's.
+    work: Callable[[RecipeConfig], Any]
     after: tuple[str, ...]  # upstream stages whose outputs it reads
     distributed: bool = False  # runs on every rank under DDP (training); else rank 0 only
     doc: str = ""
     # What the stage computes from the same inputs, changed by asr-kd itself (e.g. the graph stage's
     # decoding vocabulary, 1: the LM's words and the training transcripts', never dev or test's):
-    # hashed with its config, so a run finished by an older asr-kd is refused with this said, not reused.
+    # recorded with its work, so a run finished by an older asr-kd is refused with this said, not reused.
     version: int = 0
     version_note: str = ""  # what the latest version changed, said when an older run is refused
-    # Keys the stage began to read after runs were made, with the value at which its work is what it
-    # was without them: left out of its hash at that value (as config.NEUTRAL_DEFAULTS for new options).
-    neutral_reads: tuple[tuple[str, Any], ...] = ()
 
     @classmethod
     def of(cls, module: ModuleType) -> Stage:
-        """The stage a module of :mod:`asr_kd.stages` defines: named after the module, its ``run``,
-        and the ``READS``, ``AFTER``, ``DISTRIBUTED`` and ``DOC`` declared beside it."""
-        return cls(module.__name__.rsplit(".", 1)[-1], module.run, reads=tuple(module.READS),
+        """The stage a module of :mod:`asr_kd.stages` defines: named after the module, its ``run``
+        and ``work``, and the ``AFTER``, ``DISTRIBUTED``, ``DOC`` and ``VERSION`` declared beside it."""
+        return cls(module.__name__.rsplit(".", 1)[-1], module.run, work=module.work,
                    after=tuple(module.AFTER), distributed=getattr(module, "DISTRIBUTED", False),
                    doc=module.DOC, version=getattr(module, "VERSION", 0),
-                   version_note=getattr(module, "VERSION_NOTE", ""),
-                   neutral_reads=tuple(getattr(module, "NEUTRAL_READS", {}).items()))
+                   version_note=getattr(module, "VERSION_NOTE", ""))
 
-    def hashed_config(self, cfg: RecipeConfig) -> dict[str, Any]:
-        """What the stage's marker hashes: the config it reads and, from version 1 on, its version."""
-        out = selected_config(cfg, self.reads)
-        for key, neutral in self.neutral_reads:
-            if key in out and out[key] == neutral:
-                del out[key]
+    def record(self, cfg: RecipeConfig) -> dict[str, Any]:
+        """What the stage's marker records of its work: its slice of ``cfg`` and, from version 1 on,
+        its version."""
+        out = record(self.work(cfg))
         if self.version:
             out["stage_version"] = self.version
         return out
@@ -101,33 +97,51 @@ def marker_summary(paths: RunPaths, stage: str) -> dict[str, Any]:
     return read_json(m).get("summary", {}) if m.exists() else {}
 
 
-def selected_config(cfg: RecipeConfig, reads: Sequence[str]) -> dict[str, Any]:
-    """The config values a stage's marker hashes: ``"train"`` (a section), ``"decode.beam"`` (a key);
-    ``"!..."`` entries are read but not hashed (``"!train.devices"`` leaves a key out of a section
-    read whole)."""
-    tree = to_dict(cfg)
-    out: dict[str, Any] = {}
-    for key in reads:
-        if key.startswith("!"):
-            continue
-        section, _, name = key.partition(".")
-        out[key] = tree[section][name] if name else dict(tree[section])
-    for key in reads:
-        if key.startswith("!"):
-            section, _, name = key[1:].partition(".")
-            out.get(section, {}).pop(name, None)
-    for key, default in NEUTRAL_DEFAULTS.items():  # an option added later, at the value that changes nothing
-        section, _, name = key.partition(".")
-        if key in out and out[key] == default:
-            del out[key]
-        elif name in out.get(section, {}) and out[section][name] == default:
-            del out[section][name]
-    train = out.get("train", {})
-    if "batch_size" in train:
-        # the batch the optimiser sees, as the run keys hash it (config.train_result_keys): 2 ranks
-        # of 128 compute what 1 process of 256 does, so a job of 8 GPUs at the per-rank batch of
-        # global/8 finds the one-GPU jobs' stages done (one process hashes the value as set)
-        train["batch_size"] = global_batch_size(cfg.train)
+def config_key(name: str) -> str:
+    """The config key (``section.name``) a dotted name of a work record stands for, where a slice
+    holds a value of a section by its name alone (``lm_vocab_size`` -> ``data.lm_vocab_size``)."""
+    head = name.partition(".")[0]
+    sections = {f.name: getattr(RecipeConfig(), f.name) for f in dataclasses.fields(RecipeConfig)}
+    if head in sections:
+        return name
+    owners = [s for s, section in sections.items()
+              if dataclasses.is_dataclass(section) and head in {g.name for g in dataclasses.fields(section)}]
+    return f"{owners[0]}.{name}" if len(owners) == 1 else name
+
+
+def legacy_record(stage: Stage, cfg: RecipeConfig, old: dict[str, Any]) -> dict[str, Any] | None:
+    """What ``stage`` records today of the work an older marker recorded (asr-kd before its work
+    slices: ``config``, the values its ``READS`` named, ``{"train": {...}, "decode.beam": 8}``), or
+    None when that record names keys this asr-kd lacks.
+
+    That work is ``cfg`` with the values the old marker recorded, and options added since
+    (:data:`asr_kd.work.ADDED`) it did not record at the defaults that kept its work; whatever it
+    did not record it read through an upstream stage, or not at all. So a marker is recognised
+    exactly when today's config would have given it the same record."""
+    old = retired.marker_config(old)
+    version = old.pop("stage_version", 0)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        section = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(section):
+            values.update({f"{f.name}.{k}": v for k, v in added_defaults(section).items()})
+    for read, value in old.items():
+        if isinstance(value, dict):
+            values.update({f"{read}.{k}": v for k, v in value.items()})
+        else:
+            values[read] = value
+    if "train.batch_size" in values:  # recorded as the global batch
+        world = train_world_size(cfg.train)
+        if values["train.batch_size"] % world:
+            return None
+        values["train.batch_size"] //= world
+    try:
+        then = apply_overrides(cfg, values)
+    except (ConfigError, TypeError, ValueError):
+        return None
+    out = record(stage.work(then))
+    if version:
+        out["stage_version"] = version
     return out
 
 
@@ -207,15 +221,16 @@ class StageRunner:
         i1 = self.resolve(stop, len(self.stages) - 1)
         return self.stages[i0 : i1 + 1], {self.stages[self.resolve(f, 0)].name for f in force}
 
-    def own_hash(self, stage: Stage) -> str:
-        return config_hash(stage.hashed_config(self.cfg))
+    def recorded(self, stage: Stage, m: dict[str, Any]) -> dict[str, Any] | None:
+        """What marker ``m`` records of the stage's work (read as today's record for a marker an
+        older asr-kd wrote: :func:`legacy_record`; None where it cannot be read so)."""
+        if "work" in m:
+            return m["work"]
+        return legacy_record(stage, self.cfg, m.get("config", {}))
 
     def config_changed(self, stage: Stage, m: dict[str, Any]) -> bool:
-        """Whether marker ``m`` hashed another config than ``stage`` reads now. A marker made before
-        config keys were retired matches without them where they held a value that kept the stage's
-        work (:func:`asr_kd.retired.marker_config`)."""
-        own = self.own_hash(stage)
-        return m["config_hash"] != own and ("config" not in m or config_hash(retired.marker_config(m["config"])) != own)
+        """Whether marker ``m`` records other work than ``stage`` would do now."""
+        return self.recorded(stage, m) != stage.record(self.cfg)
 
     def read_marker(self, name: str) -> dict[str, Any] | None:
         path = self.paths.marker(name)
@@ -247,13 +262,14 @@ class StageRunner:
         m = self.read_marker(stage.name)
         assert m is not None
         if self.config_changed(stage, m):
-            before = retired.marker_config(m.get("config", {}))
-            now = stage.hashed_config(self.cfg)
+            before, now = self.recorded(stage, m), stage.record(self.cfg)
+            if before is None:
+                return "its marker was written by an older asr-kd, and records config keys this version lacks"
             if before.get("stage_version", 0) != stage.version:
                 return (f"asr-kd changed what it computes (stage version {before.get('stage_version', 0)} -> "
                         f"{stage.version}{': ' + stage.version_note if stage.version_note else ''})")
-            changed = _changed_keys(before, now)
-            return "its config changed (" + ", ".join(changed) + ")" if changed else "its config changed"
+            diff = changed(before, now, name=config_key)
+            return "its config changed (" + ", ".join(diff) + ")" if diff else "its config changed"
         ups = [u for u in stage.after if m["upstream"].get(u) != self.marker_id(u)]
         if ups:
             return "upstream stage(s) re-ran: " + ", ".join(ups)
@@ -325,6 +341,7 @@ class StageRunner:
                 )
         if st == "done" and stage.name not in forced:
             log.info("stage %-9s done, skipping", stage.name)
+            self._rewrite_legacy_marker(stage)
             return False
         if st == "stale" and stage.name not in forced:
             m = self.read_marker(stage.name)
@@ -337,6 +354,20 @@ class StageRunner:
                     f"or use another --exp-dir."
                 )
         return True
+
+    def _rewrite_legacy_marker(self, stage: Stage) -> None:
+        """A done stage's marker written by an older asr-kd (recognised: :func:`legacy_record`) is
+        rewritten to record its work as this version does, its run id and summary kept."""
+        m = self.read_marker(stage.name)
+        if m is None or "work" in m:
+            return
+        for old in ("config", "config_hash"):
+            m.pop(old, None)
+        m["work"] = stage.record(self.cfg)
+        m["work_key"] = hash_record(m["work"])
+        write_json(self.paths.marker(stage.name), m)
+        log.info("stage %-9s its marker, written by an older asr-kd, now records its work as this version does",
+                 stage.name)
 
     def _attempt(self, stage: Stage, rank: int) -> bool:
         """Run ``stage`` (this rank's part); False if it did its part but is not complete."""
@@ -368,8 +399,8 @@ class StageRunner:
         marker = {
             "stage": stage.name,
             "run_id": uuid.uuid4().hex,  # what downstream markers record of this run
-            "config_hash": self.own_hash(stage),
-            "config": stage.hashed_config(self.cfg),
+            "work_key": hash_record(stage.record(self.cfg)),
+            "work": stage.record(self.cfg),
             "upstream": {u: self.marker_id(u) for u in stage.after},
             "summary": summary,
             "wall_time_s": round(wall, 3),
@@ -394,14 +425,3 @@ def _outcome(value: bool | Exception) -> bool:
     if isinstance(value, Exception):
         raise value
     return value
-
-
-def _changed_keys(before: dict[str, Any], now: dict[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(before) | set(now)):
-        a, b = before.get(k), now.get(k)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _changed_keys(a, b, f"{prefix}{k}.")
-        elif a != b:
-            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
-    return out

@@ -4,11 +4,12 @@ import dataclasses
 
 import pytest
 
+from asr_kd.work import key as work_key
+
 from asr_kd.config import (
     PRESETS,
     ConfigError,
     RecipeConfig,
-    config_hash,
     from_dict,
     load_config,
     parse_set_args,
@@ -98,24 +99,24 @@ def test_config_is_frozen_and_round_trips_through_json():
         cfg.train.lr = 1.0  # type: ignore[misc]
     again = from_dict(to_dict(cfg))
     assert again == cfg
-    assert config_hash(again) == config_hash(cfg)
-    assert config_hash(cfg) != config_hash(RecipeConfig())
+    assert work_key(again) == work_key(cfg)
+    assert work_key(cfg) != work_key(RecipeConfig())
 
 
 def test_runs_are_keyed_by_the_global_batch_not_the_per_process_one(monkeypatch):
     """train.batch_size is per process: 2 x 128 trains what 1 x 256 trains (the same run keys: a
     stage that re-runs finds its runs done), and moving 256 from 1 device to 2 doubles the global
     batch (the stage is stale and its runs train again)."""
-    from asr_kd.config import TrainConfig, global_batch_size, load_config, train_result_keys
-    from asr_kd.runner import selected_config
-    from asr_kd.stages.teachers import READS
+    from asr_kd.config import TrainConfig, global_batch_size, load_config, train_work
+    from asr_kd.runner import Stage
+    from asr_kd.stages import teachers
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     one = TrainConfig(batch_size=256, devices="1")
     two_half = TrainConfig(batch_size=128, devices="2", strategy="ddp")
     two_full = TrainConfig(batch_size=256, devices="2", strategy="ddp")
     assert [global_batch_size(t) for t in (one, two_half, two_full)] == [256, 256, 512]
-    assert train_result_keys(one) == train_result_keys(two_half) != train_result_keys(two_full)
+    assert work_key(train_work(one)) == work_key(train_work(two_half)) != work_key(train_work(two_full))
     assert global_batch_size(TrainConfig(batch_size=64, devices="0,1", num_nodes=2)) == 256
     monkeypatch.setenv("WORLD_SIZE", "4")  # a launched job (torchrun, srun) knows its size
     assert global_batch_size(TrainConfig(batch_size=64, devices="auto")) == 256
@@ -123,7 +124,7 @@ def test_runs_are_keyed_by_the_global_batch_not_the_per_process_one(monkeypatch)
 
     def stage_hash_input(**train):
         cfg = load_config("smoke", {f"train.{k}": str(v) for k, v in train.items()})
-        return selected_config(cfg, READS)
+        return Stage.of(teachers).record(cfg)
 
     # the stage hashes the global batch: 2 ranks of 128 are 1 process of 256, 2 of 256 are not
     assert stage_hash_input(batch_size=256)["train"]["batch_size"] == 256

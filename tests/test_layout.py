@@ -28,10 +28,13 @@ Imports inside functions count: they are dependencies too.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import importlib
 from pathlib import Path
 
 import pytest
+
+from asr_kd.config import RecipeConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 RANK = {"core": 0, "data": 1, "align": 2, "nn": 2, "data_prep": 2, "decoding": 3, "stages": 4, "recipes": 5}
@@ -193,7 +196,8 @@ def test_a_stage_module_imports_only_the_core_at_load(module):
 def test_a_stage_module_declares_itself_beside_its_run(module):
     mod = importlib.import_module(module)
     assert callable(mod.run)
-    assert isinstance(mod.READS, tuple) and isinstance(mod.AFTER, tuple) and mod.DOC
+    assert isinstance(mod.AFTER, tuple) and mod.DOC
+    assert dataclasses.is_dataclass(mod.work(RecipeConfig())), "work(cfg): the stage's slice of the config (asr_kd.work)"
 
 
 def test_the_recipe_lists_every_stage_module_in_pipeline_order():

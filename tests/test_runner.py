@@ -1,11 +1,24 @@
 """Stage runner: markers, skip on re-run, stale detection, --force, upstream re-runs."""
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from asr_kd.config import load_config, to_dict
 from asr_kd.fileio import _umask, read_json
 from asr_kd.paths import RunPaths
 from asr_kd.runner import Stage, StageError, StageRunner
+from asr_kd.work import ADDED, Nothing
+
+
+@dataclass(frozen=True)
+class LrWork:
+    lr: float
+
+
+@dataclass(frozen=True)
+class ExtraSetsWork:
+    extra_test_subsets: tuple[str, ...]
 
 
 def make_stages(calls):
@@ -19,9 +32,9 @@ def make_stages(calls):
         return {"lr": cfg.train.lr}
 
     return [
-        Stage("first", first, reads=("data",), after=()),
-        Stage("second", second, reads=("train.lr",), after=("first",)),
-        Stage("third", None, reads=(), after=("second",)),
+        Stage("first", first, work=lambda cfg: cfg.data, after=()),
+        Stage("second", second, work=lambda cfg: LrWork(cfg.train.lr), after=("first",)),
+        Stage("third", None, work=Nothing.of, after=("second",)),
     ]
 
 
@@ -34,7 +47,8 @@ def test_runs_then_skips_and_writes_markers(tmp_path):
     assert calls == ["first", "second"]
     marker = read_json(paths.marker("second"))
     assert marker["summary"] == {"lr": cfg.train.lr}
-    assert "config_hash" in marker and "wall_time_s" in marker and "upstream" in marker
+    assert marker["work"] == {"lr": cfg.train.lr} and "work_key" in marker
+    assert "wall_time_s" in marker and "upstream" in marker
     runner.run(stop="second")
     assert calls == ["first", "second"], "a second run must skip finished stages"
     assert [r[2] for r in runner.listing()] == ["done", "done", "unavailable"]
@@ -89,8 +103,9 @@ def test_excluded_keys_do_not_make_a_stage_stale(tmp_path):
         calls.append("train")
         return {}
 
-    stages = [Stage("train", train, reads=("train", "!train.devices", "!train.num_workers", "!train.accelerator"),
-                    after=())]
+    from asr_kd.config import train_work
+
+    stages = [Stage("train", train, work=lambda cfg: train_work(cfg.train), after=())]
     paths = RunPaths(tmp_path)
     StageRunner(stages, load_config("smoke"), paths).run()
     moved = StageRunner(stages, load_config("smoke", {"train.num_workers": "3", "train.accelerator": "cpu"}), paths)
@@ -134,48 +149,84 @@ def test_check_refuses_a_changed_config_before_anything_runs(tmp_path):
     changed.check(stop="first")  # the changed stage is not in range: accepted
 
 
-def test_read_but_unhashed_entries_leave_the_hash_alone():
-    """'!' entries of READS (read, but reached through an upstream stage) change no stage's hash:
-    a run directory made before they were declared stays done."""
-    from asr_kd.runner import selected_config
+def test_a_stage_records_what_its_work_depends_on_not_where_it_runs():
+    """A stage's marker records its slice of the config: a section put in whole loses the fields
+    that say where or how fast the work runs (asr_kd.work.WHERE), and an option added after runs
+    were made (ADDED) is left out at its default (those runs stay done) and recorded at any other value."""
+    from asr_kd.stages import decode, prepare
 
-    cfg = load_config("smoke")
-    plain = ("decode", "!decode.num_jobs")
-    more = (*plain, "!model", "!train.precision", "!teachers", "!distill", "!preset")
-    assert selected_config(cfg, more) == selected_config(cfg, plain)
-    assert "num_jobs" not in selected_config(cfg, plain)["decode"]
+    stage, cfg = Stage.of(decode), load_config("smoke")
+    assert "num_jobs" not in stage.record(cfg)["decode"] and "chunk_utts" not in stage.record(cfg)["decode"]
+    assert stage.record(load_config("smoke", {"decode.num_jobs": "7", "decode.chunk_utts": "3"})) == stage.record(cfg)
+    assert "tune_draw" not in stage.record(cfg)["decode"]
+    assert stage.record(load_config("smoke", {"decode.tune_draw": "seeded"}))["decode"]["tune_draw"] == "seeded"
+    assert stage.record(load_config("smoke", {"decode.beam": "9"})) != stage.record(cfg)
+    # the extra test sets are the conditions stage's, not the corpus prepare reads
+    more = load_config("smoke", {"data.extra_test_subsets": "test-other"})
+    assert Stage.of(prepare).record(more) == Stage.of(prepare).record(cfg)
 
 
-def test_an_option_added_later_leaves_finished_runs_done_at_its_neutral_value():
-    """A key of NEUTRAL_DEFAULTS is out of the hash at that value (a run made before the option
-    existed stays done after an upgrade) and in it at any other (changing it re-runs the stage)."""
-    from asr_kd.config import NEUTRAL_DEFAULTS
-    from asr_kd.runner import selected_config
+def _as_an_older_asr_kd_wrote_it(paths: RunPaths, stage: str, config: dict) -> None:
+    """Rewrite ``stage``'s marker as asr-kd wrote it before the work slices: ``config`` (the values
+    its READS named: a section read whole as a dict, a key read alone by its dotted name), hashed."""
+    from asr_kd.fileio import write_json
+    from asr_kd.work import hash_record
 
-    assert NEUTRAL_DEFAULTS["data.lm_vocab_size"] == 0
-    neutral = {k.split(".", 1)[1] for k in NEUTRAL_DEFAULTS if k.startswith("data.")}
-    assert {"lm_vocab_size", "extra_test_subsets"} <= neutral
-    before = {"data": {k: v for k, v in to_dict(load_config("smoke").data).items() if k not in neutral}}
-    assert selected_config(load_config("smoke"), ("data",)) == before
-    changed = selected_config(load_config("smoke", {"data.lm_vocab_size": "3"}), ("data",))
-    assert changed["data"]["lm_vocab_size"] == 3
-    assert selected_config(load_config("smoke"), ("data.lm_vocab_size",)) == {}
+    m = read_json(paths.marker(stage))
+    m.pop("work", None), m.pop("work_key", None)
+    m["config"], m["config_hash"] = config, hash_record(config)
+    write_json(paths.marker(stage), m)
+
+
+def _old_data_section(cfg) -> dict:
+    """The data section as an older asr-kd's markers hashed it: without the options added later at
+    the values that kept its work (config.NEUTRAL_DEFAULTS then)."""
+    neutral = {("lm_vocab_size", 0), ("extra_test_subsets", ()), ("synthetic_text", "template")}
+    return {k: v for k, v in to_dict(cfg.data).items() if (k, tuple(v) if isinstance(v, list) else v) not in neutral}
+
+
+def test_markers_written_before_the_work_slices_are_recognised_and_rewritten(tmp_path):
+    """Issue 32 item 3: a run finished by an older asr-kd stays done where today's config would
+    have given its markers the same record; the skipped stage's marker is then rewritten in today's
+    form, its run id kept (so the stages after it stay done). A recorded value today's config does
+    not have makes the stage stale, and the refusal names it."""
+    calls = []
+    paths, cfg = RunPaths(tmp_path), load_config("smoke")
+    StageRunner(make_stages(calls), cfg, paths).run(stop="second")
+    run_id = read_json(paths.marker("first"))["run_id"]
+    _as_an_older_asr_kd_wrote_it(paths, "first", {"data": _old_data_section(cfg)})
+    _as_an_older_asr_kd_wrote_it(paths, "second", {"train.lr": cfg.train.lr})
+    runner = StageRunner(make_stages(calls), cfg, paths)
+    assert [r[2] for r in runner.listing()] == ["done", "done", "unavailable"]
+    runner.run(stop="second")
+    assert calls == ["first", "second"], "nothing re-runs"
+    m = read_json(paths.marker("first"))
+    assert m["run_id"] == run_id and "config" not in m and m["work"] == runner.by_name["first"].record(cfg)
+    assert runner.status(runner.by_name["second"]) == "done"
+
+    _as_an_older_asr_kd_wrote_it(paths, "second", {"train.lr": cfg.train.lr / 2})
+    assert runner.status(runner.by_name["second"]) == "stale"
+    with pytest.raises(StageError, match=r"train.lr.*--force second"):
+        runner.check(stop="second")
+    # an option added since, away from the value the old run had: stale too, named as a user sets it
+    later = StageRunner(make_stages(calls), load_config("smoke", {"data.lm_vocab_size": "3"}), paths)
+    _as_an_older_asr_kd_wrote_it(paths, "first", {"data": _old_data_section(cfg)})
+    assert later.status(later.by_name["first"]) == "stale"
+    with pytest.raises(StageError, match=r"data.lm_vocab_size: None -> 3"):
+        later.check(stop="first")
 
 
 def _as_made_before_the_retirement(paths: RunPaths, stage: str, old_keys: dict, section: str = "data") -> None:
-    """Rewrite ``stage``'s marker as asr-kd 88e0600 wrote it: its config with the retired keys
-    (a section read whole holding them), hashed with them."""
-    from asr_kd.config import config_hash
-    from asr_kd.fileio import write_json
-
+    """Rewrite ``stage``'s marker as asr-kd 88e0600 wrote it: the config its READS named, with the
+    retired keys (a section read whole holding them), hashed with them."""
     m = read_json(paths.marker(stage))
+    config = m.get("config") or ({section: _old_data_section(load_config("smoke"))} if stage == "first" else {})
     for key, value in old_keys.items():
-        if key.startswith(section + ".") and section in m["config"]:
-            m["config"][section][key.split(".", 1)[1]] = value
+        if key.startswith(section + ".") and section in config:
+            config[section][key.split(".", 1)[1]] = value
         else:
-            m["config"][key] = value
-    m["config_hash"] = config_hash(m["config"])
-    write_json(paths.marker(stage), m)
+            config[key] = value
+    _as_an_older_asr_kd_wrote_it(paths, stage, config)
 
 
 def test_a_run_made_before_keys_were_retired_stays_done_where_they_kept_its_work(tmp_path):
@@ -187,7 +238,7 @@ def test_a_run_made_before_keys_were_retired_stays_done_where_they_kept_its_work
     from asr_kd.fileio import write_json
 
     calls = []
-    cond = Stage("cond", lambda cfg, paths: {}, reads=("data.extra_test_subsets",), after=())
+    cond = Stage("cond", lambda cfg, paths: {}, work=lambda cfg: ExtraSetsWork(cfg.data.extra_test_subsets), after=())
     stages = [*make_stages(calls)[:2], cond]
     paths = RunPaths(tmp_path)
     cfg = load_config("smoke")
@@ -219,12 +270,12 @@ def test_student_run_keys_are_those_of_runs_made_before_the_retirement():
     their defaults they are still hashed, so a --force distill of an old run reuses its students."""
     import dataclasses
 
-    from asr_kd.config import config_hash
     from asr_kd.retired import run_key_section
+    from asr_kd.work import hash_record
 
     t = load_config("smoke").teachers
     old = {**to_dict(t), "retune_epochs": 0, "retune_synthesizer": "", "retune_lr": 1e-3}
-    assert config_hash(run_key_section("teachers", to_dict(t))) == config_hash(old)
+    assert hash_record(run_key_section("teachers", to_dict(t))) == hash_record(old)
     assert run_key_section("data", {"root": ""}) == {"root": ""}
     assert not any(f.name.startswith("retune") for f in dataclasses.fields(t))
 
@@ -233,7 +284,7 @@ def test_a_stage_module_becomes_a_stage():
     from asr_kd.stages import teachers
 
     stage = Stage.of(teachers)
-    assert (stage.name, stage.run, stage.reads, stage.after) == ("teachers", teachers.run, teachers.READS, ("shards",))
+    assert (stage.name, stage.run, stage.work, stage.after) == ("teachers", teachers.run, teachers.work, ("shards",))
     assert stage.distributed and stage.doc == teachers.DOC
 
 
@@ -268,25 +319,30 @@ def test_a_new_stage_version_refuses_an_older_run_with_its_note(tmp_path):
         runner.run(stop="second")
     runner.run(stop="second", force=["second"])
     assert calls == ["first", "second", "second"] and runner.status(runner.by_name["second"]) == "done"
-    assert read_json(paths.marker("second"))["config"]["stage_version"] == 1
+    assert read_json(paths.marker("second"))["work"]["stage_version"] == 1
 
 
-def test_a_key_a_stage_began_to_read_later_is_neutral_at_its_old_value(tmp_path):
+@dataclass(frozen=True)
+class LrArpaWork:
+    lr: float
+    arpa: str = field(default="", metadata=ADDED)  # read since runs were made
+
+
+def test_a_value_a_stage_began_to_read_later_is_left_out_at_its_default(tmp_path):
     import dataclasses
 
     calls = []
     paths = RunPaths(tmp_path)
     old = make_stages(calls)
     StageRunner(old, load_config("smoke"), paths).run(stop="second")
-    reads_more = dataclasses.replace(old[1], reads=("train.lr", "decode.arpa"), neutral_reads=(("decode.arpa", ""),))
+    reads_more = dataclasses.replace(old[1], work=lambda cfg: LrArpaWork(cfg.train.lr, cfg.decode.arpa))
     runner = StageRunner([old[0], reads_more, old[2]], load_config("smoke"), paths)
     assert runner.status(runner.by_name["second"]) == "done"
     runner = StageRunner([old[0], reads_more, old[2]], load_config("smoke", {"decode.arpa": "/x.arpa"}), paths)
     assert runner.status(runner.by_name["second"]) == "stale"
 
 
-def test_the_lang_and_graph_stages_declare_their_version_and_neutral_reads():
-    from asr_kd.stages import graph, lang
+def test_the_graph_stage_declares_its_version():
+    from asr_kd.stages import graph
 
     assert Stage.of(graph).version == 1 and "dev and test" in Stage.of(graph).version_note
-    assert Stage.of(lang).neutral_reads == (("decode.arpa", ""),)

@@ -32,15 +32,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from asr_kd.align.model import GmmHmm
-from asr_kd.config import AlignConfig, config_hash, to_dict
+from asr_kd.config import AlignConfig
+from asr_kd.work import key as work_key
+from asr_kd.work import record
 from asr_kd.fileio import atomic_open, file_sha256, read_json, write_json
 from asr_kd.files import SPLITS
 
 log = logging.getLogger(__name__)
-
-# align keys that do not change what the stage computes
-NOT_RESULT_KEYS = ("num_jobs", "max_fail_fraction")
-
 
 def _stat(path: Path) -> list[int] | None:
     if not path.exists():
@@ -55,7 +53,7 @@ def inputs_key(align_cfg: AlignConfig, num_ceps: int, lang_dir: Path, manifests:
 
     ``lang_dir``: the lang the systems are trained with; ``manifests`` and ``mfcc_scps``: each split's
     (train, dev, test)."""
-    align = {k: v for k, v in to_dict(align_cfg).items() if k not in NOT_RESULT_KEYS}
+    align = record(align_cfg)  # without the keys that do not change what is computed (asr_kd.work.WHERE)
     lang = {str(f.relative_to(lang_dir)): file_sha256(f)
             for f in sorted(lang_dir.rglob("*")) if f.is_file() and f.name != "DONE.json"}
     data = {}
@@ -64,12 +62,12 @@ def inputs_key(align_cfg: AlignConfig, num_ceps: int, lang_dir: Path, manifests:
         data[split] = {"manifest": file_sha256(manifests[split]),
                        "mfcc_scp": file_sha256(scp) if scp.exists() else None,
                        "mfcc_ark": _stat(scp.with_suffix(".ark"))}
-    return config_hash({"align": align, "num_ceps": num_ceps, "lang": lang, "data": data})
+    return work_key({"align": align, "num_ceps": num_ceps, "lang": lang, "data": data})
 
 
 def final_pass_key(inputs: str, mdl: Path, tree: Path) -> str:
     """The final pass's key: the inputs and the model it aligns with (its files' digests)."""
-    return config_hash({"inputs": inputs, "final.mdl": file_sha256(mdl), "tree": file_sha256(tree)})
+    return work_key({"inputs": inputs, "final.mdl": file_sha256(mdl), "tree": file_sha256(tree)})
 
 
 def receipt_if_current(path: Path, key: str) -> dict[str, Any] | None:

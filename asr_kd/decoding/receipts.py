@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from asr_kd.config import config_hash
+from asr_kd.work import key as work_key
 from asr_kd.decoding.search import Hypothesis
 from asr_kd.fileio import file_sha256, read_json, write_json
 from asr_kd.errors import InputError
@@ -119,8 +119,8 @@ class SplitReceipts:
         self.file = root / system / "receipts" / f"{split}.json"
         self.chunk_dir = root / system / "receipts" / split
         self.identity = dict(identity)
-        self.key = config_hash({"format": FORMAT, **self.identity, "utts": list(digests)})
-        self.chunk_keys = [config_hash({"format": FORMAT, **self.identity, "utts": list(digests[i : i + chunk_utts])})
+        self.key = work_key({"format": FORMAT, **self.identity, "utts": list(digests)})
+        self.chunk_keys = [work_key({"format": FORMAT, **self.identity, "utts": list(digests[i : i + chunk_utts])})
                            for i in range(0, len(digests), chunk_utts)]
         self.tally = tally if tally is not None else Tally()
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr_kd.config import config_hash
+from asr_kd.work import key as work_key
 from asr_kd.data.shards import iter_shard, sample_key
 from asr_kd.data.targets import index_dtype, read_receipt, target_shard, write_target_shard
 from asr_kd.data.windows import utterance_windows
@@ -78,7 +78,7 @@ def targets_key(model_files: Sequence[str | Path], shard_index: dict[str, Any], 
     blob = {"teachers": [file_sha256(f) for f in model_files], "shards": shard_index, "form": FORM, "k": k,
             "temperatures": [float(T) for T in temperatures], "mean": mean, "window": [left, right],
             "precision": precision}
-    return config_hash(blob)
+    return work_key(blob)
 
 
 def _utterance_chunks(url: str, left: int, right: int, batch_frames: int) -> Iterator[list[tuple[str, torch.Tensor]]]:

@@ -41,6 +41,7 @@ from asr_kd.nn.systems import MONITOR, FrameSystem
 from asr_kd.parallel import barrier, global_rank
 from asr_kd.files import TrainRunDir
 from asr_kd.progress import lightning_callbacks
+from asr_kd.work import Keyed
 
 log = logging.getLogger(__name__)
 
@@ -133,29 +134,34 @@ def load_system_weights(system: FrameSystem, ckpt: Path) -> dict[str, Any]:
     return blob.get("asr_kd", {})
 
 
-def run_finished(run_dir: Path, key: str) -> bool:
-    """The one rule for "this run is done": finished (done marker, metrics) with this key.
+def run_finished(run_dir: Path, key: Keyed | str) -> bool:
+    """The one rule for "this run is done": finished (done marker, metrics) with this key (or a key
+    an older asr-kd gave the same work: ``key.legacy``; a plain string: a key without a record).
 
     Every caller that plans work (which students need cached targets, which teachers a stacked
     run must train) asks this, so planning and ``train_run`` never disagree.
     """
-    run = TrainRunDir(run_dir)
-    key_file = run.key
-    return (run.done.exists() and run.metrics.exists() and key_file.exists()
-            and read_json(key_file).get("key") == key)
+    run, key = TrainRunDir(run_dir), _keyed(key)
+    return run.done.exists() and run.metrics.exists() and run.key.exists() and key.matches(read_json(run.key))
 
 
-def _prepare_run_dir(run: TrainRunDir, key: str) -> dict[str, Any] | None:
-    """Return the finished run's metrics if its key matches; rank 0 clears a run with another key."""
-    key_file = run.key
-    if run_finished(run.root, key):
-        return read_json(run.metrics)
-    same = key_file.exists() and read_json(key_file).get("key") == key
+def _keyed(key: Keyed | str) -> Keyed:
+    return Keyed(key, None) if isinstance(key, str) else key
+
+
+def _prepare_run_dir(run: TrainRunDir, key: Keyed) -> dict[str, Any] | None:
+    """Return the finished run's metrics if its key matches; rank 0 clears a run with another key.
+    A run keyed by an older asr-kd (``key.legacy``) is re-keyed: its key file records this key."""
+    stored = read_json(run.key) if run.key.exists() else None
+    same = key.matches(stored)
     if global_rank() == 0:
-        if key_file.exists() and not same:
+        if stored is not None and not same:
             log.warning("%s holds a run with other settings; clearing it", run.root)
             shutil.rmtree(run.root)
-        write_json(key_file, {"key": key})
+        if not same or stored.get("key") != key.key:
+            write_json(run.key, key.stored())
+    if run_finished(run.root, key):
+        return read_json(run.metrics)
     return None
 
 
@@ -165,7 +171,7 @@ def train_run(
     train: TrainConfig,
     run_dir: Path,
     *,
-    key: str,
+    key: Keyed | str,
     max_epochs: int,
     early_stopping_patience: int = 0,
     model_extra: dict[str, Any] | None = None,
@@ -179,7 +185,7 @@ def train_run(
     ``history`` (a row per dev check), ``params``, ``wall_time_s``.
     """
     run = TrainRunDir(run_dir)
-    done = _prepare_run_dir(run, key)
+    done = _prepare_run_dir(run, _keyed(key))
     if done is not None:
         log.info("run %s already finished, skipping", run.root)
         return done

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from asr_kd.config import RecipeConfig, config_hash, to_dict
+from asr_kd.config import RecipeConfig, to_dict
+from asr_kd.work import key as work_key
 from asr_kd.data.manifest import Utterance
 from asr_kd.fileio import atomic_path, read_json, write_json, write_text
 from asr_kd.files import EvalDir
@@ -52,7 +53,7 @@ class EvalData:
 def data_key(cfg: RecipeConfig, paths: RunPaths, utts: Sequence[Utterance]) -> str:
     """What the features and labels depend on: the utterances and the run's feature/GMM settings."""
     gmm = paths.final_mdl
-    return config_hash({"utts": [(u.id, u.speaker, u.audio, u.text) for u in utts], "features": to_dict(cfg.features),
+    return work_key({"utts": [(u.id, u.speaker, u.audio, u.text) for u in utts], "features": to_dict(cfg.features),
                         "sample_rate": cfg.data.sample_rate, "gmm": [gmm.stat().st_size, gmm.stat().st_mtime_ns]})
 
 

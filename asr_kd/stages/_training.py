@@ -20,6 +20,7 @@ Each returns the JSON summary the stage stores in its marker.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 import logging
 import shutil
 import statistics
@@ -29,7 +30,7 @@ from typing import Any
 
 import torch
 
-from asr_kd.config import RecipeConfig, TrainConfig, config_hash, to_dict, train_result_keys
+from asr_kd.config import ModelConfig, RecipeConfig, TrainConfig, to_dict, train_work
 from asr_kd.data.datamodule import FrameDataModule, shard_datamodule
 from asr_kd.data.windows import InMemoryWindows
 from asr_kd.fileio import read_json, write_json
@@ -41,7 +42,8 @@ from asr_kd.nn.train import run_finished, train_run
 from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.files import SPLITS, TrainRunDir
 from asr_kd.paths import RunPaths
-from asr_kd.retired import run_key_section
+from asr_kd.stages import _legacy_keys as legacy
+from asr_kd.work import Keyed, key as work_key
 from asr_kd.errors import InputError
 from asr_kd.runner import StageIncomplete
 
@@ -63,7 +65,7 @@ def num_pdfs(paths: RunPaths) -> int:
 
 def data_key(paths: RunPaths) -> str:
     """Identity of the shards a run reads (their index files), so new shards retrain."""
-    return config_hash({s: read_json(paths.shard_index(s)) for s in SPLITS})
+    return work_key({s: read_json(paths.shard_index(s)) for s in SPLITS})
 
 
 def teacher_seeds(cfg: RecipeConfig) -> list[int]:
@@ -106,9 +108,27 @@ def _curve(m: dict[str, Any]) -> list[dict[str, Any]]:
 # ---------------------------------------------------------------------------------------------
 # teachers
 # ---------------------------------------------------------------------------------------------
-def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int) -> str:
-    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "seed": seed,
-                        "stacked": cfg.teachers.stacked, "data": data_key(paths)})
+@dataclass(frozen=True)
+class TeacherRun:
+    """What one teacher's result depends on: its run key (:mod:`asr_kd.work`)."""
+
+    model: ModelConfig
+    train: TrainConfig  # as results depend on it: config.train_work
+    seed: int
+    stacked: bool
+    data: str  # the shards: data_key
+
+
+@dataclass(frozen=True)
+class StackedRun:
+    """The K teachers trained as one batched model."""
+
+    seeds: tuple[int, ...]
+    teacher: str  # the key of a member without its seed
+
+
+def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int) -> Keyed:
+    return Keyed.of(TeacherRun(cfg.model, train_work(cfg.train), seed, cfg.teachers.stacked, data_key(paths)))
 
 
 def _train_one_teacher(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, k: int, pdfs: int) -> dict[str, Any]:
@@ -130,7 +150,7 @@ def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs
         return
     model = StackedDNN(seeds, **arch(cfg, pdfs))
     system = TeacherSystem(model, cfg.train, max_epochs=cfg.train.max_epochs, run_config=to_dict(cfg))
-    key = config_hash({"seeds": seeds, "teacher": _teacher_key(cfg, paths, -1)})
+    key = Keyed.of(StackedRun(tuple(seeds), _teacher_key(cfg, paths, -1).key))
     metrics = train_run(system, dm, cfg.train, paths.teachers_stacked_dir, key=key,
                         max_epochs=cfg.train.max_epochs, early_stopping_patience=cfg.train.early_stopping_patience)
     if global_rank() == 0:
@@ -141,14 +161,14 @@ def _train_stacked(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs
 
 
 def _write_members(paths: RunPaths, metrics: dict[str, Any], stacked_dir: Path,
-                   members: list[tuple[Path, str]], trained_in: str) -> None:
+                   members: list[tuple[Path, Keyed]], trained_in: str) -> None:
     """Each member of a stacked run as a finished run in its own directory (``members``: its
     directory and run key, in member order)."""
     stacked = TrainRunDir(stacked_dir)
     for k, (member_dir, member_key) in enumerate(members):
         run = TrainRunDir(member_dir)
         run.root.mkdir(parents=True, exist_ok=True)
-        write_json(run.key, {"key": member_key})
+        write_json(run.key, member_key.stored())
         tmp = run.model.with_suffix(".pt.tmp")
         shutil.copyfile(stacked.member_model(k), tmp)
         tmp.replace(run.model)
@@ -237,16 +257,81 @@ def evaluate_ensemble(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 # distill
 # ---------------------------------------------------------------------------------------------
-def _distill_key(cfg: RecipeConfig, paths: RunPaths, **extra: Any) -> str:
-    # the teachers section as runs made before keys of it were retired hashed it: their students stay done
-    teachers = run_key_section("teachers", to_dict(cfg.teachers))
-    return config_hash({"model": to_dict(cfg.model), "train": train_result_keys(cfg.train), "distill": to_dict(cfg.distill),
-                        "teachers": teachers, "data": data_key(paths), **extra})
+@dataclass(frozen=True)
+class Subset:
+    """Table 5's share of the training data."""
+
+    fraction: float
+    unit: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class StudentRun:
+    """What one run of the distill stage depends on: its run key (:mod:`asr_kd.work`). A student
+    (``soft=True``: the ensemble's soft targets at ``T``, or its logits with ``matching_logits``)
+    or a hard-target run (Table 5's baselines)."""
+
+    model: ModelConfig
+    train: TrainConfig  # the students' rule (student_train_config), as results depend on it
+    hidden_layers: int  # the student's size
+    hidden_dim: int
+    max_epochs: int  # passes over its data
+    val_every: int  # passes per dev check
+    patience: int  # dev checks without gain before it stops (0: never)
+    subset: Subset | None  # None: all the training data
+    data: str  # the shards: data_key
+    soft: bool
+    teachers: tuple[str, ...] = ()  # with soft targets: the teachers' run keys
+    ensemble_mean: str = ""
+    targets: str = ""  # online | cached | stored
+    targets_k: int = 0  # stored: the top k kept
+    T: float = 0.0
+    hard_weight: float = 1.0
+    matching_logits: bool = False
+
+
+def _subset(cfg: RecipeConfig, subset: bool) -> Subset | None:
+    d = cfg.distill
+    return Subset(d.subset_fraction, d.subset_unit, d.subset_seed) if subset else None
 
 
 def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logits: bool = False,
-                 subset: bool = False) -> str:
-    return _distill_key(cfg, paths, T=T, matching=matching_logits, subset=subset)
+                 subset: bool = False, max_epochs: int | None = None) -> Keyed:
+    """A student's key, as :func:`_distill_run` trains it with the same arguments."""
+    d, train = cfg.distill, student_train_config(cfg)
+    a = arch(cfg, 0, student=True)
+    period = subset_period(cfg) if subset else 1
+    epochs = (max_epochs or train.max_epochs) * period
+    data = data_key(paths)
+    teachers = tuple(_teacher_key(cfg, paths, seed).key for seed in teacher_seeds(cfg))
+    mode = d.target_mode
+    work = StudentRun(cfg.model, train_work(train), a["hidden_layers"], a["hidden_dim"], epochs, period,
+                      train.early_stopping_patience, _subset(cfg, subset), data, soft=True, teachers=teachers,
+                      ensemble_mean=d.ensemble_mean, targets=mode, targets_k=d.targets_k if mode == "stored" else 0,
+                      T=float(T), hard_weight=_hard_weight(cfg, subset), matching_logits=matching_logits)
+    return Keyed.of(work, legacy=[legacy.distill_key(cfg, data, T=T, matching=matching_logits, subset=subset)])
+
+
+def _hard_key(cfg: RecipeConfig, paths: RunPaths, *, max_epochs: int, patience: int, subset: bool) -> Keyed:
+    train = student_train_config(cfg)
+    a = arch(cfg, 0, student=True)
+    period = subset_period(cfg) if subset else 1
+    data = data_key(paths)
+    work = StudentRun(cfg.model, train_work(train), a["hidden_layers"], a["hidden_dim"], max_epochs * period, period,
+                      patience, _subset(cfg, subset), data, soft=False)
+    return Keyed.of(work, legacy=[legacy.distill_key(cfg, data, hard=True, subset=subset, patience=patience,
+                                                     max_epochs=max_epochs)])
+
+
+def _hard_weight(cfg: RecipeConfig, subset: bool) -> float:
+    d = cfg.distill
+    return d.subset_hard_weight if subset and d.subset_hard_weight >= 0 else d.hard_weight
+
+
+def subset_epochs(cfg: RecipeConfig) -> int:
+    """Dev checks of the Table-5 subset runs."""
+    return cfg.distill.subset_max_epochs or cfg.train.max_epochs
 
 
 def _target_cache(cfg: RecipeConfig, ens: Ensemble, dm: FrameDataModule,
@@ -338,14 +423,13 @@ def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: E
                  subset: bool = False, cached: torch.Tensor | None = None) -> dict[str, Any]:
     pdfs = ens.num_pdfs
     train = student_train_config(cfg)
-    d = cfg.distill
-    hard_weight = d.subset_hard_weight if subset and d.subset_hard_weight >= 0 else d.hard_weight
+    hard_weight = _hard_weight(cfg, subset)
     period = subset_period(cfg) if subset else 1
     epochs = (max_epochs or train.max_epochs) * period
     student = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
     system = DistillSystem(student, _soft_targets(cfg, ens, T, matching_logits=matching_logits, cached=cached),
                            train, hard_weight=hard_weight, max_epochs=epochs, run_config=to_dict(cfg))
-    key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset)
+    key = _student_key(cfg, paths, T, matching_logits=matching_logits, subset=subset, max_epochs=max_epochs)
     return train_run(system, dm, train, run_dir, key=key, max_epochs=epochs,
                      early_stopping_patience=train.early_stopping_patience, val_every_n_epochs=period,
                      model_extra={"T": T, "hard_weight": hard_weight})
@@ -357,7 +441,7 @@ def _hard_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int
     period = subset_period(cfg) if subset else 1
     model = AcousticDNN(**arch(cfg, pdfs, student=True), seed=train.seed)
     system = TeacherSystem(model, train, max_epochs=max_epochs * period, run_config=to_dict(cfg))
-    key = _distill_key(cfg, paths, hard=True, subset=subset, patience=patience, max_epochs=max_epochs)
+    key = _hard_key(cfg, paths, max_epochs=max_epochs, patience=patience, subset=subset)
     return train_run(system, dm, train, run_dir, key=key, max_epochs=max_epochs * period,
                      early_stopping_patience=patience, val_every_n_epochs=period)
 
@@ -383,7 +467,8 @@ def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     mode = d.target_mode
     stored = _stored_targets(cfg, paths, ens) if mode == "stored" else None
     full = _datamodule(cfg, paths)
-    todo = [T for T in d.temperatures if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T))]
+    todo = [T for T in d.temperatures
+            if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T, max_epochs=d.student_max_epochs or None))]
     cache = _target_cache(cfg, ens, full, todo) if mode == "cached" and todo else {}
     students = []
     for T in d.temperatures:
@@ -407,7 +492,7 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
             students: list[dict[str, Any]]) -> list[dict[str, Any]]:
     d = cfg.distill
     pdfs = ens.num_pdfs
-    epochs = d.subset_max_epochs or cfg.train.max_epochs
+    epochs = subset_epochs(cfg)
     if d.baseline_100 == "teacher0":
         base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
     else:
@@ -420,7 +505,8 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
                       patience=d.subset_early_stopping_patience, subset=True)
     T = d.subset_temperature or max(students, key=lambda s: s["dev"]["frame_acc"])["T"]
     cached = None
-    if d.target_mode == "cached" and not run_finished(paths.table5_dir("soft_3"), _student_key(cfg, paths, T, subset=True)):
+    if d.target_mode == "cached" and not run_finished(paths.table5_dir("soft_3"),
+                                                      _student_key(cfg, paths, T, subset=True, max_epochs=epochs)):
         cached = _target_cache(cfg, ens, sub, [T])[float(T)]
     soft3 = _distill_run(cfg, paths, sub, ens, paths.table5_dir("soft_3"), T=T, max_epochs=epochs, subset=True,
                          cached=cached)

@@ -9,14 +9,24 @@ imports the alignments of a Kaldi experiment, and its final.mdl, tree and lang f
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import RecipeConfig
+from asr_kd.config import AlignConfig, RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "GMM-HMM forced alignment (or Kaldi import) -> per-frame HMM-state ids"
-READS = ("align", "features.num_ceps")
 AFTER = ("lang", "features")
+
+
+@dataclass(frozen=True)
+class Work:
+    align: AlignConfig
+    num_ceps: int
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.align, cfg.features.num_ceps)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

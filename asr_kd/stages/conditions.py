@@ -17,19 +17,26 @@ the share of it the student keeps. Without an extra test set the stage does noth
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "extra test sets (data.extra_test_subsets)"
-# The corpus is read as prepare reads it; the systems and their scales come from decode.
-READS = ("data.extra_test_subsets", "!data.root", "!data.format", "!data.synthetic_size", "!data.synthetic_seed",
-         "!data.synthetic_dir", "!data.synthetic_text", "!data.sample_rate", "!data.extra_lexicon",
-         "!data.max_utts_per_split", "!decode",
-         "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!features", "!model", "!align",
-         "!train.precision", "!train.accelerator")
 AFTER = ("decode",)
+# The corpus is read as prepare reads it; the systems and their scales come from decode.
+
+
+@dataclass(frozen=True)
+class Work:
+    """Which extra test sets (the systems and how they are decoded: the stages before)."""
+
+    extra_test_subsets: tuple[str, ...]
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.data.extra_test_subsets)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

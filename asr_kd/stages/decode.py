@@ -4,17 +4,27 @@ through its HCLG -> WER on dev (choosing the acoustic scale) and test (:mod:`asr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import RecipeConfig
+from asr_kd.config import DecodeConfig, RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "hybrid decoding, WER"
-# The systems to decode and how the networks run: via the training stages, not hashed here (the
-# results' receipts are keyed by the model files, the precision and the graph: asr_kd.decoding.receipts).
-READS = ("decode", "!decode.num_jobs", "!decode.chunk_utts", "!model", "!train.precision",
-         "!train.accelerator", "!teachers", "!distill", "!align.context")
 AFTER = ("graph", "distill")
+
+
+@dataclass(frozen=True)
+class Work:
+    """How the systems are decoded and scored. The systems themselves reach the stage through the
+    training stages; the results' receipts are keyed by the model files, the precision and the graph
+    (:mod:`asr_kd.decoding.receipts`)."""
+
+    decode: DecodeConfig
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.decode)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

@@ -5,14 +5,29 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import TRAIN_WHERE_NOT_WHAT_READS, RecipeConfig
+from asr_kd.config import DistillConfig, ModelConfig, RecipeConfig, TrainConfig, train_work
 from asr_kd.paths import RunPaths
 
 DOC = "students at each T; Table-5 3%-data runs"
-READS = ("model", "train", *TRAIN_WHERE_NOT_WHAT_READS, "distill", "!teachers", "!features.num_mel_bins")
 AFTER = ("ensemble",)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the students and the Table-5 runs depend on besides the ensemble."""
+
+    model: ModelConfig
+    train: TrainConfig  # as results depend on it: config.train_work
+    distill: DistillConfig
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.model, train_work(cfg.train), cfg.distill)
+
+
 DISTRIBUTED = True  # every rank of a DDP run joins
 
 

@@ -4,14 +4,25 @@ its dev/test frame accuracy beside each teacher's (:mod:`asr_kd.stages._training
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
 
 DOC = "average of the K teachers' soft targets"
-READS = ("distill.ensemble_mean", "!model", "!train", "!teachers.num_teachers")  # the rest: via the teachers stage
 AFTER = ("teachers",)
+
+
+@dataclass(frozen=True)
+class Work:
+    """How the teachers are combined (the teachers themselves: the teachers stage)."""
+
+    ensemble_mean: str
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.distill.ensemble_mean)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

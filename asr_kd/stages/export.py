@@ -16,12 +16,12 @@ from typing import Any
 
 from asr_kd.config import RecipeConfig
 from asr_kd.paths import RunPaths
+from asr_kd.work import Nothing
 
 DOC = "model dirs (TorchScript, ONNX + graph) and inference cost"
-# What the systems are and how their features were made: hashed by the stages that made them.
-READS = ("!model", "!teachers.num_teachers", "!distill.temperatures", "!distill.ensemble_mean", "!decode",
-         "!features", "!data")  # data: for the model card (which corpus)
 AFTER = ("decode",)
+# What the systems are and how their features were made: keyed by the stages that made them.
+work = Nothing.of
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

@@ -4,15 +4,30 @@ split, and the CMVN statistics (global from train, per speaker) (:mod:`asr_kd.da
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from asr_kd.config import RecipeConfig
 from asr_kd.paths import SPLITS, RunPaths
+from asr_kd.work import take
 
 DOC = "fbank + MFCC, CMVN stats"
-READS = ("features.num_mel_bins", "features.frame_length_ms", "features.frame_shift_ms", "features.num_ceps",
-         "data.sample_rate")
 AFTER = ("prepare",)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the features depend on (CMVN and storage: the shards stage's)."""
+
+    num_mel_bins: int
+    frame_length_ms: float
+    frame_shift_ms: float
+    num_ceps: int
+    sample_rate: int
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return take(Work, cfg.features, cfg.data)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

@@ -12,15 +12,33 @@ perplexity on dev and test (``lm.splits.<split>.perplexity``).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import RecipeConfig
+from asr_kd.config import LangConfig, RecipeConfig
 from asr_kd.paths import RunPaths
+from asr_kd.work import take
 
 DOC = "n-gram LM and HCLG"
-READS = ("decode.lm_order", "decode.arpa", "decode.self_loop_scale", "decode.gmm_monophone", "data.lm_vocab_size",
-         "lang")
 AFTER = ("lang", "align")
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the LM and the graphs depend on besides the lang and align stages' outputs."""
+
+    lm_order: int
+    arpa: str
+    self_loop_scale: float
+    gmm_monophone: bool
+    lm_vocab_size: int
+    lang: LangConfig
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return take(Work, cfg.decode, cfg.data, lang=cfg.lang)
+
+
 # 1: the decoding vocabulary is the LM's words and the training transcripts' (no dev or test word);
 # the LM is trained on the LM text and the training transcripts; OOV rate and perplexity per split.
 VERSION = 1

@@ -13,17 +13,31 @@ CMUdict with ``data.extra_lexicon`` (e.g. LibriSpeech's ``librispeech-lexicon.tx
 from __future__ import annotations
 
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import RecipeConfig
+from asr_kd.config import LangConfig, RecipeConfig
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError, marker_summary
+from asr_kd.work import take
 
 DOC = "lexicon, phones.txt, words.txt, topology, L.fst"
-READS = ("data.oov_policy", "data.extra_lexicon", "data.lm_vocab_size", "decode.arpa", "lang")
-# Read since the decoding vocabulary became the LM's (without an ARPA the words are what they were).
-NEUTRAL_READS = {"decode.arpa": ""}
 AFTER = ("prepare",)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the lexicon and word lists depend on (the words: the LM's and the training transcripts')."""
+
+    oov_policy: str
+    extra_lexicon: str
+    lm_vocab_size: int
+    arpa: str
+    lang: LangConfig
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return take(Work, cfg.data, cfg.decode, lang=cfg.lang)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

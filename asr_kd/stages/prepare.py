@@ -18,19 +18,44 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from asr_kd.config import DataConfig, RecipeConfig
+from asr_kd.config import AugmentConfig, DataConfig, RecipeConfig
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import StageError
+from asr_kd.work import Keyed, take
 
 DOC = "corpus -> manifests"
-# model and features: the shortest usable audio (min_utterance_samples), deliberately not hashed
-# data.extra_test_subsets: read by the conditions stage, not here
-READS = ("data", "!data.extra_test_subsets", "augment", "!augment.num_workers", "!model.left_context", "!model.right_context", "!features.frame_length_ms",
-         "!features.frame_shift_ms")
 AFTER = ()
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the manifests depend on: the corpus and how it is read, and the augmented copies. Not
+    data.extra_test_subsets (the conditions stage's) or data.lm_vocab_size (lang's); not the
+    shortest usable audio (:func:`min_utterance_samples`, deliberately)."""
+
+    root: str
+    format: str
+    synthetic_size: str
+    synthetic_seed: int
+    synthetic_dir: str
+    synthetic_text: str
+    train_subsets: tuple[str, ...]
+    dev_subsets: tuple[str, ...]
+    test_subsets: tuple[str, ...]
+    max_utts_per_split: int
+    sample_rate: int
+    oov_policy: str
+    extra_lexicon: str
+    lm_text: str
+    augment: AugmentConfig
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return take(Work, cfg.data, augment=cfg.augment)
 
 
 def corpus_root(cfg: RecipeConfig) -> Path:
@@ -114,19 +139,18 @@ def prepare_manifests(root: Path, subsets: dict[str, tuple[str, ...]], paths: Ru
 
 def augment_training_set(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """Add ``augment.*``'s copies of the training utterances to the training manifest."""
-    from asr_kd.config import config_hash, to_dict
     from asr_kd.data.augment import AugmentSettings, augment_train
     from asr_kd.data.manifest import read_manifest, write_manifest
     from asr_kd.fileio import read_json, write_json
 
     t0 = time.time()
     a = cfg.augment
-    key = config_hash({k: v for k, v in to_dict(a).items() if k != "num_workers"})
+    key = Keyed.of(a)  # the copies depend on augment.* (not on its workers: asr_kd.work.WHERE)
     key_file = paths.augmented_audio / "key.json"
-    if paths.augmented_audio.exists() and (not key_file.exists() or read_json(key_file).get("key") != key):
+    if paths.augmented_audio.exists() and not (key_file.exists() and key.matches(read_json(key_file))):
         shutil.rmtree(paths.augmented_audio)  # copies made with other settings
     paths.augmented_audio.mkdir(parents=True, exist_ok=True)
-    write_json(key_file, {"key": key})
+    write_json(key_file, key.stored())
     originals = read_manifest(paths.manifest("train"))
     settings = AugmentSettings(speeds=tuple(a.speeds), reverb_copies=a.reverb_copies, rt60_s=tuple(a.rt60_s),
                                snr_db=tuple(a.snr_db), seed=a.seed, sample_rate=cfg.data.sample_rate,

@@ -13,6 +13,7 @@ prints percentages.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,8 +26,20 @@ if TYPE_CHECKING:
     from asr_kd.decoding.report.rows import ErrorDiff, Report
 
 DOC = "report.json, report.md, plots"
-READS = ("!preset", "!teachers.num_teachers", "!distill")  # what to tabulate: via the upstream stages
 AFTER = ("decode", "conditions", "export")
+
+
+@dataclass(frozen=True)
+class Work:
+    """The preset the report is titled by (what it tabulates: the upstream stages')."""
+
+    preset: str
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.preset)
+
+
 
 
 def test_groups(paths: RunPaths) -> tuple[str, dict[str, list[str]]] | None:

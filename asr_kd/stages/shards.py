@@ -4,15 +4,28 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import RecipeConfig
+from asr_kd.config import RecipeConfig, ShardConfig
 from asr_kd.paths import SPLITS, RunPaths
 from asr_kd.runner import marker_summary
 
 DOC = "webdataset shards of normalised feats + labels"
-READS = ("shards", "features.cmvn", "features.storage_dtype", "!features")  # the rest: via the features stage
 AFTER = ("features", "align")
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the shards add to the features (the rest reaches them through the features stage)."""
+
+    shards: ShardConfig
+    cmvn: str
+    storage_dtype: str
+
+
+def work(cfg: RecipeConfig) -> Work:
+    return Work(cfg.shards, cfg.features.cmvn, cfg.features.storage_dtype)
 
 
 def run(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:

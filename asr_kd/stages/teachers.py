@@ -5,15 +5,33 @@ The runs and their keys: :mod:`asr_kd.stages._training`; one training run: :mod:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from asr_kd.config import TRAIN_WHERE_NOT_WHAT_READS, RecipeConfig
+from asr_kd.config import ModelConfig, RecipeConfig, TrainConfig, train_work
 from asr_kd.paths import RunPaths
 
 DOC = "K teacher DNNs (Lightning)"
-READS = ("model", "train", *TRAIN_WHERE_NOT_WHAT_READS, "teachers.num_teachers", "teachers.stacked",
-         "teachers.seed_base", "features.num_mel_bins", "!teachers.only")  # only: which share this process trains
 AFTER = ("shards",)
+
+
+@dataclass(frozen=True)
+class Work:
+    """What the K teachers depend on (teachers.only: which of them this process trains, not what)."""
+
+    model: ModelConfig
+    train: TrainConfig  # as results depend on it: config.train_work
+    num_teachers: int
+    stacked: bool
+    seed_base: int
+    num_mel_bins: int
+
+
+def work(cfg: RecipeConfig) -> Work:
+    t = cfg.teachers
+    return Work(cfg.model, train_work(cfg.train), t.num_teachers, t.stacked, t.seed_base, cfg.features.num_mel_bins)
+
+
 DISTRIBUTED = True  # every rank of a DDP run joins
 
 

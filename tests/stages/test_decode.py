@@ -250,16 +250,3 @@ def test_a_gmm_on_other_features_than_ours_is_not_decoded() -> None:
     assert systems.gmm_feature_mismatch(39, feats) is None
     assert systems.gmm_feature_mismatch(40, feats) == (
         "its features are 40-dimensional, the recipe's MFCC + deltas 39-dimensional")
-
-
-def test_the_new_decode_options_leave_finished_decodes_done() -> None:
-    """decode.tune_draw (at "first") and decode.chunk_utts (where, not what) are out of the decode
-    stage's hash: a decode finished before they existed stays done; a seeded draw re-runs it."""
-    from asr_kd.runner import selected_config
-    from asr_kd.stages import decode as decode_stage
-
-    plain = selected_config(load_config("smoke"), decode_stage.READS)
-    assert "tune_draw" not in plain["decode"] and "chunk_utts" not in plain["decode"]
-    assert selected_config(load_config("smoke", {"decode.chunk_utts": "8"}), decode_stage.READS) == plain
-    seeded = selected_config(load_config("smoke", {"decode.tune_draw": "seeded"}), decode_stage.READS)
-    assert seeded["decode"]["tune_draw"] == "seeded"

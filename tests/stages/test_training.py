@@ -62,7 +62,7 @@ def run_dir(tmp_path, monkeypatch):
 def _finish(run_root, key, **metrics):
     """What train_run leaves behind: key, metrics, done marker."""
     run = TrainRunDir(run_root)
-    write_json(run.key, {"key": key})
+    write_json(run.key, key.stored() if hasattr(key, "stored") else {"key": key})
     write_json(run.metrics, {"dev_frame_acc": 0.5, "test_frame_acc": 0.4, "train_frame_acc": 0.6, "epochs": 1,
                              **metrics})
     write_json(run.done, {})
@@ -94,6 +94,46 @@ def test_teacher_keys_change_with_what_a_run_computes_not_where(run_dir):
     assert runs._teacher_key(load_config("smoke", {"train.devices": "2"}), run_dir, 1000) != key, "2 x the batch"
     write_json(run_dir.shard_index("dev"), {"split": "dev", "num_pdfs": PDFS, "frames": 99, "shards": []})
     assert runs._teacher_key(cfg, run_dir, 1000) != key, "new shards retrain"
+
+
+def test_student_keys_change_with_what_a_student_reads_only(run_dir):
+    """Issue 32 item 3: a student's key holds its slice (its T, its hard-target weight, the teachers'
+    keys, its epochs, how its targets are kept), not the whole distill section: the other students'
+    temperatures or the Table-5 runs' epochs leave it alone."""
+    cfg = load_config("smoke")
+
+    def key(**sets):
+        c = load_config("smoke", {k: str(v) for k, v in sets.items()})
+        return runs._student_key(c, run_dir, 2.0, max_epochs=c.distill.student_max_epochs or None).key
+
+    plain = key()
+    assert runs._student_key(cfg, run_dir, 5.0).key != runs._student_key(cfg, run_dir, 2.0).key
+    for unread in ({"distill.temperatures": "2,7"}, {"distill.subset_max_epochs": 9},
+                   {"distill.baseline_100": "train"}, {"distill.subset_early_stopping_patience": 5},
+                   {"train.num_workers": 3}):
+        assert key(**unread) == plain, unread
+    for read in ({"distill.hard_weight": 0.2}, {"teachers.seed_base": 7}, {"distill.student_max_epochs": 9},
+                 {"distill.lr_schedule": "newbob"}, {"distill.ensemble_mean": "geometric"}, {"train.lr": 0.3}):
+        assert key(**read) != plain, read
+    assert runs._student_key(cfg, run_dir, 2.0, subset=True).key != runs._student_key(cfg, run_dir, 2.0).key
+
+
+def test_a_student_an_older_asr_kd_finished_is_recognised_and_rekeyed(run_dir):
+    """Students keyed by the whole distill section (asr-kd before the work slices) are not
+    retrained: the run is found finished, and its key file then records today's key."""
+    from asr_kd.fileio import read_json
+    from asr_kd.nn.train import _prepare_run_dir
+    from asr_kd.stages import _legacy_keys
+
+    cfg = load_config("smoke")
+    key = runs._student_key(cfg, run_dir, 2.0)
+    _finish(run_dir.student_dir(2.0), _legacy_keys.distill_key(cfg, runs.data_key(run_dir), T=2.0, matching=False,
+                                                                 subset=False))
+    assert run_finished(run_dir.student_dir(2.0), key)
+    assert _prepare_run_dir(TrainRunDir(run_dir.student_dir(2.0)), key) is not None
+    assert read_json(TrainRunDir(run_dir.student_dir(2.0)).key) == key.stored()
+    other = runs._student_key(load_config("smoke", {"distill.hard_weight": "0.1"}), run_dir, 2.0)
+    assert not run_finished(run_dir.student_dir(2.0), other)
 
 
 def test_finished_teachers_are_skipped_and_the_rest_trained(run_dir, monkeypatch):
@@ -140,7 +180,8 @@ class FakeEnsemble:
 def test_students_table5_and_which_targets_are_cached(run_dir, monkeypatch):
     cfg = load_config("smoke", {"distill.temperatures": "1,5"})  # cache_targets: true; baseline_100: teacher0
     _finish(run_dir.teacher_dir(0), "teacher", train_frame_acc=0.9)
-    _finish(run_dir.student_dir(1.0), runs._student_key(cfg, run_dir, 1.0))  # T=1 finished before
+    # T=1 finished before
+    _finish(run_dir.student_dir(1.0), runs._student_key(cfg, run_dir, 1.0, max_epochs=cfg.distill.student_max_epochs or None))
     monkeypatch.setattr(runs, "load_ensemble", lambda cfg, paths: FakeEnsemble())
     cached: list[list[float]] = []
     monkeypatch.setattr(runs, "_target_cache", lambda cfg, ens, dm, ts: cached.append(list(ts)) or
