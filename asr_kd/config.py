@@ -4,6 +4,10 @@ A preset (``asr_kd/presets/<name>.toml``, shipped as package data) lists only th
 differ from the defaults below. Command-line overrides look like ``--set train.lr=0.05`` or
 ``--set distill.temperatures=1,2,5``; an unknown key or a value of the wrong type is an error
 that names the key.
+
+A field's ``metadata`` tells how finished work is keyed (:mod:`asr_kd.work`): ``WHERE`` (where or
+how fast work runs; it never makes finished work stale) and ``ADDED`` (an option added after runs
+were made; at its default, the work those runs did).
 """
 
 from __future__ import annotations
