@@ -56,18 +56,19 @@ class UttAlignment:
     utt: str
     ref: list[str]
     hyp: list[str]
-    ops: list[tuple[str, str, str]]  # (op, ref word or "***", hyp word or "***"); op in C S D I
+    ops: list[tuple[str, str, str]]  # (op, ref word or GAP, hyp word or GAP); op in C S D I
     stats: WerStats
 
 
 _OPS = {"equal": "C", "substitute": "S", "delete": "D", "insert": "I"}
+GAP = "***"  # the empty side of an insertion or deletion (Kaldi's per_utt files)
 
 
 def align_words(utt: str, ref: Sequence[str], hyp: Sequence[str]) -> UttAlignment:
     """Levenshtein alignment of one utterance (jiwer), with its error counts."""
     ref, hyp = list(ref), list(hyp)
     if not ref:  # jiwer needs a non-empty reference: every hypothesis word is an insertion
-        ops = [("I", "***", w) for w in hyp]
+        ops = [("I", GAP, w) for w in hyp]
         return UttAlignment(utt, ref, hyp, ops, WerStats(0, 0, 0, len(hyp), 1, int(bool(hyp))))
     out = jiwer.process_words(" ".join(ref), " ".join(hyp))
     ops: list[tuple[str, str, str]] = []
@@ -76,7 +77,7 @@ def align_words(utt: str, ref: Sequence[str], hyp: Sequence[str]) -> UttAlignmen
         r = ref[chunk.ref_start_idx : chunk.ref_end_idx]
         h = hyp[chunk.hyp_start_idx : chunk.hyp_end_idx]
         for i in range(max(len(r), len(h))):
-            ops.append((op, r[i] if i < len(r) else "***", h[i] if i < len(h) else "***"))
+            ops.append((op, r[i] if i < len(r) else GAP, h[i] if i < len(h) else GAP))
     errors = out.substitutions + out.deletions + out.insertions
     stats = WerStats(len(ref), out.substitutions, out.deletions, out.insertions, 1, int(errors > 0))
     return UttAlignment(utt, ref, hyp, ops, stats)

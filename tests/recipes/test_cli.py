@@ -6,6 +6,7 @@ import sys
 
 from asr_kd.paths import STAGE_NAMES
 from asr_kd.recipes.librispeech import STAGES, main
+from asr_kd.work import Nothing
 
 DESIGN = ["prepare", "lang", "features", "align", "shards", "teachers", "ensemble", "distill", "graph", "decode",
           "conditions", "export", "report"]
@@ -97,7 +98,7 @@ def test_any_failure_is_one_error_line_and_the_traceback_goes_to_the_log(tmp_pat
         raise StageError(f"{paths.manifest('train')} is missing; run the prepare stage first")
 
     for fn, kind in ((boom, "KeyError"), (missing, "manifest-train.jsonl is missing")):
-        monkeypatch.setattr(recipe, "STAGES", [Stage("prepare", fn, reads=(), after=())])
+        monkeypatch.setattr(recipe, "STAGES", [Stage("prepare", fn, work=Nothing.of, after=())])
         assert recipe.main(["--preset", "smoke", "--exp-dir", str(tmp_path)]) == 1
         err = capsys.readouterr().err
         lines = [line for line in err.splitlines() if line.startswith("error:")]

@@ -99,7 +99,7 @@ def test_plain_command_with_two_devices_matches_one_process(smoke_run, smoke_cor
     # rank 0 tells the story once; rank 1 logs only warnings, tagged
     assert log.count("stage decode    running") == 1 and "[rank 1] asr_kd.runner" not in log
     summary = json.loads((exp / "distill" / "DONE.json").read_text())
-    assert summary["config"]["train"]["batch_size"] == 256  # hashed as the global batch: one process's
+    assert summary["work"]["train"]["batch_size"] == 256  # hashed as the global batch: one process's
     assert not (exp / ".lock").exists()
 
     assert_reports_match(smoke_run, exp, T)

@@ -14,10 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from asr_kd.decoding.report.rows import ABSENT, ErrorDiff
-from asr_kd.decoding.scoring import align_words
+from asr_kd.decoding.scoring import GAP, align_words
 
 TOP_WORDS = 8
-GAP = "***"  # per_utt's empty side of an insertion or deletion
 
 
 def read_per_utt(path: Path) -> dict[str, tuple[list[str], list[str]]]:

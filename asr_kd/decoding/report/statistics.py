@@ -183,9 +183,8 @@ def test_condition(table1: Sequence[Table1Row], derived: Derived) -> Condition |
                              wer_std=r.wer_std)
 
     mt, en, st = by["baseline_mean"], by["ensemble"], by[best]
-    gain = mt.wer - en.wer
     return Condition("test", utterances=derived.bootstrap.test_utterances if derived.bootstrap else None,
                      best_student=best, mean_teacher=cell(mt), ensemble=cell(en), student=cell(st),
-                     ensemble_wer_gain=gain, wer_gain_kept=(mt.wer - st.wer) / gain if gain > 0 else None,
+                     ensemble_wer_gain=given(derived.ensemble_wer_gain), wer_gain_kept=given(derived.wer_gain_kept),
                      wer_gain_kept_ci=given(derived.wer_gain_kept_ci),
                      gain_kept=given(derived.gain_kept), gain_kept_ci=given(derived.gain_kept_ci))

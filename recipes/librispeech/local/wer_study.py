@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
                 stats, aligned = score(test.refs, {h.utt: h.words for h in t.hyps[scale]})
                 utt_counts[system.name, prior_name] = {a.utt: (a.stats.errors, a.stats.ref_words) for a in aligned}
                 row[prior_name] = {"dev_wer_by_scale": dev_wer, "scale": scale,
-                                   "test_wer_by_scale": {f"{s:g}": wer_of(test.refs, t.hyps[s]) for s in test_scales},
-                                   "test_wer": wer_of(test.refs, t.hyps[scale])}
+                                   "test_wer_by_scale": {f"{s:g}": (stats.wer if s == scale else wer_of(test.refs, t.hyps[s]))
+                                                         for s in test_scales},
+                                   "test_wer": stats.wer}
             row["calibration"] = cal.row()
             row["run"] = {k: decoded[system.name].get(k) for k in ("wer", "frame_acc", "dev_frame_acc", "acoustic_scale")}
             row["run"]["dev_wer"] = (decoded[system.name].get("dev") or {}).get("wer")
