@@ -113,11 +113,17 @@ class FrameSystem(L.LightningModule):
         self._train_sums = torch.zeros(3, device=self.device)
 
     def _track_train(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
-        """Running sums (on device, no sync): loss x frames, correct frames (member mean), frames."""
+        """Running sums (on device, no sync): loss x frames, correct frames (member mean), frames.
+
+        ``logits``: the fp32 logits the loss read (B, N) or (K, B, N). An argmax over fp32 is ~3x
+        faster on CPU than over the bf16 logits of a bf16-mixed step (which has no vectorised bf16
+        reduction): on the tiny preset's 10 stacked teachers, 5 ms of a 75 ms step went to it."""
         pred = logits.detach().argmax(-1)  # (B,) or (K, B)
-        hits = (pred == y).float().mean(0).sum() if pred.dim() == 2 else (pred == y).float().sum()
-        n = torch.tensor(float(y.numel()), device=self.device)
-        self._train_sums = self._train_sums.to(self.device) + torch.stack([loss.detach().float() * n, hits, n])
+        n = y.numel()
+        hits = (pred == y).sum() / (pred.shape[0] if pred.dim() == 2 else 1)  # member mean
+        if self._train_sums.device != hits.device:
+            self._train_sums = self._train_sums.to(hits.device)
+        self._train_sums += torch.stack([loss.detach().float() * n, hits.float(), hits.new_tensor(n, dtype=torch.float32)])
 
     # -- validation: dev frame accuracy --------------------------------------------------------
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -216,12 +222,13 @@ class TeacherSystem(FrameSystem):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["x"], batch["y"]  # (B, 26, 40), (B,) (soft targets, if any, are not needed here)
-        logits = self.model(self.augmented(x))  # (B, N) or (K, B, N)
+        # One fp32 copy of the (bf16 under bf16-mixed) logits: the loss and the running accuracy read it.
+        logits = self.model(self.augmented(x)).float()  # (B, N) or (K, B, N)
         if logits.dim() == 3:
             k, b, n = logits.shape
-            loss = F.cross_entropy(logits.reshape(k * b, n).float(), y.repeat(k)) * k
+            loss = F.cross_entropy(logits.reshape(k * b, n), y.repeat(k)) * k
         else:
-            loss = F.cross_entropy(logits.float(), y)
+            loss = F.cross_entropy(logits, y)
         self.log("train/loss", loss, prog_bar=True)
         self._track_train(loss / (logits.shape[0] if logits.dim() == 3 else 1), logits, y)
         return loss
@@ -273,7 +280,7 @@ class DistillSystem(FrameSystem):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["x"], batch["y"]  # (B, 26, 40), (B,)
-        z = self.model(self.augmented(x))  # (B, N); the targets are of the clean x
+        z = self.model(self.augmented(x)).float()  # (B, N) fp32 once (the loss's terms and the accuracy read it)
         soft_targets = self.targets.targets(batch)
         loss = distillation_loss(z, y, soft_targets, self.T, self.hard_weight)
         if batch_idx % max(self.trainer.log_every_n_steps, 1) == 0:
