@@ -39,8 +39,8 @@ stored top-64 + tail targets), ``paper`` (one 8 x 2560 teacher, 14,000 states, b
 * ``adam-default``: the same with torch's default (single-tensor) Adam: what the issue measured;
 * ``bf16w``: bf16 copies of the weights, cast once per step after the update, used without
   autocast (``torch.func.functional_call``); fused Adam over the fp32 master weights;
-* ``compile`` / ``bf16w-compile``: ``torch.compile`` (inductor) of forward + loss; its compile
-  time is in the setup column.
+* ``compile`` / ``bf16w-compile``: ``torch.compile`` (inductor) of forward + loss;
+  ``compile-loss``: of the loss alone (the model eager). Compile time is in the setup column.
 """
 
 from __future__ import annotations
@@ -198,7 +198,7 @@ CASES = {
     "student-stored": (1, 3, 320, 460, "stored", 512),  # ... on stored top-64 + tail targets
     "paper": (1, 8, 2560, 14000, "hard", 256),  # Hinton et al. 2015, section 4
 }
-VARIANTS = ("recipe", "step", "adam-default", "bf16w", "compile", "bf16w-compile")
+VARIANTS = ("recipe", "step", "adam-default", "bf16w", "compile", "bf16w-compile", "compile-loss")
 TEMPERATURE, HARD_WEIGHT, TOP_K = 2.0, 0.5, 64
 
 
@@ -240,7 +240,11 @@ class CaseData:
         from asr_kd.nn.target_sources import CachedTargets, StoredTargets
         return CachedTargets(self.cache, TEMPERATURE) if self.targets == "cached" else StoredTargets(0, TEMPERATURE)
 
-    def loss(self, z: torch.Tensor) -> torch.Tensor:
+    def soft(self):
+        """This step's soft targets, looked up as the recipe's source does (None for hard labels)."""
+        return None if self.targets == "hard" else self.source().targets(self.batch_dict())
+
+    def loss(self, z: torch.Tensor, soft=None) -> torch.Tensor:
         """The recipe's loss of the logits (TeacherSystem's cross-entropy, or distillation_loss)."""
         from asr_kd.nn.losses import distillation_loss
         z = z.float()
@@ -249,7 +253,6 @@ class CaseData:
             return F.cross_entropy(z.reshape(k * b, n), self.y.repeat(k)) * k
         if self.targets == "hard":
             return F.cross_entropy(z, self.y)
-        soft = self.source().targets(self.batch_dict())
         return distillation_loss(z, self.y, soft, TEMPERATURE, HARD_WEIGHT)
 
 
@@ -287,16 +290,23 @@ def bare_step(data: CaseData, variant: str, dtype: torch.dtype) -> Callable[[], 
         shadow = [p.detach().to(dtype).requires_grad_() for p in params]  # the weights the step computes with
 
         def fwd_loss(x: torch.Tensor) -> torch.Tensor:
-            return data.loss(torch.func.functional_call(model, dict(zip(names, shadow)), (x.to(dtype),)))
+            return data.loss(torch.func.functional_call(model, dict(zip(names, shadow)), (x.to(dtype),)), data.soft())
     else:
         shadow = []
 
         def fwd_loss(x: torch.Tensor) -> torch.Tensor:
             with torch.autocast(device.type, dtype=dtype, enabled=low):
                 z = model(x)
-            return data.loss(z)
+            return data.loss(z, data.soft())
     if variant.endswith("compile"):
         fwd_loss = torch.compile(fwd_loss)
+    elif variant == "compile-loss":  # the model eager (its matmuls), the loss's elementwise work fused
+        loss_of = torch.compile(data.loss)
+
+        def fwd_loss(x: torch.Tensor) -> torch.Tensor:
+            with torch.autocast(device.type, dtype=dtype, enabled=low):
+                z = model(x)
+            return loss_of(z, data.soft())
 
     def step() -> None:
         if shadow:
