@@ -34,7 +34,8 @@ stored top-64 + tail targets), ``paper`` (one 8 x 2560 teacher, 14,000 states, b
   ``DistillSystem`` (``asr_kd.nn.systems``) at ``bf16-mixed`` (or ``32-true`` for ``--dtype
   float32``) on in-memory batches: forward, loss, the running accuracy, logging, fused Adam, the LR
   scheduler; time per step = median gap between ``on_train_batch_end`` calls;
-* ``recipe@REF``: the same with ``asr_kd/nn/systems.py`` as of git revision REF (before/after in one run);
+* ``recipe@REF``: the same with ``asr_kd/nn/systems.py`` and ``models.py`` as of git revision REF
+  (before/after in one run); any variant takes ``@REF`` for the model of that revision;
 * ``step``: the bare step (autocast forward, the recipe's loss in fp32, backward, fused Adam);
 * ``adam-default``: the same with torch's default (single-tensor) Adam: what the issue measured;
 * ``bf16w``: bf16 copies of the weights, cast once per step after the update, used without
@@ -223,10 +224,12 @@ class CaseData:
         self.top_p, self.top_i = top_p.half().to(device), top_i.to(device)
         self.device = device
 
-    def model(self) -> torch.nn.Module:
+    def model(self, models=None) -> torch.nn.Module:
+        """A fresh model, from ``models`` (``asr_kd.nn.models`` at some revision; default: this tree's)."""
+        m = models or importlib.import_module("asr_kd.nn.models")
         if self.members > 1:
-            return StackedDNN(list(range(self.members)), 1040, self.layers, self.dim, self.pdfs).to(self.device)
-        return AcousticDNN(1040, self.layers, self.dim, self.pdfs, seed=0).to(self.device)
+            return m.StackedDNN(list(range(self.members)), 1040, self.layers, self.dim, self.pdfs).to(self.device)
+        return m.AcousticDNN(1040, self.layers, self.dim, self.pdfs, seed=0).to(self.device)
 
     def batch_dict(self) -> dict:
         batch = {"x": self.x, "y": self.y}
@@ -278,8 +281,10 @@ def case_floor(data: CaseData, dtype: torch.dtype, steps: int) -> Callable[[], N
 
 
 def bare_step(data: CaseData, variant: str, dtype: torch.dtype) -> Callable[[], None]:
-    """One optimiser step of ``variant`` (step, adam-default, bf16w, compile, bf16w-compile)."""
-    model = data.model()
+    """One optimiser step of ``variant`` (step, adam-default, bf16w, compile, bf16w-compile, compile-loss;
+    ``@REF``: the model of ``asr_kd/nn/models.py`` at git revision REF)."""
+    variant, _, ref = variant.partition("@")
+    model = data.model(module_at(ref, "asr_kd.nn.models"))
     device = data.device
     low = dtype != torch.float32
     params = list(model.parameters())
@@ -326,19 +331,19 @@ def bare_step(data: CaseData, variant: str, dtype: torch.dtype) -> Callable[[], 
     return step
 
 
-def systems_module(ref: str):
-    """``asr_kd.nn.systems``, or that file as of git revision ``ref`` (loaded as its own module)."""
+def module_at(ref: str, module: str):
+    """``module`` (e.g. ``asr_kd.nn.systems``), or its file as of git revision ``ref``, loaded as a
+    module of its own (its imports of other asr_kd modules resolve to the working tree's)."""
     if not ref:
-        import asr_kd.nn.systems as mod
-        return mod
+        return importlib.import_module(module)
     root = Path(__file__).resolve().parents[1]
-    src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:asr_kd/nn/systems.py"], check=True,
-                         capture_output=True, text=True).stdout
-    name = f"asr_kd.nn._systems_at_{abs(hash(ref))}"
-    spec = importlib.util.spec_from_loader(name, loader=None)
-    mod = importlib.util.module_from_spec(spec)
+    path = module.replace(".", "/") + ".py"
+    src = subprocess.run(["git", "-C", str(root), "show", f"{ref}:{path}"], check=True, capture_output=True,
+                         text=True).stdout
+    name = f"{module}_at_{abs(hash(ref))}"
+    mod = importlib.util.module_from_spec(importlib.util.spec_from_loader(name, loader=None))
     sys.modules[name] = mod
-    exec(compile(src, f"{ref}:asr_kd/nn/systems.py", "exec"), mod.__dict__)
+    exec(compile(src, f"{ref}:{path}", "exec"), mod.__dict__)
     return mod
 
 
@@ -347,13 +352,13 @@ class RecipeStep:
 
     def __init__(self, data: CaseData, ref: str, dtype: torch.dtype) -> None:
         from asr_kd.config import TrainConfig
-        mod = systems_module(ref)
+        mod, models = module_at(ref, "asr_kd.nn.systems"), module_at(ref, "asr_kd.nn.models")
         self.data, self.precision = data, ("32-true" if dtype == torch.float32 else "bf16-mixed")
         cfg = TrainConfig(batch_size=data.batch, precision=self.precision)
         if data.targets == "hard":
-            self.system = mod.TeacherSystem(data.model(), cfg, steps_per_epoch=1000)
+            self.system = mod.TeacherSystem(data.model(models), cfg, steps_per_epoch=1000)
         else:
-            self.system = mod.DistillSystem(data.model(), data.source(), cfg, hard_weight=HARD_WEIGHT,
+            self.system = mod.DistillSystem(data.model(models), data.source(), cfg, hard_weight=HARD_WEIGHT,
                                             steps_per_epoch=1000)
 
     def __call__(self, steps: int) -> float:
