@@ -109,4 +109,5 @@ def test_running_train_sums_read_fp32_logits_as_before():
             system._track_train(torch.tensor(1.5), z.float(), y)
         hits = (z.argmax(-1) == y).float()
         hits = hits.mean(0).sum() if z.dim() == 3 else hits.sum()
-        torch.testing.assert_close(system._train_sums, 2 * torch.tensor([1.5 * 64, hits.item(), 64.0]))
+        torch.testing.assert_close(system._train_totals(), 2 * torch.tensor([1.5 * 64, hits.item(), 64.0]))
+        assert not system._train_pending
