@@ -4,7 +4,7 @@
     python benchmarks/profile_step.py --dtype float32 --cases tiny-teachers,student-dense
 
 For each case, one optimiser step as the recipe runs it (forward under autocast, the loss in fp32,
-backward, Adam over fp32 master weights) is profiled over ``--steps`` steps after warm-up, and its
+backward, fused Adam over fp32 master weights) is profiled over ``--steps`` steps after warm-up, and its
 CPU time is split two ways:
 
 * by phase (``record_function`` ranges): forward, loss, backward, optimiser;
@@ -141,8 +141,8 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"])
     p.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-    p.add_argument("--adam", default="default", choices=["default", "foreach", "fused"],
-                   help="Adam's implementation (default: torch's choice for the device; the recipe's)")
+    p.add_argument("--adam", default="fused", choices=["default", "foreach", "fused"],
+                   help="Adam's implementation (fused: the recipe's; default: torch's choice for the device)")
     args = p.parse_args()
     if args.threads > 0:
         torch.set_num_threads(args.threads)

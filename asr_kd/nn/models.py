@@ -153,6 +153,14 @@ class StackedDNN(nn.Module):
         x = x.reshape(x.shape[0], -1)  # (B, D)
         # first layer: one (B, D) @ (D, K*H) matmul for all members, then split by member
         w0, b0 = self.weights[0], self.biases[0]  # (K, D, H), (K, 1, H)
+        device = x.device.type
+        if torch.is_autocast_enabled(device):
+            # Cast before the permuting copy, and the bias too, so that the layout copy and the first
+            # layer's output (K*B*H values) stay in bf16 instead of going through fp32 (autocast casts
+            # the matmul's operands only; "+ b0" with an fp32 bias would promote): 8 % of the tiny
+            # preset's stacked-teacher step on CPU (benchmarks/README.md, "Training").
+            dtype = torch.get_autocast_dtype(device)
+            w0, b0, x = w0.to(dtype), b0.to(dtype), x.to(dtype)
         k, d, h_dim = w0.shape
         h = (x @ w0.permute(1, 0, 2).reshape(d, k * h_dim)).reshape(-1, k, h_dim)  # (B, K, H)
         h = F.relu(h.transpose(0, 1) + b0)  # (K, B, H)

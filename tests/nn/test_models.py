@@ -63,3 +63,21 @@ def test_save_and_load_model(tmp_path):
     x = torch.randn(2, 1040)
     torch.testing.assert_close(loaded(x), model.eval()(x))
     assert blob["metrics"] == {"frame_acc": 0.5}
+
+
+def test_stacked_under_bf16_autocast_stays_bf16_and_matches_members():
+    """Under autocast the stacked model casts its first layer's weight and bias before the layout
+    copy: the logits are bf16, close to each member's own autocast forward and to fp32, and the
+    gradients reach the fp32 parameters in fp32."""
+    members = [AcousticDNN(1040, 2, 48, 30, seed=s) for s in (3, 4)]
+    stacked = StackedDNN.from_members(members)
+    x = torch.randn(16, 26, 40, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        z = stacked(x)
+        singles = [m(x) for m in members]
+    assert z.dtype == torch.bfloat16
+    for k, zk in enumerate(singles):
+        torch.testing.assert_close(z[k].float(), zk.float(), rtol=0.05, atol=0.05)
+    torch.testing.assert_close(z.float(), stacked(x), rtol=0.05, atol=0.05)
+    z.float().square().mean().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in stacked.parameters())

@@ -94,3 +94,20 @@ def test_lr_schedules():
     again, opt2 = _schedule(lr_schedule="newbob", warmup_steps=0, newbob_threshold=0.01)
     again.load_state_dict(state)
     assert again.factor(0) == 0.125 and opt2.param_groups[0]["lr"] == 0.125
+
+
+def test_running_train_sums_read_fp32_logits_as_before():
+    """The running loss / accuracy sums from the fp32 logits the loss reads equal the member-mean
+    hits of the bf16 logits (an fp32 copy of bf16 values has the same argmax), single and stacked."""
+    cfg = tiny_train_config(max_epochs=1)
+    y = torch.randint(0, NUM_PDFS, (64,), generator=torch.Generator().manual_seed(0))
+    for model, shape in ((AcousticDNN(**ARCH, seed=0), (64, NUM_PDFS)),
+                         (StackedDNN([0, 1, 2], **ARCH), (3, 64, NUM_PDFS))):
+        system = TeacherSystem(model, cfg)
+        z = torch.randn(*shape, generator=torch.Generator().manual_seed(1)).bfloat16()
+        for _ in range(2):
+            system._track_train(torch.tensor(1.5), z.float(), y)
+        hits = (z.argmax(-1) == y).float()
+        hits = hits.mean(0).sum() if z.dim() == 3 else hits.sum()
+        torch.testing.assert_close(system._train_totals(), 2 * torch.tensor([1.5 * 64, hits.item(), 64.0]))
+        assert not system._train_pending
