@@ -396,11 +396,12 @@ class StageRunner:
         wall = time.time() - t0
         if rank != 0:
             return
+        work = stage.record(self.cfg)
         marker = {
             "stage": stage.name,
             "run_id": uuid.uuid4().hex,  # what downstream markers record of this run
-            "work_key": hash_record(stage.record(self.cfg)),
-            "work": stage.record(self.cfg),
+            "work_key": hash_record(work),
+            "work": work,
             "upstream": {u: self.marker_id(u) for u in stage.after},
             "summary": summary,
             "wall_time_s": round(wall, 3),

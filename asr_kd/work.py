@@ -87,7 +87,9 @@ class Keyed:
 
     @classmethod
     def of(cls, work: Any, legacy: Sequence[str] = ()) -> Keyed:
-        return cls(key(work), record(work), tuple(k for k in legacy if k != key(work)))
+        rec = record(work)
+        own = hash_record(rec)
+        return cls(own, rec, tuple(k for k in legacy if k != own))
 
     def stored(self) -> dict[str, Any]:
         """What a key file holds."""

@@ -157,7 +157,7 @@ class StackedDNN(nn.Module):
         if torch.is_autocast_enabled(device):
             # Cast before the permuting copy, and the bias too, so that the layout copy and the first
             # layer's output (K*B*H values) stay in bf16 instead of going through fp32 (autocast casts
-            # the matmul's operands only; "+ b0" with an fp32 bias would promote): 8 % of the tiny
+            # the matmul's operands only; "+ b0" with an fp32 bias would promote): ~6 % of the tiny
             # preset's stacked-teacher step on CPU (benchmarks/README.md, "Training").
             dtype = torch.get_autocast_dtype(device)
             w0, b0, x = w0.to(dtype), b0.to(dtype), x.to(dtype)

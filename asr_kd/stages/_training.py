@@ -127,8 +127,9 @@ class StackedRun:
     teacher: str  # the key of a member without its seed
 
 
-def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int) -> Keyed:
-    return Keyed.of(TeacherRun(cfg.model, train_work(cfg.train), seed, cfg.teachers.stacked, data_key(paths)))
+def _teacher_key(cfg: RecipeConfig, paths: RunPaths, seed: int, data: str | None = None) -> Keyed:
+    """``data``: the shards' key when the caller has it (:func:`data_key` reads every split's index)."""
+    return Keyed.of(TeacherRun(cfg.model, train_work(cfg.train), seed, cfg.teachers.stacked, data or data_key(paths)))
 
 
 def _train_one_teacher(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, k: int, pdfs: int) -> dict[str, Any]:
@@ -296,31 +297,33 @@ def _subset(cfg: RecipeConfig, subset: bool) -> Subset | None:
     return Subset(d.subset_fraction, d.subset_unit, d.subset_seed) if subset else None
 
 
+def _hard_work(cfg: RecipeConfig, paths: RunPaths, *, max_epochs: int, patience: int, subset: bool) -> StudentRun:
+    """A hard-target run's slice, which every run of the distill stage starts from; ``max_epochs``:
+    dev checks."""
+    train = student_train_config(cfg)
+    a = arch(cfg, 0, student=True)
+    period = subset_period(cfg) if subset else 1
+    return StudentRun(cfg.model, train_work(train), a["hidden_layers"], a["hidden_dim"], max_epochs * period, period,
+                      patience, _subset(cfg, subset), data_key(paths), soft=False)
+
+
 def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logits: bool = False,
                  subset: bool = False, max_epochs: int | None = None) -> Keyed:
     """A student's key, as :func:`_distill_run` trains it with the same arguments."""
     d, train = cfg.distill, student_train_config(cfg)
-    a = arch(cfg, 0, student=True)
-    period = subset_period(cfg) if subset else 1
-    epochs = (max_epochs or train.max_epochs) * period
-    data = data_key(paths)
-    teachers = tuple(_teacher_key(cfg, paths, seed).key for seed in teacher_seeds(cfg))
+    base = _hard_work(cfg, paths, max_epochs=max_epochs or train.max_epochs, patience=train.early_stopping_patience,
+                      subset=subset)
+    teachers = tuple(_teacher_key(cfg, paths, seed, base.data).key for seed in teacher_seeds(cfg))
     mode = d.target_mode
-    work = StudentRun(cfg.model, train_work(train), a["hidden_layers"], a["hidden_dim"], epochs, period,
-                      train.early_stopping_patience, _subset(cfg, subset), data, soft=True, teachers=teachers,
-                      ensemble_mean=d.ensemble_mean, targets=mode, targets_k=d.targets_k if mode == "stored" else 0,
-                      T=float(T), hard_weight=_hard_weight(cfg, subset), matching_logits=matching_logits)
-    return Keyed.of(work, legacy=[legacy.distill_key(cfg, data, T=T, matching=matching_logits, subset=subset)])
+    work = dataclasses.replace(base, soft=True, teachers=teachers, ensemble_mean=d.ensemble_mean, targets=mode,
+                               targets_k=d.targets_k if mode == "stored" else 0, T=float(T),
+                               hard_weight=_hard_weight(cfg, subset), matching_logits=matching_logits)
+    return Keyed.of(work, legacy=[legacy.distill_key(cfg, base.data, T=T, matching=matching_logits, subset=subset)])
 
 
 def _hard_key(cfg: RecipeConfig, paths: RunPaths, *, max_epochs: int, patience: int, subset: bool) -> Keyed:
-    train = student_train_config(cfg)
-    a = arch(cfg, 0, student=True)
-    period = subset_period(cfg) if subset else 1
-    data = data_key(paths)
-    work = StudentRun(cfg.model, train_work(train), a["hidden_layers"], a["hidden_dim"], max_epochs * period, period,
-                      patience, _subset(cfg, subset), data, soft=False)
-    return Keyed.of(work, legacy=[legacy.distill_key(cfg, data, hard=True, subset=subset, patience=patience,
+    work = _hard_work(cfg, paths, max_epochs=max_epochs, patience=patience, subset=subset)
+    return Keyed.of(work, legacy=[legacy.distill_key(cfg, work.data, hard=True, subset=subset, patience=patience,
                                                      max_epochs=max_epochs)])
 
 
