@@ -1,7 +1,7 @@
 """The recipe's configuration: one frozen tree of dataclasses, presets, and type-checked overrides.
 
 A preset (``asr_kd/presets/<name>.toml``, shipped as package data) lists only the values that
-differ from the defaults below. Command-line overrides look like ``--set train.lr=0.05`` or
+differ from the defaults below, or (``extends = "<preset>"``) from another preset's. Command-line overrides look like ``--set train.lr=0.05`` or
 ``--set distill.temperatures=1,2,5``; an unknown key or a value of the wrong type is an error
 that names the key.
 
@@ -23,7 +23,7 @@ from typing import Any
 from asr_kd import retired
 from asr_kd.work import ADDED, WHERE
 
-PRESETS = ("smoke", "tiny", "librispeech-100h", "paper")
+PRESETS = ("smoke", "tiny", "tiny-wer", "librispeech-100h", "paper")
 DEFAULT_PRESET = "tiny"
 
 
@@ -530,8 +530,11 @@ def preset_overrides(name: str) -> dict[str, Any]:
     """The flat ``{"section.key": value}`` overrides a shipped preset makes."""
     if name not in PRESETS:
         raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    text = resources.files("asr_kd.presets").joinpath(f"{name}.toml").read_text()
-    return _flatten(tomllib.loads(text))
+    tree = tomllib.loads(resources.files("asr_kd.presets").joinpath(f"{name}.toml").read_text())
+    base = tree.pop("extends", None)
+    flat = preset_overrides(base) if base else {}
+    flat.update(_flatten(tree))
+    return flat
 
 
 def load_config(preset: str = DEFAULT_PRESET, overrides: dict[str, Any] | None = None) -> RecipeConfig:

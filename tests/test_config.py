@@ -25,6 +25,16 @@ def test_every_shipped_preset_loads(name):
     assert cfg.distill.hard_weight == 0.5
 
 
+def test_a_preset_extends_another_with_its_own_values_on_top():
+    tiny, wer = load_config("tiny"), load_config("tiny-wer")
+    assert (wer.data.synthetic_size, wer.data.synthetic_text) == ("tiny-wer", "books")
+    assert wer.distill.temperatures == (1.0, 2.0, 5.0, 10.0) and tiny.distill.temperatures == (2.0,)
+    # everything else as the preset it extends
+    same = dataclasses.replace(wer, preset="tiny", data=tiny.data,
+                               distill=dataclasses.replace(wer.distill, temperatures=tiny.distill.temperatures))
+    assert same == tiny
+
+
 def test_paper_preset_is_the_papers_setting():
     cfg = load_config("paper")
     assert (cfg.model.hidden_layers, cfg.model.hidden_dim) == (8, 2560)

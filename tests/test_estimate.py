@@ -72,3 +72,13 @@ def test_synthetic_corpus_from_the_generator_counts():
     small = estimate.corpus_of(load_config("tiny", {"data.synthetic_size": "small"}), costs)
     assert tiny.get("train").utts == 1200
     assert small.get("train").utts == 4800
+
+
+def test_book_sentences_are_read_longer_than_the_templates():
+    # tiny-wer: 1,000 test utterances of ~17 words (5.8 s each), not the template's ~3.5 s
+    costs = estimate.load_costs()
+    wer = estimate.corpus_of(load_config("tiny-wer"), costs)
+    assert wer.get("test").utts == 1000
+    assert wer.get("test").hours == pytest.approx(1.62, abs=0.02)
+    assert wer.get("train").hours == pytest.approx(1.32, abs=0.02)
+    assert "books" in wer.source

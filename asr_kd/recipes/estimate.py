@@ -105,9 +105,11 @@ def corpus_of(cfg: RecipeConfig, costs: dict[str, Any], hours: float | None = No
     if not d.root and not _librispeech(cfg):
         from asr_kd.stages.prepare import synthetic_utterances
 
-        secs = costs["corpus"]["seconds_per_utterance"]
+        secs = costs["corpus"]["seconds_per_utterance"]  # the reference run's corpus: template sentences
+        if d.synthetic_text == "books":
+            from data_prep.book_text import SECONDS_PER_UTTERANCE as secs
         splits = {split: Split(n, n * secs[split] / 3600) for split, n in synthetic_utterances(cfg).items()}
-        source = f"embedded synthetic corpus, size {d.synthetic_size}"
+        source = f"embedded synthetic corpus, size {d.synthetic_size}" + (", books text" if d.synthetic_text == "books" else "")
     else:
         splits = {}
         names = {"train": d.train_subsets, "dev": d.dev_subsets, "test": d.test_subsets}

@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "Kaldi data dirs or lhotse manifests (data.format, detected by default). "
                         "Without it the embedded synthetic corpus is generated once and used.")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESETS,
-                   help="preset: smoke (CI, minutes), tiny (the laptop demo), librispeech-100h, paper")
+                   help="preset: smoke (CI, minutes), tiny (the laptop demo), tiny-wer (the WER column on real text), "
+                        "librispeech-100h, paper")
     p.add_argument("--exp-dir", default=None, help="run directory (default: exp/<preset>)")
     p.add_argument("--stage", default=None, help="first stage to run (name or number)")
     p.add_argument("--stop-stage", default=None, help="last stage to run (name or number)")
