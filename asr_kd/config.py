@@ -372,7 +372,12 @@ class DecodeConfig:
     arpa: str = field(default="", metadata=ADDED)  # a user-supplied ARPA LM; "" = estimate one from the LM text
     beam: float = 13.0
     max_active: int = 7000
-    lattice_beam: float = 6.0
+    lattice_beam: float = 6.0  # decoder=lattice only
+    # Kaldi's FasterDecoder (faster: the best path, as decode-faster) or LatticeFasterDecoder (lattice:
+    # latgen-faster's lattice, then its best path). The WER needs the best path only; at the same beam
+    # the lattice decoder searched ~2.5x slower and gave the same words on 117 of 120 test
+    # utterances (benchmarks/README.md, "Decoding"). Runs decoded before this option used lattice.
+    decoder: str = "faster"
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
     self_loop_scale: float = 0.1
     num_jobs: int = field(default=2, metadata=WHERE)  # decoder processes (search only; the network forward uses torch's threads)
@@ -396,6 +401,7 @@ class DecodeConfig:
 
     def __post_init__(self) -> None:
         _check_choice("decode.teachers", self.teachers, ("all", "first"))
+        _check_choice("decode.decoder", self.decoder, ("faster", "lattice"))
         _check_choice("decode.teacher_scale", self.teacher_scale, ("each", "first"))
         _check_choice("decode.tune_draw", self.tune_draw, ("first", "seeded"))
         if self.tune_max_utts < 0:

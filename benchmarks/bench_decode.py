@@ -70,7 +70,7 @@ def stage_path(paths: RunPaths, cfg, system_name: str, split: str, max_utts: int
         raise SystemExit(f"no system {system_name!r} in {paths.root} (it has {', '.join(known)})")
     model = load_model(paths.align)
     decoder = read_hclg_decoder(paths.graph, model.trans_model,
-                                SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam))
+                                SearchConfig.of(cfg.decode))
     prior = train_log_priors(paths, model.num_pdfs)
     data = read_split(paths, split, max_utts=max_utts)
     hours = sum(len(f) for f in data.feats.values()) * 0.01 / 3600

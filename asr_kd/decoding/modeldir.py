@@ -400,7 +400,7 @@ class Transcriber:
         hmm = load_model(self.dir)
         run = self.info["decoding"].get("search", {})  # the run's decode settings, unless overridden
         search = SearchConfig(beam or run.get("beam", 13.0), max_active or int(run.get("max_active", 7000)),
-                              run.get("lattice_beam", 6.0))
+                              run.get("lattice_beam", 6.0), run.get("decoder", "lattice"))  # older dirs: lattice
         self.decoder = Decoder(read_hclg(md.hclg), hmm.trans_model, read_word_symbols(md.words), search)
         self.trans_model = hmm.trans_model
         self.log_prior = np.load(md.log_priors)
@@ -484,9 +484,7 @@ class Transcriber:
         with torch.no_grad():
             lp = self.am(torch.from_numpy(feats)).numpy()
         scores = hybrid_scores(lp, self.log_prior, self.decoder.tid_pdf, self.scale)
-        ok, ali, word_ids, _cost = khg.decode_utterance_lattice_faster(
-            decoder=self.decoder.decoder, decodable=khg.DecodableCtc(scores), trans_model=self.trans_model, utt=utt,
-            allow_partial=True)
+        ok, ali, word_ids = self.decoder.best_path(utt, khg.DecodableCtc(scores))
         words = [self.decoder.word_symbols[i] for i in word_ids]
         shift = float(self.fc["frame_shift_ms"]) / 1000.0
         timed = word_times(words, phone_segments(ali, self.trans_model), self.phone_names, self.prons, shift)

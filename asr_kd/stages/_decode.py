@@ -494,7 +494,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     from asr_kd.files import GraphDir
 
     gmm = load_model(paths.align)
-    search_cfg = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
+    search_cfg = SearchConfig.of(cfg.decode)
     decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search_cfg)
     log_prior = train_log_priors(paths, gmm.num_pdfs)
     dev_all, test = read_split(paths, "dev"), read_split(paths, "test")
@@ -518,7 +518,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     def graph_key(graph_dir: Path, mdl: Path) -> dict[str, Any]:
         g = GraphDir(graph_dir)
         return {"hclg": file_key(g.hclg), "words": file_key(g.words), "mdl": file_key(mdl),
-                "search": [search_cfg.beam, search_cfg.max_active, search_cfg.lattice_beam]}
+                "search": search_cfg.record()}
 
     dnn_graph = {**graph_key(paths.graph, paths.final_mdl), "prior": array_key(log_prior)}
     tally = Tally()

@@ -163,7 +163,7 @@ def evaluate_systems(cfg: RecipeConfig, paths: RunPaths, ep: EvalDir, data: Eval
         raise InputError(f"unknown system(s) {', '.join(unknown)}; this run has {', '.join(known)}")
     key = read_json(ep.data_info)["key"]
     gmm = load_model(paths.align)
-    search = SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam)
+    search = SearchConfig.of(cfg.decode)
     decoder = read_hclg_decoder(paths.graph, gmm.trans_model, search)
     log_prior = train_log_priors(paths, gmm.num_pdfs)
     split = EvalSplit(ep.root.name, data.utts, data.feats, data.labels, data.refs)

@@ -84,7 +84,7 @@ def export_systems(cfg: Any, paths: Any, training: dict[str, Any] | None = None)
         info = export_model_dir(system.name, net, out, src, left=cfg.model.left_context,
                                 right=cfg.model.right_context, mean=mean, acoustic_scale=decoded["acoustic_scale"],
                                 search={"beam": cfg.decode.beam, "max_active": cfg.decode.max_active,
-                                        "lattice_beam": cfg.decode.lattice_beam},
+                                        "lattice_beam": cfg.decode.lattice_beam, "decoder": cfg.decode.decoder},
                                 check_feats=check,
                                 extra={"test_wer": decoded.get("wer"), "test_frame_acc": decoded.get("frame_acc"),
                                        "dev_frame_acc": decoded.get("dev_frame_acc")},

@@ -116,9 +116,7 @@ def _best_path(lang, dec, words, frames_per_state):
     lp = posteriorgram(lang, words, frames_per_state=frames_per_state, seed=1)
     prior = decode.log_priors_from_counts(np.ones(lang.trans_model.num_pdfs))
     scores = decode.hybrid_scores(lp, prior, dec.tid_pdf, 1.0)
-    ok, ali, word_ids, _ = khg.decode_utterance_lattice_faster(
-        decoder=dec.decoder, decodable=khg.DecodableCtc(scores), trans_model=lang.trans_model, utt="u",
-        allow_partial=True)
+    ok, ali, word_ids = dec.best_path("u", khg.DecodableCtc(scores))
     assert ok
     return [dec.word_symbols[i] for i in word_ids], ali
 

@@ -29,6 +29,28 @@ def test_posteriorgram_decodes_to_expected_words(setup, words) -> None:
     assert hyp.num_frames == 3 * (5 + 3 * sum(len(LEXICON[w]) for w in words) + 5)  # SIL, 3-state phones, SIL
 
 
+def test_both_of_kaldis_decoders_find_the_same_words(setup) -> None:
+    """decode.decoder: the best-path decoder (the default) and the lattice decoder read the same words,
+    also from an utterance cut short; a search that reaches no final state (a frame or two: no HMM
+    is through) is not ok and returns the best partial path."""
+    lang, default, prior = setup
+    decs = {d: decode.Decoder(default.hclg, lang.trans_model, default.word_symbols, decode.SearchConfig(beam=13.0, decoder=d))
+            for d in decode.DECODERS}
+    words = ["MAYBE", "NO", "YES"]
+    post = posteriorgram(lang, words, seed=3)
+    for cut in [len(post), *range(1, len(post), 9)]:
+        hyps = {d: decode.decode_posteriors(dec, [("u", post[:cut])], prior, 1.0)[0] for d, dec in decs.items()}
+        assert hyps["faster"].words == hyps["lattice"].words, cut
+        assert hyps["faster"].num_frames == cut
+    (full,) = decode.decode_posteriors(decs["faster"], [("u", post)], prior, 1.0)
+    assert full.ok and full.words == words
+    (short,) = decode.decode_posteriors(decs["faster"], [("u", post[:2])], prior, 1.0)
+    assert not short.ok and short.words == []
+    assert decode.SearchConfig().decoder == "faster"
+    with pytest.raises(ValueError, match="unknown decoder"):
+        decode.SearchConfig(decoder="viterbi")
+
+
 def test_language_model_picks_between_homophones(setup) -> None:
     # NO and KNOW share phones N OW; the LM text has NO far more often.
     lang, dec, prior = setup

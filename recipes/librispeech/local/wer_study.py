@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     scales = [float(s) for s in args.scales.split(",")]
     gmm = load_model(paths.align)
     decoder = read_hclg_decoder(paths.graph, gmm.trans_model,
-                                SearchConfig(cfg.decode.beam, cfg.decode.max_active, cfg.decode.lattice_beam))
+                                SearchConfig.of(cfg.decode))
     count_prior = train_log_priors(paths, gmm.num_pdfs)
     dev, test = subset(read_split(paths, "dev"), args.dev_utts), subset(read_split(paths, "test"), args.test_utts)
     train = read_split(paths, "train", max_utts=args.prior_utts)
