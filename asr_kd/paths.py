@@ -215,6 +215,11 @@ class RunPaths(_Reported):
         return self.stage_dir("distill") / "matching-logits"
 
     @property
+    def students_stacked_dir(self) -> Path:
+        """The run that trains the students of every temperature at once (distill.stacked=true)."""
+        return self.stage_dir("distill") / "stacked"
+
+    @property
     def teachers_stacked_dir(self) -> Path:
         """The run that trains all K teachers at once (teachers.stacked=true)."""
         return self.stage_dir("teachers") / "stacked"

@@ -28,10 +28,11 @@ def test_every_shipped_preset_loads(name):
 def test_a_preset_extends_another_with_its_own_values_on_top():
     tiny, wer = load_config("tiny"), load_config("tiny-wer")
     assert (wer.data.synthetic_size, wer.data.synthetic_text) == ("tiny-wer", "books")
-    assert wer.distill.temperatures == (1.0, 2.0, 5.0, 10.0) and tiny.distill.temperatures == (2.0,)
+    assert wer.distill.temperatures == tiny.distill.temperatures == (1.0, 2.0, 5.0, 10.0)
+    assert tiny.distill.stacked and not wer.distill.stacked
     # everything else as the preset it extends
     same = dataclasses.replace(wer, preset="tiny", data=tiny.data,
-                               distill=dataclasses.replace(wer.distill, temperatures=tiny.distill.temperatures))
+                               distill=dataclasses.replace(wer.distill, stacked=True))
     assert same == tiny
 
 

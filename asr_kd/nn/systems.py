@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import lightning as L
@@ -268,12 +269,17 @@ class DistillSystem(FrameSystem):
     applies the T^2 factor. An online source with ``logits=True`` replaces the soft term by its
     high-T limit (L2 on centred logits, ``matching_logits``). The ensemble is neither trained, nor
     wrapped by DDP, nor stored in checkpoints (it is rebuilt from the teachers' model files).
+
+    Several students (``distill.stacked``: one per temperature) train as one :class:`StackedDNN`
+    with one source each: the loss is the sum of the members' losses, so every member gets the
+    gradient it would get alone; they share the learning-rate schedule (newbob on their mean dev
+    frame accuracy), as stacked teachers do.
     """
 
     def __init__(
         self,
-        student: AcousticDNN,
-        targets: SoftTargets,
+        student: AcousticDNN | StackedDNN,
+        targets: SoftTargets | Sequence[SoftTargets],
         optim: TrainConfig,
         *,
         hard_weight: float,
@@ -283,35 +289,51 @@ class DistillSystem(FrameSystem):
     ) -> None:
         super().__init__(student, optim, steps_per_epoch=steps_per_epoch, max_epochs=max_epochs,
                          run_config=run_config)
-        if targets.num_pdfs is not None and targets.num_pdfs != student.num_pdfs:
-            raise ValueError(f"student has {student.num_pdfs} outputs but the targets {targets.num_pdfs}")
-        self._targets = [targets]  # a list: whatever it holds is not registered as a submodule
-        self.T = targets.T
+        # A StackedDNN of K students takes K sources, one per member (the students of several
+        # temperatures trained as one batched model); a single student, one.
+        sources = list(targets) if isinstance(targets, Sequence) else [targets]
+        members = student.num_members if isinstance(student, StackedDNN) else 1
+        if len(sources) != members:
+            raise ValueError(f"{members} student(s) but {len(sources)} soft-target source(s)")
+        for source in sources:
+            if source.num_pdfs is not None and source.num_pdfs != student.num_pdfs:
+                raise ValueError(f"student has {student.num_pdfs} outputs but the targets {source.num_pdfs}")
+            if isinstance(source, OnlineTargets) and source.logits and members > 1:
+                raise ValueError("the matching-logits student trains alone")
+        self._targets = sources  # a list: whatever it holds is not registered as a submodule
+        self.temperatures = [source.T for source in sources]
+        self.T = self.temperatures[0] if members == 1 else self.temperatures
         self.hard_weight = hard_weight
-        self.matching_logits = isinstance(targets, OnlineTargets) and targets.logits
+        self.matching_logits = isinstance(sources[0], OnlineTargets) and sources[0].logits
 
     @property
     def targets(self) -> SoftTargets:
+        """The (first) member's source."""
         return self._targets[0]
 
     @property
     def stored_column(self) -> int | None:
-        return self.targets.column if isinstance(self.targets, StoredTargets) else None
+        stored = {s.column for s in self._targets if isinstance(s, StoredTargets)}
+        return stored.pop() if len(stored) == 1 and len(self._targets) == 1 else None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
-        self.targets.to(self.device)
+        for source in self._targets:
+            source.to(self.device)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         x, y = batch["x"], batch["y"]  # (B, 26, 40), (B,)
-        z = self.model(self.augmented(x)).float()  # (B, N) fp32 once (the loss's terms and the accuracy read it)
-        soft_targets = self.targets.targets(batch)
-        loss = distillation_loss(z, y, soft_targets, self.T, self.hard_weight)
+        z = self.model(self.augmented(x)).float()  # (B, N) or (K, B, N), fp32 once (the loss and the accuracy read it)
+        members = z.unsqueeze(0) if z.dim() == 2 else z
+        # stacked: the sum of the members' losses, so each member gets the gradient it would get alone
+        terms = [(zk, source.targets(batch), source.T) for zk, source in zip(members, self._targets)]
+        loss = sum(distillation_loss(zk, y, soft, T, self.hard_weight) for zk, soft, T in terms)
         if self._log_this_step():
-            hard, soft = distillation_terms(z.detach(), y, soft_targets, self.T)
+            hard, soft = (sum(v) / len(terms) for v in zip(*(distillation_terms(zk.detach(), y, soft, T)
+                                                               for zk, soft, T in terms)))
             self.log_dict({"train/hard_ce": hard, "train/soft_ce": soft})
-            self.log("train/loss", loss, prog_bar=True)
-        self._track_train(loss, z, y)
+            self.log("train/loss", loss / len(terms), prog_bar=True)
+        self._track_train(loss / len(terms), z, y)
         return loss
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -244,7 +244,8 @@ def _save_models(model: torch.nn.Module, run: TrainRunDir, metrics: dict[str, An
         for k in range(model.num_members):
             member_metrics = {key: (v[k] if isinstance(v, list) and key.endswith("frame_acc") else v)
                               for key, v in metrics.items() if key != "history"}
-            save_model(run.member_model(k), model.member(k), config=run_config, metrics=member_metrics, **extra)
+            member_extra = {key: (v[k] if isinstance(v, (list, tuple)) else v) for key, v in extra.items()}  # e.g. each T
+            save_model(run.member_model(k), model.member(k), config=run_config, metrics=member_metrics, **member_extra)
     elif isinstance(model, AcousticDNN):
         metrics["params"] = count_parameters(model)
         save_model(run.model, model, config=run_config,

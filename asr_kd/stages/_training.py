@@ -20,7 +20,7 @@ Each returns the JSON summary the stage stores in its marker.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import logging
 import shutil
 import statistics
@@ -43,7 +43,7 @@ from asr_kd.parallel import barrier, global_rank, rank_and_world
 from asr_kd.files import SPLITS, TrainRunDir
 from asr_kd.paths import RunPaths
 from asr_kd.stages import _legacy_keys as legacy
-from asr_kd.work import Keyed, key as work_key
+from asr_kd.work import ADDED, Keyed, key as work_key
 from asr_kd.errors import InputError
 from asr_kd.runner import StageIncomplete
 
@@ -290,6 +290,14 @@ class StudentRun:
     T: float = 0.0
     hard_weight: float = 1.0
     matching_logits: bool = False
+    stacked_with: tuple[float, ...] = field(default=(), metadata=ADDED)  # distill.stacked: the stack's temperatures
+
+
+@dataclass(frozen=True)
+class StackedStudents:
+    """The students of several temperatures trained as one batched model: their keys."""
+
+    students: tuple[str, ...]
 
 
 def _subset(cfg: RecipeConfig, subset: bool) -> Subset | None:
@@ -317,8 +325,17 @@ def _student_key(cfg: RecipeConfig, paths: RunPaths, T: float, *, matching_logit
     mode = d.target_mode
     work = dataclasses.replace(base, soft=True, teachers=teachers, ensemble_mean=d.ensemble_mean, targets=mode,
                                targets_k=d.targets_k if mode == "stored" else 0, T=float(T),
-                               hard_weight=_hard_weight(cfg, subset), matching_logits=matching_logits)
+                               hard_weight=_hard_weight(cfg, subset), matching_logits=matching_logits,
+                               stacked_with=_stacked_temperatures(cfg) if not (subset or matching_logits) else ())
+    if work.stacked_with:  # no older asr-kd stacked students: a solo student's old key is not this work
+        return Keyed.of(work)
     return Keyed.of(work, legacy=[legacy.distill_key(cfg, base.data, T=T, matching=matching_logits, subset=subset)])
+
+
+def _stacked_temperatures(cfg: RecipeConfig) -> tuple[float, ...]:
+    """The temperatures whose students train as one model (distill.stacked, two or more); else ()."""
+    temps = tuple(float(T) for T in cfg.distill.temperatures)
+    return temps if cfg.distill.stacked and len(temps) > 1 else ()
 
 
 def _hard_key(cfg: RecipeConfig, paths: RunPaths, *, max_epochs: int, patience: int, subset: bool) -> Keyed:
@@ -438,6 +455,31 @@ def _distill_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: E
                      model_extra={"T": T, "hard_weight": hard_weight})
 
 
+def _train_stacked_students(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, ens: Ensemble,
+                            cache: dict[float, torch.Tensor]) -> None:
+    """The students of distill.temperatures as one batched model (distill.stacked); then each member
+    goes to its student directory. Nothing runs when every member is finished."""
+    d, train = cfg.distill, student_train_config(cfg)
+    temps = _stacked_temperatures(cfg)
+    max_epochs = d.student_max_epochs or train.max_epochs
+    keys = [_student_key(cfg, paths, T, max_epochs=d.student_max_epochs or None) for T in temps]
+    if all(run_finished(paths.student_dir(T), k) for T, k in zip(temps, keys)):
+        return
+    model = StackedDNN([train.seed] * len(temps), **arch(cfg, ens.num_pdfs, student=True))  # each a solo student's init
+    sources = [_soft_targets(cfg, ens, T, matching_logits=False, cached=cache.pop(T, None)) for T in temps]
+    system = DistillSystem(model, sources, train, hard_weight=d.hard_weight, max_epochs=max_epochs,
+                           run_config=to_dict(cfg))
+    log.info("students at T = %s, stacked", ", ".join(f"{T:g}" for T in temps))
+    train_run(system, dm, train, paths.students_stacked_dir, key=Keyed.of(StackedStudents(tuple(k.key for k in keys))),
+              max_epochs=max_epochs, early_stopping_patience=train.early_stopping_patience,
+              model_extra={"T": list(temps), "hard_weight": d.hard_weight})
+    if global_rank() == 0:
+        metrics = read_json(TrainRunDir(paths.students_stacked_dir).metrics)
+        _write_members(paths, metrics, paths.students_stacked_dir,
+                       [(paths.student_dir(T), k) for T, k in zip(temps, keys)], trained_in="stacked")
+    barrier()
+
+
 def _hard_run(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataModule, pdfs: int, run_dir: Any, *,
               max_epochs: int, patience: int, subset: bool) -> dict[str, Any]:
     train = student_train_config(cfg)
@@ -473,6 +515,8 @@ def train_students(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     todo = [T for T in d.temperatures
             if not run_finished(paths.student_dir(T), _student_key(cfg, paths, T, max_epochs=d.student_max_epochs or None))]
     cache = _target_cache(cfg, ens, full, todo) if mode == "cached" and todo else {}
+    if _stacked_temperatures(cfg):
+        _train_stacked_students(cfg, paths, full, ens, cache)
     students = []
     for T in d.temperatures:
         m = _distill_run(cfg, paths, full, ens, paths.student_dir(T), T=T, cached=cache.pop(float(T), None),

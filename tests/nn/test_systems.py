@@ -68,6 +68,36 @@ def test_distill_student_learns_from_frozen_ensemble(tmp_path):
     assert ckpt["lr_schedulers"][0]["last_epoch"] == ckpt["global_step"] and "newbob" not in ckpt["asr_kd"]
 
 
+def test_stacked_students_match_separate_students(tmp_path):
+    """distill.stacked: students at two temperatures trained as one batched model, each on its own T's
+    targets, == each trained alone (a step-counted schedule, the same for both: only the loss couples them)."""
+    cfg = tiny_train_config(max_epochs=1)
+    teacher = Ensemble(StackedDNN([1, 2, 3], **ARCH))
+    temps = [1.0, 5.0]
+    stacked = DistillSystem(StackedDNN([9, 9], **ARCH), [OnlineTargets(teacher, T) for T in temps], cfg,
+                            hard_weight=0.5, steps_per_epoch=16, max_epochs=1)
+    m = train_run(stacked, tiny_datamodule(), cfg, tmp_path / "s", key="k", max_epochs=1, progress_bar=False,
+                  model_extra={"T": temps})
+    assert len(m["dev_frame_acc"]) == 2
+    x = torch.randn(8, 26, 40)
+    for k, T in enumerate(temps):
+        alone = DistillSystem(AcousticDNN(**ARCH, seed=9), OnlineTargets(teacher, T), cfg, hard_weight=0.5,
+                              steps_per_epoch=16, max_epochs=1)
+        ms = train_run(alone, tiny_datamodule(), cfg, tmp_path / f"T{T:g}", key="k", max_epochs=1, progress_bar=False)
+        assert abs(ms["dev_frame_acc"] - m["dev_frame_acc"][k]) < 0.02
+        a, blob = load_model(TrainRunDir(tmp_path / "s").member_model(k))
+        b, _ = load_model(TrainRunDir(tmp_path / f"T{T:g}").model)
+        assert blob["T"] == T  # each member's file names its own temperature
+        torch.testing.assert_close(a(x), b(x), rtol=1e-3, atol=1e-3)
+    assert torch.load(TrainRunDir(tmp_path / "s").last_ckpt, weights_only=False)["asr_kd"]["T"] == temps
+    try:
+        DistillSystem(StackedDNN([9, 9], **ARCH), [OnlineTargets(teacher, 1.0)], cfg, hard_weight=0.5)
+    except ValueError as e:
+        assert "2 student(s) but 1 soft-target source(s)" in str(e)
+    else:
+        raise AssertionError("a stack needs one source per member")
+
+
 def _schedule(**kw) -> tuple[FrameLR, torch.optim.Optimizer]:
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     total = kw.pop("total_steps", 0)

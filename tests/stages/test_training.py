@@ -214,3 +214,54 @@ def test_students_table5_and_which_targets_are_cached(run_dir, monkeypatch):
     assert t5[0]["source"] == "teacher 0" and t5[0]["train_frame_acc"] == 0.9  # baseline_100 reuses teacher 0
     assert t5[2]["T"] == 5.0, "soft_3 uses the student temperature best on dev"
     assert [s["T"] for s in summary["students"]] == [1.0, 5.0]
+
+
+def test_stacked_students_train_once_and_land_in_their_own_directories(run_dir, monkeypatch):
+    """distill.stacked: the students of every T train as one run (one call), each member is then a
+    finished run in its T directory under a key that names the stack; a second pass trains nothing;
+    the Table-5 runs still train alone."""
+    cfg = load_config("smoke", {"distill.temperatures": "1,5", "distill.stacked": "true"})
+    _finish(run_dir.teacher_dir(0), "teacher", train_frame_acc=0.9)
+    monkeypatch.setattr(runs, "load_ensemble", lambda cfg, paths: FakeEnsemble())
+    monkeypatch.setattr(runs, "_target_cache", lambda cfg, ens, dm, ts: {float(t): f"targets-T{t:g}" for t in ts})
+
+    class Source:
+        num_pdfs = None
+
+        def __init__(self, T):
+            self.T = T
+
+    monkeypatch.setattr(runs, "_soft_targets", lambda cfg, ens, T, **kw: Source(T))
+    calls = []
+
+    def fake_train_run(system, dm, train, run_dir_, *, key, **kw):
+        run = TrainRunDir(run_dir_)
+        if run_finished(run.root, key):
+            return runs.read_json(run.metrics)
+        calls.append((run.root.name, getattr(system, "temperatures", None)))
+        k = 2 if run.root.name == "stacked" else 1
+        metrics = {f"{s}_frame_acc": ([0.6, 0.7] if k == 2 else 0.5) for s in ("dev", "test", "train")}
+        _finish(run.root, key, **metrics, history=[{"epoch": 0, "dev_frame_acc": 0.65, "dev_member_frame_acc": [0.6, 0.7]}])
+        for m in range(k):
+            run.member_model(m).write_bytes(b"model %d" % m)
+        return metrics
+
+    monkeypatch.setattr(runs, "train_run", fake_train_run)
+    summary = runs.train_students(cfg, run_dir)
+    assert calls[0] == ("stacked", [1.0, 5.0]), "one run for both students"
+    assert [c[0] for c in calls[1:]] == ["table5-baseline_3", "table5-soft_3"]
+    stacked_keys = [runs._student_key(cfg, run_dir, T, max_epochs=cfg.distill.student_max_epochs or None) for T in (1.0, 5.0)]
+    solo = load_config("smoke", {"distill.temperatures": "1,5"})
+    for k, (T, key) in enumerate(zip((1.0, 5.0), stacked_keys)):
+        assert run_finished(run_dir.student_dir(T), key)
+        assert key.record["stacked_with"] == [1.0, 5.0]
+        assert key.key != runs._student_key(solo, run_dir, T, max_epochs=solo.distill.student_max_epochs or None).key
+        member = runs.read_json(TrainRunDir(run_dir.student_dir(T)).metrics)
+        assert member["trained_in"] == "stacked" and member["dev_frame_acc"] == [0.6, 0.7][k]
+        assert TrainRunDir(run_dir.student_dir(T)).model.read_bytes() == b"model %d" % k
+    assert [s["dev"]["frame_acc"] for s in summary["students"]] == [0.6, 0.7]
+    soft3 = runs._student_key(cfg, run_dir, 5.0, subset=True, max_epochs=runs.subset_epochs(cfg))
+    assert "stacked_with" not in soft3.record, "the Table-5 soft run trains alone"
+    calls.clear()
+    runs.train_students(cfg, run_dir)
+    assert calls == [], "everything finished: nothing trains again"
