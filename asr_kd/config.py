@@ -378,9 +378,10 @@ class DecodeConfig:
     max_active: int = 7000
     lattice_beam: float = 6.0  # decoder=lattice only
     # Kaldi's FasterDecoder (faster: the best path, as decode-faster) or LatticeFasterDecoder (lattice:
-    # latgen-faster's lattice, then its best path). The WER needs the best path only; at the same beam
-    # the lattice decoder searched ~2.5x slower and gave the same words on 117 of 120 test
-    # utterances (benchmarks/README.md, "Decoding"). Runs decoded before this option used lattice.
+    # latgen-faster's lattice, then its best path). The WER needs the best path only. At the same beam,
+    # in the stage's pool of 2 search processes on 2 cores the lattice decoder searched ~1.9x slower
+    # (one process alone: 1.0-1.2x); the tiny demo's report is the same with either (benchmarks/README.md,
+    # "Decoding"). Runs decoded before this option used lattice.
     decoder: str = "faster"
     acoustic_scales: tuple[float, ...] = (0.05, 0.08, 0.1, 0.12, 0.15, 0.2)
     self_loop_scale: float = 0.1
@@ -390,6 +391,9 @@ class DecodeConfig:
     # (they differ only by initialisation; "first" skips 9 dev grid searches; every other system,
     # the ensemble included, still chooses its own)
     teacher_scale: str = "each"
+    # each | best: every student's acoustic scale chosen on dev, or the best student's (on dev frame
+    # accuracy, the one Table 1 reports) used for the students of the other temperatures
+    student_scale: str = field(default="each", metadata=ADDED)
     tune_max_utts: int = 0  # dev utterances used to choose the acoustic scale (0 = all)
     # which ones: first (the first in shard order) | seeded (a fixed seeded draw from the sorted
     # ids: the same subset every run, spread over the speakers of a speaker-sorted dev set)
@@ -407,6 +411,7 @@ class DecodeConfig:
         _check_choice("decode.teachers", self.teachers, ("all", "first"))
         _check_choice("decode.decoder", self.decoder, ("faster", "lattice"))
         _check_choice("decode.teacher_scale", self.teacher_scale, ("each", "first"))
+        _check_choice("decode.student_scale", self.student_scale, ("each", "best"))
         _check_choice("decode.tune_draw", self.tune_draw, ("first", "seeded"))
         if self.tune_max_utts < 0:
             raise ConfigError(f"decode.tune_max_utts must be >= 0 (0 = all of dev), got {self.tune_max_utts}")

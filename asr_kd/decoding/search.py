@@ -18,8 +18,9 @@ Two of Kaldi's decoders search (``decode.decoder``): ``faster``, its ``FasterDec
 ``decode-faster`` binaries: the best path only), and ``lattice``, its ``LatticeFasterDecoder``
 (``latgen-faster``: a lattice pruned to ``lattice_beam``, determinised, then its best path). The
 WER needs the best path only, and the acoustic scale is tuned by searching again at each scale, not
-by rescoring lattices; the best-path decoder searches ~2.5x faster at the same beam and
-max-active (benchmarks/README.md, "Decoding").
+by rescoring lattices. At the same beam and max-active the best-path decoder keeps no lattice
+bookkeeping: in the decode stage's pool (one search process per core) it searched ~1.9x faster
+(benchmarks/README.md, "Decoding").
 """
 
 from __future__ import annotations

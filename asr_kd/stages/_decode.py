@@ -49,7 +49,7 @@ from asr_kd.decoding.search import (
 from asr_kd.decoding.pool import Pending, Searcher, SearchPool
 from asr_kd.decoding.receipts import SearchRecord, SplitReceipts, Tally, array_key, file_key, utt_digests
 from asr_kd.decoding.stats import UttCounts
-from asr_kd.fileio import write_json
+from asr_kd.fileio import read_json, write_json
 from asr_kd.files import GMM_MODEL_FILE, TABLE5_RUNS, TrainRunDir
 from asr_kd.paths import RunPaths
 from asr_kd.progress import progress
@@ -474,12 +474,26 @@ def posterior_fn(system: DnnSystem, cfg: RecipeConfig, device: str = "cpu",
     return fn, params, precision
 
 
-def shared_scale(cfg: RecipeConfig, system: DnnSystem, done: dict[str, Any]) -> tuple[str, float] | None:
-    """With ``decode.teacher_scale = "first"``: (teacher 0, its dev-chosen scale) for teachers 1..K-1."""
-    first = done.get("teacher-0")
-    if cfg.decode.teacher_scale != "first" or first is None or not system.name.startswith("teacher-"):
-        return None
-    return "teacher-0", first["acoustic_scale"]
+def best_student(systems: Sequence[DnnSystem]) -> str | None:
+    """The student best on dev frame accuracy (the one Table 1 reports), by its training metrics."""
+    scored = [(read_json(s.metrics).get("dev_frame_acc"), s.name) for s in systems
+              if s.name.startswith("distilled_T") and s.metrics is not None and s.metrics.exists()]
+    scored = [(acc, name) for acc, name in scored if isinstance(acc, (int, float))]
+    return max(scored)[1] if scored else None
+
+
+def shared_scale(cfg: RecipeConfig, system: DnnSystem, done: dict[str, Any],
+                 best: str | None = None) -> tuple[str, float] | None:
+    """Whose dev-chosen scale ``system`` takes, if not its own: with ``decode.teacher_scale = "first"``
+    teacher 0's for teachers 1..K-1; with ``decode.student_scale = "best"`` the best student's
+    (``best``) for the other students."""
+    d = cfg.decode
+    if d.teacher_scale == "first" and system.name.startswith("teacher-") and "teacher-0" in done:
+        return "teacher-0", done["teacher-0"]["acoustic_scale"]
+    if (d.student_scale == "best" and system.name.startswith("distilled_T") and best in done
+            and system.name != best):
+        return best, done[best]["acoustic_scale"]
+    return None
 
 
 def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
@@ -540,8 +554,11 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     results: dict[str, Any] = {}
     precision = ""
     # forked before any network runs: the workers share the graphs and never hold a CUDA context
+    best = best_student(systems) if cfg.decode.student_scale == "best" else None
+    # the best student before the others, which take its scale (stable: every other system keeps its place)
+    order = sorted(systems, key=lambda s: s.name.startswith("distilled_T") and s.name != best)
     with SearchPool(searchers, cfg.decode.num_jobs) as pool:
-        for system in systems:
+        for system in order:
             fn, params, precision = posterior_fn(system, cfg, device)
             identity = {"kind": "dnn", "models": [file_key(p) for p in system.model_files],
                         "context": [cfg.model.left_context, cfg.model.right_context], "precision": precision,
@@ -549,8 +566,9 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
                         "graph": dnn_graph}
             search = Search(pool, "dnn", cfg.decode.chunk_utts, receipts_for(system.name, identity, "dnn"))
             results[system.name] = decode_dnn(system.name, fn, paths, search, log_prior, dev, test, scales, params,
-                                              scale_from=shared_scale(cfg, system, results))
+                                              scale_from=shared_scale(cfg, system, results, best))
             del fn
+        results = {s.name: results[s.name] for s in systems}  # the systems' own order
         for gs, model, _ in gmms:
             identity = {"kind": "gmm", "model": file_key(gs.model_dir / GMM_MODEL_FILE),
                         "graph": graph_key(gs.graph_dir, gs.model_dir / GMM_MODEL_FILE)}

@@ -82,6 +82,27 @@ def test_teachers_share_teacher_zeros_scale_only_when_asked() -> None:
     assert systems.shared_scale(each, sys("teacher-3"), done) is None
 
 
+def test_students_share_the_best_students_scale_only_when_asked(tmp_path) -> None:
+    """decode.student_scale=best: the student best on dev frame accuracy chooses its scale on dev and
+    is decoded before the others, which take it; ``each`` (the default) leaves every student its own."""
+    from asr_kd.fileio import write_json
+
+    def student(T, acc):
+        write_json(tmp_path / f"T{T}.json", {"dev_frame_acc": acc})
+        return systems.DnnSystem(f"distilled_T{T}", (), tmp_path / f"T{T}.json")
+
+    students = [student(1, 0.60), student(2, 0.62), student(5, 0.61)]
+    assert systems.best_student([systems.DnnSystem("ensemble", (), None), *students]) == "distilled_T2"
+    best = load_config(overrides={"decode.student_scale": "best"})
+    each = load_config(overrides={"decode.student_scale": "each"})
+    done = {"distilled_T2": {"acoustic_scale": 0.09}}
+    assert systems.shared_scale(best, students[0], done, "distilled_T2") == ("distilled_T2", 0.09)
+    assert systems.shared_scale(best, students[1], {}, "distilled_T2") is None  # the best chooses its own
+    assert systems.shared_scale(best, systems.DnnSystem("soft_3", (), None), done, "distilled_T2") is None
+    assert systems.shared_scale(each, students[0], done, "distilled_T2") is None
+    assert load_config("smoke").decode.student_scale == "each"
+
+
 def _old_scores(log_post, log_prior, tid_pdf, scale):
     """The decode stage's scores before the scale moved into the search processes (a copy per scale)."""
     ratio = log_post - log_prior[None, :]
