@@ -103,11 +103,10 @@ def corpus_of(cfg: RecipeConfig, costs: dict[str, Any], hours: float | None = No
     the config; ``hours`` replaces the training set's hours (utterances scaled alike)."""
     d = cfg.data
     if not d.root and not _librispeech(cfg):
-        from asr_kd.stages.prepare import synthetic_utterances
+        from asr_kd.stages.prepare import synthetic_seconds_per_utterance, synthetic_utterances
 
-        secs = costs["corpus"]["seconds_per_utterance"]  # the reference run's corpus: template sentences
-        if d.synthetic_text == "books":
-            from data_prep.book_text import SECONDS_PER_UTTERANCE as secs
+        # the reference run's corpus (template sentences), or the text's own measured lengths
+        secs = synthetic_seconds_per_utterance(cfg) or costs["corpus"]["seconds_per_utterance"]
         splits = {split: Split(n, n * secs[split] / 3600) for split, n in synthetic_utterances(cfg).items()}
         source = f"embedded synthetic corpus, size {d.synthetic_size}" + (", books text" if d.synthetic_text == "books" else "")
     else:

@@ -75,6 +75,16 @@ def synthetic_utterances(cfg: RecipeConfig) -> dict[str, int]:
     return {split: sum(spec.speakers[split].values()) * spec.utts_per_speaker[split] for split in ("train", "dev", "test")}
 
 
+def synthetic_seconds_per_utterance(cfg: RecipeConfig) -> dict[str, float] | None:
+    """Mean seconds of an utterance per split where the text makes them longer than the template's
+    (the books text: ``data_prep.book_text.SECONDS_PER_UTTERANCE``); None for the template."""
+    if cfg.data.synthetic_text != "books":
+        return None
+    from data_prep.book_text import SECONDS_PER_UTTERANCE
+
+    return dict(SECONDS_PER_UTTERANCE)
+
+
 def synthetic_lm_text(cfg: RecipeConfig) -> Path:
     """Where the synthetic corpus ``cfg`` generates keeps its LM text."""
     from data_prep.synthetic import LM_TEXT_NAME
