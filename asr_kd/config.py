@@ -338,7 +338,8 @@ class DistillConfig:
     matching_logits: bool = False  # also train the high-T limit (L2 on logits)
     # The students of every temperature trained as one batched model (as teachers.stacked): each gets
     # the gradient it would get alone, but they share one newbob schedule (on their mean dev frame
-    # accuracy) and one stop. On 2 CPU cores four 3 x 320 students train ~1.4x faster so.
+    # accuracy) and one stop. On 2 CPU cores four 3 x 320 students train ~1.4x faster so (with cached or
+    # stored targets: with targets=online each member's targets still cost one ensemble forward).
     stacked: bool = field(default=False, metadata=ADDED)
     subset_temperature: float = 0.0  # T of the Table-5 soft_3 run; 0 = the student T best on dev
     subset_early_stopping_patience: int = 2  # Table-5 baseline_3: epochs without dev gain before stopping
