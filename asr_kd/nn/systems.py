@@ -313,8 +313,8 @@ class DistillSystem(FrameSystem):
 
     @property
     def stored_column(self) -> int | None:
-        stored = {s.column for s in self._targets if isinstance(s, StoredTargets)}
-        return stored.pop() if len(stored) == 1 and len(self._targets) == 1 else None
+        # a stack trains at several T: every column travels
+        return self.targets.column if len(self._targets) == 1 and isinstance(self.targets, StoredTargets) else None
 
     def on_fit_start(self) -> None:
         super().on_fit_start()
