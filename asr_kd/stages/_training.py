@@ -470,11 +470,11 @@ def _train_stacked_students(cfg: RecipeConfig, paths: RunPaths, dm: FrameDataMod
     system = DistillSystem(model, sources, train, hard_weight=d.hard_weight, max_epochs=max_epochs,
                            run_config=to_dict(cfg))
     log.info("students at T = %s, stacked", ", ".join(f"{T:g}" for T in temps))
-    train_run(system, dm, train, paths.students_stacked_dir, key=Keyed.of(StackedStudents(tuple(k.key for k in keys))),
-              max_epochs=max_epochs, early_stopping_patience=train.early_stopping_patience,
-              model_extra={"T": list(temps), "hard_weight": d.hard_weight})
+    metrics = train_run(system, dm, train, paths.students_stacked_dir,
+                        key=Keyed.of(StackedStudents(tuple(k.key for k in keys))), max_epochs=max_epochs,
+                        early_stopping_patience=train.early_stopping_patience,
+                        model_extra={"T": list(temps), "hard_weight": d.hard_weight})
     if global_rank() == 0:
-        metrics = read_json(TrainRunDir(paths.students_stacked_dir).metrics)
         _write_members(paths, metrics, paths.students_stacked_dir,
                        [(paths.student_dir(T), k) for T, k in zip(temps, keys)], trained_in="stacked")
     barrier()
