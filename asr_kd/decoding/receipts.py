@@ -8,9 +8,10 @@ result depends on: the model file(s) (SHA-256 of their bytes), the network's con
 precision, the graph (HCLG, words, transition model), the state priors, the search settings, the
 scales, and each utterance's features and labels (:func:`utt_digests`). A receipt of another key
 (a retrained model, a rebuilt graph, another scale: a forced or upstream-triggered re-run) is
-searched again and overwritten; one of the same key is reused. The decode stage removes every
-receipt once it has finished (its marker then records the work), so ``--force decode`` searches
-again: receipts only carry a killed run's work to the next one.
+searched again and overwritten; one of the same key is reused. Receipts outlive the finished
+stage: a re-run after a kill, ``--force decode`` or an upstream re-run (a student retrained, the
+graph rebuilt) searches only what changed. To search everything again (to re-time it), delete
+``decode/*/receipts``.
 
 Files are written atomically (:mod:`asr_kd.fileio`); an unreadable receipt is an error that names
 the file.

@@ -25,7 +25,6 @@ The GMM systems are chosen the same way from ``decode.gmm_acoustic_scales``.
 from __future__ import annotations
 
 import logging
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -576,10 +575,8 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
             results[gs.name] = decode_gmm_system(gs, paths, model, search, dev, test, gmm_feats,
                                                  cfg.decode.gmm_acoustic_scales)
     log.info("%s", tally.line())
-    # the stage's marker now records the finished work: receipts only serve a killed run, and a
-    # forced re-run (--force decode) searches again
-    for receipts_dir in sorted(paths.stage_dir("decode").glob("*/receipts")):
-        shutil.rmtree(receipts_dir)
+    # the receipts stay: a later re-run (--force decode, or one an upstream re-run triggers, e.g. a
+    # student retrained at another hard-target weight) searches only the systems whose key changed
     return {
         "systems": {n: {k: r[k] for k in ("wer", "frame_acc", "acoustic_scale", "params", "failed_utts",
                                           "search_rtf")} for n, r in results.items()},
@@ -587,5 +584,7 @@ def decode_systems(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
         "test_utts": len(test.utts),
         "acoustic_scales": list(scales),
         "forward": {"device": device, "precision": precision, "search_processes": pool.jobs},
+        # (system, split) results taken from an earlier run's receipts: their search_rtf is that run's
+        "reused": sorted(tally.splits_reused),
         **({"gmm_not_decoded": not_decoded} if not_decoded else {}),
     }

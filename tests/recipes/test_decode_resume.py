@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from tests.recipes.test_smoke import STAGES, recipe, smoke_args
 
@@ -77,8 +78,9 @@ def test_a_killed_decode_resumes_and_redoes_only_unfinished_work(smoke_run, smok
     assert summary["forward"]["device"] in ("cpu", "cuda")
     total = 2 * 3 * len(summary["systems"])  # dev and test, 3 chunks each
     assert searched == total - 3 * len(splits) - len(chunks), "only the unfinished chunks are searched again"
-    # the finished stage's marker records the work: its receipts are gone, so --force decode searches again
-    assert not list((exp / "decode").glob("*/receipts"))
+    # every (system, split) now has its finished receipt, and no chunk receipts are left
+    splits, chunks = receipts(exp)
+    assert len(splits) == 2 * len(summary["systems"]) and not chunks
 
     # the uninterrupted run's results, to the last hypothesis
     want = json.loads((smoke_run / "decode" / "DONE.json").read_text())["summary"]
@@ -92,3 +94,22 @@ def test_a_killed_decode_resumes_and_redoes_only_unfinished_work(smoke_run, smok
             hyp = smoke_run / "decode" / name / split / "hyp.txt"
             if hyp.exists():
                 assert (exp / "decode" / name / split / "hyp.txt").read_text() == hyp.read_text(), (name, split)
+
+    # one system's model file changed (a constant added to every output bias: other bytes, the same
+    # posteriors up to rounding): a re-run searches that system only, and takes every other (system, split) from its receipt
+    model = sorted((exp / "distill").glob("T*/model.pt"))[0]
+    changed = "distilled_" + model.parent.name
+    blob = torch.load(model, weights_only=False)
+    blob["state_dict"]["output.bias"] = blob["state_dict"]["output.bias"] + 0.5
+    torch.save(blob, model)
+    res = recipe(*args, timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    line = re.search(r"decode: reused (\d+) finished \(system, split\) results and (\d+) chunks.*; "
+                     r"searched (\d+) chunks", res.stderr)
+    assert line and tuple(map(int, line.groups())) == (2 * (len(want["systems"]) - 1), 0, 6), res.stderr[-3000:]
+    again = json.loads((exp / "decode" / "DONE.json").read_text())["summary"]
+    assert again["reused"] == sorted(f"{n}/{s}" for n in want["systems"] if n != changed for s in ("dev", "test"))
+    for name in want["systems"]:  # the others' results are the receipts' (the changed one's can move in bf16)
+        if name != changed:
+            assert without_timings(again["systems"][name]) == without_timings(summary["systems"][name]), name
+
