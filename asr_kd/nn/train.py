@@ -100,6 +100,7 @@ def build_trainer(
     callbacks: list[Callback] = [best, at_epoch_end, periodic, *bar_callbacks, *extra_callbacks]
     if early_stopping_patience > 0:
         callbacks.append(EarlyStopping(monitor=MONITOR, mode="max", patience=early_stopping_patience))
+    quiet_lightning_logs()
     return L.Trainer(
         accelerator=train.accelerator,
         devices=parse_devices(train.devices),
@@ -118,6 +119,22 @@ def build_trainer(
         enable_progress_bar=show_bar,
         enable_model_summary=False,
     )
+
+
+def _not_an_advert(record: logging.LogRecord) -> bool:
+    return not str(record.msg).startswith("\N{ELECTRIC LIGHT BULB} Tip:")
+
+
+def quiet_lightning_logs() -> None:
+    """Lightning's messages once, through the application's logging: the ``lightning`` package adds
+    its own stderr handler on import, so where the application has configured the root logger (the
+    recipe's entry points) every message printed twice; and its tips (advertising its cloud
+    services) are dropped."""
+    if logging.getLogger().handlers:
+        logging.getLogger("lightning").handlers.clear()
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if _not_an_advert not in rank_zero.filters:
+        rank_zero.addFilter(_not_an_advert)
 
 
 def _best_checkpoint(trainer: L.Trainer) -> Path | None:
