@@ -21,6 +21,7 @@ import importlib.util
 import logging
 import shutil
 import time
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -128,10 +129,15 @@ def _not_an_advert(record: logging.LogRecord) -> bool:
 def quiet_lightning_logs() -> None:
     """Lightning's messages once, through the application's logging: the ``lightning`` package adds
     its own stderr handler on import, so where the application has configured the root logger (the
-    recipe's entry points) every message printed twice; and its tips (advertising its cloud
-    services) are dropped."""
+    recipe's entry points) every message printed twice; its tips (advertising its cloud services)
+    are dropped, and so are two warnings that do not apply."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
+    # two warnings that say nothing about this recipe: its window datasets split their shards over
+    # the loader's workers themselves (asr_kd.data.windows), so their length holds with workers; and
+    # Lightning's own use of a torch API that torch 2.11 deprecates
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_an_advert not in rank_zero.filters:
         rank_zero.addFilter(_not_an_advert)

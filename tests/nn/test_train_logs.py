@@ -1,4 +1,5 @@
-"""Lightning's messages reach a recipe's log once, through its logging, without Lightning's adverts."""
+"""Lightning's messages reach a recipe's log once, through its logging, without Lightning's adverts
+and the warnings that do not apply to the recipe's loaders."""
 
 from __future__ import annotations
 
