@@ -82,3 +82,22 @@ def test_book_sentences_are_read_longer_than_the_templates():
     assert wer.get("test").hours == pytest.approx(1.62, abs=0.02)
     assert wer.get("train").hours == pytest.approx(1.32, abs=0.02)
     assert "books" in wer.source
+
+
+def test_decode_searches_dev_only_for_the_systems_that_choose_their_own_scale():
+    """Teachers 1..K-1 taking teacher 0's scale and the other students the best one's (the tiny
+    preset): each of them searches test once and dev not at all."""
+    costs = estimate.load_costs()
+    each = load_config("tiny", {"decode.teacher_scale": "each", "decode.student_scale": "each"})
+    corpus = estimate.corpus_of(each, costs)
+    dev_h, test_h = corpus.get("dev").hours, corpus.get("test").hours
+    pdfs = estimate.num_pdfs_of(each, costs)
+    scales, gmm = len(each.decode.acoustic_scales), len(each.decode.gmm_acoustic_scales)
+    k, students = each.teachers.num_teachers, len(each.distill.temperatures)
+    n_sys = k + 1 + students + 2  # teachers, the ensemble, the students, Table 5's hard and soft runs
+    gmm_h = gmm * dev_h + test_h
+    assert estimate.work_units(each, corpus, pdfs)["decode"]["search_audio_hours"] == pytest.approx(
+        n_sys * (scales * dev_h + test_h) + gmm_h)
+    shared = load_config("tiny", {"decode.teacher_scale": "first", "decode.student_scale": "best"})
+    assert estimate.work_units(shared, corpus, pdfs)["decode"]["search_audio_hours"] == pytest.approx(
+        (n_sys - (k - 1) - (students - 1)) * scales * dev_h + n_sys * test_h + gmm_h)

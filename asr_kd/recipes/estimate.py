@@ -247,12 +247,14 @@ def work_units(cfg: RecipeConfig, corpus: Corpus, num_pdfs: int) -> dict[str, di
         distill_flops += (student_frames + subset_epochs * subset_epoch_frames) * k * fwd
     ensemble_frames = (tr.frames if d.target_mode in ("cached", "stored") else 0.0) + dv.frames + te.frames
     # decode: the first teacher and every non-teacher system search the dev tuning set at every scale;
-    # the other teachers take teacher 0's scale when decode.teacher_scale == "first"; all search test once
+    # the other teachers take teacher 0's scale when decode.teacher_scale == "first", the other
+    # students the best one's when decode.student_scale == "best"; all search test once
     dev_tune_h = dv.hours * (min(cfg.decode.tune_max_utts, dv.utts) / dv.utts if cfg.decode.tune_max_utts and dv.utts
                              else 1.0)
     n_scales = len(cfg.decode.acoustic_scales)
     n_sys = k + 1 + len(d.temperatures) + t5
-    tuned = n_sys - (k - 1 if cfg.decode.teacher_scale == "first" else 0)
+    tuned = (n_sys - (k - 1 if cfg.decode.teacher_scale == "first" else 0)
+             - (len(d.temperatures) - 1 if cfg.decode.student_scale == "best" else 0))
     gmm = 1 + (a.context == "triphone" and cfg.decode.gmm_monophone)  # the GMM systems decoded
     search_h = tuned * dev_tune_h * n_scales + n_sys * te.hours + gmm * (dev_tune_h * len(cfg.decode.gmm_acoustic_scales)
                                                                         + te.hours)
