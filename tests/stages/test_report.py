@@ -379,3 +379,31 @@ def test_table5_curves_are_plotted_against_epochs_of_the_subset_run() -> None:
     epochs, train, held, heldname = curve_points(hist, passes_per_epoch=33)
     assert epochs == [1.0, 2.0, 3.0] and train == [50.0] * 3 and held == [40.0] * 3 and heldname == "dev"
     assert curve_points(hist[:1])[0] == [33]  # one pass an epoch: as the history counts
+
+
+def test_the_wer_effect_is_also_measured_from_a_same_rule_hard_model(run) -> None:
+    """With baseline_100=train the WER effect is also given against that model (the ensemble's gain over
+    it, the share the best student keeps, paired tests); where that model is as good as the ensemble,
+    the report says there is no gain to keep."""
+    cfg, paths = run
+    d = report.build_report(cfg, paths).to_json()["derived"]
+    assert "wer_gain_kept_same_rule" not in d and "best_student_vs_same_rule_baseline" not in d["paired_tests"]
+    write_json(TrainRunDir(paths.table5_dir("baseline_100")).metrics, {"train_frame_acc": 0.75})
+    TrainRunDir(paths.table5_dir("baseline_100")).model.write_bytes(b"x")
+    for wer, kept in ((0.10, (0.10 - 0.085) / (0.10 - 0.08)), (0.075, None)):
+        write_json(paths.decode_summary("baseline_100"), _summary(0.62, wer))
+        _utt_counts(paths, "baseline_100", 0.62, wer)
+        out = report.build_report(cfg, paths).to_json()
+        d = out["derived"]
+        assert d["ensemble_wer_gain_same_rule"] == pytest.approx(wer - 0.08)
+        test = d["paired_tests"]["best_student_vs_same_rule_baseline"]
+        assert test["systems"] == ["distilled_T5", "baseline_100"] and test["difference"] == pytest.approx(0.085 - wer)
+        assert d["paired_tests"]["ensemble_vs_same_rule_baseline"]["difference"] == pytest.approx(0.08 - wer)
+        md = render_markdown(Report.from_json(out))
+        if kept is None:
+            assert d["wer_gain_kept_same_rule"] is None and "no gain for a student to keep" in md
+        else:
+            assert d["wer_gain_kept_same_rule"] == pytest.approx(kept)
+            low, high = d["wer_gain_kept_same_rule_ci"]
+            assert low <= kept <= high
+            assert f"keeps {100 * kept:.0f}%" in md

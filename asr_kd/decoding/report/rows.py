@@ -307,13 +307,19 @@ class Derived(Row):
     table5_wer_gap: float = ABSENT
     wer_gap_recovered: float | None = ABSENT
     wer_gap_recovered_ci: Interval | None = ABSENT
+    # The WER effect measured from Table 5's baseline_100 when it is trained by the students' rule
+    # (distill.baseline_100 = "train"): the ensemble's WER gain over that model and the share of it
+    # the best student keeps (None: the ensemble is no better than it)
+    ensemble_wer_gain_same_rule: float = ABSENT
+    wer_gain_kept_same_rule: float | None = ABSENT
+    wer_gain_kept_same_rule_ci: Interval | None = ABSENT
     errors: ErrorDiff = ABSENT  # where the best student's test errors differ from the ensemble's
 
     NESTED = {"bootstrap": ("one", BootstrapInfo), "paired_tests": ("map", PairedTest), "errors": ("one", ErrorDiff)}
 
     def __post_init__(self) -> None:
         for name in ("gain_kept_ci", "gain_kept_same_rule_ci", "gap_recovered_ci", "wer_gain_kept_ci",
-                     "wer_gap_recovered_ci"):
+                     "wer_gap_recovered_ci", "wer_gain_kept_same_rule_ci"):
             _check_interval(f"derived.{name}", getattr(self, name))
 
     def to_json(self) -> dict[str, Any]:

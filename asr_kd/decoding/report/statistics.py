@@ -54,6 +54,12 @@ def effects(table1: Sequence[Table1Row], table5: Sequence[Table5Row]) -> Derived
         # the gain measured from a single hard-target model trained by the students' own rule.
         gain_same = ens.frame_acc - same.test_frame_acc
         out.gain_kept_same_rule = (best.frame_acc - same.test_frame_acc) / gain_same if gain_same > 0 else None
+        if same.wer is not None and ens.wer is not None and best.wer is not None:
+            # in WER the rule can matter more than the targets: a hard-target model trained by the
+            # students' rule may match the ensemble of shorter-trained teachers (RESULTS.md, tiny-wer)
+            wer_same = same.wer - ens.wer
+            out.ensemble_wer_gain_same_rule = wer_same
+            out.wer_gain_kept_same_rule = (same.wer - best.wer) / wer_same if wer_same > 0 else None
     if all(n in t5 for n in TABLE5_RUNS):
         full, hard, soft = (t5[n].test_frame_acc for n in TABLE5_RUNS)
         if None not in (full, hard, soft):
@@ -120,6 +126,9 @@ def with_intervals(table1: Sequence[Table1Row], table5: Sequence[Table5Row], der
     same = "table5:baseline_100"
     if given(derived.gain_kept_same_rule) is not None and best in acc_by and ens in acc_by and same in acc_by:
         d.gain_kept_same_rule_ci = interval(ratio_of_gains(acc_by[best] - acc_by[same], acc_by[ens] - acc_by[same]))
+    if given(derived.wer_gain_kept_same_rule) is not None and best in wer_by and ens in wer_by and same in wer_by:
+        d.wer_gain_kept_same_rule_ci = interval(ratio_of_gains(wer_by[same] - wer_by[best],
+                                                               wer_by[same] - wer_by[ens]))
     t5 = ["table5:" + n for n in TABLE5_RUNS]
     if all(k in acc_by for k in t5):
         full, hard, soft = (acc_by[k] for k in t5)
@@ -136,6 +145,12 @@ def with_intervals(table1: Sequence[Table1Row], table5: Sequence[Table5Row], der
         if a in wer_by and b in wer_by:
             d.paired_tests[label] = PairedTest([a, b], "wer",
                                                **paired_test(wer_by[a], wer_by[b], rows[a].wer - rows[b].wer))
+    same_row = next((r for r in new5 if r.system == "baseline_100"), None)
+    if given(derived.ensemble_wer_gain_same_rule) is not None and same_row is not None and same in wer_by:
+        for label, a in (("ensemble_vs_same_rule_baseline", ens), ("best_student_vs_same_rule_baseline", best)):
+            if a in wer_by:
+                d.paired_tests[label] = PairedTest([a, "baseline_100"], "wer", **paired_test(
+                    wer_by[a], wer_by[same], rows[a].wer - same_row.wer))
     if groups:
         kind, members = groups
         teachers = rows[base].decoded_systems() if base in rows else []
