@@ -32,7 +32,8 @@ def test_a_preset_extends_another_with_its_own_values_on_top():
     assert tiny.distill.stacked and not wer.distill.stacked
     # everything else as the preset it extends
     same = dataclasses.replace(wer, preset="tiny", data=tiny.data,
-                               distill=dataclasses.replace(wer.distill, stacked=True, student_max_epochs=7),
+                               distill=dataclasses.replace(wer.distill, stacked=True, student_max_epochs=7,
+                                                           baseline_100="teacher0"),
                                decode=dataclasses.replace(wer.decode, student_scale="best"))
     assert same == tiny
 
