@@ -150,7 +150,7 @@ def _derived_lines(d: Derived) -> list[str]:
                     "is as good as the ensemble")
         lines.append(f"- In WER, measured from the hard-target model trained by the students' own rule (Table 5's "
                      f"baseline_100): the ensemble's WER is {-100 * d.ensemble_wer_gain_same_rule:+.2f} points from "
-                     f"its; {kept}.")
+                     f"that model's; {kept}.")
     if given(d.wer_gap_recovered) is not None:
         lines.append(f"- In WER, soft targets recover {100 * d.wer_gap_recovered:.0f}%"
                      f"{ci(given(d.wer_gap_recovered_ci), digits=0)} of the 3%-vs-100% gap "
