@@ -26,9 +26,11 @@ matmuls for K stacked members, in ``--dtype``)::
         --cases tiny-teachers,student-cached,student-stored,paper --variants recipe@HEAD~1,recipe,step,bf16w,compile
 
 Cases: ``tiny-teachers`` (the tiny preset's 10 stacked 3 x 320 teachers, 460 states, batch 512),
-``student-cached`` (a 3 x 320 student on dense cached p_ens(T), batch 512), ``student-stored`` (on
-stored top-64 + tail targets), ``paper`` (one 8 x 2560 teacher, 14,000 states, batch 256);
-``CASE:BATCH`` sets another batch. Variants:
+``tiny-students`` (the tiny preset's students: 4 stacked 3 x 320 at T = 1, 2, 5, 10 on dense cached
+p_ens(T), batch 512), ``student-cached`` (one 3 x 320 student at T = 2 on dense cached p_ens(T), batch
+512), ``student-stored`` (the same on stored top-64 + tail targets), ``100h-student-stored`` (the
+librispeech-100h preset's 6 x 1024 student, 4,200 states, on stored top-64 targets, batch 1,024),
+``paper`` (one 8 x 2560 teacher, 14,000 states, batch 256); ``CASE:BATCH`` sets another batch. Variants:
 
 * ``recipe``: the recipe's own step, a Lightning ``Trainer`` running ``TeacherSystem`` /
   ``DistillSystem`` (``asr_kd.nn.systems``) at ``bf16-mixed`` (or ``32-true`` for ``--dtype
@@ -197,10 +199,13 @@ CASES = {
     "tiny-teachers": (10, 3, 320, 460, "hard", 512),  # the tiny preset's stacked teachers
     "student-cached": (1, 3, 320, 460, "cached", 512),  # a tiny student on dense cached p_ens(T)
     "student-stored": (1, 3, 320, 460, "stored", 512),  # ... on stored top-64 + tail targets
+    "tiny-students": (4, 3, 320, 460, "cached", 512),  # the tiny preset's students: T = 1, 2, 5, 10 stacked
+    "100h-student-stored": (1, 6, 1024, 4200, "stored", 1024),  # librispeech-100h's student, stored top-64
     "paper": (1, 8, 2560, 14000, "hard", 256),  # Hinton et al. 2015, section 4
 }
 VARIANTS = ("recipe", "step", "adam-default", "bf16w", "compile", "bf16w-compile", "compile-loss")
 TEMPERATURE, HARD_WEIGHT, TOP_K = 2.0, 0.5, 64
+STACKED_TEMPERATURES = (1.0, 2.0, 5.0, 10.0)  # a stack of K students trains at the first K of these
 
 
 def parse_case(spec: str) -> tuple[str, tuple]:
@@ -239,18 +244,33 @@ class CaseData:
             batch.update(topk_ids=self.top_i, topk_p=self.top_p)
         return batch
 
+    def temperatures(self) -> list[float]:
+        return list(STACKED_TEMPERATURES[: self.members]) if self.members > 1 else [TEMPERATURE]
+
     def source(self):
+        """The recipe's soft-target source: one, or one per stacked student (each at its own T)."""
         from asr_kd.nn.target_sources import CachedTargets, StoredTargets
-        return CachedTargets(self.cache, TEMPERATURE) if self.targets == "cached" else StoredTargets(0, TEMPERATURE)
+        sources = [CachedTargets(self.cache, T) if self.targets == "cached" else StoredTargets(0, T)
+                   for T in self.temperatures()]
+        return sources if self.members > 1 else sources[0]
 
     def soft(self):
-        """This step's soft targets, looked up as the recipe's source does (None for hard labels)."""
-        return None if self.targets == "hard" else self.source().targets(self.batch_dict())
+        """This step's soft targets, looked up as the recipe's source does (None for hard labels;
+        a list, one per member, for stacked students)."""
+        if self.targets == "hard":
+            return None
+        source = self.source()
+        if isinstance(source, list):
+            return [s.targets(self.batch_dict()) for s in source]
+        return source.targets(self.batch_dict())
 
     def loss(self, z: torch.Tensor, soft=None) -> torch.Tensor:
         """The recipe's loss of the logits (TeacherSystem's cross-entropy, or distillation_loss)."""
         from asr_kd.nn.losses import distillation_loss
         z = z.float()
+        if z.dim() == 3 and soft is not None:  # stacked students: the sum of the members' losses
+            return sum(distillation_loss(zk, self.y, sk, T, HARD_WEIGHT)
+                       for zk, sk, T in zip(z, soft, self.temperatures()))
         if z.dim() == 3:
             k, b, n = z.shape
             return F.cross_entropy(z.reshape(k * b, n), self.y.repeat(k)) * k
