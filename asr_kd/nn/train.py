@@ -130,7 +130,7 @@ def quiet_lightning_logs() -> None:
     """Lightning's messages once, through the application's logging: the ``lightning`` package adds
     its own stderr handler on import, so where the application has configured the root logger (the
     recipe's entry points) every message printed twice; its tips (advertising its cloud services)
-    are dropped, and so are two warnings that do not apply."""
+    are dropped, and so are three warnings that do not apply."""
     if logging.getLogger().handlers:
         logging.getLogger("lightning").handlers.clear()
     # two warnings that say nothing about this recipe: its window datasets split their shards over
@@ -138,6 +138,9 @@ def quiet_lightning_logs() -> None:
     # Lightning's own use of a torch API that torch 2.11 deprecates
     warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # and its advice to prepend srun on any machine that has it: the recipe plans its own launch
+    # (asr_kd.parallel.plan_launch) and refuses, before any stage, one that needs srun and lacks it
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system but is not used")
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if _not_an_advert not in rank_zero.filters:
         rank_zero.addFilter(_not_an_advert)
