@@ -13,6 +13,21 @@ the scale applied in the workers. Printed, per hour of audio: forward seconds, s
 one process per scale (the sum over utterances), and the wall seconds of the whole path (the
 search by ``--jobs`` processes overlapping the next chunk's forward, as in the stage).
 
+``--extra-vocab N`` (or ``all``) measures how the search grows with the decoding vocabulary: the
+run's lang (lexicon, L.fst with its disambiguation symbols, words.txt) and LM are rebuilt in
+``--work-dir`` (default: a temporary directory) with N more CMUdict words (a draw of
+``--extra-vocab-seed`` from the CMUdict words of letters and apostrophes outside the run's
+vocabulary; ``all``: every one), each a unigram of the LM reached from its back-off state
+(``--extra-vocab-lm unigram``: the LM estimated as the graph stage does, the words added to its
+vocabulary, which gives them the uniform share of the unigram level; ``sentence``: each word
+also added to the LM text as a one-word sentence); then the HCLG is built (states, arcs, build
+seconds, peak RSS) and teacher 0 searched on it as below. ``--build-only`` stops after the build;
+a later run with the same ``--work-dir`` reuses the HCLG (the graph's cache) and times the search.
+
+    python benchmarks/bench_decode.py --exp-dir EXP --extra-vocab all --work-dir /tmp/v130k --build-only
+    python benchmarks/bench_decode.py --exp-dir EXP --extra-vocab all --work-dir /tmp/v130k \
+        --beams 8,13 --max-active 1000,7000
+
 Needs a run that finished the align and shards stages (the graph is rebuilt in a temporary
 directory, so the run's own graph is not touched). The acoustic scores come from the run's
 teacher 0 when its model file exists (the hybrid DNN path: forward pass + search, timed apart),
@@ -24,6 +39,11 @@ test alignments (the search cost of a good model, and a check of the graph). Rea
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import random
+import re
+import resource
 import tempfile
 import time
 from pathlib import Path
@@ -59,6 +79,114 @@ def build_graph(paths: RunPaths, self_loop_scale: float, out: Path) -> tuple[flo
     return time.perf_counter() - t0, info
 
 
+CMUDICT_WORD = re.compile(r"[A-Z']+")  # LibriSpeech's word alphabet (CMUdict's "A.", "AD-HOC", "#SHARP-SIGN" left out)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident set size so far (``ru_maxrss``, KiB on Linux), in GiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def extra_vocab_graph(paths: RunPaths, cfg, extra: int, seed: int, lm_mode: str,
+                      work: Path) -> tuple[list[tuple[str, str]], Path]:
+    """The run's lang and LM rebuilt under ``work`` with ``extra`` more CMUdict words (-1: every one),
+    and its HCLG (``work/graph``); the rows to print and the graph directory. The run is only read.
+
+    As the lang stage: the decoding vocabulary of :func:`decoding_vocabulary` plus the extra words,
+    pronounced by CMUdict (``data.extra_lexicon`` over it, and the run's ``lang/lexicon_g2p.txt``
+    for the words espeak-ng pronounced there), :func:`prepare_lang` with the run's settings. As the
+    graph stage: the Kneser-Ney LM of the run's ``graph/lm-train-text.txt`` over the vocabulary
+    (:func:`asr_kd.decoding.lm.build_arpa`; with ``decode.arpa``, its copy with the extra words as
+    unigrams), the words outside the LM dropped from the graph's words.txt, :func:`make_graph`."""
+    import kaldifst
+
+    from asr_kd.data.lang import prepare_lang
+    from asr_kd.data.lexicon import cmudict_lexicon, load_lexicon, read_lexicon_file
+    from asr_kd.data.manifest import read_manifest
+    from asr_kd.data.vocab import decoding_vocabulary, manifest_words, oov_counts
+    from asr_kd.decoding import lm
+    from asr_kd.decoding.graph import LANG_SYMBOLS
+    from asr_kd.files import GraphDir, LangDir
+    from asr_kd.paths import SPLITS
+    from asr_kd.runner import marker_summary
+
+    if paths.decode_lang != paths.lang:
+        raise SystemExit(f"{paths.root}'s model goes with an imported Kaldi lang ({paths.decode_lang}): "
+                         "--extra-vocab rebuilds the lang stage's own lang only")
+    t0 = time.perf_counter()
+    lm_text = marker_summary(paths, "prepare").get("lm_text") or None
+    vocab, _ = decoding_vocabulary([paths.manifest("train")], lm_text, cfg.decode.arpa or None, cfg.data.lm_vocab_size)
+    pronounce = load_lexicon(cfg.data.extra_lexicon or None)
+    g2p_file = LangDir(paths.lang).lexicon_g2p
+    if g2p_file.exists():  # the run's espeak-ng pronunciations: the same lexicon without running the G2P again
+        for w, prons in read_lexicon_file(g2p_file).items():
+            pronounce.setdefault(w, prons)
+    candidates = sorted(w for w in cmudict_lexicon() if CMUDICT_WORD.fullmatch(w) and w not in vocab)
+    if extra < 0 or extra >= len(candidates):
+        added = set(candidates)
+    else:
+        added = set(random.Random(seed).sample(candidates, extra))
+    lang_dir, graph_dir = work / "lang", work / "graph"
+    lang_summary = prepare_lang(lang_dir, [paths.manifest(split) for split in SPLITS], vocab | added, pronounce,
+                                cfg.lang.sil_prob, cfg.lang.position_dependent_phones, cfg.data.oov_policy)
+    lang = load_lang(lang_dir)
+    lang_words = {w for w in lang.words if w not in LANG_SYMBOLS}
+    in_graph = (vocab | added) & lang_words
+    arpa = work / "lm.arpa"
+    if cfg.decode.arpa:
+        train_words = manifest_words([paths.manifest("train")])
+        lm_summary = lm.copy_arpa_adding_unigrams(cfg.decode.arpa, arpa, (train_words & vocab) | added)
+    else:
+        text = paths.lm_train_text
+        if not text.exists():
+            raise SystemExit(f"{text} is missing: run the graph stage first (--stop-stage graph)")
+        if lm_mode == "sentence":
+            text = work / "lm-train-text.txt"
+            with open(paths.lm_train_text, encoding="utf-8") as src, open(text, "w", encoding="utf-8") as f:
+                f.write(src.read().rstrip("\n") + "\n")
+                f.writelines(f"{w}\n" for w in sorted(added))
+        lm_summary = lm.build_arpa(text, arpa, order=cfg.decode.lm_order, vocab=in_graph)
+    lang_lm_s = time.perf_counter() - t0
+    drop = lang_words - in_graph - lm.unigram_scan(arpa)[0]
+    model = load_model(paths.align)
+    inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.words_txt_path,
+                         model.trans_model, model.ctx_dep, self_loop_scale=cfg.decode.self_loop_scale)
+    t0 = time.perf_counter()
+    info = make_graph(inputs, arpa, graph_dir, [lang.l_disambig_fst_path, paths.tree, paths.final_mdl],
+                      drop_words=drop)
+    build_s = time.perf_counter() - t0
+    stats_file = work / "bench_build.json"
+    if info.get("cached") and stats_file.exists():
+        build = json.loads(stats_file.read_text())
+        build["note"] = " (from the run that built it; this run reused its HCLG)"
+    else:
+        build = {"build_s": build_s, "peak_rss_gib": peak_rss_gib(), "note": ""}
+        if info.get("cached"):
+            build["note"] = " (this run reused an HCLG of unknown build; the figures are the reuse's)"
+        hclg = kaldifst.StdVectorFst.read(str(GraphDir(graph_dir).hclg))
+        build["hclg_arcs"] = sum(hclg.num_arcs(s) for s in range(hclg.num_states))
+        del hclg
+        stats_file.write_text(json.dumps(build) + "\n")
+    test_oov = oov_counts([u.words for u in read_manifest(paths.manifest("test"))], in_graph)
+    sizes = ", ".join(f"{k} {info[k]['states']:,}" for k in ("G", "LG", "CLG"))
+    note = build["note"]
+    ngrams = lm_summary.get("ngrams")
+    return [
+        ("decoding vocabulary (words in G)", f"{len(in_graph):,} ({len(vocab):,} of the run + {len(added):,} "
+         f"CMUdict words, seed {seed}, LM mode {lm_mode}; of {len(candidates):,} candidates)"),
+        ("lexicon words / pronunciations / disambiguation symbols",
+         f"{lang_summary['num_words']:,} / {lang_summary['num_pronunciations']:,} / "
+         f"{lang_summary['num_disambig_symbols']}"),
+        ("LM n-grams", " / ".join(f"{n:,}" for n in ngrams) if ngrams else str(lm_summary)),
+        ("test OOV tokens", f"{test_oov['oov_tokens']} of {test_oov['tokens']}"),
+        ("lang + LM build (s)", f"{lang_lm_s:.1f}"),
+        ("states", sizes),
+        ("HCLG states / arcs", f"{info['HCLG']['states']:,} / {build['hclg_arcs']:,}"),
+        ("HCLG build (s)" + note, f"{build['build_s']:.1f}"),
+        ("peak RSS after the build (GiB, ru_maxrss)" + note, f"{build['peak_rss_gib']:.2f}"),
+    ], graph_dir
+
+
 def stage_path(paths: RunPaths, cfg, system_name: str, split: str, max_utts: int, jobs: int, device: str,
                scales: list[float]) -> list[tuple[str, str]]:
     """The decode stage's path for one system and split, timed: forward and search apart."""
@@ -92,6 +220,16 @@ def stage_path(paths: RunPaths, cfg, system_name: str, split: str, max_utts: int
              f"{wall / hours:.1f}")]
 
 
+def extra_count(value: str) -> int:
+    """``--extra-vocab``'s value: a count of words >= 0, or ``all`` (-1)."""
+    if value == "all":
+        return -1
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or 'all', got {value}")
+    return n
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--exp-dir", required=True, type=Path)
@@ -106,6 +244,17 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=0, help="--stage-path: search processes (default decode.num_jobs)")
     p.add_argument("--device", default="", help="--stage-path: cpu or cuda (default: the stage's choice)")
     p.add_argument("--scales", default="", help="--stage-path: comma-separated scales (default decode.acoustic_scales)")
+    p.add_argument("--max-active", default="", help="comma-separated max active states, one per beam or one for "
+                   "all (default: the search's default, 7000)")
+    p.add_argument("--extra-vocab", default=None, type=extra_count, metavar="N|all",
+                   help="rebuild the lang, LM and HCLG with N more CMUdict words (all: every one) before the timing")
+    p.add_argument("--extra-vocab-seed", type=int, default=0, help="--extra-vocab: the seed of the draw of words")
+    p.add_argument("--extra-vocab-lm", default="unigram", choices=("unigram", "sentence"),
+                   help="--extra-vocab: the extra words in the LM's vocabulary only (unigram), or also as one-word "
+                   "sentences of its text (sentence)")
+    p.add_argument("--work-dir", type=Path, default=None, help="--extra-vocab: keep the lang, LM and graph here "
+                   "(reused by the next run with the same inputs) instead of in a temporary directory")
+    p.add_argument("--build-only", action="store_true", help="--extra-vocab: stop after the graph build")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     paths = RunPaths(args.exp_dir)
@@ -120,12 +269,39 @@ def main() -> None:
         return
     if not paths.lm_arpa.exists():
         raise SystemExit(f"{paths.lm_arpa} is missing: run the graph stage first (--stop-stage graph)")
+    if args.extra_vocab is None and (args.work_dir is not None or args.build_only):
+        raise SystemExit("--work-dir and --build-only go with --extra-vocab")
+    beams = [float(b) for b in args.beams.split(",")]
+    max_active = [int(m) for m in args.max_active.split(",")] if args.max_active else []
+    if len(max_active) not in (0, 1, len(beams)):
+        raise SystemExit(f"--max-active: give one value or one per beam ({len(beams)}), not {len(max_active)}")
+    searches = [SearchConfig(beam=b) if not max_active else
+                SearchConfig(beam=b, max_active=max_active[i if len(max_active) > 1 else 0])
+                for i, b in enumerate(beams)]
     rows: list[tuple[str, str]] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        build_s, info = build_graph(paths, cfg.decode.self_loop_scale, Path(tmp))
-        rows += [("HCLG build (s)", f"{build_s:.2f}"),
-                 ("HCLG states / arcs", f"{info['HCLG']['states']:,} / {info['HCLG']['arcs']:,}"),
-                 ("context width", str(info["context_width"]))]
+    with contextlib.ExitStack() as stack:
+        if args.work_dir is not None and args.extra_vocab is not None:
+            tmp = str(args.work_dir)
+            args.work_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        graph_dir = Path(tmp)
+        if args.extra_vocab is not None:
+            build_rows, graph_dir = extra_vocab_graph(paths, cfg, args.extra_vocab, args.extra_vocab_seed,
+                                                      args.extra_vocab_lm, Path(tmp))
+            rows += build_rows
+            if args.build_only:
+                print("| measure | value |\n|---|---|")
+                for k, v in rows:
+                    print(f"| {k} | {v} |")
+                return
+        else:
+            build_s, info = build_graph(paths, cfg.decode.self_loop_scale, Path(tmp))
+            rows += [("HCLG build (s)", f"{build_s:.2f}"),
+                     ("HCLG states / arcs", f"{info['HCLG']['states']:,} / "
+                                                    + (f"{info['HCLG']['arcs']:,}" if info['HCLG']['arcs'] is not None
+                                                       else "n/a (not counted above 2 M states)")),
+                     ("context width", str(info["context_width"]))]
         model = load_model(paths.align)
         test = read_split(paths, "test", max_utts=args.max_utts)
         frames = sum(len(f) for f in test.feats.values())
@@ -146,8 +322,9 @@ def main() -> None:
         else:
             lps = None
             source = "gmm"
-        for beam in (float(b) for b in args.beams.split(",")):
-            decoder = read_hclg_decoder(Path(tmp), model.trans_model, SearchConfig(beam=beam))
+        for search in searches:
+            beam = search.beam
+            decoder = read_hclg_decoder(graph_dir, model.trans_model, search)
             t0 = time.perf_counter()
             if lps is not None:
                 hyps = [decoder.decode(u, hybrid_scores(lps[u], prior, decoder.tid_pdf, args.acoustic_scale))
@@ -163,13 +340,14 @@ def main() -> None:
                 hyps = [decoder.decode_gmm(u, model.am, feats[u], args.acoustic_scale) for u in test.utts if u in feats]
             wall = time.perf_counter() - t0
             stats, _ = score(test.refs, {h.utt: h.words for h in hyps})
-            rows.append((f"{source} search RTF, beam {beam:g}", f"{wall / audio_s:.4f} (WER {100 * stats.wer:.1f}%)"))
+            label = f"beam {beam:g}" + (f" / max-active {search.max_active}" if max_active else "")
+            rows.append((f"{source} search RTF, {label}", f"{wall / audio_s:.4f} (WER {100 * stats.wer:.1f}%)"))
             t0 = time.perf_counter()
             hyps = [decoder.decode(u, hybrid_scores(oracle_log_posteriors(test.labels[u], model.num_pdfs), prior,
                                                     decoder.tid_pdf, 1.0)) for u in test.utts if u in test.labels]
             wall = time.perf_counter() - t0
             stats, _ = score(test.refs, {h.utt: h.words for h in hyps})
-            rows.append((f"oracle search RTF, beam {beam:g}", f"{wall / audio_s:.4f} (WER {100 * stats.wer:.1f}%)"))
+            rows.append((f"oracle search RTF, {label}", f"{wall / audio_s:.4f} (WER {100 * stats.wer:.1f}%)"))
     print("| measure | value |\n|---|---|")
     for k, v in rows:
         print(f"| {k} | {v} |")
