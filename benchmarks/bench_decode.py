@@ -17,7 +17,7 @@ search by ``--jobs`` processes overlapping the next chunk's forward, as in the s
 run's lang (lexicon, L.fst with its disambiguation symbols, words.txt) and LM are rebuilt in
 ``--work-dir`` (default: a temporary directory) with N more CMUdict words (a draw of
 ``--extra-vocab-seed`` from the CMUdict words of letters and apostrophes outside the run's
-vocabulary; ``all``: every one), each a unigram of the LM reached from its back-off state
+vocabulary whose phones the run's model has; ``all``: every one), each a unigram of the LM reached from its back-off state
 (``--extra-vocab-lm unigram``: the LM estimated as the graph stage does, the words added to its
 vocabulary, which gives them the uniform share of the unigram level; ``sentence``: each word
 also added to the LM text as a one-word sentence); then the HCLG is built (states, arcs, build
@@ -69,13 +69,17 @@ def oracle_log_posteriors(labels: np.ndarray, num_pdfs: int, peak: float = 0.9) 
     return np.log(post)
 
 
-def build_graph(paths: RunPaths, self_loop_scale: float, out: Path) -> tuple[float, dict]:
-    lang = load_lang(paths.lang)
+def build_graph(paths: RunPaths, self_loop_scale: float, out: Path, lang_dir: Path | None = None,
+                arpa: Path | None = None, drop_words: set[str] | None = None) -> tuple[float, dict]:
+    """The HCLG of the run's lang and LM (or of ``lang_dir`` and ``arpa``) under ``out``: build seconds
+    and :func:`make_graph`'s info."""
+    lang = load_lang(lang_dir or paths.lang)
     model = load_model(paths.align)
     inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.words_txt_path,
                          model.trans_model, model.ctx_dep, self_loop_scale=self_loop_scale)
     t0 = time.perf_counter()
-    info = make_graph(inputs, paths.lm_arpa, out, [lang.l_disambig_fst_path, paths.tree, paths.final_mdl])
+    info = make_graph(inputs, arpa or paths.lm_arpa, out, [lang.l_disambig_fst_path, paths.tree, paths.final_mdl],
+                      drop_words=drop_words)
     return time.perf_counter() - t0, info
 
 
@@ -109,6 +113,7 @@ def extra_vocab_graph(paths: RunPaths, cfg, extra: int, seed: int, lm_mode: str,
     from asr_kd.files import GraphDir, LangDir
     from asr_kd.paths import SPLITS
     from asr_kd.runner import marker_summary
+    from asr_kd.stages._graph import words_outside_graph
 
     if paths.decode_lang != paths.lang:
         raise SystemExit(f"{paths.root}'s model goes with an imported Kaldi lang ({paths.decode_lang}): "
@@ -121,7 +126,10 @@ def extra_vocab_graph(paths: RunPaths, cfg, extra: int, seed: int, lm_mode: str,
     if g2p_file.exists():  # the run's espeak-ng pronunciations: the same lexicon without running the G2P again
         for w, prons in read_lexicon_file(g2p_file).items():
             pronounce.setdefault(w, prons)
-    candidates = sorted(w for w in cmudict_lexicon() if CMUDICT_WORD.fullmatch(w) and w not in vocab)
+    # words the run's model can pronounce: its tree and HMMs cover the phones its own lexicon used
+    run_phones = {p.split("_")[0] for p in load_lang(paths.lang).phones}
+    candidates = sorted(w for w, prons in cmudict_lexicon().items() if CMUDICT_WORD.fullmatch(w) and w not in vocab
+                        and all(set(pron) <= run_phones for pron in prons))
     if extra < 0 or extra >= len(candidates):
         added = set(candidates)
     else:
@@ -147,14 +155,8 @@ def extra_vocab_graph(paths: RunPaths, cfg, extra: int, seed: int, lm_mode: str,
                 f.writelines(f"{w}\n" for w in sorted(added))
         lm_summary = lm.build_arpa(text, arpa, order=cfg.decode.lm_order, vocab=in_graph)
     lang_lm_s = time.perf_counter() - t0
-    drop = lang_words - in_graph - lm.unigram_scan(arpa)[0]
-    model = load_model(paths.align)
-    inputs = GraphInputs(lang.read_l_fst(disambig=True), lang.disambig_phones, lang.words_txt_path,
-                         model.trans_model, model.ctx_dep, self_loop_scale=cfg.decode.self_loop_scale)
-    t0 = time.perf_counter()
-    info = make_graph(inputs, arpa, graph_dir, [lang.l_disambig_fst_path, paths.tree, paths.final_mdl],
-                      drop_words=drop)
-    build_s = time.perf_counter() - t0
+    build_s, info = build_graph(paths, cfg.decode.self_loop_scale, graph_dir, lang_dir, arpa,
+                                words_outside_graph(lang_words, in_graph, arpa))
     stats_file = work / "bench_build.json"
     if info.get("cached") and stats_file.exists():
         build = json.loads(stats_file.read_text())
@@ -275,9 +277,10 @@ def main() -> None:
     max_active = [int(m) for m in args.max_active.split(",")] if args.max_active else []
     if len(max_active) not in (0, 1, len(beams)):
         raise SystemExit(f"--max-active: give one value or one per beam ({len(beams)}), not {len(max_active)}")
-    searches = [SearchConfig(beam=b) if not max_active else
-                SearchConfig(beam=b, max_active=max_active[i if len(max_active) > 1 else 0])
-                for i, b in enumerate(beams)]
+    if len(max_active) == 1:
+        max_active *= len(beams)
+    searches = ([SearchConfig(beam=b, max_active=m) for b, m in zip(beams, max_active)] if max_active
+                else [SearchConfig(beam=b) for b in beams])
     rows: list[tuple[str, str]] = []
     with contextlib.ExitStack() as stack:
         if args.work_dir is not None and args.extra_vocab is not None:

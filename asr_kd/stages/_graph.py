@@ -97,6 +97,12 @@ def _manifest(paths: RunPaths, split: str) -> list[Utterance]:
     return read_manifest(paths.manifest(split)) if paths.manifest(split).exists() else []
 
 
+def words_outside_graph(lang_words: set[str], in_graph: set[str], arpa: Path) -> set[str]:
+    """The lang's words the graph's words.txt drops: transcript words (dev/test) that only the aligner
+    needs. Whatever symbol the LM has (a Kaldi lang's <UNK> in a user ARPA) stays, as G may output it."""
+    return lang_words - in_graph - lm.unigram_scan(arpa)[0]
+
+
 def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     """The graph stage's work: LM -> G -> HCLG under ``<exp>/graph`` (and ``graph/mono``); its summary.
 
@@ -119,9 +125,7 @@ def build_graphs(cfg: RecipeConfig, paths: RunPaths) -> dict[str, Any]:
     lm_summary = prepare_lm(cfg, paths, in_graph, train_words)
     lm_summary["vocabulary"] = vocab_summary
     lm_summary["splits"] = evaluate_lm(paths, in_graph, int(lm_summary.get("order") or cfg.decode.lm_order))
-    # Transcript words (dev/test) the LM does not hold: the aligner's only. Whatever symbol the LM has
-    # (a Kaldi lang's <UNK> in a user ARPA) stays, as G may output it.
-    drop = lang_words - in_graph - lm.unigram_scan(paths.lm_arpa)[0]
+    drop = words_outside_graph(lang_words, in_graph, paths.lm_arpa)
     inputs = GraphInputs(
         l_disambig=lang.read_l_fst(disambig=True),
         disambig_phones=lang.disambig_phones,
