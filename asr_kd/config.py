@@ -351,6 +351,12 @@ class DistillConfig:
         return "cached" if self.targets == "online" and self.cache_targets else self.targets
 
     @property
+    def trains_baseline_100(self) -> bool:
+        """Whether Table 5's 100 % baseline is a run of its own (``baseline_100 = "train"``) rather
+        than teacher 0. The config decides, not a model file left by an earlier run."""
+        return self.baseline_100 == "train"
+
+    @property
     def subset_period(self) -> int:
         """Passes over the Table-5 subset per (dev-checked) epoch: ``subset_passes_per_epoch``, 0 read
         as round(1 / subset_fraction), the steps of one full-data epoch."""

@@ -211,7 +211,7 @@ def _flops(cfg: RecipeConfig, num_pdfs: int, student: bool = False) -> tuple[flo
 
 def _systems(cfg: RecipeConfig) -> dict[str, int]:
     """The networks the decode stage searches, by kind: teachers, ensemble, students, Table-5 runs."""
-    t5 = 2 + (cfg.distill.baseline_100 == "train")
+    t5 = 2 + cfg.distill.trains_baseline_100
     return {"teachers": cfg.teachers.num_teachers, "ensemble": 1, "students": len(cfg.distill.temperatures),
             "table5": t5}
 

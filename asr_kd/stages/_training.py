@@ -540,7 +540,7 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
     d = cfg.distill
     pdfs = ens.num_pdfs
     epochs = subset_epochs(cfg)
-    if d.baseline_100 == "teacher0":
+    if not d.trains_baseline_100:
         base100 = read_json(TrainRunDir(paths.teacher_dir(0)).metrics)
     else:
         base100 = _hard_run(cfg, paths, full, pdfs, paths.table5_dir("baseline_100"),  # the students' rule
@@ -559,6 +559,6 @@ def _table5(cfg: RecipeConfig, paths: RunPaths, ens: Ensemble, full: FrameDataMo
                          cached=cached)
     rows = [_table5_row("baseline_100", base100, 1.0), _table5_row("baseline_3", base3, d.subset_fraction),
             _table5_row("soft_3", soft3, d.subset_fraction)]
-    rows[0]["source"] = "teacher 0" if d.baseline_100 == "teacher0" else "hard-target run"
+    rows[0]["source"] = "hard-target run" if d.trains_baseline_100 else "teacher 0"
     rows[2]["T"] = T
     return rows

@@ -17,7 +17,7 @@ from asr_kd.decoding import search as decode
 from asr_kd.decoding.pool import SearchPool
 from asr_kd.decoding.receipts import SplitReceipts, Tally, utt_digests
 from asr_kd.fileio import write_json
-from asr_kd.paths import RunPaths
+from asr_kd.paths import TABLE5_RUNS, RunPaths, TrainRunDir
 from asr_kd.stages import _decode as systems
 
 
@@ -263,6 +263,23 @@ def test_gmm_systems_decode_the_monophone_only_when_asked_and_present(tmp_path) 
         ("gmm", "triphone", paths.graph), ("gmm_mono", "monophone", paths.graph / "mono")]
     off = load_config("smoke", {"decode.gmm_monophone": "false"})
     assert [g.name for g in systems.gmm_systems(off, paths)] == ["gmm"]
+
+
+def test_table5s_100_percent_baseline_is_decoded_only_when_the_config_trains_it(tmp_path) -> None:
+    """A baseline_100 model left by an earlier run with distill.baseline_100=train is not decoded (nor
+    reported) by a run whose config makes teacher 0 the baseline: the config decides, not the files."""
+    cfg = load_config("smoke", {"teachers.num_teachers": "2", "distill.temperatures": "2"})
+    paths = RunPaths(tmp_path / "exp")
+    models = [TrainRunDir(d).model for d in paths.teacher_dirs(2)] + [TrainRunDir(paths.student_dir(2)).model]
+    models += [TrainRunDir(paths.table5_dir(name)).model for name in TABLE5_RUNS]
+    for m in models:
+        m.parent.mkdir(parents=True, exist_ok=True)
+        m.write_bytes(b"x")
+    assert [s.name for s in systems.discover_systems(cfg, paths)] == [
+        "teacher-0", "teacher-1", "ensemble", "distilled_T2", "baseline_3", "soft_3"]
+    trained = load_config("smoke", {"teachers.num_teachers": "2", "distill.temperatures": "2",
+                                    "distill.baseline_100": "train"})
+    assert "baseline_100" in [s.name for s in systems.discover_systems(trained, paths)]
 
 
 def test_a_gmm_on_other_features_than_ours_is_not_decoded() -> None:

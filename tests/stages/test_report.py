@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -182,6 +183,11 @@ def test_gain_is_also_measured_from_a_same_rule_hard_model(run) -> None:
     _utt_counts(paths, "baseline_100", 0.62, 0.11)
     write_json(TrainRunDir(paths.table5_dir("baseline_100")).metrics, {"train_frame_acc": 0.75})
     TrainRunDir(paths.table5_dir("baseline_100")).model.write_bytes(b"x")
+    # the model and results of an earlier run with baseline_100=train: this run's config (teacher 0) decides
+    stale = report.build_report(cfg, paths).to_json()
+    assert "gain_kept_same_rule" not in stale["derived"]
+    assert stale["table5"][0]["decoded_as"] == "teacher-0"
+    cfg = replace(cfg, distill=replace(cfg.distill, baseline_100="train"))
     out = report.build_report(cfg, paths).to_json()
     d = out["derived"]
     assert d["gain_kept_same_rule"] == pytest.approx((0.645 - 0.62) / (0.66 - 0.62))
@@ -390,6 +396,7 @@ def test_the_wer_effect_is_also_measured_from_a_same_rule_hard_model(run) -> Non
     assert "wer_gain_kept_same_rule" not in d and "best_student_vs_same_rule_baseline" not in d["paired_tests"]
     write_json(TrainRunDir(paths.table5_dir("baseline_100")).metrics, {"train_frame_acc": 0.75})
     TrainRunDir(paths.table5_dir("baseline_100")).model.write_bytes(b"x")
+    cfg = replace(cfg, distill=replace(cfg.distill, baseline_100="train"))
     for wer, kept in ((0.10, (0.10 - 0.085) / (0.10 - 0.08)), (0.075, None)):
         write_json(paths.decode_summary("baseline_100"), _summary(0.62, wer))
         _utt_counts(paths, "baseline_100", 0.62, wer)
