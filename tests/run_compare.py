@@ -13,10 +13,16 @@ import pytest
 COPIED = ("prepare", "lang", "features", "align", "graph")
 # Several ranks sum gradients in another order than one process; ~850 Adam steps amplify the
 # rounding (measured on the smoke teachers: train loss within 2e-4 after epoch 0, dev frame accuracy
-# within 0.8 points after a 4th epoch). Frame accuracies within 2 points, WERs of the main systems
-# within 3 points (WERs are fractions; the smoke test set is small: a WER point is a few words).
+# within 0.8 points after a 4th epoch). Frame accuracies within 2 points. WERs of the main systems
+# are compared at one acoustic scale: each dev WER of the scale grid within 5 points (the smoke dev
+# set has 167 words: 5 points are 8 words; measured up to 3.0 apart on an AMX CPU), and the test WER
+# within 3 points where both runs chose the same scale on dev. The choice itself can flip on a tie
+# or a one-word difference: on the AMX CPU teacher 0's dev WER was tied at both scales in one run
+# (0.08 chosen) and 2 points apart in the other (0.12), and its test WERs 26.1 % and 20.4 %.
 FRAME_ACC_TOL = 0.02
+DEV_WER_TOL = 0.05
 WER_TOL = 0.03
+DECODED_AS = {"baseline": "teacher-0", "baseline_100": "teacher-0"}  # the report's rows -> decode/<system>
 
 
 def copy_until_training(src: Path, dst: Path) -> None:
@@ -48,4 +54,13 @@ def assert_reports_match(single_exp: Path, other_exp: Path, T: float) -> None:
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], abs=FRAME_ACC_TOL), (name, key)
     for name in ["baseline", "ensemble", student, "baseline_100"]:
-        assert other[name]["wer"] == pytest.approx(single[name]["wer"], abs=WER_TOL), name
+        a, b = (decode_summary(e, DECODED_AS.get(name, name)) for e in (single_exp, other_exp))
+        assert a["dev_wer_by_scale"].keys() == b["dev_wer_by_scale"].keys(), name
+        for scale, wer in a["dev_wer_by_scale"].items():
+            assert b["dev_wer_by_scale"][scale] == pytest.approx(wer, abs=DEV_WER_TOL), (name, scale)
+        if a["acoustic_scale"] == b["acoustic_scale"]:
+            assert other[name]["wer"] == pytest.approx(single[name]["wer"], abs=WER_TOL), name
+
+
+def decode_summary(exp: Path, system: str) -> dict:
+    return json.loads((exp / "decode" / system / "summary.json").read_text())
