@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from asr_kd.paths import RunPaths
+
 # The costly stages before training and the graph: run once by smoke_run, copied (found done).
 COPIED = ("prepare", "lang", "features", "align", "graph")
 # Several ranks sum gradients in another order than one process; ~850 Adam steps amplify the
@@ -22,7 +24,6 @@ COPIED = ("prepare", "lang", "features", "align", "graph")
 FRAME_ACC_TOL = 0.02
 DEV_WER_TOL = 0.05
 WER_TOL = 0.03
-DECODED_AS = {"baseline": "teacher-0", "baseline_100": "teacher-0"}  # the report's rows -> decode/<system>
 
 
 def copy_until_training(src: Path, dst: Path) -> None:
@@ -54,13 +55,10 @@ def assert_reports_match(single_exp: Path, other_exp: Path, T: float) -> None:
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], abs=FRAME_ACC_TOL), (name, key)
     for name in ["baseline", "ensemble", student, "baseline_100"]:
-        a, b = (decode_summary(e, DECODED_AS.get(name, name)) for e in (single_exp, other_exp))
+        system = "teacher-0" if name == "baseline" else single[name].get("decoded_as") or name  # Table 1's baseline
+        a, b = (json.loads(RunPaths(e).decode_summary(system).read_text()) for e in (single_exp, other_exp))
         assert a["dev_wer_by_scale"].keys() == b["dev_wer_by_scale"].keys(), name
         for scale, wer in a["dev_wer_by_scale"].items():
             assert b["dev_wer_by_scale"][scale] == pytest.approx(wer, abs=DEV_WER_TOL), (name, scale)
         if a["acoustic_scale"] == b["acoustic_scale"]:
             assert other[name]["wer"] == pytest.approx(single[name]["wer"], abs=WER_TOL), name
-
-
-def decode_summary(exp: Path, system: str) -> dict:
-    return json.loads((exp / "decode" / system / "summary.json").read_text())
