@@ -356,6 +356,11 @@ class DistillConfig:
         than teacher 0. The config decides, not a model file left by an earlier run."""
         return self.baseline_100 == "train"
 
+    def trains_table5_run(self, name: str) -> bool:
+        """Whether Table 5's run ``name`` is a model of its own: baseline_3 and soft_3 always,
+        baseline_100 only when :attr:`trains_baseline_100` (otherwise it is teacher 0)."""
+        return name != "baseline_100" or self.trains_baseline_100
+
     @property
     def subset_period(self) -> int:
         """Passes over the Table-5 subset per (dev-checked) epoch: ``subset_passes_per_epoch``, 0 read

@@ -83,7 +83,7 @@ def table5_rows(cfg: RecipeConfig, paths: RunPaths) -> list[Table5Row]:
     epochs = epochs_used(paths)
     for name in TABLE5_RUNS:
         own = TrainRunDir(paths.table5_dir(name))
-        decoded = name if name != "baseline_100" or cfg.distill.trains_baseline_100 else "teacher-0"
+        decoded = name if cfg.distill.trains_table5_run(name) else "teacher-0"
         run = own if decoded == name else TrainRunDir(paths.teacher_dirs(cfg.teachers.num_teachers)[0])
         s = _read_summary(paths, decoded)
         if s is None:

@@ -425,7 +425,7 @@ def discover_systems(cfg: RecipeConfig, paths: RunPaths) -> list[DnnSystem]:
         systems.append(DnnSystem(f"distilled_T{t:g}", (run.model,), run.metrics))
     for name in TABLE5_RUNS:
         run = TrainRunDir(paths.table5_dir(name))
-        if name != "baseline_100" or cfg.distill.trains_baseline_100:
+        if cfg.distill.trains_table5_run(name):
             systems.append(DnnSystem(name, (run.model,), run.metrics))
     present = [s for s in systems if all(p.exists() for p in s.model_files)]
     for s in systems:
